@@ -1,0 +1,92 @@
+//! The engine: everything the cluster stores and how live events reach a node.
+//!
+//! [`Engine`] is the one interface the gateway talks to. [`memory::MemoryEngine`]
+//! keeps everything in this process (a single node, `cargo run` with no Redis);
+//! [`redis::RedisEngine`] keeps everything in Redis, so any number of nodes share it.
+//! Both promise the same behaviour and the same tests run against both.
+//!
+//! The engine never knows about WebSockets: it hands live events for the users a node
+//! subscribed to to an [`EventSink`] (the gateway's router) as ready-to-send bytes.
+
+pub mod memory;
+pub mod redis;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use chat_protocol::{Message, StreamId, User};
+
+/// What the cluster stores and how events move between nodes.
+///
+/// Ordering promise: for one user, inbox events get strictly increasing ids in the
+/// order the cluster accepted them, and every event carries the id of the event
+/// before it (`prev`), so a reader can prove it saw every one.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// `"redis"` or `"memory"`, for logs and `/readyz`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the backend answers right now.
+    async fn ready(&self) -> bool;
+
+    /// The user with this id, if the cluster knows them.
+    async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError>;
+
+    /// Creates the user or renames them. Returns whether they existed before.
+    async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError>;
+
+    /// Creates a new guest user with a fresh id.
+    async fn create_guest(&self, name: &str) -> Result<User, EngineError>;
+
+    /// Issues a new session for the user, valid for `ttl_secs` (sliding).
+    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError>;
+
+    /// The user behind a session, and its expiry pushed back to `ttl_secs` from now.
+    /// `None` when the session is unknown, expired or revoked.
+    async fn resume_session(&self, session: &str, ttl_secs: u64) -> Result<Option<User>, EngineError>;
+
+    /// Revokes every session of the user.
+    async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError>;
+
+    /// Stores a 1:1 message and delivers it to both participants' inboxes and live
+    /// channels, atomically with respect to idempotency: a send with a nonce already
+    /// seen from this sender (within `nonce_ttl`) returns the stored message with
+    /// `duplicate: true` and stores and delivers nothing.
+    async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError>;
+
+    /// Up to `limit` messages of the conversation between `a` and `b` older than
+    /// `before` (or the newest), ascending, and whether older ones exist.
+    async fn history(
+        &self,
+        a: &str,
+        b: &str,
+        before: Option<StreamId>,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), EngineError>;
+
+    /// Deletes a conversation's history.
+    async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError>;
+
+    /// The id of the newest event in the user's inbox ([`StreamId::ZERO`] if none).
+    async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError>;
+
+    /// Up to `count` inbox events with ids greater than `after`, oldest first.
+    async fn read_inbox(
+        &self,
+        user_id: &str,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<InboxEvent>, EngineError>;
+
+    /// Starts live delivery of the user's events to the sink. Returns once the
+    /// subscription is confirmed, so anything published afterwards is delivered.
+    async fn subscribe(&self, user_id: &str) -> Result<(), EngineError>;
+
+    /// Stops live delivery of the user's events to this node.
+    async fn unsubscribe(&self, user_id: &str) -> Result<(), EngineError>;
+
+    /// Publishes an ephemeral, unstored frame (typing) to the user's connections on
+    /// every node.
+    async fn publish_ephemeral(&self, user_id: &str, frame: &str) -> Result<(), EngineError>;
+}

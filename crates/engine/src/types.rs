@@ -1,0 +1,137 @@
+//! Types shared by both engines.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chat_protocol::{Message, StreamId};
+
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The backend could not be reached or did not answer in time. Nothing was stored.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// A user the request names does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Anything else: a bug or corrupt data.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A message to store and deliver.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// Idempotency key chosen by the client (or by the gateway when it has none).
+    pub nonce: Option<String>,
+    /// How long the nonce is remembered, in seconds.
+    pub nonce_ttl_secs: u64,
+    /// RFC 3339 time with milliseconds, from the accepting node's clock.
+    pub sent_at: String,
+}
+
+/// The result of [`crate::Engine::send`].
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    pub message: Message,
+    /// True when the nonce was seen before: `message` is the original, nothing new
+    /// was stored or delivered.
+    pub duplicate: bool,
+}
+
+/// One entry of a user's inbox: an event that concerns the user, in the order the
+/// cluster accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEvent {
+    /// The entry id: the cursor a client sends back as `hello.last_seen`.
+    pub id: StreamId,
+    /// The id of the entry before it in the same inbox (`0-0` for the first), so a
+    /// reader can tell whether it missed anything.
+    pub prev: StreamId,
+    /// The event as a JSON object without its cursor, e.g.
+    /// `{"type":"message","message":{…}}`.
+    pub json: Bytes,
+}
+
+impl InboxEvent {
+    /// The frame to send: the event with `"cursor":"<id>"` added. Built once per
+    /// event per node and shared by every local connection.
+    pub fn frame(&self) -> Bytes {
+        let body = self.json.as_ref();
+        let trimmed = match body.iter().rposition(|&b| b == b'}') {
+            Some(end) => &body[..end],
+            None => body,
+        };
+        let cursor = self.id.to_string();
+        let mut out = Vec::with_capacity(trimmed.len() + cursor.len() + 14);
+        out.extend_from_slice(trimmed);
+        out.extend_from_slice(b",\"cursor\":\"");
+        out.extend_from_slice(cursor.as_bytes());
+        out.extend_from_slice(b"\"}");
+        Bytes::from(out)
+    }
+}
+
+/// A live event for one user, as the engine hands it to the node.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// A stored inbox event (message, read receipt).
+    Inbox(Arc<InboxEvent>),
+    /// A ready-to-send frame that is not stored (typing).
+    Ephemeral(Bytes),
+}
+
+/// Where an engine hands live events for subscribed users: the gateway's router.
+pub trait EventSink: Send + Sync + 'static {
+    /// A live event for a user this node subscribed to.
+    fn deliver(&self, user_id: &str, event: LiveEvent);
+
+    /// Live delivery may have missed events (a reconnect to the backend, a lagging
+    /// subscriber): every local connection should catch up from its inbox.
+    fn resync(&self);
+}
+
+/// Retention of stored data. Zero means unlimited.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Messages kept per conversation (approximate trimming).
+    pub history_max_len: u64,
+    /// Oldest message age kept, in seconds.
+    pub history_max_age_secs: u64,
+    /// Events kept per user inbox (the recovery window).
+    pub inbox_max_len: u64,
+    /// An idle inbox expires after this many seconds.
+    pub inbox_ttl_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            history_max_len: 10_000,
+            history_max_age_secs: 0,
+            inbox_max_len: 5_000,
+            inbox_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_adds_cursor() {
+        let e = InboxEvent {
+            id: StreamId { ms: 5, seq: 1 },
+            prev: StreamId::ZERO,
+            json: Bytes::from_static(br#"{"type":"message","message":{"id":"1-0"}}"#),
+        };
+        assert_eq!(
+            &e.frame()[..],
+            br#"{"type":"message","message":{"id":"1-0"},"cursor":"5-1"}"#
+        );
+    }
+}

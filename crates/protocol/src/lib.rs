@@ -1,0 +1,14 @@
+//! Wire types of the chat protocol (`docs/protocol.md`): the frames a client sends,
+//! the frames a server sends, error and close codes, and the id rules.
+//!
+//! This crate does no I/O and knows nothing about WebSockets or Redis: the gateway,
+//! the Rust client, the load-test harness and the tests all speak through it, so a
+//! frame means the same thing everywhere.
+
+pub mod codes;
+pub mod frames;
+pub mod ids;
+
+pub use codes::{close, ErrorCode};
+pub use frames::*;
+pub use ids::{dm_conversation, normalize_username, valid_user_id, StreamId};

@@ -1,0 +1,39 @@
+//! Test helpers shared by every integration test: a real `redis-server` on a free
+//! port in a temp dir (killable and restartable), `chat-gateway` processes on free
+//! ports, and a poll-until-deadline helper instead of sleeps.
+//!
+//! Processes are killed when their handle drops, so a failing test leaves nothing
+//! behind. Nothing here ever touches the machine's own Redis on 6379.
+
+mod gateway;
+mod redis;
+
+pub use gateway::Gateway;
+pub use redis::RedisServer;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
