@@ -1,1 +1,333 @@
-//! Redis engine (in progress).
+//! The Redis engine: everything stored in Redis, so any number of nodes share it.
+//!
+//! [`RedisEngine`] implements [`Engine`] with a small fred command pool and a few
+//! subscriber connections ([`subscriber`]). A send is one `FCALL chat_send` (one round
+//! trip): the Lua library ([`functions`], `scripts/chat.lua`) checks the nonce, appends
+//! the message to the conversation stream, appends an event to both participants'
+//! inboxes and publishes it on their channels, atomically. Reads are plain stream
+//! commands. Key names live in [`keys`]; connection settings and error mapping in
+//! [`conn`]. While Redis is down every call fails fast with
+//! [`EngineError::Unavailable`]; fred reconnects on its own, the library is reloaded if
+//! the restarted Redis lost it, and subscriptions are re-established.
+
+mod conn;
+mod functions;
+pub mod keys;
+mod subscriber;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_protocol::{dm_conversation, Message, StreamId, User};
+use fred::clients::Pool;
+use fred::prelude::*;
+use fred::types::config::Options;
+use fred::types::{ClusterHash, CustomCommand, Expiration};
+
+use self::conn::{entries, map_err, text};
+use self::subscriber::Subscribers;
+use crate::{Engine, EngineError, EventSink, InboxEvent, Retention, SendOutcome, SendRequest};
+
+/// Connections in the command pool.
+const POOL_SIZE: usize = 4;
+
+/// How to reach Redis and what to keep.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]` (fred's URL forms).
+    pub url: String,
+    pub retention: Retention,
+    /// Subscriber connections users are spread over (default 2).
+    pub subscribers: usize,
+    /// Connection and command timeout in milliseconds (default 3000).
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            retention: Retention::default(),
+            subscribers: 2,
+            command_timeout_ms: 3000,
+        }
+    }
+}
+
+/// The engine backed by Redis.
+pub struct RedisEngine {
+    pool: Pool,
+    /// Ordinary commands: timeout, fail fast, one retry after a reconnect.
+    opts: Options,
+    /// Sends without a nonce: never written twice.
+    once: Options,
+    timeout: Duration,
+    retention: Retention,
+    subscribers: Subscribers,
+}
+
+impl RedisEngine {
+    /// Connects the pool and the subscribers and loads the function library. Fails
+    /// with `Unavailable` when Redis does not answer within the timeout.
+    pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Arc<RedisEngine>, EngineError> {
+        let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
+        let builder = conn::builder(&config.url, timeout)?;
+        let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
+        pool.init().await.map_err(map_err)?;
+        let opts = conn::options(timeout, 2);
+        functions::load(&pool.with_options(&opts)).await?;
+        let subscribers = Subscribers::start(&builder, config.subscribers, timeout, sink).await?;
+        Ok(Arc::new(RedisEngine {
+            pool,
+            once: conn::options(timeout, 1),
+            opts,
+            timeout,
+            retention: config.retention,
+            subscribers,
+        }))
+    }
+
+    /// Closes every connection. The engine is unusable afterwards.
+    pub async fn close(&self) {
+        self.subscribers.close().await;
+        let _ = self.pool.quit().await;
+    }
+
+    fn cmd(&self) -> fred::clients::WithOptions<Pool> {
+        self.pool.with_options(&self.opts)
+    }
+
+    async fn fcall_send(&self, keys: &[String], args: &[String], opts: &Options) -> Result<Value, EngineError> {
+        let client = self.pool.with_options(opts);
+        match client.fcall(functions::SEND, keys.to_vec(), args.to_vec()).await {
+            Err(e) if conn::is_function_missing(&e) => {
+                tracing::warn!("redis lost the chat function library; reloading it");
+                functions::load(&self.cmd()).await?;
+                client
+                    .fcall(functions::SEND, keys.to_vec(), args.to_vec())
+                    .await
+                    .map_err(map_err)
+            }
+            other => other.map_err(map_err),
+        }
+    }
+
+    async fn last_entry_id(&self, key: String) -> Result<StreamId, EngineError> {
+        let v: Value = self
+            .cmd()
+            .xrevrange(key, "+", "-", Some(1))
+            .await
+            .map_err(map_err)?;
+        Ok(entries(v)?
+            .first()
+            .and_then(|e| StreamId::parse(&e.id))
+            .unwrap_or(StreamId::ZERO))
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let pool = self.pool.clone();
+            handle.spawn(async move {
+                let _ = pool.quit().await;
+            });
+        }
+    }
+}
+
+fn guest_id() -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("g-{}", &hex[..20])
+}
+
+fn session_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+fn ttl(secs: u64) -> i64 {
+    secs.clamp(1, i64::MAX as u64) as i64
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ready(&self) -> bool {
+        let opts = conn::options(self.timeout.min(Duration::from_secs(1)), 1);
+        let pong: Result<String, _> = self.pool.with_options(&opts).ping(None).await;
+        pong.is_ok() && self.subscribers.connected()
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError> {
+        let name: Option<String> = self.cmd().hget(keys::user(id), "name").await.map_err(map_err)?;
+        Ok(name.map(|name| User { id: id.to_string(), name }))
+    }
+
+    async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
+        let added: i64 = self
+            .cmd()
+            .hset(keys::user(id), ("name", name))
+            .await
+            .map_err(map_err)?;
+        Ok(added == 0)
+    }
+
+    async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
+        let id = guest_id();
+        let _: i64 = self
+            .cmd()
+            .hset(keys::user(&id), ("name", name))
+            .await
+            .map_err(map_err)?;
+        Ok(User { id, name: name.to_string() })
+    }
+
+    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError> {
+        let token = session_token();
+        let _: () = self
+            .cmd()
+            .set(keys::session(&token), user_id, Some(Expiration::EX(ttl(ttl_secs))), None, false)
+            .await
+            .map_err(map_err)?;
+        let set = keys::user_sessions(user_id);
+        let _: i64 = self.cmd().sadd(&set, token.as_str()).await.map_err(map_err)?;
+        let _: i64 = self.cmd().expire(&set, ttl(ttl_secs), None).await.map_err(map_err)?;
+        Ok(token)
+    }
+
+    async fn resume_session(&self, session: &str, ttl_secs: u64) -> Result<Option<User>, EngineError> {
+        let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
+        let uid: Value = self
+            .cmd()
+            .custom(getex, vec![keys::session(session), "EX".into(), ttl(ttl_secs).to_string()])
+            .await
+            .map_err(map_err)?;
+        let Some(uid) = text(uid) else {
+            return Ok(None);
+        };
+        let set = keys::user_sessions(&uid);
+        let (user, _) = tokio::join!(
+            self.get_user(&uid),
+            self.cmd().expire::<i64, _>(&set, ttl(ttl_secs), None)
+        );
+        user
+    }
+
+    async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
+        let set = keys::user_sessions(user_id);
+        let tokens: Vec<String> = self.cmd().smembers(&set).await.map_err(map_err)?;
+        if !tokens.is_empty() {
+            // One DEL per key: on Redis Cluster the session keys live in different slots.
+            let pipeline = self.pool.next().pipeline();
+            for token in &tokens {
+                let _: () = pipeline.del(keys::session(token)).await.map_err(map_err)?;
+            }
+            let _: Vec<Value> = pipeline.all().await.map_err(map_err)?;
+        }
+        let _: i64 = self.cmd().del(&set).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
+        let (keys, args) = functions::send_call(&request, &self.retention);
+        // With a nonce a retried call is harmless; without one, never write it twice.
+        let opts = if request.nonce.is_some() { &self.opts } else { &self.once };
+        let reply = self.fcall_send(&keys, &args, opts).await?;
+        let (duplicate, message) = functions::parse_send_reply(reply)?;
+        Ok(SendOutcome { message, duplicate })
+    }
+
+    async fn history(
+        &self,
+        a: &str,
+        b: &str,
+        before: Option<StreamId>,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), EngineError> {
+        let end = match before {
+            Some(id) => format!("({id}"),
+            None => "+".to_string(),
+        };
+        let v: Value = self
+            .cmd()
+            .xrevrange(keys::conv_msgs(a, b), end, "-", Some(limit as u64 + 1))
+            .await
+            .map_err(map_err)?;
+        let mut found = entries(v)?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let conversation = dm_conversation(a, b);
+        let messages = found
+            .into_iter()
+            .rev()
+            .map(|e| Message {
+                conversation: conversation.clone(),
+                from: e.text("f"),
+                to: e.text("t"),
+                body: e.text("b"),
+                sent_at: e.text("s"),
+                id: e.id,
+            })
+            .collect();
+        Ok((messages, more))
+    }
+
+    async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError> {
+        // Both keys share the conversation's hash tag: one DEL works on Cluster too.
+        let _: i64 = self
+            .cmd()
+            .del(vec![keys::conv_msgs(a, b), keys::conv_meta(a, b)])
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError> {
+        self.last_entry_id(keys::inbox(user_id)).await
+    }
+
+    async fn read_inbox(&self, user_id: &str, after: StreamId, count: usize) -> Result<Vec<InboxEvent>, EngineError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let v: Value = self
+            .cmd()
+            .xrange(keys::inbox(user_id), format!("({after}"), "+", Some(count as u64))
+            .await
+            .map_err(map_err)?;
+        entries(v)?
+            .into_iter()
+            .map(|e| {
+                let bad = || EngineError::Internal(format!("corrupt inbox entry {} of {user_id}", e.id));
+                Ok(InboxEvent {
+                    id: StreamId::parse(&e.id).ok_or_else(bad)?,
+                    prev: StreamId::parse(&e.text("p")).ok_or_else(bad)?,
+                    json: e.bytes("e").cloned().ok_or_else(bad)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn subscribe(&self, user_id: &str) -> Result<(), EngineError> {
+        self.subscribers.subscribe(user_id).await
+    }
+
+    async fn unsubscribe(&self, user_id: &str) -> Result<(), EngineError> {
+        self.subscribers.unsubscribe(user_id).await
+    }
+
+    async fn publish_ephemeral(&self, user_id: &str, frame: &str) -> Result<(), EngineError> {
+        let _: i64 = self
+            .pool
+            .next_connected()
+            .with_options(&self.opts)
+            .spublish(keys::channel(user_id), format!("- - {frame}"))
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

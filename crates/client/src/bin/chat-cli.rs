@@ -1,0 +1,152 @@
+//! `chat-cli`: a small terminal client for trying a gateway by hand.
+//!
+//! ```text
+//! chat-cli --url ws://127.0.0.1:8080/ws --username alice
+//! /to <user id>   choose the peer      /history   show the last 20 messages
+//! /quit           leave                anything else is sent to the peer
+//! ```
+//!
+//! It prints the session and cursor on exit, so `--session S --last-seen C` resumes.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chat_client::{Client, ClientError, Credential, Message, ServerFrame};
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Parser, Debug)]
+#[command(name = "chat-cli", about = "Terminal client of the chat cluster")]
+struct Args {
+    /// WebSocket URL of a gateway node.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws", env = "CHAT_URL")]
+    url: String,
+    /// Sign in as a guest with this name.
+    #[arg(long, group = "cred")]
+    username: Option<String>,
+    /// Sign in with a JWT signed by the host application.
+    #[arg(long, group = "cred")]
+    token: Option<String>,
+    /// Resume a session issued earlier.
+    #[arg(long, group = "cred")]
+    session: Option<String>,
+    /// Cursor to recover from (with --session).
+    #[arg(long)]
+    last_seen: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cred = match (args.username, args.token, args.session) {
+        (Some(u), None, None) => Credential::Username(u),
+        (None, Some(t), None) => Credential::Token(t),
+        (None, None, Some(s)) => Credential::Session(s),
+        _ => bail!("give exactly one of --username, --token, --session"),
+    };
+    let mut client = Client::connect(&args.url, cred, args.last_seen)
+        .await
+        .with_context(|| format!("connecting to {}", args.url))?;
+    let w = client.welcome().clone();
+    println!(
+        "signed in as {} ({}) on {}; resumed={} recovered={}",
+        w.user.name, w.user.id, w.node, w.resumed, w.recovered
+    );
+    for u in &w.unread {
+        println!("  {} unread from {} ({})", u.count, u.peer.name, u.peer.id);
+    }
+    println!("commands: /to <user id>, /history, /quit; other lines are sent");
+
+    let mut peer: Option<String> = None;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                match handle_line(&mut client, &mut peer, line.trim()).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(ClientError::Server { code, message }) => println!("! {code}: {message}"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            event = client.next_event() => match event {
+                Ok(frame) => print_event(client.user_id(), &frame),
+                Err(ClientError::Closed { code, reason }) => {
+                    println!("! connection closed ({code:?}) {reason}");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    println!(
+        "session {} cursor {}",
+        client.session(),
+        client.cursor().unwrap_or("-")
+    );
+    tokio::time::timeout(Duration::from_secs(2), client.close())
+        .await
+        .ok();
+    Ok(())
+}
+
+/// Runs one input line; `Ok(false)` means quit.
+async fn handle_line(
+    client: &mut Client,
+    peer: &mut Option<String>,
+    line: &str,
+) -> Result<bool, ClientError> {
+    if line.is_empty() {
+        return Ok(true);
+    }
+    if line == "/quit" {
+        return Ok(false);
+    }
+    if let Some(id) = line.strip_prefix("/to ") {
+        *peer = Some(id.trim().to_string());
+        println!("talking to {}", id.trim());
+        return Ok(true);
+    }
+    let Some(to) = peer.clone() else {
+        println!("! choose a peer first: /to <user id>");
+        return Ok(true);
+    };
+    if line == "/history" {
+        let (messages, more) = client.history(&to, None, 20).await?;
+        if more {
+            println!("  …");
+        }
+        for m in &messages {
+            print_message(client.user_id(), m);
+        }
+        return Ok(true);
+    }
+    let message = client.send(&to, line).await?;
+    // Shown once: the `message` event for our own send is dropped as a duplicate.
+    client.mark_seen(&message);
+    print_message(client.user_id(), &message);
+    Ok(true)
+}
+
+fn print_event(me: &str, frame: &ServerFrame) {
+    match frame {
+        ServerFrame::Message { message, .. } => print_message(me, message),
+        ServerFrame::Typing { from } => println!("  ({from} is typing)"),
+        ServerFrame::Presence { user, online, .. } => {
+            println!(
+                "  ({user} is {})",
+                if *online { "online" } else { "offline" }
+            )
+        }
+        ServerFrame::Read { by, up_to, .. } if by != me => println!("  ({by} read up to {up_to})"),
+        ServerFrame::Error { code, message, .. } => println!("! {code}: {message}"),
+        _ => {}
+    }
+}
+
+fn print_message(me: &str, m: &Message) {
+    let who = if m.from == me { "me" } else { m.from.as_str() };
+    // Bodies are plain text: print them as is, never interpreted.
+    println!("[{}] {who} → {}: {}", m.sent_at, m.to, m.body);
+}

@@ -1,0 +1,160 @@
+#!lua name=chat
+--[[
+The chat library: slot-local building blocks for storing and delivering messages.
+
+Key layout (see crates/engine/src/redis/keys.rs):
+  chat:{c:<a>:<b>}:msgs              conversation stream (fields f, t, b, s, n?)
+  chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id
+  chat:{c:<a>:<b>}:n:<from>:<nonce>  nonce key, value = the stored message JSON
+  chat:{u:<id>}:inbox                inbox stream (fields p = previous id, e = event JSON)
+  chat:{u:<id>}:convs                sorted set: peer id -> last message ms
+  chat:{u:<id>}:ch                   sharded pub/sub channel
+
+On a single Redis, chat_send does a whole send in one call. On Redis Cluster the
+conversation and the two inboxes live in different slots: chat_conv_append, then
+chat_inbox_append for each participant. Every numeric argument 0 means "unlimited".
+]]
+
+-- The message JSON, fields in a fixed order (as serde writes chat_protocol::Message).
+local function message_json(id, conversation, from, to, body, sent_at)
+  return '{"id":' .. cjson.encode(id)
+    .. ',"conversation":' .. cjson.encode(conversation)
+    .. ',"from":' .. cjson.encode(from)
+    .. ',"to":' .. cjson.encode(to)
+    .. ',"body":' .. cjson.encode(body)
+    .. ',"sent_at":' .. cjson.encode(sent_at) .. '}'
+end
+
+-- The inbox event JSON of a message (without cursor).
+local function message_event(msg)
+  return '{"type":"message","message":' .. msg .. '}'
+end
+
+-- Appends a message to a conversation unless its nonce was seen.
+-- msgs, meta: keys; nonce_key: key or nil (no nonce).
+-- a: {conversation, from, to, body, sent_at, nonce, nonce_ttl, max_len, max_age}
+-- Returns dup (0 or 1), message JSON, and the new id (nil for a duplicate).
+local function conv_append(msgs, meta, nonce_key, a)
+  if nonce_key then
+    local stored = redis.call('GET', nonce_key)
+    if stored then
+      return 1, stored
+    end
+  end
+  local max_len = tonumber(a.max_len) or 0
+  local max_age = tonumber(a.max_age) or 0
+  local min_id = nil
+  if max_age > 0 then
+    local t = redis.call('TIME')
+    local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    min_id = string.format('%d', now_ms - max_age * 1000)
+  end
+  local xadd = {'XADD', msgs}
+  if max_len > 0 then
+    table.insert(xadd, 'MAXLEN'); table.insert(xadd, '~'); table.insert(xadd, tostring(max_len))
+  elseif min_id then
+    table.insert(xadd, 'MINID'); table.insert(xadd, '~'); table.insert(xadd, min_id)
+  end
+  local fields = {'*', 'f', a.from, 't', a.to, 'b', a.body, 's', a.sent_at}
+  for _, v in ipairs(fields) do table.insert(xadd, v) end
+  if nonce_key then
+    table.insert(xadd, 'n'); table.insert(xadd, a.nonce)
+  end
+  local id = redis.call(unpack(xadd))
+  if max_len > 0 and min_id then
+    redis.call('XTRIM', msgs, 'MINID', '~', min_id)
+  end
+  redis.call('HINCRBY', meta, 's', 1)
+  redis.call('HSET', meta, 'last', id)
+  local msg = message_json(id, a.conversation, a.from, a.to, a.body, a.sent_at)
+  if nonce_key then
+    local ttl = tonumber(a.nonce_ttl) or 0
+    if ttl > 0 then
+      redis.call('SET', nonce_key, msg, 'EX', ttl)
+    else
+      redis.call('SET', nonce_key, msg)
+    end
+  end
+  return 0, msg, id
+end
+
+-- Appends an event to a user's inbox, indexes the conversation and publishes it live.
+-- inbox, convs, ch: keys; event: JSON; peer: the other participant; score: message ms.
+-- Returns the new entry id and the previous one ('0-0' for the first).
+local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl)
+  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
+  local prev = '0-0'
+  if #last > 0 then
+    prev = last[1][1]
+  end
+  max_len = tonumber(max_len) or 0
+  ttl = tonumber(ttl) or 0
+  local id
+  if max_len > 0 then
+    id = redis.call('XADD', inbox, 'MAXLEN', '~', tostring(max_len), '*', 'p', prev, 'e', event)
+  else
+    id = redis.call('XADD', inbox, '*', 'p', prev, 'e', event)
+  end
+  if ttl > 0 then
+    redis.call('EXPIRE', inbox, ttl)
+  end
+  redis.call('ZADD', convs, score, peer)
+  redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
+  return id, prev
+end
+
+local function conv_args(args, first)
+  return {
+    conversation = args[first], from = args[first + 1], to = args[first + 2],
+    body = args[first + 3], sent_at = args[first + 4], nonce = args[first + 5],
+    nonce_ttl = args[first + 6], max_len = args[first + 7], max_age = args[first + 8],
+  }
+end
+
+--[[ chat_send: a whole 1:1 send on a single Redis (all keys in one slot set).
+KEYS: 1 msgs, 2 meta, 3 nonce key (ignored when ARGV[6] is ''),
+      4 inbox(from), 5 convs(from), 6 ch(from), 7 inbox(to), 8 convs(to), 9 ch(to)
+ARGV: 1 conversation, 2 from, 3 to, 4 body, 5 sent_at, 6 nonce ('' = none),
+      7 nonce_ttl, 8 history_max_len, 9 history_max_age_secs,
+      10 inbox_max_len, 11 inbox_ttl_secs
+Returns {dup, message JSON}; when dup = 1 nothing was written or published. ]]
+redis.register_function('chat_send', function(keys, args)
+  local a = conv_args(args, 1)
+  local nonce_key = nil
+  if a.nonce ~= '' then
+    nonce_key = keys[3]
+  end
+  local dup, msg, id = conv_append(keys[1], keys[2], nonce_key, a)
+  if dup == 1 then
+    return {1, msg}
+  end
+  local event = message_event(msg)
+  local score = string.match(id, '^(%d+)')
+  inbox_append(keys[4], keys[5], keys[6], event, a.to, score, args[10], args[11])
+  inbox_append(keys[7], keys[8], keys[9], event, a.from, score, args[10], args[11])
+  return {0, msg}
+end)
+
+--[[ chat_conv_append: the conversation half of a send (cluster mode).
+KEYS: 1 msgs, 2 meta, 3 nonce key (only when ARGV[6] is not '')
+ARGV: 1 conversation, 2 from, 3 to, 4 body, 5 sent_at, 6 nonce ('' = none),
+      7 nonce_ttl, 8 history_max_len, 9 history_max_age_secs
+Returns {dup, message JSON}. ]]
+redis.register_function('chat_conv_append', function(keys, args)
+  local a = conv_args(args, 1)
+  local nonce_key = nil
+  if a.nonce ~= '' then
+    nonce_key = keys[3]
+  end
+  local dup, msg = conv_append(keys[1], keys[2], nonce_key, a)
+  return {dup, msg}
+end)
+
+--[[ chat_inbox_append: one inbox append with its live publish (cluster mode).
+KEYS: 1 inbox, 2 convs, 3 ch (all of one user)
+ARGV: 1 event JSON, 2 peer id, 3 score (message ms), 4 inbox_max_len, 5 inbox_ttl_secs
+Returns {id, prev}. ]]
+redis.register_function('chat_inbox_append', function(keys, args)
+  local id, prev = inbox_append(keys[1], keys[2], keys[3], args[1], args[2], args[3], args[4], args[5])
+  return {id, prev}
+end)

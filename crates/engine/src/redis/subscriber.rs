@@ -1,0 +1,281 @@
+//! Live delivery: sharded pub/sub on a few `SubscriberClient` connections.
+//!
+//! Each user is assigned to one of `n` subscriber connections by a stable hash of the
+//! id. `subscribe` sends `SSUBSCRIBE`, which returns only after Redis confirmed the
+//! subscription. Every connection has its own task reading `message_rx()` (fred's
+//! `on_message` listeners die silently when they lag; here a lag calls
+//! `sink.resync()`), and a task watching `reconnect_rx()`: after a reconnect it
+//! re-subscribes the connection's users in batches, grouped by hash slot, and then calls
+//! `sink.resync()` so the node catches up on what it missed while disconnected.
+//!
+//! Payloads, as the Lua library publishes them: `"<id> <prev> <event json>"` for an
+//! inbox event and `"- - <frame json>"` for an ephemeral frame.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::StreamId;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::config::Options;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::conn::{self, map_err};
+use super::keys;
+use crate::{EngineError, EventSink, InboxEvent, LiveEvent};
+
+/// Channels per `SSUBSCRIBE` when re-subscribing: keeps each batch of confirmations
+/// well inside Redis's pub/sub output buffer.
+const RESUBSCRIBE_BATCH: usize = 500;
+
+/// The subscriber connections of one engine.
+pub(crate) struct Subscribers {
+    shards: Vec<Arc<Shard>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// One subscriber connection and the users assigned to it.
+struct Shard {
+    client: SubscriberClient,
+    users: Mutex<HashSet<String>>,
+    options: Options,
+    sink: Arc<dyn EventSink>,
+}
+
+impl Shard {
+    fn users(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes again to every channel of this connection's users.
+    async fn resubscribe(&self) -> Result<(), EngineError> {
+        let channels: Vec<String> = self.users().iter().map(|u| keys::channel(u)).collect();
+        let groups = fred::util::group_by_hash_slot(channels).map_err(map_err)?;
+        // No fail_fast: right after the reconnect event the client is not yet marked
+        // connected, and the command must wait for the router instead of failing.
+        let opts = Options {
+            fail_fast: false,
+            ..self.options.clone()
+        };
+        for (_, group) in groups {
+            let group: Vec<Key> = group.into_iter().collect();
+            for batch in group.chunks(RESUBSCRIBE_BATCH) {
+                self.client
+                    .with_options(&opts)
+                    .ssubscribe(batch.to_vec())
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&self, message: fred::types::Message) {
+        let Some(user) = keys::channel_user(&message.channel) else {
+            return;
+        };
+        let Some(payload) = message.value.into_bytes() else {
+            return;
+        };
+        match parse_payload(payload) {
+            Some(event) => self.sink.deliver(user, event),
+            None => tracing::warn!(channel = %message.channel, "unparsable live payload"),
+        }
+    }
+}
+
+/// Parses `"<id> <prev> <json>"` or `"- - <json>"`.
+pub(crate) fn parse_payload(payload: Bytes) -> Option<LiveEvent> {
+    let first = payload.iter().position(|&b| b == b' ')?;
+    let second = first + 1 + payload[first + 1..].iter().position(|&b| b == b' ')?;
+    let json = payload.slice(second + 1..);
+    let id = &payload[..first];
+    if id == b"-" {
+        return Some(LiveEvent::Ephemeral(json));
+    }
+    let id = StreamId::parse(std::str::from_utf8(id).ok()?)?;
+    let prev = StreamId::parse(std::str::from_utf8(&payload[first + 1..second]).ok()?)?;
+    Some(LiveEvent::Inbox(Arc::new(InboxEvent { id, prev, json })))
+}
+
+/// A stable shard index for a user.
+fn shard_of(user: &str, n: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+impl Subscribers {
+    /// Connects `n` subscriber connections and starts their tasks.
+    pub(crate) async fn start(
+        builder: &Builder,
+        n: usize,
+        timeout: Duration,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Subscribers, EngineError> {
+        let mut shards = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..n.max(1) {
+            let client = builder.build_subscriber_client().map_err(map_err)?;
+            // Both receivers exist before the first connect, so nothing is missed; the
+            // first reconnect event is the initial connection.
+            let messages = client.message_rx();
+            let reconnects = client.reconnect_rx();
+            client.init().await.map_err(map_err)?;
+            let shard = Arc::new(Shard {
+                client,
+                users: Mutex::new(HashSet::new()),
+                options: conn::options(timeout, 2),
+                sink: sink.clone(),
+            });
+            tasks.push(tokio::spawn(read_messages(shard.clone(), messages)));
+            tasks.push(tokio::spawn(watch_reconnects(shard.clone(), reconnects)));
+            shards.push(shard);
+        }
+        Ok(Subscribers { shards, tasks })
+    }
+
+    fn shard(&self, user: &str) -> &Arc<Shard> {
+        &self.shards[shard_of(user, self.shards.len())]
+    }
+
+    /// Subscribes to the user's channel; returns once Redis confirmed it.
+    pub(crate) async fn subscribe(&self, user: &str) -> Result<(), EngineError> {
+        let shard = self.shard(user);
+        // Recorded first, so a reconnect racing with this call re-subscribes it too.
+        let added = shard.users().insert(user.to_string());
+        let result = shard
+            .client
+            .with_options(&shard.options)
+            .ssubscribe(keys::channel(user))
+            .await
+            .map_err(map_err);
+        if result.is_err() && added {
+            shard.users().remove(user);
+        }
+        result
+    }
+
+    /// Unsubscribes from the user's channel.
+    pub(crate) async fn unsubscribe(&self, user: &str) -> Result<(), EngineError> {
+        let shard = self.shard(user);
+        if !shard.users().remove(user) {
+            return Ok(());
+        }
+        shard
+            .client
+            .with_options(&shard.options)
+            .sunsubscribe(keys::channel(user))
+            .await
+            .map_err(map_err)
+    }
+
+    /// Whether every subscriber connection is up.
+    pub(crate) fn connected(&self) -> bool {
+        self.shards.iter().all(|s| s.client.is_connected())
+    }
+
+    /// Stops the tasks and closes the connections.
+    pub(crate) async fn close(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for shard in &self.shards {
+            let _ = shard.client.quit().await;
+        }
+    }
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            for shard in &self.shards {
+                let client = shard.client.clone();
+                handle.spawn(async move {
+                    let _ = client.quit().await;
+                });
+            }
+        }
+    }
+}
+
+async fn read_messages(shard: Arc<Shard>, mut rx: tokio::sync::broadcast::Receiver<fred::types::Message>) {
+    loop {
+        match rx.recv().await {
+            Ok(message) => shard.handle(message),
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "redis subscriber lagged; resync");
+                shard.sink.resync();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn watch_reconnects(shard: Arc<Shard>, mut rx: tokio::sync::broadcast::Receiver<fred::types::config::Server>) {
+    let mut initial = true;
+    loop {
+        match rx.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+        if initial {
+            initial = false;
+            continue;
+        }
+        tracing::info!("redis subscriber reconnected; re-subscribing");
+        loop {
+            match shard.resubscribe().await {
+                Ok(()) => {
+                    shard.sink.resync();
+                    break;
+                }
+                Err(e) if shard.client.is_connected() => {
+                    tracing::warn!(error = %e, "re-subscribing failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                // Down again: the next reconnect event retries.
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-subscribing failed while disconnected");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        match parse_payload(Bytes::from_static(b"5-1 0-0 {\"a\":1}")) {
+            Some(LiveEvent::Inbox(e)) => {
+                assert_eq!(e.id, StreamId { ms: 5, seq: 1 });
+                assert_eq!(e.prev, StreamId::ZERO);
+                assert_eq!(&e.json[..], b"{\"a\":1}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_payload(Bytes::from_static(b"- - {\"type\":\"typing\"}")) {
+            Some(LiveEvent::Ephemeral(b)) => assert_eq!(&b[..], b"{\"type\":\"typing\"}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_payload(Bytes::from_static(b"garbage")).is_none());
+    }
+
+    #[test]
+    fn shards_are_stable() {
+        assert_eq!(shard_of("alice", 4), shard_of("alice", 4));
+        assert!(shard_of("bob", 3) < 3);
+    }
+}

@@ -1,0 +1,266 @@
+//! Settings: defaults, then an optional TOML file, then `CHAT_<SECTION>__<KEY>`
+//! environment variables (which win). An invalid value stops the node at start with
+//! a message naming the setting.
+
+use serde::Deserialize;
+
+/// Every setting of a node. Field names are the TOML keys and, upper-cased, the
+/// environment variable names (`server.max_body` ↔ `CHAT_SERVER__MAX_BODY`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub redis: RedisSettings,
+    pub retention: RetentionSettings,
+    pub auth: AuthSettings,
+    pub api: ApiSettings,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port to serve on.
+    pub listen: String,
+    /// This node's name in `welcome.node`; empty = host name + random suffix.
+    pub node_id: String,
+    /// Comma-separated origins allowed to open `/ws`; `*` allows any; empty = same origin.
+    pub allowed_origins: String,
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame: usize,
+    /// Longest message body, in characters.
+    pub max_body: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub outbox: usize,
+    pub hello_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+    pub ping_timeout_secs: u64,
+    /// On SIGTERM, how long `/readyz` fails before sockets are closed.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "0.0.0.0:8080".into(),
+            node_id: String::new(),
+            allowed_origins: String::new(),
+            max_frame: 65_536,
+            max_body: 4_000,
+            outbox: 256,
+            hello_timeout_secs: 10,
+            ping_interval_secs: 25,
+            ping_timeout_secs: 60,
+            shutdown_grace_secs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://…`; empty = in-memory single node.
+    pub url: String,
+    /// Pub/sub connections users are spread over.
+    pub subscribers: usize,
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: String::new(),
+            subscribers: 2,
+            command_timeout_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub history_max_len: u64,
+    pub history_max_age_secs: u64,
+    pub inbox_max_len: u64,
+    pub inbox_ttl_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let r = chat_engine::Retention::default();
+        RetentionSettings {
+            history_max_len: r.history_max_len,
+            history_max_age_secs: r.history_max_age_secs,
+            inbox_max_len: r.inbox_max_len,
+            inbox_ttl_secs: r.inbox_ttl_secs,
+        }
+    }
+}
+
+impl RetentionSettings {
+    pub fn to_engine(&self) -> chat_engine::Retention {
+        chat_engine::Retention {
+            history_max_len: self.history_max_len,
+            history_max_age_secs: self.history_max_age_secs,
+            inbox_max_len: self.inbox_max_len,
+            inbox_ttl_secs: self.inbox_ttl_secs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for `hello.token`; empty = tokens refused.
+    pub jwt_secret: String,
+    /// Whether `hello.username` may create guests; unset = on without Redis only.
+    pub guests: Option<bool>,
+    pub session_ttl_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwt_secret: String::new(),
+            guests: None,
+            session_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Bearer key of the server HTTP API; empty = API disabled (404).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub send_per_second: u32,
+    pub send_burst: u32,
+    pub max_connections_per_user: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            send_per_second: 10,
+            send_burst: 20,
+            max_connections_per_user: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (development) or `json` (production).
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&str>) -> Result<Settings, String> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::with_name(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("CHAT")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let raw = builder.build().map_err(|e| format!("configuration: {e}"))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| format!("configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let bad = |name: &str, why: &str| Err(format!("configuration: {name}: {why}"));
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("server.listen", "must be an address like 0.0.0.0:8080");
+        }
+        if self.server.max_frame < 1024 {
+            return bad("server.max_frame", "must be at least 1024");
+        }
+        if self.server.max_body == 0 || self.server.max_body * 4 + 512 > self.server.max_frame {
+            return bad("server.max_body", "must be > 0 and fit in server.max_frame");
+        }
+        if self.server.outbox < 8 {
+            return bad("server.outbox", "must be at least 8");
+        }
+        if self.server.hello_timeout_secs == 0 || self.server.ping_interval_secs == 0 {
+            return bad("server", "timeouts must be > 0");
+        }
+        if !self.redis.url.is_empty()
+            && !(self.redis.url.starts_with("redis://")
+                || self.redis.url.starts_with("rediss://")
+                || self.redis.url.starts_with("redis-cluster://")
+                || self.redis.url.starts_with("redis-sentinel://"))
+        {
+            return bad("redis.url", "must start with redis://");
+        }
+        if self.redis.subscribers == 0 {
+            return bad("redis.subscribers", "must be at least 1");
+        }
+        if self.limits.send_per_second == 0 || self.limits.send_burst == 0 {
+            return bad("limits.send_per_second", "rates must be > 0");
+        }
+        if self.limits.max_connections_per_user == 0 {
+            return bad("limits.max_connections_per_user", "must be at least 1");
+        }
+        if self.auth.session_ttl_secs == 0 {
+            return bad("auth.session_ttl_secs", "must be > 0");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format", "must be text or json");
+        }
+        Ok(())
+    }
+
+    /// Whether guests may sign in: explicit setting, else only without Redis.
+    pub fn guests_allowed(&self) -> bool {
+        self.auth.guests.unwrap_or(self.redis.url.is_empty())
+    }
+
+    /// The node id, generated when not configured.
+    pub fn node_id(&self) -> String {
+        if !self.server.node_id.is_empty() {
+            return self.server.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "gw".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..6])
+    }
+
+    /// The allowed origins; empty = same origin only; contains `*` = any.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.server
+            .allowed_origins
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}

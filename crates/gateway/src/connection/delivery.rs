@@ -1,0 +1,136 @@
+//! Getting inbox events to the client exactly in order: the recovery replay after
+//! `hello.last_seen`, then live events checked against the `prev` chain, with a
+//! catch-up read from the inbox whenever a gap shows.
+//!
+//! Invariant: `last_sent` only moves forward, and an event is written only if its id
+//! is greater than `last_sent`, so nothing is written twice or out of order.
+
+use chat_protocol::{ServerFrame, StreamId};
+
+use super::hello::SignedIn;
+use super::{Conn, Stop};
+use crate::router::{Out, Routed};
+
+/// Inbox entries read per round trip during replay and catch-up.
+const PAGE: usize = 200;
+
+impl Conn {
+    /// Sends `welcome`, then replays what the client missed since `last_seen`.
+    pub(super) async fn welcome(&mut self, signed: &SignedIn) -> Result<(), Stop> {
+        let engine = self.state.engine.clone();
+        let user = self.user.id.clone();
+        let cursor = signed.last_seen.as_deref().and_then(StreamId::parse);
+        let mut first_page = Vec::new();
+        let mut recovered = false;
+        let start = match cursor {
+            Some(cursor) => {
+                let mut proven = None;
+                // An empty page proves nothing if an event landed between the read
+                // and the head check: look again.
+                for _ in 0..3 {
+                    let page = engine
+                        .read_inbox(&user, cursor, PAGE)
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some(first) = page.first() {
+                        proven = Some(first.prev == cursor);
+                        first_page = page;
+                        break;
+                    }
+                    let head = engine.inbox_head(&user).await.map_err(unavailable)?;
+                    if head <= cursor {
+                        proven = Some(head == cursor);
+                        break;
+                    }
+                }
+                recovered = proven == Some(true);
+                if recovered {
+                    cursor
+                } else {
+                    first_page.clear();
+                    engine.inbox_head(&user).await.map_err(unavailable)?
+                }
+            }
+            None => engine.inbox_head(&user).await.map_err(unavailable)?,
+        };
+        self.last_sent = start;
+        let welcome = ServerFrame::Welcome {
+            session: signed.session.clone(),
+            user: self.user.clone(),
+            resumed: signed.resumed,
+            recovered,
+            node: self.state.node_id.clone(),
+            limits: self.state.limits.clone(),
+            unread: Vec::new(),
+            cursor: Some(start.to_string()),
+        };
+        self.write_frame(&welcome).await?;
+        if recovered {
+            metrics::counter!("chat_recovery_replays_total").increment(1);
+            let full = first_page.len() == PAGE;
+            for event in first_page {
+                self.last_sent = event.id;
+                self.write_bytes(event.frame()).await?;
+            }
+            if full {
+                self.catch_up().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one item from the outbox.
+    pub(super) async fn deliver(&mut self, out: Out) -> Result<(), Stop> {
+        match out {
+            Out::Frame(frame) => self.write_bytes(frame).await,
+            Out::CatchUp => self.catch_up().await,
+            Out::Event(event) => self.deliver_event(&event).await,
+        }
+    }
+
+    async fn deliver_event(&mut self, event: &Routed) -> Result<(), Stop> {
+        if event.id <= self.last_sent {
+            return Ok(());
+        }
+        if event.prev != self.last_sent {
+            // Something between our last cursor and this event was not delivered
+            // live (a reconnect, a publish that raced the subscription): read it.
+            self.catch_up().await?;
+            if event.id <= self.last_sent {
+                return Ok(());
+            }
+        }
+        self.last_sent = event.id;
+        self.write_bytes(event.frame.clone()).await
+    }
+
+    /// Reads and writes every inbox event after `last_sent`. A backend failure is
+    /// logged and left for the next event or resync to retry.
+    pub(super) async fn catch_up(&mut self) -> Result<(), Stop> {
+        let engine = self.state.engine.clone();
+        loop {
+            let page = match engine.read_inbox(&self.user.id, self.last_sent, PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up read failed; will retry on the next event");
+                    return Ok(());
+                }
+            };
+            let full = page.len() == PAGE;
+            for event in page {
+                if event.id > self.last_sent {
+                    self.last_sent = event.id;
+                    self.write_bytes(event.frame()).await?;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn unavailable(e: chat_engine::EngineError) -> Stop {
+    tracing::warn!(error = %e, "recovery read failed");
+    Stop::Close(chat_protocol::close::INTERNAL, "backend unavailable")
+}

@@ -1,0 +1,163 @@
+//! The sign-in phase: the first frame must be a `hello` with exactly one credential,
+//! within `server.hello_timeout_secs` of the upgrade.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use chat_engine::EngineError;
+use chat_protocol::{close, normalize_username, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame, User};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+
+use super::{read_error_stop, text, Stop};
+use crate::state::Shared;
+
+/// A signed-in user, before `welcome` is sent.
+pub(crate) struct SignedIn {
+    pub user: User,
+    pub session: String,
+    /// An existing session, or a token for a user the cluster already knew.
+    pub resumed: bool,
+    pub last_seen: Option<String>,
+}
+
+/// Why a `hello` was refused.
+enum Refusal {
+    /// Fixable by the client on the same connection (e.g. an invalid guest name).
+    BadRequest(String),
+    Unauthorized(String),
+    Unavailable,
+}
+
+impl From<EngineError> for Refusal {
+    fn from(e: EngineError) -> Self {
+        tracing::warn!(error = %e, "sign-in failed on the backend");
+        Refusal::Unavailable
+    }
+}
+
+/// Reads frames until a valid `hello`; refuses everything else per the protocol.
+pub(crate) async fn sign_in(
+    state: &Shared,
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    stream: &mut SplitStream<WebSocket>,
+) -> Result<SignedIn, Stop> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.settings.server.hello_timeout_secs);
+    loop {
+        let next = tokio::select! {
+            _ = state.shutdown.cancelled() => return Err(Stop::Close(close::GOING_AWAY, "server shutting down")),
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+        };
+        let msg = match next {
+            Err(_) => {
+                reply(sink, ServerFrame::error(None, ErrorCode::Unauthorized, "no hello within the time limit")).await;
+                return Err(Stop::Close(close::UNAUTHORIZED, "hello timeout"));
+            }
+            Ok(None) => return Err(Stop::Gone),
+            Ok(Some(Err(e))) => return Err(read_error_stop(&e)),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        let raw = match msg {
+            WsMessage::Text(t) => t,
+            WsMessage::Binary(_) => return Err(Stop::Close(close::UNSUPPORTED, "binary frames are not supported")),
+            WsMessage::Close(_) => return Err(Stop::Gone),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+        };
+        let frame = match parse_client_frame(raw.as_str()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                reply(sink, ServerFrame::error(e.reference, ErrorCode::BadRequest, e.message)).await;
+                continue;
+            }
+        };
+        let reference = frame.reference().map(str::to_string);
+        let ClientFrame::Hello { token, session, username, last_seen, .. } = frame else {
+            reply(sink, ServerFrame::error(reference, ErrorCode::Unauthorized, "sign in with hello first")).await;
+            return Err(Stop::Close(close::UNAUTHORIZED, "unauthorized"));
+        };
+        metrics::counter!("chat_hello_total").increment(1);
+        match authenticate(state, token, session, username).await {
+            Ok((user, session, resumed)) => {
+                state.remember_user(&user.id);
+                return Ok(SignedIn { user, session, resumed, last_seen });
+            }
+            Err(Refusal::BadRequest(message)) => {
+                reply(sink, ServerFrame::error(reference, ErrorCode::BadRequest, message)).await;
+            }
+            Err(Refusal::Unauthorized(message)) => {
+                tracing::info!(reason = %message, "sign-in refused");
+                reply(sink, ServerFrame::error(reference, ErrorCode::Unauthorized, message)).await;
+                return Err(Stop::Close(close::UNAUTHORIZED, "unauthorized"));
+            }
+            Err(Refusal::Unavailable) => {
+                reply(sink, ServerFrame::error(reference, ErrorCode::Unavailable, "backend unavailable, retry later")).await;
+                return Err(Stop::Close(close::INTERNAL, "backend unavailable"));
+            }
+        }
+    }
+}
+
+async fn reply(sink: &mut SplitSink<WebSocket, WsMessage>, frame: ServerFrame) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(text(frame.to_json()))).await;
+}
+
+/// Checks the one credential and returns the user, a session and `resumed`.
+async fn authenticate(
+    state: &Shared,
+    token: Option<String>,
+    session: Option<String>,
+    username: Option<String>,
+) -> Result<(User, String, bool), Refusal> {
+    let engine = &state.engine;
+    let ttl = state.settings.auth.session_ttl_secs;
+    let given = [token.is_some(), session.is_some(), username.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given != 1 {
+        return Err(Refusal::Unauthorized(
+            "hello needs exactly one of token, session, username".into(),
+        ));
+    }
+    if let Some(token) = token {
+        let claims = state.jwt.verify(&token).map_err(Refusal::Unauthorized)?;
+        if !valid_user_id(&claims.sub) {
+            return Err(Refusal::Unauthorized(
+                "token sub must be 1-64 characters of letters, digits, . _ - @".into(),
+            ));
+        }
+        let name = claims
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty() && n.chars().count() <= 64)
+            .unwrap_or_else(|| claims.sub.clone());
+        let existed = engine.upsert_user(&claims.sub, &name).await?;
+        let session = engine.create_session(&claims.sub, ttl).await?;
+        metrics::counter!("chat_sign_ins_total", "kind" => "token").increment(1);
+        return Ok((User { id: claims.sub, name }, session, existed));
+    }
+    if let Some(session) = session {
+        if session.is_empty() || session.len() > 128 {
+            return Err(Refusal::Unauthorized("session unknown or expired".into()));
+        }
+        let user = engine
+            .resume_session(&session, ttl)
+            .await?
+            .ok_or_else(|| Refusal::Unauthorized("session unknown or expired".into()))?;
+        metrics::counter!("chat_sign_ins_total", "kind" => "session").increment(1);
+        return Ok((user, session, true));
+    }
+    let raw = username.unwrap_or_default();
+    if !state.settings.guests_allowed() {
+        return Err(Refusal::Unauthorized("guest sign-in is disabled on this cluster".into()));
+    }
+    let name = normalize_username(&raw).ok_or_else(|| {
+        Refusal::BadRequest(
+            "username must be 1-32 characters: letters, digits, space, . _ -".into(),
+        )
+    })?;
+    let user = engine.create_guest(&name).await?;
+    let session = engine.create_session(&user.id, ttl).await?;
+    metrics::counter!("chat_sign_ins_total", "kind" => "guest").increment(1);
+    Ok((user, session, false))
+}

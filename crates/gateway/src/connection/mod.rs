@@ -1,0 +1,239 @@
+//! One WebSocket connection's life: upgrade, sign-in, recovery, then a single task
+//! that `select!`s over the client's frames, the outbox fed by the router, the ping
+//! timer and the close/shutdown signals.
+//!
+//! One task per connection keeps an idle socket cheap. Every write is cancellable by
+//! the connection's [`Closer`], so a client that stops reading can never wedge its
+//! task: the router's `try_send` fails, the closer fires, the socket is closed 4010.
+
+mod delivery;
+mod hello;
+mod requests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use chat_protocol::{close, ErrorCode, ServerFrame, StreamId, User};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::limiter::TokenBucket;
+use crate::router::{Closer, ConnHandle, Out};
+use crate::state::Shared;
+
+/// Why a connection stops.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The socket is gone: nothing more can be written.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// A signed-in connection.
+pub(crate) struct Conn {
+    state: Shared,
+    user: User,
+    conn_id: u64,
+    sink: SplitSink<WebSocket, WsMessage>,
+    stream: SplitStream<WebSocket>,
+    /// Live events and frames routed to this connection; bounded (`server.outbox`).
+    rx: mpsc::Receiver<Out>,
+    closer: Arc<Closer>,
+    /// Cursor of the last inbox event written to the socket: events at or before it
+    /// are duplicates, an event whose `prev` is not it means a gap to fill.
+    last_sent: StreamId,
+    sends: TokenBucket,
+    /// When the client last sent anything (frames or pongs): the ping timeout.
+    last_heard: Instant,
+}
+
+/// Serves one upgraded socket until it closes.
+pub async fn serve(state: Shared, socket: WebSocket) {
+    let conn_id = state.router.next_conn_id();
+    let span = tracing::info_span!("conn", conn.id = conn_id, node = %state.node_id, user.id = tracing::field::Empty);
+    async move {
+        metrics::gauge!("chat_connections_open").increment(1.0);
+        run(state, socket, conn_id).await;
+        metrics::gauge!("chat_connections_open").decrement(1.0);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
+    let (mut sink, mut stream) = socket.split();
+    let signed = match hello::sign_in(&state, &mut sink, &mut stream).await {
+        Ok(signed) => signed,
+        Err(stop) => {
+            finish(&mut sink, stop).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("user.id", signed.user.id.as_str());
+
+    let (tx, rx) = mpsc::channel(state.settings.server.outbox);
+    let closer = Arc::new(Closer::default());
+    let handle = ConnHandle {
+        id: conn_id,
+        tx,
+        closer: closer.clone(),
+    };
+    // Subscribe before reading the inbox: whatever is published from now on lands
+    // in the outbox, so recovery then live leaves no gap.
+    if let Err(e) = state
+        .router
+        .attach(&*state.engine, &signed.user.id, handle)
+        .await
+    {
+        tracing::warn!(error = %e, "subscribe failed during sign-in");
+        let frame = ServerFrame::error(None, ErrorCode::Unavailable, "backend unavailable, retry later");
+        let _ = sink.send(text(frame.to_json())).await;
+        finish(&mut sink, Stop::Close(close::INTERNAL, "backend unavailable")).await;
+        return;
+    }
+    let user_id = signed.user.id.clone();
+    let limits = &state.settings.limits;
+    let mut conn = Conn {
+        sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
+        state: state.clone(),
+        user: signed.user.clone(),
+        conn_id,
+        sink,
+        stream,
+        rx,
+        closer,
+        last_sent: StreamId::ZERO,
+        last_heard: Instant::now(),
+    };
+    let stop = match conn.welcome(&signed).await {
+        Ok(()) => {
+            tracing::debug!(resumed = signed.resumed, "signed in");
+            conn.run().await
+        }
+        Err(stop) => stop,
+    };
+    let Conn { mut sink, .. } = conn;
+    state
+        .router
+        .detach(&*state.engine, &user_id, conn_id)
+        .await;
+    finish(&mut sink, stop).await;
+}
+
+impl Conn {
+    /// The main loop: client frames, outbox, pings, close requests.
+    async fn run(&mut self) -> Stop {
+        let interval = Duration::from_secs(self.state.settings.server.ping_interval_secs);
+        let timeout = Duration::from_secs(self.state.settings.server.ping_timeout_secs);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let closer = self.closer.clone();
+        let state = self.state.clone();
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = closer.token().cancelled() => {
+                    return Stop::Close(closer.code().unwrap_or(close::GOING_AWAY), close_reason(closer.code()));
+                }
+                _ = state.shutdown.cancelled() => return Stop::Close(close::GOING_AWAY, "server shutting down"),
+                out = self.rx.recv() => match out {
+                    Some(out) => self.deliver(out).await,
+                    None => return Stop::Gone,
+                },
+                incoming = self.stream.next() => match incoming {
+                    Some(Ok(msg)) => {
+                        self.last_heard = Instant::now();
+                        self.on_ws_message(msg).await
+                    }
+                    Some(Err(e)) => Err(read_error_stop(&e)),
+                    None => return Stop::Gone,
+                },
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > timeout {
+                        Err(Stop::Close(close::GOING_AWAY, "ping timeout"))
+                    } else {
+                        self.write(WsMessage::Ping(Bytes::new())).await
+                    }
+                }
+            };
+            if let Err(stop) = result {
+                return stop;
+            }
+        }
+    }
+
+    async fn on_ws_message(&mut self, msg: WsMessage) -> Result<(), Stop> {
+        match msg {
+            WsMessage::Text(text) => self.on_text(text.as_str()).await,
+            WsMessage::Binary(_) => Err(Stop::Close(close::UNSUPPORTED, "binary frames are not supported")),
+            WsMessage::Close(_) => Err(Stop::Gone),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(()),
+        }
+    }
+
+    /// Writes one message, giving up as soon as the connection is asked to close.
+    async fn write(&mut self, msg: WsMessage) -> Result<(), Stop> {
+        tokio::select! {
+            biased;
+            _ = self.closer.token().cancelled() => Err(Stop::Close(
+                self.closer.code().unwrap_or(close::GOING_AWAY),
+                close_reason(self.closer.code()),
+            )),
+            r = self.sink.send(msg) => r.map_err(|_| Stop::Gone),
+        }
+    }
+
+    async fn write_frame(&mut self, frame: &ServerFrame) -> Result<(), Stop> {
+        self.write(text(frame.to_json())).await
+    }
+
+    async fn write_bytes(&mut self, frame: Bytes) -> Result<(), Stop> {
+        match Utf8Bytes::try_from(frame) {
+            Ok(t) => self.write(WsMessage::Text(t)).await,
+            Err(_) => {
+                tracing::error!("dropping a routed frame that is not UTF-8");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn close_reason(code: Option<u16>) -> &'static str {
+    match code {
+        Some(close::SLOW_CONSUMER) => "slow consumer: outgoing queue full",
+        Some(close::POLICY) => "rate limit abuse",
+        Some(close::UNAUTHORIZED) => "signed out",
+        _ => "going away",
+    }
+}
+
+/// Maps a read error to a close: oversized frames get 1009.
+fn read_error_stop(e: &axum::Error) -> Stop {
+    let text = e.to_string();
+    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") || text.contains("Capacity") {
+        Stop::Close(close::TOO_BIG, "frame too big")
+    } else {
+        Stop::Gone
+    }
+}
+
+pub(crate) fn text(s: String) -> WsMessage {
+    WsMessage::Text(Utf8Bytes::from(s))
+}
+
+/// Sends the close frame (bounded in time: the peer may not be reading) and ends.
+async fn finish(sink: &mut SplitSink<WebSocket, WsMessage>, stop: Stop) {
+    if let Stop::Close(code, reason) = stop {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let wait = if code == close::SLOW_CONSUMER { 10 } else { 3 };
+        let _ = tokio::time::timeout(Duration::from_secs(wait), sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}

@@ -1,0 +1,337 @@
+//! Shared helpers of the gateway's integration tests: start a cluster on either
+//! engine (in-memory single node, or a real `redis-server` with N nodes), sign users
+//! in, wait for expected frames with deadlines, talk plain HTTP, sign JWTs.
+//!
+//! Never a fixed port, never a sleep standing in for an event: every wait is a
+//! deadline on the frame or state the test expects.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use chat_client::{
+    Client, ClientError, Connection, Credential, ErrorCode, Message, RawFrame, ServerFrame,
+};
+pub use chat_protocol::{close, ClientFrame, StreamId};
+pub use chat_testkit::{eventually, Gateway, RedisServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// HS256 secret every test node is configured with.
+pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// Bearer key of the server HTTP API on every test node.
+pub const API_KEY: &str = "integration-test-api-key";
+/// Deadline for a frame the test expects.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Which engine the nodes run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// One node, no Redis: the in-memory engine.
+    Memory,
+    /// A fresh `redis-server` shared by the nodes.
+    Redis,
+}
+
+/// Settings that let a test send as fast as it likes.
+pub const NO_RATE_LIMIT: &[(&str, &str)] = &[
+    ("CHAT_LIMITS__SEND_PER_SECOND", "100000"),
+    ("CHAT_LIMITS__SEND_BURST", "100000"),
+];
+
+/// Nodes (and their Redis) for one test. Everything is killed on drop.
+pub struct Cluster {
+    pub engine: Engine,
+    /// `None` on the memory engine.
+    pub redis: Option<RedisServer>,
+    pub nodes: Vec<Gateway>,
+}
+
+impl Cluster {
+    /// One node on `engine`.
+    pub fn single(engine: Engine, extra: &[(&str, &str)]) -> Cluster {
+        Self::start(engine, 1, extra)
+    }
+
+    /// `nodes` nodes (named gw-a, gw-b, …); the memory engine supports only one.
+    pub fn start(engine: Engine, nodes: usize, extra: &[(&str, &str)]) -> Cluster {
+        assert!(
+            engine == Engine::Redis || nodes == 1,
+            "the memory engine is a single node"
+        );
+        let redis = (engine == Engine::Redis).then(RedisServer::start);
+        let mut cluster = Cluster {
+            engine,
+            redis,
+            nodes: Vec::new(),
+        };
+        for i in 0..nodes {
+            cluster.add_node(i, extra);
+        }
+        cluster
+    }
+
+    fn add_node(&mut self, i: usize, extra: &[(&str, &str)]) {
+        let node_id = format!("gw-{}", (b'a' + i as u8) as char);
+        let redis_url = self.redis.as_ref().map(|r| r.url());
+        let mut env: Vec<(&str, &str)> = vec![
+            ("CHAT_SERVER__NODE_ID", &node_id),
+            ("CHAT_AUTH__GUESTS", "true"),
+            ("CHAT_AUTH__JWT_SECRET", JWT_SECRET),
+            ("CHAT_API__KEY", API_KEY),
+        ];
+        if let Some(url) = &redis_url {
+            env.push(("CHAT_REDIS__URL", url));
+        }
+        env.extend_from_slice(extra);
+        self.nodes.push(Gateway::start(&env));
+    }
+
+    /// `ws://…/ws` of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].ws_url()
+    }
+
+    /// Node `i`, or the last node when the cluster is smaller (the memory engine's
+    /// single node stands in for "the other node").
+    pub fn other(&self, i: usize) -> usize {
+        i.min(self.nodes.len() - 1)
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i} ---\n{}", n.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A unique, valid guest name with this prefix.
+pub fn unique_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..8])
+}
+
+/// Signs in a new guest (name made unique from `prefix`).
+pub async fn guest(url: &str, prefix: &str) -> Client {
+    let name = unique_name(prefix);
+    match Client::connect(url, Credential::Username(name.clone()), None).await {
+        Ok(client) => {
+            assert_eq!(client.welcome().user.name, name, "guest name in welcome");
+            client
+        }
+        Err(e) => panic!("guest sign-in of {name} on {url} failed: {e}"),
+    }
+}
+
+/// Reads events until an `error` frame; panics on timeout. Returns (ref, code).
+pub async fn expect_error(client: &mut Client, what: &str) -> (Option<String>, ErrorCode) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.next_event_timeout(left).await {
+            Ok(Some(ServerFrame::Error {
+                reference, code, ..
+            })) => return (reference, code),
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("no error frame within {WAIT:?} after {what}"),
+            Err(e) => panic!("connection failed waiting for the error after {what}: {e}"),
+        }
+    }
+}
+
+/// The next `message` event; panics with `what` on timeout.
+pub async fn expect_message(client: &mut Client, what: &str) -> Message {
+    match client.next_message(WAIT).await {
+        Ok(m) => m,
+        Err(e) => panic!("waiting for {what}: {e}"),
+    }
+}
+
+/// Asserts that the request failed with one of `codes`.
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, ClientError>, codes: &[ErrorCode], what: &str) {
+    match result {
+        Err(ClientError::Server { code, .. }) if codes.contains(&code) => {}
+        other => panic!("{what}: expected an error with code {codes:?}, got {other:?}"),
+    }
+}
+
+/// Compares two stream ids numerically.
+pub fn sid(id: &str) -> StreamId {
+    StreamId::parse(id).unwrap_or_else(|| panic!("not a stream id: {id:?}"))
+}
+
+/// Asserts ids strictly increase.
+pub fn assert_increasing(ids: &[String], what: &str) {
+    for pair in ids.windows(2) {
+        assert!(
+            sid(&pair[0]) < sid(&pair[1]),
+            "{what}: ids not strictly increasing: {} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Connects without sending `hello`.
+pub async fn raw(url: &str) -> Connection {
+    Connection::open(url, WAIT).await.expect("websocket upgrade")
+}
+
+/// A plain HTTP/1.1 request; returns (status, body). Status 0 when the node does
+/// not answer (connection refused, timeout): callers poll with `eventually`.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(key) = bearer {
+            req.push_str(&format!("Authorization: Bearer {key}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() || method != "GET" {
+            req.push_str("Content-Type: application/json\r\n");
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        Some((status, if chunked { dechunk(rest) } else { rest.to_string() }))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or((0, String::new()))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` → status.
+pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    http(addr, "GET", path, None, None).await.0
+}
+
+/// The value of a Prometheus counter or gauge (summed over label sets), if present.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = value {
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A JWT with `sub`, `name` and `exp` = now + `exp_in` seconds.
+pub fn jwt(sub: &str, name: &str, exp_in: i64, alg: jsonwebtoken::Algorithm, secret: &str) -> String {
+    let claims = serde_json::json!({
+        "sub": sub, "name": name, "iat": now_secs(), "exp": now_secs() + exp_in,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign jwt")
+}
+
+/// base64url without padding (JWT segments).
+pub fn b64url(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An unsigned `alg: none` token for `sub`.
+pub fn alg_none_token(sub: &str, name: &str) -> String {
+    let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let claims = serde_json::json!({"sub": sub, "name": name, "exp": now_secs() + 3600});
+    format!("{header}.{}.", b64url(claims.to_string().as_bytes()))
+}
+
+/// Asserts that connecting with `cred` is refused: `error` `unauthorized`, close 4001.
+pub async fn assert_refused(url: &str, cred: Credential, what: &str) {
+    match Client::connect(url, cred, None).await {
+        Err(ClientError::Refused {
+            code: ErrorCode::Unauthorized,
+            close_code: Some(close::UNAUTHORIZED),
+            ..
+        }) => {}
+        Err(e) => panic!("{what}: expected unauthorized + close 4001, got {e}"),
+        Ok(c) => panic!("{what}: expected a refusal, got welcome {:?}", c.welcome()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64url() {
+        assert_eq!(super::b64url(b"f"), "Zg");
+        assert_eq!(super::b64url(b"fo"), "Zm8");
+        assert_eq!(super::b64url(b"foo"), "Zm9v");
+        assert_eq!(super::b64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn metric_sums_label_sets() {
+        let text = "# HELP x\nchat_x_total 2\nchat_x_total{a=\"1\"} 3\nchat_x_totalx 9\n";
+        assert_eq!(super::metric(text, "chat_x_total"), Some(5.0));
+        assert_eq!(super::metric(text, "chat_y"), None);
+    }
+}
