@@ -241,9 +241,7 @@ impl Engine for MemoryEngine {
                 (message.clone(), now + Duration::from_secs(req.nonce_ttl_secs)),
             );
         }
-        let json = Bytes::from(
-            serde_json::json!({"type": "message", "message": &message}).to_string(),
-        );
+        let json = Bytes::from(message_event_json(&message));
         for user in [&message.from, &message.to] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
             if st.subscribed.contains(user.as_str()) {
@@ -335,6 +333,17 @@ impl Engine for MemoryEngine {
         }
         Ok(())
     }
+}
+
+/// `{"type":"message","message":{…}}`, the inbox form of a message event.
+pub fn message_event_json(message: &Message) -> String {
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        message: &'a Message,
+    }
+    serde_json::to_string(&Event { kind: "message", message }).unwrap_or_default()
 }
 
 /// A fresh guest id: `g-` and 20 hex digits.

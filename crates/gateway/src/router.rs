@@ -119,14 +119,6 @@ impl Router {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Number of connections of `user` on this node.
-    pub fn local_connections(&self, user: &str) -> usize {
-        lock(&self.users)
-            .get(user)
-            .map(|slot| lock(&slot.conns).len())
-            .unwrap_or(0)
-    }
-
     /// Registers a connection and makes sure the user's channel is subscribed.
     /// Returns once live events for the user reach `conn`'s outbox.
     pub async fn attach(
@@ -178,16 +170,6 @@ impl Router {
                 && users.get(user).is_some_and(|s| Arc::ptr_eq(s, &slot))
             {
                 users.remove(user);
-            }
-        }
-    }
-
-    /// Closes every local connection of `user` with `code`.
-    pub fn close_user(&self, user: &str, code: u16) {
-        let slot = lock(&self.users).get(user).cloned();
-        if let Some(slot) = slot {
-            for conn in lock(&slot.conns).iter() {
-                conn.closer.close(code);
             }
         }
     }

@@ -210,9 +210,10 @@ impl Engine for RedisEngine {
             return Ok(None);
         };
         let set = keys::user_sessions(&uid);
+        let cmd = self.cmd();
         let (user, _) = tokio::join!(
             self.get_user(&uid),
-            self.cmd().expire::<i64, _>(&set, ttl(ttl_secs), None)
+            cmd.expire::<i64, _>(&set, ttl(ttl_secs), None)
         );
         user
     }

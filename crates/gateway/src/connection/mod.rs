@@ -38,7 +38,6 @@ pub(crate) enum Stop {
 pub(crate) struct Conn {
     state: Shared,
     user: User,
-    conn_id: u64,
     sink: SplitSink<WebSocket, WsMessage>,
     stream: SplitStream<WebSocket>,
     /// Live events and frames routed to this connection; bounded (`server.outbox`).
@@ -102,7 +101,6 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
         state: state.clone(),
         user: signed.user.clone(),
-        conn_id,
         sink,
         stream,
         rx,

@@ -5,7 +5,7 @@
 //! Never a fixed port, never a sleep standing in for an event: every wait is a
 //! deadline on the frame or state the test expects.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,0 +1,438 @@
+//! The Redis engine against a real `redis-server` (one per test, on a free port).
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_engine::redis::{RedisConfig, RedisEngine};
+use chat_engine::{Engine, EngineError, EventSink, InboxEvent, LiveEvent, Retention, SendRequest};
+use chat_protocol::StreamId;
+use chat_testkit::{eventually, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Records every delivery and counts resyncs.
+#[derive(Default)]
+struct TestSink {
+    events: Mutex<Vec<(String, LiveEvent)>>,
+    resyncs: AtomicUsize,
+}
+
+impl EventSink for TestSink {
+    fn deliver(&self, user_id: &str, event: LiveEvent) {
+        self.events.lock().unwrap().push((user_id.to_string(), event));
+    }
+
+    fn resync(&self) {
+        self.resyncs.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl TestSink {
+    fn inbox(&self, user: &str) -> Vec<Arc<InboxEvent>> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(u, e)| match e {
+                LiveEvent::Inbox(ev) if u == user => Some(ev.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ephemeral(&self, user: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(u, e)| match e {
+                LiveEvent::Ephemeral(b) if u == user => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn resyncs(&self) -> usize {
+        self.resyncs.load(Ordering::SeqCst)
+    }
+}
+
+async fn engine_with(
+    server: &RedisServer,
+    retention: Retention,
+    subscribers: usize,
+    timeout_ms: u64,
+) -> (Arc<RedisEngine>, Arc<TestSink>) {
+    let sink = Arc::new(TestSink::default());
+    let config = RedisConfig {
+        url: server.url(),
+        retention,
+        subscribers,
+        command_timeout_ms: timeout_ms,
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.expect("connect");
+    (engine, sink)
+}
+
+async fn engine(server: &RedisServer) -> (Arc<RedisEngine>, Arc<TestSink>) {
+    engine_with(server, Retention::default(), 1, 3000).await
+}
+
+fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
+    SendRequest {
+        from: from.into(),
+        to: to.into(),
+        body: body.into(),
+        nonce: nonce.map(str::to_string),
+        nonce_ttl_secs: 86_400,
+        sent_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+/// `calls` of a command in `INFO commandstats`.
+fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let info = server.command(&["INFO", "commandstats"]).unwrap_or_default();
+    let needle = format!("cmdstat_{command}:calls=");
+    info.split(&needle)
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publishes an ephemeral marker to `user` and waits until it arrives: everything
+/// published before it on the same subscriber connection has been delivered.
+async fn barrier(engine: &RedisEngine, sink: &TestSink, user: &str, tag: &str) {
+    let marker = format!("{{\"type\":\"barrier\",\"tag\":\"{tag}\"}}");
+    engine.publish_ephemeral(user, &marker).await.unwrap();
+    eventually("barrier delivered", WAIT, || {
+        let got = sink.ephemeral(user).contains(&marker);
+        async move { got.then_some(()) }
+    })
+    .await;
+}
+
+fn assert_chain(events: &[InboxEvent]) {
+    let mut prev = StreamId::ZERO;
+    for e in events {
+        assert_eq!(e.prev, prev, "prev chain");
+        assert!(e.id > prev);
+        prev = e.id;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_stores_delivers_and_chains_inboxes() {
+    let server = RedisServer::start();
+    let (engine, sink) = engine(&server).await;
+    assert_eq!(engine.kind(), "redis");
+    assert!(engine.ready().await);
+    engine.upsert_user("alice", "Alice").await.unwrap();
+    engine.upsert_user("bob", "Bob").await.unwrap();
+    engine.upsert_user("carol", "Carol").await.unwrap();
+    engine.subscribe("alice").await.unwrap();
+    engine.subscribe("carol").await.unwrap();
+
+    let fcalls_before = command_calls(&server, "fcall");
+    let body = "hi \"bob\" / <b>é</b> 👋";
+    let m1 = engine.send(req("alice", "bob", body, Some("n-1"))).await.unwrap();
+    assert!(!m1.duplicate);
+    let m = &m1.message;
+    assert_eq!(m.conversation, "dm:alice:bob");
+    assert_eq!((m.from.as_str(), m.to.as_str(), m.body.as_str()), ("alice", "bob", body));
+    assert_eq!(m.sent_at, "2026-01-01T00:00:00.000Z");
+    let m2 = engine.send(req("bob", "alice", "yo", None)).await.unwrap().message;
+    let m3 = engine.send(req("alice", "bob", "3", Some("n-3"))).await.unwrap().message;
+    assert!(StreamId::parse(&m1.message.id).unwrap() < StreamId::parse(&m2.id).unwrap());
+    assert!(StreamId::parse(&m2.id).unwrap() < StreamId::parse(&m3.id).unwrap());
+    // Exactly one round trip (one FCALL) per send.
+    assert_eq!(command_calls(&server, "fcall") - fcalls_before, 3);
+
+    // Stored, in the documented layout.
+    let (history, more) = engine.history("bob", "alice", None, 50).await.unwrap();
+    assert!(!more);
+    assert_eq!(history, vec![m1.message.clone(), m2.clone(), m3.clone()]);
+    for key in [
+        "chat:{c:alice:bob}:msgs",
+        "chat:{c:alice:bob}:meta",
+        "chat:{c:alice:bob}:n:alice:n-1",
+        "chat:{u:alice}:inbox",
+        "chat:{u:bob}:inbox",
+        "chat:{u:alice}:convs",
+        "chat:user:alice",
+    ] {
+        assert_eq!(server.command(&["EXISTS", key]).as_deref(), Some(":1\r\n"), "{key}");
+    }
+    assert!(server
+        .command(&["HGET", "chat:{c:alice:bob}:meta", "s"])
+        .unwrap()
+        .contains("\r\n3\r\n"));
+
+    // Both inboxes: one event per message, prev chain from 0-0.
+    for user in ["alice", "bob"] {
+        let events = engine.read_inbox(user, StreamId::ZERO, 100).await.unwrap();
+        assert_eq!(events.len(), 3, "{user}");
+        assert_chain(&events);
+        for (e, m) in events.iter().zip([&m1.message, &m2, &m3]) {
+            let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
+            assert_eq!(v["type"], "message");
+            let got: chat_protocol::Message = serde_json::from_value(v["message"].clone()).unwrap();
+            assert_eq!(&got, m);
+        }
+        assert_eq!(engine.inbox_head(user).await.unwrap(), events[2].id);
+    }
+
+    // Live: alice (subscribed) got exactly her inbox; bob (not subscribed) nothing.
+    barrier(&engine, &sink, "carol", "1").await;
+    let stored = engine.read_inbox("alice", StreamId::ZERO, 100).await.unwrap();
+    let live: Vec<InboxEvent> = sink.inbox("alice").iter().map(|e| InboxEvent::clone(e)).collect();
+    assert_eq!(live, stored);
+    assert!(sink.inbox("bob").is_empty());
+
+    // Ephemeral frames reach subscribed users only.
+    engine.publish_ephemeral("alice", "{\"type\":\"typing\",\"from\":\"bob\"}").await.unwrap();
+    engine.publish_ephemeral("bob", "{\"type\":\"typing\",\"from\":\"alice\"}").await.unwrap();
+    barrier(&engine, &sink, "carol", "2").await;
+    assert_eq!(sink.ephemeral("alice"), vec!["{\"type\":\"typing\",\"from\":\"bob\"}"]);
+    assert!(sink.ephemeral("bob").is_empty());
+
+    // After unsubscribing nothing more arrives.
+    engine.unsubscribe("alice").await.unwrap();
+    engine.send(req("bob", "alice", "after", None)).await.unwrap();
+    barrier(&engine, &sink, "carol", "3").await;
+    assert_eq!(sink.inbox("alice").len(), 3);
+    assert_eq!(sink.resyncs(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_retry_returns_the_original_and_stores_nothing() {
+    let server = RedisServer::start();
+    let (engine, sink) = engine(&server).await;
+    engine.subscribe("alice").await.unwrap();
+    let first = engine.send(req("alice", "bob", "once", Some("nonce-1"))).await.unwrap();
+    assert!(!first.duplicate);
+    let again = engine.send(req("alice", "bob", "once", Some("nonce-1"))).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message, first.message);
+    // Same nonce from the other participant is a different send.
+    let other = engine.send(req("bob", "alice", "mine", Some("nonce-1"))).await.unwrap();
+    assert!(!other.duplicate);
+
+    let (history, _) = engine.history("alice", "bob", None, 10).await.unwrap();
+    assert_eq!(history, vec![first.message.clone(), other.message.clone()]);
+    for user in ["alice", "bob"] {
+        let events = engine.read_inbox(user, StreamId::ZERO, 10).await.unwrap();
+        assert_eq!(events.len(), 2, "{user}");
+        assert_chain(&events);
+    }
+    barrier(&engine, &sink, "alice", "x").await;
+    assert_eq!(sink.inbox("alice").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_over_250_messages() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    assert_eq!(engine.history("a", "b", None, 10).await.unwrap(), (vec![], false));
+    let mut sent = Vec::new();
+    for i in 0..250 {
+        let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
+        sent.push(engine.send(req(from, to, &format!("m{i}"), None)).await.unwrap().message);
+    }
+    let mut all = Vec::new();
+    let mut before = None;
+    let mut pages = Vec::new();
+    loop {
+        let (page, more) = engine.history("b", "a", before, 100).await.unwrap();
+        pages.push((page.len(), more));
+        let ids: Vec<StreamId> = page.iter().map(|m| StreamId::parse(&m.id).unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending");
+        before = ids.first().copied();
+        let mut page = page;
+        page.extend(all);
+        all = page;
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![(100, true), (100, true), (50, false)]);
+    assert_eq!(all, sent);
+    // A page ending exactly at the oldest message has no more.
+    let (page, more) = engine
+        .history("a", "b", StreamId::parse(&sent[3].id), 3)
+        .await
+        .unwrap();
+    assert_eq!(page, sent[..3].to_vec());
+    assert!(!more);
+    let (page, more) = engine.history("a", "b", None, 1).await.unwrap();
+    assert_eq!(page, vec![sent[249].clone()]);
+    assert!(more);
+
+    engine.clear_conversation("b", "a").await.unwrap();
+    assert_eq!(engine.history("a", "b", None, 10).await.unwrap(), (vec![], false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_inbox_after_a_cursor() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    assert_eq!(engine.inbox_head("nobody").await.unwrap(), StreamId::ZERO);
+    assert!(engine.read_inbox("nobody", StreamId::ZERO, 10).await.unwrap().is_empty());
+    for i in 0..5 {
+        engine.send(req("bob", "alice", &format!("{i}"), None)).await.unwrap();
+    }
+    let all = engine.read_inbox("alice", StreamId::ZERO, 100).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert_chain(&all);
+    let after = engine.read_inbox("alice", all[1].id, 2).await.unwrap();
+    assert_eq!(after, all[2..4].to_vec());
+    assert_eq!(after[0].prev, all[1].id);
+    assert!(engine.read_inbox("alice", all[4].id, 10).await.unwrap().is_empty());
+    assert_eq!(engine.inbox_head("alice").await.unwrap(), all[4].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_trims_inboxes_and_history() {
+    let server = RedisServer::start();
+    let retention = Retention {
+        history_max_len: 10,
+        history_max_age_secs: 0,
+        inbox_max_len: 10,
+        inbox_ttl_secs: 3600,
+    };
+    let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
+    engine.send(req("alice", "bob", "first", None)).await.unwrap();
+    let cursor = engine.read_inbox("alice", StreamId::ZERO, 1).await.unwrap()[0].id;
+    for i in 0..300 {
+        engine.send(req("alice", "bob", &format!("{i}"), None)).await.unwrap();
+    }
+    let oldest = engine.read_inbox("alice", StreamId::ZERO, 1).await.unwrap();
+    assert_ne!(oldest[0].prev, cursor, "the cursor's successor was trimmed");
+    let after = engine.read_inbox("alice", cursor, 1).await.unwrap();
+    assert_ne!(after[0].prev, cursor);
+    let kept = engine.read_inbox("alice", StreamId::ZERO, 1000).await.unwrap();
+    assert!(kept.len() < 200, "inbox trimmed to about 10, kept {}", kept.len());
+    let (history, more) = engine.history("alice", "bob", None, 1000).await.unwrap();
+    assert!(history.len() < 200 && !more, "history trimmed, kept {}", history.len());
+    assert_eq!(history.last().unwrap().body, "299");
+    let ttl = server.command(&["TTL", "chat:{u:alice}:inbox"]).unwrap();
+    assert!(ttl.starts_with(":3") || ttl.starts_with(":35"), "inbox ttl {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_create_resume_slide_and_revoke() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    engine.upsert_user("alice", "Alice").await.unwrap();
+    let s = engine.create_session("alice", 2).await.unwrap();
+    assert_eq!(s.len(), 64);
+    assert!(s.bytes().all(|b| b.is_ascii_hexdigit()));
+    let user = engine.resume_session(&s, 2).await.unwrap().unwrap();
+    assert_eq!((user.id.as_str(), user.name.as_str()), ("alice", "Alice"));
+    assert!(engine.resume_session("unknown", 2).await.unwrap().is_none());
+
+    // The expiry slides: 2.4 s after creation the session still works.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(engine.resume_session(&s, 2).await.unwrap().is_some());
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(engine.resume_session(&s, 2).await.unwrap().is_none());
+
+    // Revoke every session of a user.
+    let s1 = engine.create_session("alice", 60).await.unwrap();
+    let s2 = engine.create_session("alice", 60).await.unwrap();
+    let sb = engine.create_session("bob-less", 60).await.unwrap();
+    assert!(engine.resume_session(&s1, 60).await.unwrap().is_some());
+    engine.revoke_sessions("alice").await.unwrap();
+    assert!(engine.resume_session(&s1, 60).await.unwrap().is_none());
+    assert!(engine.resume_session(&s2, 60).await.unwrap().is_none());
+    // A session whose user hash is gone is unknown.
+    assert!(engine.resume_session(&sb, 60).await.unwrap().is_none());
+    engine.revoke_sessions("nobody").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_guests() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    assert!(engine.get_user("alice").await.unwrap().is_none());
+    assert!(!engine.upsert_user("alice", "Alice").await.unwrap());
+    assert!(engine.upsert_user("alice", "Alice B").await.unwrap());
+    assert_eq!(engine.get_user("alice").await.unwrap().unwrap().name, "Alice B");
+    let guest = engine.create_guest("Zoë").await.unwrap();
+    assert!(guest.id.starts_with("g-"));
+    assert_eq!(guest.id.len(), 22);
+    assert!(guest.id[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(chat_protocol::valid_user_id(&guest.id));
+    assert_eq!(engine.get_user(&guest.id).await.unwrap(), Some(guest.clone()));
+    assert_ne!(engine.create_guest("Zoë").await.unwrap().id, guest.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let (engine, sink) = engine_with(&server, Retention::default(), 2, 1000).await;
+    engine.subscribe("alice").await.unwrap();
+    engine.subscribe("bob").await.unwrap();
+    engine.send(req("bob", "alice", "before", Some("b-1"))).await.unwrap();
+    eventually("live event before restart", WAIT, || {
+        let n = sink.inbox("alice").len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+
+    server.kill();
+    let started = Instant::now();
+    let err = engine.send(req("bob", "alice", "down", Some("b-2"))).await.unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    let started = Instant::now();
+    assert!(!engine.ready().await);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(
+        engine.history("a", "b", None, 10).await,
+        Err(EngineError::Unavailable(_))
+    ));
+
+    // The restarted server lost everything, the function library included.
+    server.restart();
+    let sent = eventually("send works after restart", Duration::from_secs(20), || {
+        let engine = engine.clone();
+        async move { engine.send(req("bob", "alice", "back", Some("b-3"))).await.ok() }
+    })
+    .await;
+    assert!(!sent.duplicate);
+    eventually("resync after the subscribers reconnected", Duration::from_secs(20), || {
+        let n = sink.resyncs();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    eventually("ready again", WAIT, || {
+        let engine = engine.clone();
+        async move { engine.ready().await.then_some(()) }
+    })
+    .await;
+    let live = engine.send(req("bob", "alice", "live", Some("b-4"))).await.unwrap();
+    eventually("live event after restart", WAIT, || {
+        let got = sink
+            .inbox("alice")
+            .iter()
+            .any(|e| String::from_utf8_lossy(&e.json).contains(&live.message.id));
+        async move { got.then_some(()) }
+    })
+    .await;
+    // bob's subscription came back too.
+    eventually("bob's live event after restart", WAIT, || {
+        let got = sink
+            .inbox("bob")
+            .iter()
+            .any(|e| String::from_utf8_lossy(&e.json).contains(&live.message.id));
+        async move { got.then_some(()) }
+    })
+    .await;
+    engine.close().await;
+}
