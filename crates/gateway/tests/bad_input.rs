@@ -22,15 +22,9 @@ fn chatter(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize>
         let mut rounds = 0;
         while !stop.load(Ordering::Relaxed) || rounds < 3 {
             let m = carol.send(&dave_id, &format!("ping {rounds}")).await.expect("carol → dave");
-            assert_eq!(expect_message(&mut dave, "dave gets carol's message").await, m);
+            assert_eq!(expect_from(&mut dave, &carol_id, "dave gets carol's message").await, m);
             let r = dave.send(&carol_id, &format!("pong {rounds}")).await.expect("dave → carol");
-            loop {
-                let got = expect_message(&mut carol, "carol gets dave's reply").await;
-                if got.from == dave_id {
-                    assert_eq!(got, r);
-                    break;
-                }
-            }
+            assert_eq!(expect_from(&mut carol, &dave_id, "carol gets dave's reply").await, r);
             rounds += 1;
         }
         rounds
@@ -75,7 +69,7 @@ async fn bad_input(engine: Engine) {
     let mut valid = Vec::new();
     for (i, (text, want_ref, want_code)) in cases.iter().enumerate() {
         alice.send_text(text).await.expect("send bad frame");
-        let what = format!("case {i}: {}", &text[..text.len().min(80)]);
+        let what = format!("case {i}: {}", text.chars().take(80).collect::<String>());
         let (reference, code) = expect_error(&mut alice, &what).await;
         assert_eq!(code, *want_code, "{what}");
         if want_ref.is_some() {

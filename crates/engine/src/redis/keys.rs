@@ -86,7 +86,10 @@ mod tests {
             "chat:{c:alice:bob}:n:bob:n1"
         );
         let slot = fred::util::redis_keyslot(conv_msgs("a", "b").as_bytes());
-        assert_eq!(slot, fred::util::redis_keyslot(conv_meta("b", "a").as_bytes()));
+        assert_eq!(
+            slot,
+            fred::util::redis_keyslot(conv_meta("b", "a").as_bytes())
+        );
         assert_eq!(
             slot,
             fred::util::redis_keyslot(conv_nonce("a", "b", "a", "x").as_bytes())

@@ -70,7 +70,10 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects the pool and the subscribers and loads the function library. Fails
     /// with `Unavailable` when Redis does not answer within the timeout.
-    pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Arc<RedisEngine>, EngineError> {
+    pub async fn connect(
+        config: RedisConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Arc<RedisEngine>, EngineError> {
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let builder = conn::builder(&config.url, timeout)?;
         let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
@@ -98,9 +101,17 @@ impl RedisEngine {
         self.pool.with_options(&self.opts)
     }
 
-    async fn fcall_send(&self, keys: &[String], args: &[String], opts: &Options) -> Result<Value, EngineError> {
+    async fn fcall_send(
+        &self,
+        keys: &[String],
+        args: &[String],
+        opts: &Options,
+    ) -> Result<Value, EngineError> {
         let client = self.pool.with_options(opts);
-        match client.fcall(functions::SEND, keys.to_vec(), args.to_vec()).await {
+        match client
+            .fcall(functions::SEND, keys.to_vec(), args.to_vec())
+            .await
+        {
             Err(e) if conn::is_function_missing(&e) => {
                 tracing::warn!("redis lost the chat function library; reloading it");
                 functions::load(&self.cmd()).await?;
@@ -143,7 +154,11 @@ fn guest_id() -> String {
 }
 
 fn session_token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 fn ttl(secs: u64) -> i64 {
@@ -163,8 +178,15 @@ impl Engine for RedisEngine {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError> {
-        let name: Option<String> = self.cmd().hget(keys::user(id), "name").await.map_err(map_err)?;
-        Ok(name.map(|name| User { id: id.to_string(), name }))
+        let name: Option<String> = self
+            .cmd()
+            .hget(keys::user(id), "name")
+            .await
+            .map_err(map_err)?;
+        Ok(name.map(|name| User {
+            id: id.to_string(),
+            name,
+        }))
     }
 
     async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
@@ -183,27 +205,55 @@ impl Engine for RedisEngine {
             .hset(keys::user(&id), ("name", name))
             .await
             .map_err(map_err)?;
-        Ok(User { id, name: name.to_string() })
+        Ok(User {
+            id,
+            name: name.to_string(),
+        })
     }
 
     async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError> {
         let token = session_token();
         let _: () = self
             .cmd()
-            .set(keys::session(&token), user_id, Some(Expiration::EX(ttl(ttl_secs))), None, false)
+            .set(
+                keys::session(&token),
+                user_id,
+                Some(Expiration::EX(ttl(ttl_secs))),
+                None,
+                false,
+            )
             .await
             .map_err(map_err)?;
         let set = keys::user_sessions(user_id);
-        let _: i64 = self.cmd().sadd(&set, token.as_str()).await.map_err(map_err)?;
-        let _: i64 = self.cmd().expire(&set, ttl(ttl_secs), None).await.map_err(map_err)?;
+        let _: i64 = self
+            .cmd()
+            .sadd(&set, token.as_str())
+            .await
+            .map_err(map_err)?;
+        let _: i64 = self
+            .cmd()
+            .expire(&set, ttl(ttl_secs), None)
+            .await
+            .map_err(map_err)?;
         Ok(token)
     }
 
-    async fn resume_session(&self, session: &str, ttl_secs: u64) -> Result<Option<User>, EngineError> {
+    async fn resume_session(
+        &self,
+        session: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<User>, EngineError> {
         let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
         let uid: Value = self
             .cmd()
-            .custom(getex, vec![keys::session(session), "EX".into(), ttl(ttl_secs).to_string()])
+            .custom(
+                getex,
+                vec![
+                    keys::session(session),
+                    "EX".into(),
+                    ttl(ttl_secs).to_string(),
+                ],
+            )
             .await
             .map_err(map_err)?;
         let Some(uid) = text(uid) else {
@@ -236,7 +286,11 @@ impl Engine for RedisEngine {
     async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
         let (keys, args) = functions::send_call(&request, &self.retention);
         // With a nonce a retried call is harmless; without one, never write it twice.
-        let opts = if request.nonce.is_some() { &self.opts } else { &self.once };
+        let opts = if request.nonce.is_some() {
+            &self.opts
+        } else {
+            &self.once
+        };
         let reply = self.fcall_send(&keys, &args, opts).await?;
         let (duplicate, message) = functions::parse_send_reply(reply)?;
         Ok(SendOutcome { message, duplicate })
@@ -291,19 +345,30 @@ impl Engine for RedisEngine {
         self.last_entry_id(keys::inbox(user_id)).await
     }
 
-    async fn read_inbox(&self, user_id: &str, after: StreamId, count: usize) -> Result<Vec<InboxEvent>, EngineError> {
+    async fn read_inbox(
+        &self,
+        user_id: &str,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<InboxEvent>, EngineError> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let v: Value = self
             .cmd()
-            .xrange(keys::inbox(user_id), format!("({after}"), "+", Some(count as u64))
+            .xrange(
+                keys::inbox(user_id),
+                format!("({after}"),
+                "+",
+                Some(count as u64),
+            )
             .await
             .map_err(map_err)?;
         entries(v)?
             .into_iter()
             .map(|e| {
-                let bad = || EngineError::Internal(format!("corrupt inbox entry {} of {user_id}", e.id));
+                let bad =
+                    || EngineError::Internal(format!("corrupt inbox entry {} of {user_id}", e.id));
                 Ok(InboxEvent {
                     id: StreamId::parse(&e.id).ok_or_else(bad)?,
                     prev: StreamId::parse(&e.text("p")).ok_or_else(bad)?,

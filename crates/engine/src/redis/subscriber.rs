@@ -207,7 +207,10 @@ impl Drop for Subscribers {
     }
 }
 
-async fn read_messages(shard: Arc<Shard>, mut rx: tokio::sync::broadcast::Receiver<fred::types::Message>) {
+async fn read_messages(
+    shard: Arc<Shard>,
+    mut rx: tokio::sync::broadcast::Receiver<fred::types::Message>,
+) {
     loop {
         match rx.recv().await {
             Ok(message) => shard.handle(message),
@@ -220,7 +223,10 @@ async fn read_messages(shard: Arc<Shard>, mut rx: tokio::sync::broadcast::Receiv
     }
 }
 
-async fn watch_reconnects(shard: Arc<Shard>, mut rx: tokio::sync::broadcast::Receiver<fred::types::config::Server>) {
+async fn watch_reconnects(
+    shard: Arc<Shard>,
+    mut rx: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+) {
     let mut initial = true;
     loop {
         match rx.recv().await {

@@ -155,6 +155,17 @@ pub async fn expect_message(client: &mut Client, what: &str) -> Message {
     }
 }
 
+/// The next `message` event sent by `from` (the client's own copies are skipped).
+pub async fn expect_from(client: &mut Client, from: &str, what: &str) -> Message {
+    loop {
+        let m = expect_message(client, what).await;
+        if m.from == from {
+            return m;
+        }
+        assert_eq!(m.from, client.user_id(), "{what}: a message from a third party: {m:?}");
+    }
+}
+
 /// Asserts that the request failed with one of `codes`.
 pub fn assert_code<T: std::fmt::Debug>(result: Result<T, ClientError>, codes: &[ErrorCode], what: &str) {
     match result {
