@@ -8,6 +8,7 @@
 //! The engine never knows about WebSockets: it hands live events for the users a node
 //! subscribed to to an [`EventSink`] (the gateway's router) as ready-to-send bytes.
 
+pub mod events;
 pub mod memory;
 pub mod redis;
 mod types;
@@ -16,6 +17,7 @@ pub use types::*;
 
 use async_trait::async_trait;
 use chat_protocol::{Message, StreamId, User};
+
 
 /// What the cluster stores and how events move between nodes.
 ///
@@ -89,4 +91,78 @@ pub trait Engine: Send + Sync + 'static {
     /// Publishes an ephemeral, unstored frame (typing) to the user's connections on
     /// every node.
     async fn publish_ephemeral(&self, user_id: &str, frame: &str) -> Result<(), EngineError>;
+
+    // ----- conversations, unread and read receipts -----
+
+    /// Moves `reader`'s read marker in the conversation with `peer` forward to
+    /// `up_to` (clamped to the last message; never backwards). When it moved, a
+    /// `{"type":"read","conversation","by","up_to"}` event is appended to both
+    /// users' inboxes and published (so it carries a cursor and is recovered).
+    /// `None` when nothing moved. Sending a message also moves the sender's marker
+    /// to it, silently: one's own messages are never unread.
+    async fn mark_read(&self, _reader: &str, _peer: &str, _up_to: StreamId) -> Result<Option<ReadOutcome>, EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(None)
+    }
+
+    /// The user's conversations, newest activity first, at most `limit`, with unread
+    /// counts kept in the store (never recomputed by scanning streams).
+    async fn conversations(&self, _user_id: &str, _limit: usize) -> Result<Vec<ConversationSummary>, EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(Vec::new())
+    }
+
+    // ----- presence -----
+
+    /// A connection of the user opened on `node`. Returns the user's connection
+    /// count across the cluster after it. On the 0 → 1 transition the user goes
+    /// online: a `presence` frame is published to every conversation partner
+    /// (ephemeral, on their channels) and on the global presence channel.
+    async fn connection_opened(&self, _user_id: &str, _node: &str) -> Result<u64, EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(1)
+    }
+
+    /// A connection of the user on `node` closed. On the 1 → 0 transition the user
+    /// goes offline (`last_seen_at` = now, kept) and it is published like above.
+    async fn connection_closed(&self, _user_id: &str, _node: &str) -> Result<(), EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(())
+    }
+
+    /// Records that `node` is alive for `ttl_secs` more seconds (called every few
+    /// seconds by every node).
+    async fn heartbeat(&self, _node: &str, _ttl_secs: u64) -> Result<(), EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(())
+    }
+
+    /// Finds nodes whose heartbeat expired, takes over their cleanup (once, whoever
+    /// gets there first) and closes all their users' connections on those nodes,
+    /// publishing the offline transitions. Returns how many nodes were reaped.
+    async fn reap_dead_nodes(&self) -> Result<usize, EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(0)
+    }
+
+    /// Presence of each user, in order.
+    async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(vec![PresenceInfo { online: false, last_seen_at: None }; user_ids.len()])
+    }
+
+    // ----- directory and administration -----
+
+    /// Users whose name starts with `prefix` (case-insensitive), sorted by name, at
+    /// most `limit`; from an index, never a key scan.
+    async fn search_users(&self, _prefix: &str, _limit: usize) -> Result<Vec<User>, EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(Vec::new())
+    }
+
+    /// Closes every connection of the user on every node ([`LiveEvent::Disconnect`]).
+    async fn disconnect_user(&self, _user_id: &str) -> Result<(), EngineError> {
+        // TEMPORARY-DEFAULT
+        Ok(())
+    }
 }

@@ -80,8 +80,10 @@ impl InboxEvent {
 pub enum LiveEvent {
     /// A stored inbox event (message, read receipt).
     Inbox(Arc<InboxEvent>),
-    /// A ready-to-send frame that is not stored (typing).
+    /// A ready-to-send frame that is not stored (typing, presence to partners).
     Ephemeral(Bytes),
+    /// Close every connection of the user on this node (API `disconnect`).
+    Disconnect,
 }
 
 /// Where an engine hands live events for subscribed users: the gateway's router.
@@ -92,6 +94,41 @@ pub trait EventSink: Send + Sync + 'static {
     /// Live delivery may have missed events (a reconnect to the backend, a lagging
     /// subscriber): every local connection should catch up from its inbox.
     fn resync(&self);
+
+    /// A presence transition of any user in the cluster (the global presence
+    /// channel every node listens to): for local connections that `watch` the user.
+    /// `frame` is the ready-to-send `presence` frame.
+    fn presence(&self, user_id: &str, frame: Bytes);
+}
+
+/// One entry of a user's conversation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    pub conversation: String,
+    pub peer: chat_protocol::User,
+    pub last: Option<Message>,
+    /// Messages from the peer after the user's read marker.
+    pub unread: u64,
+    /// The user's read marker (a message id).
+    pub read_up_to: Option<String>,
+    /// The peer's read marker.
+    pub peer_read_up_to: Option<String>,
+}
+
+/// The result of [`crate::Engine::mark_read`] when the marker moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub conversation: String,
+    /// The new marker (clamped to the conversation's last message id).
+    pub up_to: String,
+}
+
+/// A user entry of the directory, with presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceInfo {
+    pub online: bool,
+    /// RFC 3339 time the user was last connected, when known and offline.
+    pub last_seen_at: Option<String>,
 }
 
 /// Retention of stored data. Zero means unlimited.

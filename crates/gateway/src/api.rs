@@ -33,18 +33,30 @@ struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+        (
+            self.0,
+            Json(json!({"error": {"code": self.1, "message": self.2}})),
+        )
+            .into_response()
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Unavailable(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "backend unavailable, retry later".into()),
+            EngineError::Unavailable(_) => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "backend unavailable, retry later".into(),
+            ),
             EngineError::NotFound(what) => ApiError(StatusCode::NOT_FOUND, "not_found", what),
             EngineError::Internal(what) => {
                 tracing::error!(error = %what, "engine error in API call");
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                )
             }
         }
     }
@@ -66,7 +78,12 @@ async fn require_key(State(state): State<Shared>, request: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
-        return ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API key".into()).into_response();
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key".into(),
+        )
+        .into_response();
     }
     next.run(request).await
 }
@@ -91,7 +108,10 @@ struct SendBody {
     nonce: Option<String>,
 }
 
-async fn send_message(State(state): State<Shared>, body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+async fn send_message(
+    State(state): State<Shared>,
+    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     check_id(&req.from, "from")?;
     check_id(&req.to, "to")?;
@@ -103,7 +123,11 @@ async fn send_message(State(state): State<Shared>, body: Result<Json<SendBody>, 
     }
     let max = state.settings.server.max_body;
     if req.body.chars().count() > max {
-        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body is longer than {max} characters")));
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is longer than {max} characters"),
+        ));
     }
     if let Some(n) = &req.nonce {
         if n.is_empty() || n.chars().count() > MAX_NONCE {
@@ -112,7 +136,11 @@ async fn send_message(State(state): State<Shared>, body: Result<Json<SendBody>, 
     }
     for (id, field) in [(&req.from, "from"), (&req.to, "to")] {
         if !state.user_exists(id).await? {
-            return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("{field}: no such user")));
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{field}: no such user"),
+            ));
         }
     }
     let (nonce, ttl) = match req.nonce {
@@ -140,7 +168,11 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
-async fn history(State(state): State<Shared>, Path((a, b)): Path<(String, String)>, Query(q): Query<HistoryQuery>) -> Result<Response, ApiError> {
+async fn history(
+    State(state): State<Shared>,
+    Path((a, b)): Path<(String, String)>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
     check_id(&a, "user_a")?;
     check_id(&b, "user_b")?;
     let limit = q.limit.unwrap_or(50);
@@ -155,7 +187,10 @@ async fn history(State(state): State<Shared>, Path((a, b)): Path<(String, String
     Ok(Json(json!({"messages": messages, "more": more})).into_response())
 }
 
-async fn clear(State(state): State<Shared>, Path((a, b)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn clear(
+    State(state): State<Shared>,
+    Path((a, b)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     check_id(&a, "user_a")?;
     check_id(&b, "user_b")?;
     state.engine.clear_conversation(&a, &b).await?;
@@ -167,7 +202,11 @@ struct UserBody {
     name: String,
 }
 
-async fn put_user(State(state): State<Shared>, Path(id): Path<String>, body: Result<Json<UserBody>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+async fn put_user(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Json<UserBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
     check_id(&id, "id")?;
     let Json(body) = body.map_err(|e| bad(e.body_text()))?;
     let name = body.name.trim().to_string();
@@ -179,7 +218,10 @@ async fn put_user(State(state): State<Shared>, Path(id): Path<String>, body: Res
     Ok(Json(User { id, name }).into_response())
 }
 
-async fn disconnect(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn disconnect(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     check_id(&id, "id")?;
     state.engine.revoke_sessions(&id).await?;
     state.engine.disconnect_user(&id).await?;

@@ -62,7 +62,10 @@ impl JwtVerifier {
 
 /// Signs a token for `user` valid for `ttl_secs` (the `chat-gateway token` command).
 pub fn issue_token(secret: &str, user: &str, name: &str, ttl_secs: u64) -> anyhow::Result<String> {
-    anyhow::ensure!(!secret.is_empty(), "auth.jwt_secret (CHAT_AUTH__JWT_SECRET) is not set");
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "auth.jwt_secret (CHAT_AUTH__JWT_SECRET) is not set"
+    );
     anyhow::ensure!(
         chat_protocol::valid_user_id(user),
         "user id must be 1-64 characters of letters, digits, . _ - @"

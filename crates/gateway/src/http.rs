@@ -1,7 +1,5 @@
 //! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the web client.
 
-
-
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,10 +18,15 @@ pub fn routes(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(index))
+        .merge(crate::api::routes(state.clone()))
         .with_state(state)
 }
 
-async fn ws_upgrade(State(state): State<Shared>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn ws_upgrade(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
@@ -55,7 +58,10 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
         return false;
     };
     let origin = origin.trim_end_matches('/');
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     if !allowed.is_empty() {
@@ -116,4 +122,3 @@ mod tests {
         assert!(origin_allowed(&[], &HeaderMap::new()));
     }
 }
-

@@ -8,6 +8,7 @@
 //! connections, the engine's event sink), `connection` (one socket's life),
 //! `http` (routes), `limiter` (send rate), `state` (what they share).
 
+mod api;
 mod auth;
 mod config;
 mod connection;
@@ -30,7 +31,11 @@ use crate::router::Router;
 use crate::state::AppState;
 
 #[derive(Parser)]
-#[command(name = "chat-gateway", version, about = "A node of the real-time chat cluster")]
+#[command(
+    name = "chat-gateway",
+    version,
+    about = "A node of the real-time chat cluster"
+)]
 struct Cli {
     /// TOML settings file; `CHAT_<SECTION>__<KEY>` environment variables win over it.
     #[arg(long, global = true)]
@@ -64,18 +69,20 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Token { user, name, ttl_secs } => {
-            match auth::issue_token(&settings.auth.jwt_secret, &user, &name, ttl_secs) {
-                Ok(token) => {
-                    println!("{token}");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("chat-gateway token: {e}");
-                    std::process::ExitCode::from(2)
-                }
+        Command::Token {
+            user,
+            name,
+            ttl_secs,
+        } => match auth::issue_token(&settings.auth.jwt_secret, &user, &name, ttl_secs) {
+            Ok(token) => {
+                println!("{token}");
+                std::process::ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("chat-gateway token: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
         Command::Serve => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -126,6 +133,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "listening on {addr}"
     );
 
+    spawn_heartbeat(state.clone());
     let app = http::routes(state.clone());
     let stop_accepting = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn({
@@ -147,7 +155,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     stop_accepting.cancel();
     state.shutdown.cancel();
     state.tracker.close();
-    if tokio::time::timeout(Duration::from_secs(8), state.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(8), state.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not close in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
@@ -181,6 +192,34 @@ async fn connect_engine(settings: &Settings, router: Arc<Router>) -> Arc<dyn Eng
             }
         }
     }
+}
+
+/// How often a node proves it is alive, and how long the proof lasts: a node that
+/// died is noticed by the others within `HEARTBEAT_TTL + HEARTBEAT_EVERY` (< 30 s).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HEARTBEAT_TTL: u64 = 15;
+
+/// Heartbeats this node and reaps nodes that stopped heartbeating, so a crashed
+/// node's users do not stay online.
+fn spawn_heartbeat(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = state.engine.heartbeat(&state.node_id, HEARTBEAT_TTL).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+                continue;
+            }
+            match state.engine.reap_dead_nodes().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(nodes = n, "reaped dead nodes: their users are offline"),
+                Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

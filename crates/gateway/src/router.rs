@@ -102,6 +102,8 @@ struct Slot {
 #[derive(Default)]
 pub struct Router {
     users: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    /// Watched user → local connections that `watch` them (presence events).
+    watchers: Mutex<HashMap<Arc<str>, Vec<ConnHandle>>>,
     next_conn: AtomicU64,
 }
 
@@ -174,6 +176,35 @@ impl Router {
         }
     }
 
+    /// Closes every local connection of `user` with `code`.
+    pub fn close_user(&self, user: &str, code: u16) {
+        let slot = lock(&self.users).get(user).cloned();
+        if let Some(slot) = slot {
+            for conn in lock(&slot.conns).iter() {
+                conn.closer.close(code);
+            }
+        }
+    }
+
+    /// Replaces a connection's watch list: it stops watching `old`, starts `new`.
+    pub fn set_watch(&self, conn: &ConnHandle, old: &[String], new: &[String]) {
+        let mut watchers = lock(&self.watchers);
+        for user in old {
+            if let Some(list) = watchers.get_mut(user.as_str()) {
+                list.retain(|c| c.id != conn.id);
+                if list.is_empty() {
+                    watchers.remove(user.as_str());
+                }
+            }
+        }
+        for user in new {
+            let list = watchers.entry(Arc::from(user.as_str())).or_default();
+            if !list.iter().any(|c| c.id == conn.id) {
+                list.push(conn.clone());
+            }
+        }
+    }
+
     /// Every local connection, for shutdown.
     pub fn all_connections(&self) -> Vec<ConnHandle> {
         lock(&self.users)
@@ -204,6 +235,14 @@ impl EventSink for Router {
                 self.fan_out(user_id, || Out::Event(routed.clone()));
             }
             LiveEvent::Ephemeral(frame) => self.fan_out(user_id, || Out::Frame(frame.clone())),
+            LiveEvent::Disconnect => self.close_user(user_id, close::UNAUTHORIZED),
+        }
+    }
+
+    fn presence(&self, user_id: &str, frame: Bytes) {
+        let watchers = lock(&self.watchers).get(user_id).cloned();
+        for conn in watchers.into_iter().flatten() {
+            conn.push(Out::Frame(frame.clone()));
         }
     }
 

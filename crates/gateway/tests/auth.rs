@@ -15,14 +15,22 @@ async fn session_resumes(engine: Engine) {
     let alice = guest(&cluster.url(0), "alice").await;
     let w = alice.welcome().clone();
     assert!(!w.resumed, "a new guest is not resumed");
-    assert!(w.session.len() >= 22, "session too short for 128 bits: {:?}", w.session);
+    assert!(
+        w.session.len() >= 22,
+        "session too short for 128 bits: {:?}",
+        w.session
+    );
     assert_eq!(w.node, "gw-a");
     alice.close().await;
 
     let other = cluster.other(1);
-    let again = Client::connect(&cluster.url(other), Credential::Session(w.session.clone()), None)
-        .await
-        .unwrap_or_else(|e| panic!("resume on node {other}: {e}\n{}", cluster.logs()));
+    let again = Client::connect(
+        &cluster.url(other),
+        Credential::Session(w.session.clone()),
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("resume on node {other}: {e}\n{}", cluster.logs()));
     let w2 = again.welcome();
     assert_eq!(w2.user, w.user, "same user id and name after resume");
     assert!(w2.resumed, "resumed must be true for a session");
@@ -30,9 +38,13 @@ async fn session_resumes(engine: Engine) {
         assert_eq!(w2.node, "gw-b");
     }
     // Two connections of one user at once are allowed.
-    let third = Client::connect(&cluster.url(0), Credential::Session(w.session.clone()), None)
-        .await
-        .expect("second concurrent connection");
+    let third = Client::connect(
+        &cluster.url(0),
+        Credential::Session(w.session.clone()),
+        None,
+    )
+    .await
+    .expect("second concurrent connection");
     assert_eq!(third.user_id(), w.user.id);
 
     assert_refused(
@@ -41,7 +53,12 @@ async fn session_resumes(engine: Engine) {
         "unknown session",
     )
     .await;
-    assert_refused(&cluster.url(0), Credential::Session(String::new()), "empty session").await;
+    assert_refused(
+        &cluster.url(0),
+        Credential::Session(String::new()),
+        "empty session",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -63,11 +80,18 @@ async fn session_expires(engine: Engine) {
     // Any successful resume slides the expiry, so the only thing to wait for here is
     // time itself: poll the clock, then try exactly once.
     let idle_since = Instant::now();
-    eventually("the 1 s session TTL to pass", Duration::from_secs(10), || async {
-        (idle_since.elapsed() > Duration::from_millis(2500)).then_some(())
-    })
+    eventually(
+        "the 1 s session TTL to pass",
+        Duration::from_secs(10),
+        || async { (idle_since.elapsed() > Duration::from_millis(2500)).then_some(()) },
+    )
     .await;
-    assert_refused(&cluster.url(0), Credential::Session(session), "expired session").await;
+    assert_refused(
+        &cluster.url(0),
+        Credential::Session(session),
+        "expired session",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -93,35 +117,65 @@ async fn jwt_tokens(engine: Engine) {
         .unwrap_or_else(|e| panic!("valid token refused: {e}\n{}", cluster.logs()));
     assert_eq!(c.user_id(), sub);
     assert_eq!(c.welcome().user.name, "Ext User");
-    assert!(!c.welcome().resumed, "first sign-in of a new user is not resumed");
+    assert!(
+        !c.welcome().resumed,
+        "first sign-in of a new user is not resumed"
+    );
     // The session issued for a token works like any other.
     let session = c.session().to_string();
     c.close().await;
-    let again = Client::connect(&url, Credential::Token(token), None).await.expect("token again");
-    assert!(again.welcome().resumed, "a token for a known user is resumed");
+    let again = Client::connect(&url, Credential::Token(token), None)
+        .await
+        .expect("token again");
+    assert!(
+        again.welcome().resumed,
+        "a token for a known user is resumed"
+    );
     assert_eq!(again.user_id(), sub);
     let by_session = Client::connect(&url, Credential::Session(session), None)
         .await
         .expect("session issued for a token");
     assert_eq!(by_session.user_id(), sub);
 
-    let wrong_key = jwt(&sub, "Ext User", 3600, Algorithm::HS256, "some-other-secret-entirely");
+    let wrong_key = jwt(
+        &sub,
+        "Ext User",
+        3600,
+        Algorithm::HS256,
+        "some-other-secret-entirely",
+    );
     assert_refused(&url, Credential::Token(wrong_key), "bad signature").await;
 
     // A valid signature over other claims: swap the payload of a genuine token.
     let genuine = jwt(&sub, "Ext User", 3600, Algorithm::HS256, JWT_SECRET);
     let parts: Vec<&str> = genuine.split('.').collect();
-    let forged_claims = serde_json::json!({"sub": "admin", "name": "Admin", "exp": now_secs() + 3600});
-    let tampered = format!("{}.{}.{}", parts[0], b64url(forged_claims.to_string().as_bytes()), parts[2]);
+    let forged_claims =
+        serde_json::json!({"sub": "admin", "name": "Admin", "exp": now_secs() + 3600});
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url(forged_claims.to_string().as_bytes()),
+        parts[2]
+    );
     assert_refused(&url, Credential::Token(tampered), "tampered payload").await;
 
     let expired = jwt(&sub, "Ext User", -3600, Algorithm::HS256, JWT_SECRET);
     assert_refused(&url, Credential::Token(expired), "expired token").await;
 
-    assert_refused(&url, Credential::Token(alg_none_token(&sub, "Ext User")), "alg none").await;
+    assert_refused(
+        &url,
+        Credential::Token(alg_none_token(&sub, "Ext User")),
+        "alg none",
+    )
+    .await;
 
     let hs384 = jwt(&sub, "Ext User", 3600, Algorithm::HS384, JWT_SECRET);
-    assert_refused(&url, Credential::Token(hs384), "HS384 when only HS256 is configured").await;
+    assert_refused(
+        &url,
+        Credential::Token(hs384),
+        "HS384 when only HS256 is configured",
+    )
+    .await;
 
     // `exp` is required.
     let claims = serde_json::json!({"sub": sub, "name": "Ext User"});
@@ -174,7 +228,11 @@ async fn requests_before_hello(engine: Engine) {
             other => panic!("{text}: expected an unauthorized error, got {other:?}"),
         }
         let code = conn.wait_closed(WAIT).await;
-        assert_eq!(code, Ok(Some(close::UNAUTHORIZED)), "close code after {text}");
+        assert_eq!(
+            code,
+            Ok(Some(close::UNAUTHORIZED)),
+            "close code after {text}"
+        );
     }
 
     // An invalid guest name is fixable: bad_request, and the connection stays open.
@@ -193,7 +251,9 @@ async fn requests_before_hello(engine: Engine) {
     let hello = serde_json::json!({"type":"hello","username": format!("  {name} ")}).to_string();
     conn.send_text(&hello).await.expect("send");
     match conn.next_frame_timeout(WAIT).await {
-        Ok(Some(ServerFrame::Welcome { user, .. })) => assert_eq!(user.name, name, "name is trimmed"),
+        Ok(Some(ServerFrame::Welcome { user, .. })) => {
+            assert_eq!(user.name, name, "name is trimmed")
+        }
         other => panic!("valid hello after bad names: expected welcome, got {other:?}"),
     }
 
@@ -203,7 +263,11 @@ async fn requests_before_hello(engine: Engine) {
         Ok(Some(ServerFrame::Error { code, .. })) => assert_eq!(code, ErrorCode::Unauthorized),
         other => panic!("hello timeout: expected an unauthorized error, got {other:?}"),
     }
-    assert_eq!(silent.wait_closed(WAIT).await, Ok(Some(close::UNAUTHORIZED)), "hello timeout close");
+    assert_eq!(
+        silent.wait_closed(WAIT).await,
+        Ok(Some(close::UNAUTHORIZED)),
+        "hello timeout close"
+    );
 }
 
 #[tokio::test]
@@ -224,7 +288,11 @@ async fn token_subcommand_output_is_accepted() {
         .env("CHAT_AUTH__JWT_SECRET", JWT_SECRET)
         .output()
         .expect("run chat-gateway token");
-    assert!(out.status.success(), "token command failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "token command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
 

@@ -21,10 +21,22 @@ fn chatter(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize>
         let carol_id = carol.user_id().to_string();
         let mut rounds = 0;
         while !stop.load(Ordering::Relaxed) || rounds < 3 {
-            let m = carol.send(&dave_id, &format!("ping {rounds}")).await.expect("carol → dave");
-            assert_eq!(expect_from(&mut dave, &carol_id, "dave gets carol's message").await, m);
-            let r = dave.send(&carol_id, &format!("pong {rounds}")).await.expect("dave → carol");
-            assert_eq!(expect_from(&mut carol, &dave_id, "carol gets dave's reply").await, r);
+            let m = carol
+                .send(&dave_id, &format!("ping {rounds}"))
+                .await
+                .expect("carol → dave");
+            assert_eq!(
+                expect_from(&mut dave, &carol_id, "dave gets carol's message").await,
+                m
+            );
+            let r = dave
+                .send(&carol_id, &format!("pong {rounds}"))
+                .await
+                .expect("dave → carol");
+            assert_eq!(
+                expect_from(&mut carol, &dave_id, "carol gets dave's reply").await,
+                r
+            );
             rounds += 1;
         }
         rounds
@@ -51,20 +63,64 @@ async fn bad_input(engine: Engine) {
     let cases: Vec<(String, Option<&str>, ErrorCode)> = vec![
         ("not json at all".into(), None, ErrorCode::BadRequest),
         ("[1,2,3]".into(), None, ErrorCode::BadRequest),
-        (r#"{"type":"fly","ref":"x1"}"#.into(), Some("x1"), ErrorCode::BadRequest),
-        (r#"{"ref":"x2","to":"a"}"#.into(), Some("x2"), ErrorCode::BadRequest),
-        (r#"{"type":7,"ref":"x3"}"#.into(), Some("x3"), ErrorCode::BadRequest),
-        (r#"{"type":"send","ref":"x4","body":"no recipient"}"#.into(), Some("x4"), ErrorCode::BadRequest),
-        (format!(r#"{{"type":"send","ref":"x5","to":"{bob_id}"}}"#), Some("x5"), ErrorCode::BadRequest),
-        (r#"{"type":"history","ref":"x6"}"#.into(), Some("x6"), ErrorCode::BadRequest),
-        (format!(r#"{{"type":"send","ref":"x7","to":"{bob_id}","body":42}}"#), Some("x7"), ErrorCode::BadRequest),
+        (
+            r#"{"type":"fly","ref":"x1"}"#.into(),
+            Some("x1"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"ref":"x2","to":"a"}"#.into(),
+            Some("x2"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":7,"ref":"x3"}"#.into(),
+            Some("x3"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"send","ref":"x4","body":"no recipient"}"#.into(),
+            Some("x4"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            format!(r#"{{"type":"send","ref":"x5","to":"{bob_id}"}}"#),
+            Some("x5"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"history","ref":"x6"}"#.into(),
+            Some("x6"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            format!(r#"{{"type":"send","ref":"x7","to":"{bob_id}","body":42}}"#),
+            Some("x7"),
+            ErrorCode::BadRequest,
+        ),
         (send("x8", ""), Some("x8"), ErrorCode::BadRequest),
         (send("x9", " \t\n\r  "), Some("x9"), ErrorCode::BadRequest),
-        (send("x10", &"y".repeat(MAX_BODY + 1)), Some("x10"), ErrorCode::TooLarge),
+        (
+            send("x10", &"y".repeat(MAX_BODY + 1)),
+            Some("x10"),
+            ErrorCode::TooLarge,
+        ),
         // Characters, not bytes: 4,001 two-byte characters are too many.
-        (send("x11", &"é".repeat(MAX_BODY + 1)), Some("x11"), ErrorCode::TooLarge),
-        (serde_json::json!({"type":"send","ref":"x12","to":alice_id,"body":"me"}).to_string(), Some("x12"), ErrorCode::BadRequest),
-        (format!(r#"{{"type":"ping","ref":"{long_ref}"}}"#), None, ErrorCode::BadRequest),
+        (
+            send("x11", &"é".repeat(MAX_BODY + 1)),
+            Some("x11"),
+            ErrorCode::TooLarge,
+        ),
+        (
+            serde_json::json!({"type":"send","ref":"x12","to":alice_id,"body":"me"}).to_string(),
+            Some("x12"),
+            ErrorCode::BadRequest,
+        ),
+        (
+            format!(r#"{{"type":"ping","ref":"{long_ref}"}}"#),
+            None,
+            ErrorCode::BadRequest,
+        ),
     ];
     let mut valid = Vec::new();
     for (i, (text, want_ref, want_code)) in cases.iter().enumerate() {
@@ -73,11 +129,18 @@ async fn bad_input(engine: Engine) {
         let (reference, code) = expect_error(&mut alice, &what).await;
         assert_eq!(code, *want_code, "{what}");
         if want_ref.is_some() {
-            assert_eq!(reference.as_deref(), *want_ref, "{what}: the error carries the ref");
+            assert_eq!(
+                reference.as_deref(),
+                *want_ref,
+                "{what}: the error carries the ref"
+            );
         } else {
             assert_eq!(reference, None, "{what}: no ref to echo");
         }
-        alice.ping().await.unwrap_or_else(|e| panic!("{what}: connection unusable after: {e}"));
+        alice
+            .ping()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: connection unusable after: {e}"));
         if i == 4 {
             // Valid sends between the bad ones.
             valid.push(alice.send(&bob_id, "valid one").await.expect("valid send"));
@@ -85,8 +148,16 @@ async fn bad_input(engine: Engine) {
     }
     // Exactly max_body characters (two bytes each) is fine, and unknown fields are ignored.
     let exact = "é".repeat(MAX_BODY);
-    valid.push(alice.send(&bob_id, &exact).await.expect("body of exactly max_body chars"));
-    let padded = format!(r#"{{"type":"ping","ref":"pad","pad":"{}"}}"#, "p".repeat(MAX_FRAME - 200));
+    valid.push(
+        alice
+            .send(&bob_id, &exact)
+            .await
+            .expect("body of exactly max_body chars"),
+    );
+    let padded = format!(
+        r#"{{"type":"ping","ref":"pad","pad":"{}"}}"#,
+        "p".repeat(MAX_FRAME - 200)
+    );
     alice.send_text(&padded).await.expect("send padded ping");
     loop {
         match alice.next_event_timeout(WAIT).await {
@@ -103,8 +174,15 @@ async fn bad_input(engine: Engine) {
     let mut binary = Client::connect(&url, Credential::Session(alice.session().into()), None)
         .await
         .expect("second connection");
-    binary.send_binary(b"\x00\x01binary").await.expect("send binary");
-    assert_eq!(binary.connection().wait_closed(WAIT).await, Ok(Some(close::UNSUPPORTED)), "binary frame");
+    binary
+        .send_binary(b"\x00\x01binary")
+        .await
+        .expect("send binary");
+    assert_eq!(
+        binary.connection().wait_closed(WAIT).await,
+        Ok(Some(close::UNSUPPORTED)),
+        "binary frame"
+    );
 
     // A frame over max_frame: close 1009.
     let mut big = Client::connect(&url, Credential::Session(alice.session().into()), None)
@@ -113,7 +191,11 @@ async fn bad_input(engine: Engine) {
     let huge = serde_json::json!({"type":"send","ref":"big","to":bob_id,"body":"z".repeat(MAX_FRAME + 10)});
     // The server may close while the frame is still being written: a failed write is fine.
     let _ = big.send_text(&huge.to_string()).await;
-    assert_eq!(big.connection().wait_closed(WAIT).await, Ok(Some(close::TOO_BIG)), "oversized frame");
+    assert_eq!(
+        big.connection().wait_closed(WAIT).await,
+        Ok(Some(close::TOO_BIG)),
+        "oversized frame"
+    );
 
     // Alice's first connection is still fine, and Bob got only the valid messages.
     alice.ping().await.expect("alice still connected");

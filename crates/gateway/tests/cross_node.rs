@@ -14,22 +14,49 @@ async fn messages_cross_nodes_and_reach_every_connection() {
     let alice_id = alice.user_id().to_string();
     let bob_id = bob.user_id().to_string();
     // Alice's second device, on the other node.
-    let mut alice2 = Client::connect(&cluster.url(1), Credential::Session(alice.session().into()), None)
-        .await
-        .expect("alice's second connection");
+    let mut alice2 = Client::connect(
+        &cluster.url(1),
+        Credential::Session(alice.session().into()),
+        None,
+    )
+    .await
+    .expect("alice's second connection");
     assert_eq!(alice2.user_id(), alice_id);
     assert_eq!(alice2.welcome().node, "gw-b");
 
-    let m1 = alice.send(&bob_id, "hello bob, from node A").await.expect("alice → bob");
-    assert_eq!((m1.from.as_str(), m1.to.as_str()), (alice_id.as_str(), bob_id.as_str()));
+    let m1 = alice
+        .send(&bob_id, "hello bob, from node A")
+        .await
+        .expect("alice → bob");
+    assert_eq!(
+        (m1.from.as_str(), m1.to.as_str()),
+        (alice_id.as_str(), bob_id.as_str())
+    );
     assert_eq!(m1.body, "hello bob, from node A");
     assert_eq!(expect_message(&mut bob, "bob gets m1").await, m1);
-    assert_eq!(expect_message(&mut alice2, "alice2 gets her own m1").await, m1);
-    assert_eq!(expect_message(&mut alice, "the sending connection gets m1 too").await, m1);
+    assert_eq!(
+        expect_message(&mut alice2, "alice2 gets her own m1").await,
+        m1
+    );
+    assert_eq!(
+        expect_message(&mut alice, "the sending connection gets m1 too").await,
+        m1
+    );
 
-    let m2 = bob.send(&alice_id, "hello alice, from node B").await.expect("bob → alice");
-    assert_eq!(m2.conversation, m1.conversation, "one conversation for both directions");
-    assert!(sid(&m2.id) > sid(&m1.id), "ids increase: {} then {}", m1.id, m2.id);
+    let m2 = bob
+        .send(&alice_id, "hello alice, from node B")
+        .await
+        .expect("bob → alice");
+    assert_eq!(
+        m2.conversation, m1.conversation,
+        "one conversation for both directions"
+    );
+    assert!(
+        sid(&m2.id) > sid(&m1.id),
+        "ids increase: {} then {}",
+        m1.id,
+        m2.id
+    );
     assert_eq!(expect_message(&mut alice, "alice gets m2").await, m2);
     assert_eq!(expect_message(&mut alice2, "alice2 gets m2").await, m2);
     assert_eq!(expect_message(&mut bob, "bob gets his own m2").await, m2);
@@ -54,19 +81,34 @@ async fn retried_send_is_stored_and_delivered_once() {
     let bob_id = bob.user_id().to_string();
 
     let nonce = uuid::Uuid::new_v4().to_string();
-    let first = alice.send_with_nonce(&bob_id, "exactly once", &nonce).await.expect("first send");
-    let retry = alice.send_with_nonce(&bob_id, "exactly once", &nonce).await.expect("retry");
-    assert_eq!(retry, first, "a retry on the same connection is acked with the original");
+    let first = alice
+        .send_with_nonce(&bob_id, "exactly once", &nonce)
+        .await
+        .expect("first send");
+    let retry = alice
+        .send_with_nonce(&bob_id, "exactly once", &nonce)
+        .await
+        .expect("retry");
+    assert_eq!(
+        retry, first,
+        "a retry on the same connection is acked with the original"
+    );
 
     // The connection is lost before the ack arrived (as far as Alice knows): she
     // resumes on the other node and retries with the same nonce.
-    let mut alice = alice.reconnect(&cluster.url(1)).await.expect("alice resumes on node B");
+    let mut alice = alice
+        .reconnect(&cluster.url(1))
+        .await
+        .expect("alice resumes on node B");
     assert_eq!(alice.welcome().node, "gw-b");
     let retry2 = alice
         .send_with_nonce(&bob_id, "exactly once", &nonce)
         .await
         .expect("retry after reconnect");
-    assert_eq!(retry2, first, "a retry from the other node is acked with the original");
+    assert_eq!(
+        retry2, first,
+        "a retry from the other node is acked with the original"
+    );
 
     // A different nonce is a different message.
     let marker = alice.send(&bob_id, "marker").await.expect("marker");
@@ -78,8 +120,12 @@ async fn retried_send_is_stored_and_delivered_once() {
         let frame = tokio::time::timeout(WAIT, bob.next_raw())
             .await
             .unwrap_or_else(|_| panic!("bob: no marker within {WAIT:?}"));
-        let RawFrame::Text(text) = frame else { panic!("bob's connection ended: {frame:?}") };
-        let Ok(ServerFrame::Message { message, .. }) = serde_json::from_str(&text) else { continue };
+        let RawFrame::Text(text) = frame else {
+            panic!("bob's connection ended: {frame:?}")
+        };
+        let Ok(ServerFrame::Message { message, .. }) = serde_json::from_str(&text) else {
+            continue;
+        };
         if message.id == first.id {
             deliveries_of_first += 1;
             assert_eq!(message, first);
@@ -88,12 +134,19 @@ async fn retried_send_is_stored_and_delivered_once() {
             break;
         }
     }
-    assert_eq!(deliveries_of_first, 1, "the retried message must be delivered once");
+    assert_eq!(
+        deliveries_of_first, 1,
+        "the retried message must be delivered once"
+    );
 
     for (who, client, peer) in [("alice", &mut alice, &bob_id), ("bob", &mut bob, &alice_id)] {
         let (history, _) = client.history(peer, None, 100).await.expect("history");
         let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
-        assert_eq!(bodies, ["exactly once", "marker"], "{who}'s history: stored once");
+        assert_eq!(
+            bodies,
+            ["exactly once", "marker"],
+            "{who}'s history: stored once"
+        );
         assert_eq!(history[0], first);
     }
 }

@@ -31,13 +31,19 @@ async fn pages_backwards(engine: Engine) {
     let mut pages = Vec::new();
     let mut before: Option<String> = None;
     for (want_len, want_more) in [(100, true), (100, true), (50, false)] {
-        let (page, more) = alice.history(&bob_id, before.as_deref(), 100).await.expect("history");
+        let (page, more) = alice
+            .history(&bob_id, before.as_deref(), 100)
+            .await
+            .expect("history");
         let ids: Vec<String> = page.iter().map(|m| m.id.clone()).collect();
         assert_eq!(page.len(), want_len, "page {} length", pages.len());
         assert_eq!(more, want_more, "page {} more", pages.len());
         assert_increasing(&ids, "ids within a page");
         if let Some(b) = &before {
-            assert!(sid(ids.last().expect("last")) < sid(b), "page older than `before`");
+            assert!(
+                sid(ids.last().expect("last")) < sid(b),
+                "page older than `before`"
+            );
         }
         before = page.first().map(|m| m.id.clone());
         pages.push(page);
@@ -45,16 +51,25 @@ async fn pages_backwards(engine: Engine) {
     let all: Vec<Message> = pages.into_iter().rev().flatten().collect();
     let distinct: HashSet<&str> = all.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(distinct.len(), 250, "all ids distinct");
-    assert_eq!(all, acked, "the pages together are exactly the acked messages");
+    assert_eq!(
+        all, acked,
+        "the pages together are exactly the acked messages"
+    );
 
     // The peer sees the same conversation; small limits and `before` in the middle.
     let (newest, more) = bob.history(&alice_id, None, 1).await.expect("history");
     assert_eq!(newest, vec![acked[249].clone()]);
     assert!(more);
-    let (middle, more) = bob.history(&alice_id, Some(&acked[10].id), 5).await.expect("history");
+    let (middle, more) = bob
+        .history(&alice_id, Some(&acked[10].id), 5)
+        .await
+        .expect("history");
     assert_eq!(middle, acked[5..10].to_vec());
     assert!(more);
-    let (oldest, more) = bob.history(&alice_id, Some(&acked[3].id), 100).await.expect("history");
+    let (oldest, more) = bob
+        .history(&alice_id, Some(&acked[3].id), 100)
+        .await
+        .expect("history");
     assert_eq!(oldest, acked[..3].to_vec());
     assert!(!more);
 }
@@ -84,8 +99,14 @@ async fn outsiders_read_nothing(engine: Engine) {
 
     // With Alice's or Bob's id Carol gets her own (empty) conversation with them.
     for peer in [&alice_id, &bob_id] {
-        let (messages, more) = carol.history(peer, None, 100).await.expect("own conversation");
-        assert!(messages.is_empty() && !more, "carol's conversation with {peer}: {messages:?}");
+        let (messages, more) = carol
+            .history(peer, None, 100)
+            .await
+            .expect("own conversation");
+        assert!(
+            messages.is_empty() && !more,
+            "carol's conversation with {peer}: {messages:?}"
+        );
     }
     // Strings shaped like conversation ids, or pairs of ids: refused.
     let forged = [
@@ -108,16 +129,28 @@ async fn outsiders_read_nothing(engine: Engine) {
                 "carol read alice–bob through with={with:?}"
             );
         }
-        assert_code(result, &[ErrorCode::BadRequest, ErrorCode::NotFound], &format!("history with={with:?}"));
+        assert_code(
+            result,
+            &[ErrorCode::BadRequest, ErrorCode::NotFound],
+            &format!("history with={with:?}"),
+        );
         let sent = carol.send(with, "intrusion").await;
-        assert_code(sent, &[ErrorCode::BadRequest, ErrorCode::NotFound], &format!("send to={with:?}"));
+        assert_code(
+            sent,
+            &[ErrorCode::BadRequest, ErrorCode::NotFound],
+            &format!("send to={with:?}"),
+        );
     }
     assert_code(
         carol.send("no-such-user-0123456789", "hello?").await,
         &[ErrorCode::NotFound],
         "send to a user the cluster never saw",
     );
-    assert_code(carol.send(&carol_id, "me").await, &[ErrorCode::BadRequest], "send to oneself");
+    assert_code(
+        carol.send(&carol_id, "me").await,
+        &[ErrorCode::BadRequest],
+        "send to oneself",
+    );
 
     let items = carol.conversations().await.expect("conversations");
     assert!(items.is_empty(), "carol has no conversations: {items:?}");

@@ -21,21 +21,29 @@ async fn recovers_while_live(engine: Engine) {
     let bob_id = bob.user_id().to_string();
 
     // Bob reads one message, so his cursor is a real inbox position, then goes away.
-    let first = alice.send(&bob_id, "before bob leaves").await.expect("send");
+    let first = alice
+        .send(&bob_id, "before bob leaves")
+        .await
+        .expect("send");
     assert_eq!(expect_message(&mut bob, "the first message").await, first);
     let state = bob.resume_state();
     assert!(state.cursor.is_some(), "bob has a cursor after a message");
     bob.close().await;
 
+    let started = std::time::Instant::now();
     let mut acked = Vec::with_capacity(MISSED + LIVE);
     for i in 0..MISSED {
-        let m = alice.send(&bob_id, &format!("missed {i}")).await.expect("send while bob is away");
+        let m = alice
+            .send(&bob_id, &format!("missed {i}"))
+            .await
+            .expect("send while bob is away");
         acked.push(m.id);
         if i % 100 == 0 {
             while let Ok(Some(_)) = alice.next_event_timeout(Duration::ZERO).await {}
         }
     }
     assert_increasing(&acked, "acked ids");
+    eprintln!("{MISSED} sends took {:?}", started.elapsed());
 
     // Alice keeps sending while Bob reconnects: the first few before he does, the
     // rest during and after his recovery.
@@ -46,7 +54,10 @@ async fn recovers_while_live(engine: Engine) {
             let mut ids = Vec::with_capacity(LIVE);
             let mut started = Some(started_tx);
             for i in 0..LIVE {
-                let m = alice.send(&bob_id, &format!("live {i}")).await.expect("live send");
+                let m = alice
+                    .send(&bob_id, &format!("live {i}"))
+                    .await
+                    .expect("live send");
                 ids.push(m.id);
                 if i == 10 {
                     if let Some(tx) = started.take() {
@@ -61,26 +72,17 @@ async fn recovers_while_live(engine: Engine) {
     started_rx.await.expect("sender started");
 
     // Node 0: the other node than before on Redis (the only node on memory).
-    let mut bob = Client::resume(&cluster.url(0), state).await.expect("bob resumes");
-    assert!(bob.welcome().recovered, "recovered must be true: cursor inside the inbox");
+    let mut bob = Client::resume(&cluster.url(0), state)
+        .await
+        .expect("bob resumes");
+    assert!(
+        bob.welcome().recovered,
+        "recovered must be true: cursor inside the inbox"
+    );
     assert_eq!(bob.user_id(), bob_id);
 
     let mut received: Vec<Message> = Vec::new();
-    let mut expected: Option<Vec<String>> = None;
-    let mut sender = Some(sender);
-    loop {
-        if expected.is_none() && sender.as_ref().is_some_and(|s| s.is_finished()) {
-            let live = sender.take().expect("sender").await.expect("sender task");
-            assert_increasing(&live, "live acked ids");
-            let mut all = acked.clone();
-            all.extend(live);
-            expected = Some(all);
-        }
-        if let Some(all) = &expected {
-            if received.len() >= all.len() {
-                break;
-            }
-        }
+    while received.len() < MISSED + LIVE {
         match bob.next_event_timeout(Duration::from_secs(15)).await {
             Ok(Some(ServerFrame::Message { message, .. })) => {
                 assert_eq!(message.to, bob_id);
@@ -88,21 +90,32 @@ async fn recovers_while_live(engine: Engine) {
             }
             Ok(Some(_)) => {}
             Ok(None) => panic!(
-                "bob stalled after {} messages (expected {:?})\n{}",
+                "bob stalled after {} of {} messages\n{}",
                 received.len(),
-                expected.as_ref().map(Vec::len),
+                MISSED + LIVE,
                 cluster.logs()
             ),
             Err(e) => panic!("bob's connection failed: {e}"),
         }
     }
-    let expected = expected.expect("expected ids");
+    eprintln!(
+        "bob received everything {:?} after the first send",
+        started.elapsed()
+    );
+    let live = sender.await.expect("sender task");
+    assert_increasing(&live, "live acked ids");
+    let mut expected = acked.clone();
+    expected.extend(live);
     let ids: Vec<String> = received.iter().map(|m| m.id.clone()).collect();
     assert_increasing(&ids, "bob's deliveries");
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "no message twice");
     // The 1,000 missed ones come first, then the live ones; nothing missing or extra.
-    assert_eq!(&ids[..MISSED], &acked[..], "replay first, in order, complete");
+    assert_eq!(
+        &ids[..MISSED],
+        &acked[..],
+        "replay first, in order, complete"
+    );
     assert_eq!(ids, expected, "every acked message exactly once, in order");
     for (i, m) in received[..MISSED].iter().enumerate() {
         assert_eq!(m.body, format!("missed {i}"));
@@ -145,19 +158,33 @@ async fn cursor_older_than_inbox(engine: Engine) {
         alice.send(&bob_id, &format!("m{i}")).await.expect("send");
     }
     let bob = Client::resume(&url, state).await.expect("resume");
-    assert!(!bob.welcome().recovered, "cursor older than the retained inbox");
+    assert!(
+        !bob.welcome().recovered,
+        "cursor older than the retained inbox"
+    );
     assert_eq!(bob.user_id(), bob_id);
 
     // Starting from the cursor the server gave, a short absence recovers exactly.
     let state = bob.resume_state();
-    assert!(state.cursor.is_some(), "welcome.cursor after a failed recovery");
+    assert!(
+        state.cursor.is_some(),
+        "welcome.cursor after a failed recovery"
+    );
     bob.close().await;
     let mut missed = Vec::new();
     for i in 0..3 {
-        missed.push(alice.send(&bob_id, &format!("short {i}")).await.expect("send"));
+        missed.push(
+            alice
+                .send(&bob_id, &format!("short {i}"))
+                .await
+                .expect("send"),
+        );
     }
     let mut bob = Client::resume(&url, state).await.expect("resume again");
-    assert!(bob.welcome().recovered, "cursor inside the window must recover");
+    assert!(
+        bob.welcome().recovered,
+        "cursor inside the window must recover"
+    );
     for m in &missed {
         assert_eq!(&expect_message(&mut bob, "recovered message").await, m);
     }

@@ -18,7 +18,12 @@ async fn token_client(url: &str, sub: &str) -> Result<Client, ClientError> {
 
 /// Sends from `from` to `to` until `to` receives one, within `timeout`; fails on any
 /// message whose body says it was sent while Redis was down.
-async fn until_delivered(from: &mut Client, to: &mut Client, url: &str, timeout: Duration) -> Message {
+async fn until_delivered(
+    from: &mut Client,
+    to: &mut Client,
+    url: &str,
+    timeout: Duration,
+) -> Message {
     let to_id = to.user_id().to_string();
     let deadline = Instant::now() + timeout;
     let mut attempt = 0;
@@ -30,7 +35,10 @@ async fn until_delivered(from: &mut Client, to: &mut Client, url: &str, timeout:
                 while Instant::now() < wait_until {
                     match to.next_event_timeout(Duration::from_millis(200)).await {
                         Ok(Some(ServerFrame::Message { message, .. })) => {
-                            assert!(!message.body.starts_with("during"), "a refused send was delivered: {message:?}");
+                            assert!(
+                                !message.body.starts_with("during"),
+                                "a refused send was delivered: {message:?}"
+                            );
                             if message.id == sent.id {
                                 return message;
                             }
@@ -40,8 +48,14 @@ async fn until_delivered(from: &mut Client, to: &mut Client, url: &str, timeout:
                     }
                 }
             }
-            Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) => {}
-            Err(ClientError::Server { code: ErrorCode::NotFound, .. }) => {
+            Err(ClientError::Server {
+                code: ErrorCode::Unavailable,
+                ..
+            }) => {}
+            Err(ClientError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {
                 // The restarted Redis lost the user: signing in again re-creates it.
                 if let Ok(c) = token_client(url, &to_id).await {
                     c.close().await;
@@ -52,7 +66,10 @@ async fn until_delivered(from: &mut Client, to: &mut Client, url: &str, timeout:
         // Pace the retries; the deadline above is what bounds the test.
         let _ = from.next_event_timeout(Duration::from_millis(100)).await;
     }
-    panic!("no delivery from {} to {to_id} within {timeout:?}", from.user_id());
+    panic!(
+        "no delivery from {} to {to_id} within {timeout:?}",
+        from.user_id()
+    );
 }
 
 #[tokio::test]
@@ -61,13 +78,25 @@ async fn sends_fail_loudly_and_delivery_resumes() {
     let (a, b) = (cluster.addr(0), cluster.addr(1));
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let (alice_id, bob_id) = (format!("alice-{tag}"), format!("bob-{tag}"));
-    let mut alice = token_client(&cluster.url(0), &alice_id).await.expect("alice");
+    let mut alice = token_client(&cluster.url(0), &alice_id)
+        .await
+        .expect("alice");
     let mut bob = token_client(&cluster.url(1), &bob_id).await.expect("bob");
     for node in [a, b] {
-        assert_eq!(get_status(node, "/readyz").await, 200, "ready before the outage");
+        assert_eq!(
+            get_status(node, "/readyz").await,
+            200,
+            "ready before the outage"
+        );
     }
-    let m = alice.send(&bob_id, "before").await.expect("send before the outage");
-    assert_eq!(expect_message(&mut bob, "message before the outage").await, m);
+    let m = alice
+        .send(&bob_id, "before")
+        .await
+        .expect("send before the outage");
+    assert_eq!(
+        expect_message(&mut bob, "message before the outage").await,
+        m
+    );
 
     cluster.redis.as_mut().expect("redis").kill();
 
@@ -75,8 +104,14 @@ async fn sends_fail_loudly_and_delivery_resumes() {
     for i in 0..3 {
         let started = Instant::now();
         match alice.send(&bob_id, &format!("during {i}")).await {
-            Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) => {}
-            other => panic!("send {i} while Redis is down: expected unavailable, got {other:?}\n{}", cluster.logs()),
+            Err(ClientError::Server {
+                code: ErrorCode::Unavailable,
+                ..
+            }) => {}
+            other => panic!(
+                "send {i} while Redis is down: expected unavailable, got {other:?}\n{}",
+                cluster.logs()
+            ),
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -85,9 +120,11 @@ async fn sends_fail_loudly_and_delivery_resumes() {
         );
     }
     for node in [a, b] {
-        eventually("/readyz 503 while Redis is down", Duration::from_secs(15), || async move {
-            (get_status(node, "/readyz").await == 503).then_some(())
-        })
+        eventually(
+            "/readyz 503 while Redis is down",
+            Duration::from_secs(15),
+            || async move { (get_status(node, "/readyz").await == 503).then_some(()) },
+        )
         .await;
     }
     // The connections stay open while the backend is down.
@@ -96,19 +133,25 @@ async fn sends_fail_loudly_and_delivery_resumes() {
 
     cluster.redis.as_mut().expect("redis").restart();
     for node in [a, b] {
-        eventually("/readyz 200 after Redis is back", Duration::from_secs(30), || async move {
-            (get_status(node, "/readyz").await == 200).then_some(())
-        })
+        eventually(
+            "/readyz 200 after Redis is back",
+            Duration::from_secs(30),
+            || async move { (get_status(node, "/readyz").await == 200).then_some(()) },
+        )
         .await;
     }
 
     // Redis lost its data: sign both users in again (new connections), then check
     // the connections that stayed open all along.
     for (url, id) in [(cluster.url(0), &alice_id), (cluster.url(1), &bob_id)] {
-        let c = eventually("token sign-in after the restart", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move { token_client(&url, id).await.ok() }
-        })
+        let c = eventually(
+            "token sign-in after the restart",
+            Duration::from_secs(20),
+            || {
+                let url = url.clone();
+                async move { token_client(&url, id).await.ok() }
+            },
+        )
         .await;
         c.close().await;
     }
@@ -128,7 +171,13 @@ async fn sends_fail_loudly_and_delivery_resumes() {
     // And new sign-ins work on both nodes.
     let mut carol = guest(&cluster.url(0), "carol").await;
     let mut dave = guest(&cluster.url(1), "dave").await;
-    let m = carol.send(dave.user_id(), "new users after the outage").await.expect("send");
-    assert_eq!(expect_message(&mut dave, "dave gets carol's message").await, m);
+    let m = carol
+        .send(dave.user_id(), "new users after the outage")
+        .await
+        .expect("send");
+    assert_eq!(
+        expect_message(&mut dave, "dave gets carol's message").await,
+        m
+    );
     let _ = &mut carol;
 }

@@ -26,24 +26,45 @@ async fn sigterm(engine: Engine) {
 
     cluster.nodes[0].signal(15);
     for (who, client) in [("alice", &mut alice), ("bob", &mut bob)] {
-        let code = client.connection().wait_closed(Duration::from_secs(10)).await;
-        assert_eq!(code, Ok(Some(close::GOING_AWAY)), "{who}'s close code on SIGTERM");
+        let code = client
+            .connection()
+            .wait_closed(Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            code,
+            Ok(Some(close::GOING_AWAY)),
+            "{who}'s close code on SIGTERM"
+        );
     }
     let status = tokio::task::block_in_place(|| cluster.nodes[0].wait(Duration::from_secs(10)));
-    assert_eq!(status, Some(Some(0)), "exit code 0 within 10 s\n{}", cluster.logs());
+    assert_eq!(
+        status,
+        Some(Some(0)),
+        "exit code 0 within 10 s\n{}",
+        cluster.logs()
+    );
 
     if engine == Engine::Redis {
         // Reconnect elsewhere with session and cursor: nothing lost in between.
-        let m2 = Client::connect(&cluster.url(1), Credential::Session(alice.session().into()), None)
+        let m2 = Client::connect(
+            &cluster.url(1),
+            Credential::Session(alice.session().into()),
+            None,
+        )
+        .await
+        .expect("alice on node B")
+        .send(&bob_id, "while bob was reconnecting")
+        .await
+        .expect("send");
+        let mut bob = Client::resume(&cluster.url(1), bob_state)
             .await
-            .expect("alice on node B")
-            .send(&bob_id, "while bob was reconnecting")
-            .await
-            .expect("send");
-        let mut bob = Client::resume(&cluster.url(1), bob_state).await.expect("bob resumes on node B");
+            .expect("bob resumes on node B");
         assert!(bob.welcome().recovered);
         assert_eq!(bob.user_id(), bob_id);
-        assert_eq!(expect_message(&mut bob, "the message sent while away").await, m2);
+        assert_eq!(
+            expect_message(&mut bob, "the message sent while away").await,
+            m2
+        );
     }
 }
 

@@ -17,16 +17,27 @@ const BODY_CHARS: usize = 3_900;
 async fn exchange(alice: &mut Client, carol: &mut Client, n: usize, what: &str) {
     let (alice_id, carol_id) = (alice.user_id().to_string(), carol.user_id().to_string());
     for i in 0..n {
-        let m = alice.send(&carol_id, &format!("{what} {i}")).await.expect("alice → carol");
-        assert_eq!(expect_message(carol, &format!("{what}: carol gets {i}")).await, m);
-        let r = carol.send(&alice_id, &format!("re: {what} {i}")).await.expect("carol → alice");
-        loop {
-            let got = expect_message(alice, &format!("{what}: alice gets the reply {i}")).await;
-            if got.id == r.id {
-                break;
-            }
-            assert_eq!(got.to, carol_id, "only alice's own sends may come first: {got:?}");
-        }
+        let m = alice
+            .send(&carol_id, &format!("{what} {i}"))
+            .await
+            .expect("alice → carol");
+        assert_eq!(
+            expect_from(carol, &alice_id, &format!("{what}: carol gets {i}")).await,
+            m
+        );
+        let r = carol
+            .send(&alice_id, &format!("re: {what} {i}"))
+            .await
+            .expect("carol → alice");
+        assert_eq!(
+            expect_from(
+                alice,
+                &carol_id,
+                &format!("{what}: alice gets the reply {i}")
+            )
+            .await,
+            r
+        );
     }
 }
 
@@ -36,8 +47,11 @@ async fn slow_consumer(engine: Engine) {
     let cluster = Cluster::single(engine, &env);
     let url = cluster.url(0);
     let addr = cluster.addr(0);
-    let before = metric(&http(addr, "GET", "/metrics", None, None).await.1, "chat_slow_consumer_closes_total")
-        .unwrap_or(0.0);
+    let before = metric(
+        &http(addr, "GET", "/metrics", None, None).await.1,
+        "chat_slow_consumer_closes_total",
+    )
+    .unwrap_or(0.0);
 
     // Bob signs in and then never reads until the end of the test.
     let mut bob = guest(&url, "bob").await;
@@ -65,21 +79,34 @@ async fn slow_consumer(engine: Engine) {
         }
     });
 
-    eventually("chat_slow_consumer_closes_total to grow", Duration::from_secs(90), || async move {
-        let (status, text) = http(addr, "GET", "/metrics", None, None).await;
-        (status == 200 && metric(&text, "chat_slow_consumer_closes_total").unwrap_or(0.0) >= before + 1.0)
-            .then_some(())
-    })
+    eventually(
+        "chat_slow_consumer_closes_total to grow",
+        Duration::from_secs(90),
+        || async move {
+            let (status, text) = http(addr, "GET", "/metrics", None, None).await;
+            (status == 200
+                && metric(&text, "chat_slow_consumer_closes_total").unwrap_or(0.0) >= before + 1.0)
+                .then_some(())
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     let (mut alice, mut carol, sent) = flood.await.expect("flood task");
     assert!(sent < FLOOD_MAX, "bob was never cut off");
 
     // Bob reads now: whatever was buffered, then the end — 4010 or an abrupt end.
-    match bob.connection().wait_closed(Duration::from_secs(30)).await {
+    let ended = bob.connection().wait_closed(Duration::from_secs(30)).await;
+    eprintln!(
+        "flooded {sent} messages; bob's connection ended with {:?}",
+        ended.as_ref().map_err(Vec::len)
+    );
+    match ended {
         Ok(None) | Ok(Some(close::SLOW_CONSUMER)) => {}
         Ok(Some(code)) => panic!("slow consumer closed with {code}, expected 4010"),
-        Err(frames) => panic!("bob's connection did not end ({} frames read)", frames.len()),
+        Err(frames) => panic!(
+            "bob's connection did not end ({} frames read)",
+            frames.len()
+        ),
     }
     exchange(&mut alice, &mut carol, 3, "after").await;
     alice.ping().await.expect("alice still connected");

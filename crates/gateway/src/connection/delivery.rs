@@ -54,6 +54,9 @@ impl Conn {
             None => engine.inbox_head(&user).await.map_err(unavailable)?,
         };
         self.last_sent = start;
+        let unread = super::social::unread_summary(&self.state, &user)
+            .await
+            .map_err(unavailable)?;
         let welcome = ServerFrame::Welcome {
             session: signed.session.clone(),
             user: self.user.clone(),
@@ -61,7 +64,7 @@ impl Conn {
             recovered,
             node: self.state.node_id.clone(),
             limits: self.state.limits.clone(),
-            unread: Vec::new(),
+            unread,
             cursor: Some(start.to_string()),
         };
         self.write_frame(&welcome).await?;

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use chat_engine::EngineError;
-use chat_protocol::{close, normalize_username, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame, User};
+use chat_protocol::{
+    close, normalize_username, parse_client_frame, valid_user_id, ClientFrame, ErrorCode,
+    ServerFrame, User,
+};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
@@ -42,7 +45,8 @@ pub(crate) async fn sign_in(
     sink: &mut SplitSink<WebSocket, WsMessage>,
     stream: &mut SplitStream<WebSocket>,
 ) -> Result<SignedIn, Stop> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.settings.server.hello_timeout_secs);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.settings.server.hello_timeout_secs);
     loop {
         let next = tokio::select! {
             _ = state.shutdown.cancelled() => return Err(Stop::Close(close::GOING_AWAY, "server shutting down")),
@@ -50,7 +54,15 @@ pub(crate) async fn sign_in(
         };
         let msg = match next {
             Err(_) => {
-                reply(sink, ServerFrame::error(None, ErrorCode::Unauthorized, "no hello within the time limit")).await;
+                reply(
+                    sink,
+                    ServerFrame::error(
+                        None,
+                        ErrorCode::Unauthorized,
+                        "no hello within the time limit",
+                    ),
+                )
+                .await;
                 return Err(Stop::Close(close::UNAUTHORIZED, "hello timeout"));
             }
             Ok(None) => return Err(Stop::Gone),
@@ -59,38 +71,83 @@ pub(crate) async fn sign_in(
         };
         let raw = match msg {
             WsMessage::Text(t) => t,
-            WsMessage::Binary(_) => return Err(Stop::Close(close::UNSUPPORTED, "binary frames are not supported")),
+            WsMessage::Binary(_) => {
+                return Err(Stop::Close(
+                    close::UNSUPPORTED,
+                    "binary frames are not supported",
+                ))
+            }
             WsMessage::Close(_) => return Err(Stop::Gone),
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
         let frame = match parse_client_frame(raw.as_str()) {
             Ok(frame) => frame,
             Err(e) => {
-                reply(sink, ServerFrame::error(e.reference, ErrorCode::BadRequest, e.message)).await;
+                reply(
+                    sink,
+                    ServerFrame::error(e.reference, ErrorCode::BadRequest, e.message),
+                )
+                .await;
                 continue;
             }
         };
         let reference = frame.reference().map(str::to_string);
-        let ClientFrame::Hello { token, session, username, last_seen, .. } = frame else {
-            reply(sink, ServerFrame::error(reference, ErrorCode::Unauthorized, "sign in with hello first")).await;
+        let ClientFrame::Hello {
+            token,
+            session,
+            username,
+            last_seen,
+            ..
+        } = frame
+        else {
+            reply(
+                sink,
+                ServerFrame::error(
+                    reference,
+                    ErrorCode::Unauthorized,
+                    "sign in with hello first",
+                ),
+            )
+            .await;
             return Err(Stop::Close(close::UNAUTHORIZED, "unauthorized"));
         };
         metrics::counter!("chat_hello_total").increment(1);
         match authenticate(state, token, session, username).await {
             Ok((user, session, resumed)) => {
                 state.remember_user(&user.id);
-                return Ok(SignedIn { user, session, resumed, last_seen });
+                return Ok(SignedIn {
+                    user,
+                    session,
+                    resumed,
+                    last_seen,
+                });
             }
             Err(Refusal::BadRequest(message)) => {
-                reply(sink, ServerFrame::error(reference, ErrorCode::BadRequest, message)).await;
+                reply(
+                    sink,
+                    ServerFrame::error(reference, ErrorCode::BadRequest, message),
+                )
+                .await;
             }
             Err(Refusal::Unauthorized(message)) => {
                 tracing::info!(reason = %message, "sign-in refused");
-                reply(sink, ServerFrame::error(reference, ErrorCode::Unauthorized, message)).await;
+                reply(
+                    sink,
+                    ServerFrame::error(reference, ErrorCode::Unauthorized, message),
+                )
+                .await;
                 return Err(Stop::Close(close::UNAUTHORIZED, "unauthorized"));
             }
             Err(Refusal::Unavailable) => {
-                reply(sink, ServerFrame::error(reference, ErrorCode::Unavailable, "backend unavailable, retry later")).await;
+                reply(
+                    sink,
+                    ServerFrame::error(
+                        reference,
+                        ErrorCode::Unavailable,
+                        "backend unavailable, retry later",
+                    ),
+                )
+                .await;
                 return Err(Stop::Close(close::INTERNAL, "backend unavailable"));
             }
         }
@@ -134,7 +191,14 @@ async fn authenticate(
         let existed = engine.upsert_user(&claims.sub, &name).await?;
         let session = engine.create_session(&claims.sub, ttl).await?;
         metrics::counter!("chat_sign_ins_total", "kind" => "token").increment(1);
-        return Ok((User { id: claims.sub, name }, session, existed));
+        return Ok((
+            User {
+                id: claims.sub,
+                name,
+            },
+            session,
+            existed,
+        ));
     }
     if let Some(session) = session {
         if session.is_empty() || session.len() > 128 {
@@ -149,7 +213,9 @@ async fn authenticate(
     }
     let raw = username.unwrap_or_default();
     if !state.settings.guests_allowed() {
-        return Err(Refusal::Unauthorized("guest sign-in is disabled on this cluster".into()));
+        return Err(Refusal::Unauthorized(
+            "guest sign-in is disabled on this cluster".into(),
+        ));
     }
     let name = normalize_username(&raw).ok_or_else(|| {
         Refusal::BadRequest(

@@ -9,6 +9,7 @@
 mod delivery;
 mod hello;
 mod requests;
+mod social;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use tracing::Instrument;
 use crate::limiter::TokenBucket;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
+pub(crate) use requests::now_rfc3339;
 
 /// Why a connection stops.
 #[derive(Debug)]
@@ -42,7 +44,10 @@ pub(crate) struct Conn {
     stream: SplitStream<WebSocket>,
     /// Live events and frames routed to this connection; bounded (`server.outbox`).
     rx: mpsc::Receiver<Out>,
-    closer: Arc<Closer>,
+    /// The router's handle on this connection (its outbox sender and closer).
+    handle: ConnHandle,
+    /// Users this connection watches for presence.
+    watching: Vec<String>,
     /// Cursor of the last inbox event written to the socket: events at or before it
     /// are duplicates, an event whose `prev` is not it means a gap to fill.
     last_sent: StreamId,
@@ -76,50 +81,101 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
     tracing::Span::current().record("user.id", signed.user.id.as_str());
 
     let (tx, rx) = mpsc::channel(state.settings.server.outbox);
-    let closer = Arc::new(Closer::default());
     let handle = ConnHandle {
         id: conn_id,
         tx,
-        closer: closer.clone(),
+        closer: Arc::new(Closer::default()),
     };
     // Subscribe before reading the inbox: whatever is published from now on lands
     // in the outbox, so recovery then live leaves no gap.
     if let Err(e) = state
         .router
-        .attach(&*state.engine, &signed.user.id, handle)
+        .attach(&*state.engine, &signed.user.id, handle.clone())
         .await
     {
         tracing::warn!(error = %e, "subscribe failed during sign-in");
-        let frame = ServerFrame::error(None, ErrorCode::Unavailable, "backend unavailable, retry later");
+        let frame = ServerFrame::error(
+            None,
+            ErrorCode::Unavailable,
+            "backend unavailable, retry later",
+        );
         let _ = sink.send(text(frame.to_json())).await;
-        finish(&mut sink, Stop::Close(close::INTERNAL, "backend unavailable")).await;
+        finish(
+            &mut sink,
+            Stop::Close(close::INTERNAL, "backend unavailable"),
+        )
+        .await;
         return;
     }
     let user_id = signed.user.id.clone();
-    let limits = &state.settings.limits;
-    let mut conn = Conn {
-        sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
-        state: state.clone(),
-        user: signed.user.clone(),
-        sink,
-        stream,
-        rx,
-        closer,
-        last_sent: StreamId::ZERO,
-        last_heard: Instant::now(),
-    };
-    let stop = match conn.welcome(&signed).await {
-        Ok(()) => {
-            tracing::debug!(resumed = signed.resumed, "signed in");
-            conn.run().await
+    // Presence counts connections cluster-wide; it also enforces the per-user cap.
+    let opened = match state
+        .engine
+        .connection_opened(&user_id, &state.node_id)
+        .await
+    {
+        Ok(count) => count,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence update failed during sign-in");
+            state.router.detach(&*state.engine, &user_id, conn_id).await;
+            let frame = ServerFrame::error(
+                None,
+                ErrorCode::Unavailable,
+                "backend unavailable, retry later",
+            );
+            let _ = sink.send(text(frame.to_json())).await;
+            finish(
+                &mut sink,
+                Stop::Close(close::INTERNAL, "backend unavailable"),
+            )
+            .await;
+            return;
         }
-        Err(stop) => stop,
     };
-    let Conn { mut sink, .. } = conn;
-    state
-        .router
-        .detach(&*state.engine, &user_id, conn_id)
-        .await;
+    let limits = &state.settings.limits;
+    let (mut sink, stop) = if opened > limits.max_connections_per_user as u64 {
+        let frame = ServerFrame::error(
+            None,
+            ErrorCode::Forbidden,
+            format!(
+                "too many connections: at most {} per user",
+                limits.max_connections_per_user
+            ),
+        );
+        let _ = sink.send(text(frame.to_json())).await;
+        (sink, Stop::Close(close::POLICY, "too many connections"))
+    } else {
+        let mut conn = Conn {
+            sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
+            state: state.clone(),
+            user: signed.user.clone(),
+            sink,
+            stream,
+            rx,
+            handle,
+            watching: Vec::new(),
+            last_sent: StreamId::ZERO,
+            last_heard: Instant::now(),
+        };
+        let stop = match conn.welcome(&signed).await {
+            Ok(()) => {
+                tracing::debug!(resumed = signed.resumed, "signed in");
+                conn.run().await
+            }
+            Err(stop) => stop,
+        };
+        state.router.set_watch(&conn.handle, &conn.watching, &[]);
+        (conn.sink, stop)
+    };
+    state.router.detach(&*state.engine, &user_id, conn_id).await;
+    if let Err(e) = state
+        .engine
+        .connection_closed(&user_id, &state.node_id)
+        .await
+    {
+        // The node's presence entry is reaped with the node if it cannot be fixed.
+        tracing::warn!(error = %e, "presence update failed on close");
+    }
     finish(&mut sink, stop).await;
 }
 
@@ -129,7 +185,7 @@ impl Conn {
         let interval = Duration::from_secs(self.state.settings.server.ping_interval_secs);
         let timeout = Duration::from_secs(self.state.settings.server.ping_timeout_secs);
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        let closer = self.closer.clone();
+        let closer = self.handle.closer.clone();
         let state = self.state.clone();
         loop {
             let result = tokio::select! {
@@ -167,7 +223,10 @@ impl Conn {
     async fn on_ws_message(&mut self, msg: WsMessage) -> Result<(), Stop> {
         match msg {
             WsMessage::Text(text) => self.on_text(text.as_str()).await,
-            WsMessage::Binary(_) => Err(Stop::Close(close::UNSUPPORTED, "binary frames are not supported")),
+            WsMessage::Binary(_) => Err(Stop::Close(
+                close::UNSUPPORTED,
+                "binary frames are not supported",
+            )),
             WsMessage::Close(_) => Err(Stop::Gone),
             WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(()),
         }
@@ -177,9 +236,9 @@ impl Conn {
     async fn write(&mut self, msg: WsMessage) -> Result<(), Stop> {
         tokio::select! {
             biased;
-            _ = self.closer.token().cancelled() => Err(Stop::Close(
-                self.closer.code().unwrap_or(close::GOING_AWAY),
-                close_reason(self.closer.code()),
+            _ = self.handle.closer.token().cancelled() => Err(Stop::Close(
+                self.handle.closer.code().unwrap_or(close::GOING_AWAY),
+                close_reason(self.handle.closer.code()),
             )),
             r = self.sink.send(msg) => r.map_err(|_| Stop::Gone),
         }
@@ -212,7 +271,11 @@ fn close_reason(code: Option<u16>) -> &'static str {
 /// Maps a read error to a close: oversized frames get 1009.
 fn read_error_stop(e: &axum::Error) -> Stop {
     let text = e.to_string();
-    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") || text.contains("Capacity") {
+    if text.contains("too long")
+        || text.contains("too big")
+        || text.contains("Space limit")
+        || text.contains("Capacity")
+    {
         Stop::Close(close::TOO_BIG, "frame too big")
     } else {
         Stop::Gone
@@ -231,7 +294,11 @@ async fn finish(sink: &mut SplitSink<WebSocket, WsMessage>, stop: Stop) {
             reason: Utf8Bytes::from_static(reason),
         };
         let wait = if code == close::SLOW_CONSUMER { 10 } else { 3 };
-        let _ = tokio::time::timeout(Duration::from_secs(wait), sink.send(WsMessage::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(wait),
+            sink.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }

@@ -5,8 +5,8 @@
 
 use chat_engine::{EngineError, SendRequest};
 use chat_protocol::{
-    close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame, StreamId,
-    MAX_NONCE,
+    close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame,
+    StreamId, MAX_NONCE,
 };
 
 use super::{Conn, Stop};
@@ -20,15 +20,18 @@ const AUTO_NONCE_TTL: u64 = 60;
 const ABUSE_REFUSALS: u32 = 50;
 
 /// A refused request: code and human-readable message.
-type Refused = (ErrorCode, String);
+pub(super) type Refused = (ErrorCode, String);
 
-fn refuse(code: ErrorCode, message: impl Into<String>) -> Refused {
+pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> Refused {
     (code, message.into())
 }
 
-fn engine_error(e: EngineError) -> Refused {
+pub(super) fn engine_error(e: EngineError) -> Refused {
     match e {
-        EngineError::Unavailable(_) => refuse(ErrorCode::Unavailable, "backend unavailable, retry later; nothing was stored"),
+        EngineError::Unavailable(_) => refuse(
+            ErrorCode::Unavailable,
+            "backend unavailable, retry later; nothing was stored",
+        ),
         EngineError::NotFound(what) => refuse(ErrorCode::NotFound, what),
         EngineError::Internal(what) => {
             tracing::error!(error = %what, "engine error");
@@ -43,7 +46,11 @@ impl Conn {
             Ok(frame) => frame,
             Err(e) => {
                 return self
-                    .write_frame(&ServerFrame::error(e.reference, ErrorCode::BadRequest, e.message))
+                    .write_frame(&ServerFrame::error(
+                        e.reference,
+                        ErrorCode::BadRequest,
+                        e.message,
+                    ))
                     .await
             }
         };
@@ -51,39 +58,57 @@ impl Conn {
         let result = match frame {
             ClientFrame::Hello { .. } => Err(refuse(ErrorCode::BadRequest, "already signed in")),
             ClientFrame::Ping { reference } => Ok(Some(ServerFrame::Pong { reference })),
-            ClientFrame::Send { reference, to, body, nonce } => self.send(reference, to, body, nonce).await,
-            ClientFrame::History { reference, with, before, limit } => {
-                self.history(reference, with, before, limit).await
-            }
+            ClientFrame::Send {
+                reference,
+                to,
+                body,
+                nonce,
+            } => self.send(reference, to, body, nonce).await,
+            ClientFrame::History {
+                reference,
+                with,
+                before,
+                limit,
+            } => self.history(reference, with, before, limit).await,
             ClientFrame::Typing { to, .. } => self.typing(to).await,
-            ClientFrame::Conversations { .. }
-            | ClientFrame::Read { .. }
-            | ClientFrame::Users { .. }
-            | ClientFrame::Watch { .. } => Err(refuse(
-                ErrorCode::BadRequest,
-                "this request is not available on this server version yet",
-            )),
+            ClientFrame::Conversations { reference } => self.conversations(reference).await,
+            ClientFrame::Read { with, up_to, .. } => self.read(with, up_to).await,
+            ClientFrame::Users {
+                reference,
+                query,
+                limit,
+            } => self.users(reference, query, limit).await,
+            ClientFrame::Watch { users, .. } => self.watch(users).await,
         };
         match result {
             Ok(Some(reply)) => self.write_frame(&reply).await,
             Ok(None) => Ok(()),
             Err((code, message)) => {
                 if code == ErrorCode::RateLimited && self.sends.refusals() >= ABUSE_REFUSALS {
-                    let _ = self.write_frame(&ServerFrame::error(reference, code, message)).await;
+                    let _ = self
+                        .write_frame(&ServerFrame::error(reference, code, message))
+                        .await;
                     return Err(Stop::Close(close::POLICY, "rate limit abuse"));
                 }
-                self.write_frame(&ServerFrame::error(reference, code, message)).await
+                self.write_frame(&ServerFrame::error(reference, code, message))
+                    .await
             }
         }
     }
 
     /// Checks a peer id named by the client: valid and not the client itself.
-    fn peer(&self, id: &str, field: &str) -> Result<(), Refused> {
+    pub(super) fn peer(&self, id: &str, field: &str) -> Result<(), Refused> {
         if !valid_user_id(id) {
-            return Err(refuse(ErrorCode::BadRequest, format!("{field} is not a valid user id")));
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("{field} is not a valid user id"),
+            ));
         }
         if id == self.user.id {
-            return Err(refuse(ErrorCode::BadRequest, format!("{field} cannot be yourself")));
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("{field} cannot be yourself"),
+            ));
         }
         Ok(())
     }
@@ -101,23 +126,35 @@ impl Conn {
         }
         let max = self.state.settings.server.max_body;
         if body.chars().count() > max {
-            return Err(refuse(ErrorCode::TooLarge, format!("body is longer than {max} characters")));
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!("body is longer than {max} characters"),
+            ));
         }
         if let Some(n) = &nonce {
             if n.is_empty() || n.chars().count() > MAX_NONCE || n.contains(char::is_whitespace) {
-                return Err(refuse(ErrorCode::BadRequest, format!("nonce must be 1-{MAX_NONCE} characters without spaces")));
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("nonce must be 1-{MAX_NONCE} characters without spaces"),
+                ));
             }
         }
         if !self.sends.try_take() {
             metrics::counter!("chat_rate_limited_total").increment(1);
-            return Err(refuse(ErrorCode::RateLimited, "sending too fast; the message was not stored"));
+            return Err(refuse(
+                ErrorCode::RateLimited,
+                "sending too fast; the message was not stored",
+            ));
         }
         if !self.state.user_exists(&to).await.map_err(engine_error)? {
             return Err(refuse(ErrorCode::NotFound, "no such user"));
         }
         let (nonce, nonce_ttl_secs) = match nonce {
             Some(n) => (format!("c:{n}"), CLIENT_NONCE_TTL),
-            None => (format!("a:{}", uuid::Uuid::new_v4().simple()), AUTO_NONCE_TTL),
+            None => (
+                format!("a:{}", uuid::Uuid::new_v4().simple()),
+                AUTO_NONCE_TTL,
+            ),
         };
         let request = SendRequest {
             from: self.user.id.clone(),
@@ -127,9 +164,17 @@ impl Conn {
             nonce_ttl_secs,
             sent_at: now_rfc3339(),
         };
-        let outcome = self.state.engine.send(request).await.map_err(engine_error)?;
+        let outcome = self
+            .state
+            .engine
+            .send(request)
+            .await
+            .map_err(engine_error)?;
         metrics::counter!("chat_messages_received_total").increment(1);
-        Ok(Some(ServerFrame::Ack { reference, message: outcome.message }))
+        Ok(Some(ServerFrame::Ack {
+            reference,
+            message: outcome.message,
+        }))
     }
 
     async fn history(
@@ -145,7 +190,10 @@ impl Conn {
             return Err(refuse(ErrorCode::BadRequest, "limit must be 1-100"));
         }
         let before = match before {
-            Some(b) => Some(StreamId::parse(&b).ok_or_else(|| refuse(ErrorCode::BadRequest, "before is not a message id"))?),
+            Some(b) => Some(
+                StreamId::parse(&b)
+                    .ok_or_else(|| refuse(ErrorCode::BadRequest, "before is not a message id"))?,
+            ),
             None => None,
         };
         // The conversation is derived from the signed-in user and the peer: no
@@ -166,7 +214,10 @@ impl Conn {
 
     async fn typing(&mut self, to: String) -> Result<Option<ServerFrame>, Refused> {
         self.peer(&to, "to")?;
-        let frame = ServerFrame::Typing { from: self.user.id.clone() }.to_json();
+        let frame = ServerFrame::Typing {
+            from: self.user.id.clone(),
+        }
+        .to_json();
         self.state
             .engine
             .publish_ephemeral(&to, &frame)
@@ -182,5 +233,6 @@ pub(crate) fn now_rfc3339() -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    now.format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

@@ -162,12 +162,20 @@ pub async fn expect_from(client: &mut Client, from: &str, what: &str) -> Message
         if m.from == from {
             return m;
         }
-        assert_eq!(m.from, client.user_id(), "{what}: a message from a third party: {m:?}");
+        assert_eq!(
+            m.from,
+            client.user_id(),
+            "{what}: a message from a third party: {m:?}"
+        );
     }
 }
 
 /// Asserts that the request failed with one of `codes`.
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, ClientError>, codes: &[ErrorCode], what: &str) {
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    codes: &[ErrorCode],
+    what: &str,
+) {
     match result {
         Err(ClientError::Server { code, .. }) if codes.contains(&code) => {}
         other => panic!("{what}: expected an error with code {codes:?}, got {other:?}"),
@@ -193,7 +201,9 @@ pub fn assert_increasing(ids: &[String], what: &str) {
 
 /// Connects without sending `hello`.
 pub async fn raw(url: &str) -> Connection {
-    Connection::open(url, WAIT).await.expect("websocket upgrade")
+    Connection::open(url, WAIT)
+        .await
+        .expect("websocket upgrade")
 }
 
 /// A plain HTTP/1.1 request; returns (status, body). Status 0 when the node does
@@ -227,7 +237,14 @@ pub async fn http(
         let chunked = head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked");
-        Some((status, if chunked { dechunk(rest) } else { rest.to_string() }))
+        Some((
+            status,
+            if chunked {
+                dechunk(rest)
+            } else {
+                rest.to_string()
+            },
+        ))
     };
     tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
@@ -239,7 +256,9 @@ pub async fn http(
 fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }
@@ -261,7 +280,9 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         if line.starts_with('#') {
             continue;
         }
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         if !(rest.starts_with(' ') || rest.starts_with('{')) {
             continue;
         }
@@ -282,7 +303,13 @@ pub fn now_secs() -> i64 {
 }
 
 /// A JWT with `sub`, `name` and `exp` = now + `exp_in` seconds.
-pub fn jwt(sub: &str, name: &str, exp_in: i64, alg: jsonwebtoken::Algorithm, secret: &str) -> String {
+pub fn jwt(
+    sub: &str,
+    name: &str,
+    exp_in: i64,
+    alg: jsonwebtoken::Algorithm,
+    secret: &str,
+) -> String {
     let claims = serde_json::json!({
         "sub": sub, "name": name, "iat": now_secs(), "exp": now_secs() + exp_in,
     });
@@ -299,7 +326,11 @@ pub fn b64url(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
