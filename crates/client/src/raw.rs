@@ -40,12 +40,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens the WebSocket (no `hello`), failing after `timeout`.
+    /// Opens the WebSocket (no `hello`), failing after `timeout`. Nagle's algorithm is
+    /// off: chat frames are small and latency matters more than packet count.
     pub async fn open(url: &str, timeout: Duration) -> Result<Connection, ClientError> {
-        let (socket, _response) =
-            tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
-                .await
-                .map_err(|_| ClientError::Timeout(format!("connecting to {url}")))??;
+        let (socket, _response) = tokio::time::timeout(
+            timeout,
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(format!("connecting to {url}")))??;
         Ok(Connection {
             socket,
             closed: None,

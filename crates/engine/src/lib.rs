@@ -18,7 +18,6 @@ pub use types::*;
 use async_trait::async_trait;
 use chat_protocol::{Message, StreamId, User};
 
-
 /// What the cluster stores and how events move between nodes.
 ///
 /// Ordering promise: for one user, inbox events get strictly increasing ids in the
@@ -46,7 +45,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The user behind a session, and its expiry pushed back to `ttl_secs` from now.
     /// `None` when the session is unknown, expired or revoked.
-    async fn resume_session(&self, session: &str, ttl_secs: u64) -> Result<Option<User>, EngineError>;
+    async fn resume_session(
+        &self,
+        session: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<User>, EngineError>;
 
     /// Revokes every session of the user.
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError>;
@@ -100,17 +103,20 @@ pub trait Engine: Send + Sync + 'static {
     /// users' inboxes and published (so it carries a cursor and is recovered).
     /// `None` when nothing moved. Sending a message also moves the sender's marker
     /// to it, silently: one's own messages are never unread.
-    async fn mark_read(&self, _reader: &str, _peer: &str, _up_to: StreamId) -> Result<Option<ReadOutcome>, EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(None)
-    }
+    async fn mark_read(
+        &self,
+        reader: &str,
+        peer: &str,
+        up_to: StreamId,
+    ) -> Result<Option<ReadOutcome>, EngineError>;
 
     /// The user's conversations, newest activity first, at most `limit`, with unread
     /// counts kept in the store (never recomputed by scanning streams).
-    async fn conversations(&self, _user_id: &str, _limit: usize) -> Result<Vec<ConversationSummary>, EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(Vec::new())
-    }
+    async fn conversations(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>, EngineError>;
 
     // ----- presence -----
 
@@ -118,51 +124,30 @@ pub trait Engine: Send + Sync + 'static {
     /// count across the cluster after it. On the 0 → 1 transition the user goes
     /// online: a `presence` frame is published to every conversation partner
     /// (ephemeral, on their channels) and on the global presence channel.
-    async fn connection_opened(&self, _user_id: &str, _node: &str) -> Result<u64, EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(1)
-    }
+    async fn connection_opened(&self, user_id: &str, node: &str) -> Result<u64, EngineError>;
 
     /// A connection of the user on `node` closed. On the 1 → 0 transition the user
     /// goes offline (`last_seen_at` = now, kept) and it is published like above.
-    async fn connection_closed(&self, _user_id: &str, _node: &str) -> Result<(), EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(())
-    }
+    async fn connection_closed(&self, user_id: &str, node: &str) -> Result<(), EngineError>;
 
     /// Records that `node` is alive for `ttl_secs` more seconds (called every few
     /// seconds by every node).
-    async fn heartbeat(&self, _node: &str, _ttl_secs: u64) -> Result<(), EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(())
-    }
+    async fn heartbeat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError>;
 
     /// Finds nodes whose heartbeat expired, takes over their cleanup (once, whoever
     /// gets there first) and closes all their users' connections on those nodes,
     /// publishing the offline transitions. Returns how many nodes were reaped.
-    async fn reap_dead_nodes(&self) -> Result<usize, EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(0)
-    }
+    async fn reap_dead_nodes(&self) -> Result<usize, EngineError>;
 
     /// Presence of each user, in order.
-    async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(vec![PresenceInfo { online: false, last_seen_at: None }; user_ids.len()])
-    }
+    async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError>;
 
     // ----- directory and administration -----
 
     /// Users whose name starts with `prefix` (case-insensitive), sorted by name, at
     /// most `limit`; from an index, never a key scan.
-    async fn search_users(&self, _prefix: &str, _limit: usize) -> Result<Vec<User>, EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(Vec::new())
-    }
+    async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError>;
 
     /// Closes every connection of the user on every node ([`LiveEvent::Disconnect`]).
-    async fn disconnect_user(&self, _user_id: &str) -> Result<(), EngineError> {
-        // TEMPORARY-DEFAULT
-        Ok(())
-    }
+    async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError>;
 }

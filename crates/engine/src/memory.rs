@@ -4,17 +4,22 @@
 //! chain, idempotent sends, sliding sessions, retention — inside one mutex, so the
 //! protocol tests can run against both. It never does I/O and never blocks: live
 //! events go to the sink while the state lock is held, which keeps them in order.
+//! Read markers, conversation lists, presence and the directory are in [`social`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+mod social;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chat_protocol::{dm_conversation, Message, StreamId, User};
 
+use crate::events::now_ms;
 use crate::{
-    Engine, EngineError, EventSink, InboxEvent, LiveEvent, Retention, SendOutcome, SendRequest,
+    ConversationSummary, Engine, EngineError, EventSink, InboxEvent, LiveEvent, PresenceInfo,
+    ReadOutcome, Retention, SendOutcome, SendRequest,
 };
 
 /// Everything a single node stores.
@@ -23,7 +28,18 @@ struct State {
     users: HashMap<String, String>,
     sessions: HashMap<String, (String, Instant)>,
     user_sessions: HashMap<String, HashSet<String>>,
-    conversations: HashMap<String, BTreeMap<StreamId, Message>>,
+    /// Conversation id → history: message id → (sequence number, message).
+    conversations: HashMap<String, BTreeMap<StreamId, (u64, Message)>>,
+    /// Conversation id → message count, last message and read markers.
+    metas: HashMap<String, Meta>,
+    /// User → peer → ms of the last message (the conversation index).
+    convs: HashMap<String, HashMap<String, u64>>,
+    /// The directory: (lower-cased name, id).
+    names: BTreeSet<(String, String)>,
+    /// User → open connections.
+    connections: HashMap<String, u64>,
+    /// User → RFC 3339 time they went offline.
+    seen: HashMap<String, String>,
     /// (conversation, from, nonce) → (message, expiry).
     nonces: HashMap<(String, String, String), (Message, Instant)>,
     inboxes: HashMap<String, Inbox>,
@@ -31,6 +47,16 @@ struct State {
     /// Last id handed out: ids are `<ms>-<seq>` and strictly increase, like Redis's.
     clock: StreamId,
     inserts: u64,
+}
+
+/// A conversation's counters, as the Redis engine keeps them in its meta hash.
+#[derive(Default)]
+struct Meta {
+    /// Messages ever sent (since the last clear).
+    seq: u64,
+    last: Option<Message>,
+    /// User → read marker (sequence number, message id).
+    reads: HashMap<String, (u64, StreamId)>,
 }
 
 #[derive(Default)]
@@ -62,13 +88,6 @@ impl MemoryEngine {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl State {
     fn next_id(&mut self) -> StreamId {
         let ms = now_ms();
@@ -82,7 +101,7 @@ impl State {
 
     fn prune(&mut self) {
         self.inserts += 1;
-        if self.inserts % 1024 != 0 {
+        if !self.inserts.is_multiple_of(1024) {
             return;
         }
         let now = Instant::now();
@@ -139,16 +158,12 @@ impl Engine for MemoryEngine {
     }
 
     async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
-        Ok(self
-            .lock()
-            .users
-            .insert(id.to_string(), name.to_string())
-            .is_some())
+        Ok(self.lock().set_name(id, name))
     }
 
     async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
         let id = new_guest_id();
-        self.lock().users.insert(id.clone(), name.to_string());
+        self.lock().set_name(&id, name);
         Ok(User {
             id,
             name: name.to_string(),
@@ -161,7 +176,10 @@ impl Engine for MemoryEngine {
         st.prune();
         st.sessions.insert(
             session.clone(),
-            (user_id.to_string(), Instant::now() + Duration::from_secs(ttl_secs)),
+            (
+                user_id.to_string(),
+                Instant::now() + Duration::from_secs(ttl_secs),
+            ),
         );
         st.user_sessions
             .entry(user_id.to_string())
@@ -170,7 +188,11 @@ impl Engine for MemoryEngine {
         Ok(session)
     }
 
-    async fn resume_session(&self, session: &str, ttl_secs: u64) -> Result<Option<User>, EngineError> {
+    async fn resume_session(
+        &self,
+        session: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<User>, EngineError> {
         let mut st = self.lock();
         let now = Instant::now();
         let uid = match st.sessions.get_mut(session) {
@@ -224,8 +246,20 @@ impl Engine for MemoryEngine {
             body: req.body,
             sent_at: req.sent_at,
         };
+        let meta = st.metas.entry(conversation.clone()).or_default();
+        meta.seq += 1;
+        let seq = meta.seq;
+        meta.last = Some(message.clone());
+        // One's own messages are never unread.
+        meta.reads.insert(req.from.clone(), (seq, id));
+        for (user, peer) in [(&req.from, &req.to), (&req.to, &req.from)] {
+            st.convs
+                .entry(user.clone())
+                .or_default()
+                .insert(peer.clone(), id.ms);
+        }
         let history = st.conversations.entry(conversation).or_default();
-        history.insert(id, message.clone());
+        history.insert(id, (seq, message.clone()));
         if self.retention.history_max_len > 0 {
             while history.len() as u64 > self.retention.history_max_len {
                 history.pop_first();
@@ -238,7 +272,10 @@ impl Engine for MemoryEngine {
         if let Some(key) = nonce_key {
             st.nonces.insert(
                 key,
-                (message.clone(), now + Duration::from_secs(req.nonce_ttl_secs)),
+                (
+                    message.clone(),
+                    now + Duration::from_secs(req.nonce_ttl_secs),
+                ),
             );
         }
         let json = Bytes::from(message_event_json(&message));
@@ -273,7 +310,7 @@ impl Engine for MemoryEngine {
             .range(..upper)
             .rev()
             .take(limit + 1)
-            .map(|(_, m)| m.clone())
+            .map(|(_, (_, m))| m.clone())
             .collect();
         let more = newest.len() > limit;
         newest.truncate(limit);
@@ -282,7 +319,10 @@ impl Engine for MemoryEngine {
     }
 
     async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError> {
-        self.lock().conversations.remove(&dm_conversation(a, b));
+        let conversation = dm_conversation(a, b);
+        let mut st = self.lock();
+        st.conversations.remove(&conversation);
+        st.metas.remove(&conversation);
         Ok(())
     }
 
@@ -328,8 +368,62 @@ impl Engine for MemoryEngine {
     async fn publish_ephemeral(&self, user_id: &str, frame: &str) -> Result<(), EngineError> {
         let st = self.lock();
         if st.subscribed.contains(user_id) {
-            self.sink
-                .deliver(user_id, LiveEvent::Ephemeral(Bytes::from(frame.to_string())));
+            self.sink.deliver(
+                user_id,
+                LiveEvent::Ephemeral(Bytes::from(frame.to_string())),
+            );
+        }
+        Ok(())
+    }
+
+    async fn mark_read(
+        &self,
+        reader: &str,
+        peer: &str,
+        up_to: StreamId,
+    ) -> Result<Option<ReadOutcome>, EngineError> {
+        Ok(self.read(reader, peer, up_to))
+    }
+
+    async fn conversations(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>, EngineError> {
+        Ok(self.lock().summaries(user_id, limit))
+    }
+
+    async fn connection_opened(&self, user_id: &str, _node: &str) -> Result<u64, EngineError> {
+        Ok(self.opened(user_id))
+    }
+
+    async fn connection_closed(&self, user_id: &str, _node: &str) -> Result<(), EngineError> {
+        self.closed(user_id);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, _node: &str, _ttl_secs: u64) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn reap_dead_nodes(&self) -> Result<usize, EngineError> {
+        // One node: there is nobody else to reap.
+        Ok(0)
+    }
+
+    async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
+        let st = self.lock();
+        Ok(user_ids.iter().map(|u| st.presence_of(u)).collect())
+    }
+
+    async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError> {
+        Ok(self.lock().search(prefix, limit))
+    }
+
+    async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError> {
+        let st = self.lock();
+        if st.subscribed.contains(user_id) {
+            self.sink.deliver(user_id, LiveEvent::Disconnect);
         }
         Ok(())
     }
@@ -343,7 +437,11 @@ pub fn message_event_json(message: &Message) -> String {
         kind: &'static str,
         message: &'a Message,
     }
-    serde_json::to_string(&Event { kind: "message", message }).unwrap_or_default()
+    serde_json::to_string(&Event {
+        kind: "message",
+        message,
+    })
+    .unwrap_or_default()
 }
 
 /// A fresh guest id: `g-` and 20 hex digits.

@@ -31,6 +31,8 @@ impl EventSink for TestSink {
     fn resync(&self) {
         self.resyncs.fetch_add(1, Ordering::SeqCst);
     }
+
+    fn presence(&self, _user_id: &str, _frame: bytes::Bytes) {}
 }
 
 impl TestSink {

@@ -126,6 +126,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&state.settings.server.listen).await?;
     let addr = listener.local_addr()?;
+    // Chat frames are small and latency-bound: never let Nagle hold an event back
+    // behind an unacknowledged ack.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tracing::info!(
         node = %state.node_id,
         engine = state.engine.kind(),

@@ -1,6 +1,7 @@
-//! The `chat` Redis Function library (`scripts/chat.lua`) and how the engine calls it.
+//! The `chat` Redis Function libraries (`scripts/chat.lua` for messages and read
+//! receipts, `scripts/presence.lua` for presence) and how the engine calls them.
 //!
-//! The library is loaded with `FUNCTION LOAD REPLACE` when the engine connects, and
+//! The libraries are loaded with `FUNCTION LOAD REPLACE` when the engine connects, and
 //! again whenever a call fails with "Function not found" (a restarted Redis without
 //! persistence has lost it). Functions, unlike the `EVALSHA` script cache, survive
 //! restarts with persistence and failovers. This file builds the keys and arguments of
@@ -14,15 +15,27 @@ use super::conn::{map_err, text};
 use super::keys;
 use crate::{EngineError, Retention, SendRequest};
 
-/// The Lua source of the library.
+/// The Lua source of the message library.
 pub(crate) const LIBRARY: &str = include_str!("scripts/chat.lua");
+
+/// The Lua source of the presence library.
+pub(crate) const PRESENCE_LIBRARY: &str = include_str!("scripts/presence.lua");
 
 /// The function doing a whole send on a single Redis.
 pub(crate) const SEND: &str = "chat_send";
+/// Moves a read marker and tells both participants.
+pub(crate) const READ: &str = "chat_read";
+/// Presence: a connection opened / closed, a node heartbeat, a dead node's cleanup.
+pub(crate) const CONN_OPEN: &str = "chat_conn_open";
+pub(crate) const CONN_CLOSE: &str = "chat_conn_close";
+pub(crate) const HEARTBEAT: &str = "chat_heartbeat";
+pub(crate) const REAP_BATCH: &str = "chat_reap_batch";
 
-/// Loads (or replaces) the library.
+/// Loads (or replaces) both libraries.
 pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), EngineError> {
-    let _: Value = client.function_load(true, LIBRARY).await.map_err(map_err)?;
+    for library in [LIBRARY, PRESENCE_LIBRARY] {
+        let _: Value = client.function_load(true, library).await.map_err(map_err)?;
+    }
     Ok(())
 }
 
@@ -104,8 +117,15 @@ mod tests {
     #[test]
     fn library_declares_every_function() {
         assert!(LIBRARY.starts_with("#!lua name=chat\n"));
-        for f in ["chat_send", "chat_conv_append", "chat_inbox_append"] {
+        for f in ["chat_send", "chat_conv_append", "chat_inbox_append", READ] {
             assert!(LIBRARY.contains(&format!("register_function('{f}'")), "{f}");
+        }
+        assert!(PRESENCE_LIBRARY.starts_with("#!lua name=chat_presence\n"));
+        for f in [CONN_OPEN, CONN_CLOSE, HEARTBEAT, REAP_BATCH] {
+            assert!(
+                PRESENCE_LIBRARY.contains(&format!("register_function('{f}'")),
+                "{f}"
+            );
         }
     }
 }

@@ -6,6 +6,13 @@
 //! conversation index and live channel. User ids never contain `:` or braces
 //! (`chat_protocol::valid_user_id`), so joining them needs no escaping. Users and
 //! sessions are looked up one key at a time and need no tag.
+//!
+//! Presence keeps a per-user hash (node → open connections) in the user's slot, and
+//! per node a set of its users and a heartbeat key; `chat:nodes` lists every node that
+//! ever heartbeated (until it is reaped). The presence functions and the read receipt
+//! build some user keys themselves (`chat:{u:<id>}:ch`, `chat:{u:<id>}:pres`,
+//! `chat:user:<id>`) for users they discover (conversation partners, a dead node's
+//! users): the `lua_builds_the_same_keys` test keeps those in step with this file.
 
 /// Prefix of every key, so the engine can share a Redis with other applications.
 const PREFIX: &str = "chat:";
@@ -21,7 +28,10 @@ pub fn conv_msgs(a: &str, b: &str) -> String {
     format!("{}:msgs", conv_tag(a, b))
 }
 
-/// Conversation metadata hash: `s` (message count), `last` (last message id).
+/// Conversation metadata hash: `s` (message count), `last` (last message id), `lm`
+/// (last message JSON), and per participant `r:<user>` (read marker: the sequence
+/// number of the last read message) and `ru:<user>` (its id). Stream entries carry
+/// their sequence number in field `q`.
 pub fn conv_meta(a: &str, b: &str) -> String {
     format!("{}:meta", conv_tag(a, b))
 }
@@ -57,10 +67,48 @@ pub fn channel_user(channel: &str) -> Option<&str> {
     channel.strip_prefix("chat:{u:")?.strip_suffix("}:ch")
 }
 
-/// The user hash: `name`.
+/// The user hash: `name`, `idx` (the user's member of [`NAMES`]), `seen` (RFC 3339
+/// time they last went offline).
 pub fn user(id: &str) -> String {
     format!("{PREFIX}user:{id}")
 }
+
+/// The directory: sorted set, every score 0, members `<lower-cased name>\0<id>`, so
+/// `ZRANGEBYLEX` finds names by prefix.
+pub const NAMES: &str = "chat:names";
+
+/// The directory member of a user.
+pub fn name_member(id: &str, name: &str) -> String {
+    format!("{}\0{id}", name.to_lowercase())
+}
+
+/// The user's presence: hash node → open connections on that node. Online while
+/// not empty.
+pub fn presence(user: &str) -> String {
+    format!("{}:pres", user_tag(user))
+}
+
+/// The users with at least one connection on `node` (set).
+pub fn node_users(node: &str) -> String {
+    format!("{PREFIX}node:{node}:users")
+}
+
+/// The node's heartbeat: exists while the node is alive (`SET … EX ttl`).
+pub fn node_alive(node: &str) -> String {
+    format!("{PREFIX}node:{node}:alive")
+}
+
+/// Claimed (`SET NX EX 30`) by the node that cleans up after a dead `node`.
+pub fn node_reaping(node: &str) -> String {
+    format!("{PREFIX}node:{node}:reaping")
+}
+
+/// Every node that heartbeated and was not reaped: sorted set node → last heartbeat ms.
+pub const NODES: &str = "chat:nodes";
+
+/// The global presence channel (plain pub/sub, every node subscribes): payload
+/// `"<user id> <presence frame>"`.
+pub const PRESENCE_CHANNEL: &str = "chat:presence";
 
 /// A session: string holding the user id, with a sliding expiry.
 pub fn session(session: &str) -> String {
@@ -111,6 +159,24 @@ mod tests {
         assert_eq!(channel_user(&channel("a.b@c-d")), Some("a.b@c-d"));
         assert_eq!(channel_user("chat:{u:x}:inbox"), None);
         assert_eq!(channel_user("other"), None);
+    }
+
+    #[test]
+    fn lua_builds_the_same_keys() {
+        let lua = super::super::functions::PRESENCE_LIBRARY;
+        assert_eq!(presence("u"), "chat:{u:u}:pres");
+        assert!(lua.contains("'chat:{u:' .. user .. '}:pres'"));
+        assert_eq!(channel("u"), "chat:{u:u}:ch");
+        assert!(lua.contains("'chat:{u:' .. peer .. '}:ch'"));
+        assert_eq!(user("u"), "chat:user:u");
+        assert!(lua.contains("'chat:user:' .. user"));
+        assert_eq!(convs("u"), "chat:{u:u}:convs");
+        assert!(lua.contains("'chat:{u:' .. user .. '}:convs'"));
+        assert_eq!(name_member("x", "ÀB c"), "àb c\0x");
+        assert_eq!(
+            fred::util::redis_keyslot(presence("alice").as_bytes()),
+            fred::util::redis_keyslot(inbox("alice").as_bytes())
+        );
     }
 
     #[test]

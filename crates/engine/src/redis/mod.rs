@@ -8,11 +8,14 @@
 //! commands. Key names live in [`keys`]; connection settings and error mapping in
 //! [`conn`]. While Redis is down every call fails fast with
 //! [`EngineError::Unavailable`]; fred reconnects on its own, the library is reloaded if
-//! the restarted Redis lost it, and subscriptions are re-established.
+//! the restarted Redis lost it, and subscriptions are re-established. Read receipts,
+//! conversation lists and the directory are in [`social`]; presence in [`presence`].
 
 mod conn;
 mod functions;
 pub mod keys;
+mod presence;
+mod social;
 mod subscriber;
 
 use std::sync::Arc;
@@ -27,7 +30,10 @@ use fred::types::{ClusterHash, CustomCommand, Expiration};
 
 use self::conn::{entries, map_err, text};
 use self::subscriber::Subscribers;
-use crate::{Engine, EngineError, EventSink, InboxEvent, Retention, SendOutcome, SendRequest};
+use crate::{
+    ConversationSummary, Engine, EngineError, EventSink, InboxEvent, PresenceInfo, ReadOutcome,
+    Retention, SendOutcome, SendRequest,
+};
 
 /// Connections in the command pool.
 const POOL_SIZE: usize = 4;
@@ -101,22 +107,21 @@ impl RedisEngine {
         self.pool.with_options(&self.opts)
     }
 
-    async fn fcall_send(
+    /// `FCALL function`, reloading the libraries once if Redis lost them.
+    async fn fcall(
         &self,
+        function: &'static str,
         keys: &[String],
         args: &[String],
         opts: &Options,
     ) -> Result<Value, EngineError> {
         let client = self.pool.with_options(opts);
-        match client
-            .fcall(functions::SEND, keys.to_vec(), args.to_vec())
-            .await
-        {
+        match client.fcall(function, keys.to_vec(), args.to_vec()).await {
             Err(e) if conn::is_function_missing(&e) => {
                 tracing::warn!("redis lost the chat function library; reloading it");
                 functions::load(&self.cmd()).await?;
                 client
-                    .fcall(functions::SEND, keys.to_vec(), args.to_vec())
+                    .fcall(function, keys.to_vec(), args.to_vec())
                     .await
                     .map_err(map_err)
             }
@@ -190,21 +195,12 @@ impl Engine for RedisEngine {
     }
 
     async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
-        let added: i64 = self
-            .cmd()
-            .hset(keys::user(id), ("name", name))
-            .await
-            .map_err(map_err)?;
-        Ok(added == 0)
+        self.set_name(id, name).await
     }
 
     async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
         let id = guest_id();
-        let _: i64 = self
-            .cmd()
-            .hset(keys::user(&id), ("name", name))
-            .await
-            .map_err(map_err)?;
+        self.set_name(&id, name).await?;
         Ok(User {
             id,
             name: name.to_string(),
@@ -291,7 +287,7 @@ impl Engine for RedisEngine {
         } else {
             &self.once
         };
-        let reply = self.fcall_send(&keys, &args, opts).await?;
+        let reply = self.fcall(functions::SEND, &keys, &args, opts).await?;
         let (duplicate, message) = functions::parse_send_reply(reply)?;
         Ok(SendOutcome { message, duplicate })
     }
@@ -395,5 +391,50 @@ impl Engine for RedisEngine {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn mark_read(
+        &self,
+        reader: &str,
+        peer: &str,
+        up_to: StreamId,
+    ) -> Result<Option<ReadOutcome>, EngineError> {
+        self.read_up_to(reader, peer, up_to).await
+    }
+
+    async fn conversations(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>, EngineError> {
+        self.conversation_list(user_id, limit).await
+    }
+
+    async fn connection_opened(&self, user_id: &str, node: &str) -> Result<u64, EngineError> {
+        self.opened(user_id, node).await
+    }
+
+    async fn connection_closed(&self, user_id: &str, node: &str) -> Result<(), EngineError> {
+        self.closed(user_id, node).await
+    }
+
+    async fn heartbeat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError> {
+        self.beat(node, ttl_secs).await
+    }
+
+    async fn reap_dead_nodes(&self) -> Result<usize, EngineError> {
+        self.reap().await
+    }
+
+    async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
+        self.presence_of(user_ids).await
+    }
+
+    async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError> {
+        self.search(prefix, limit).await
+    }
+
+    async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError> {
+        self.disconnect(user_id).await
     }
 }

@@ -9,7 +9,12 @@
 //! `sink.resync()` so the node catches up on what it missed while disconnected.
 //!
 //! Payloads, as the Lua library publishes them: `"<id> <prev> <event json>"` for an
-//! inbox event and `"- - <frame json>"` for an ephemeral frame.
+//! inbox event, `"- - <frame json>"` for an ephemeral frame, and `"! disconnect"` to
+//! close the user's connections on every node.
+//!
+//! The first connection also subscribes (plain `SUBSCRIBE`) to the global presence
+//! channel, at start and after every reconnect; its payloads `"<user id> <frame>"` go
+//! to `sink.presence`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -45,6 +50,8 @@ struct Shard {
     users: Mutex<HashSet<String>>,
     options: Options,
     sink: Arc<dyn EventSink>,
+    /// Whether this connection listens to the global presence channel.
+    presence: bool,
 }
 
 impl Shard {
@@ -72,13 +79,37 @@ impl Shard {
                     .map_err(map_err)?;
             }
         }
+        if self.presence {
+            self.client
+                .with_options(&opts)
+                .subscribe(keys::PRESENCE_CHANNEL)
+                .await
+                .map_err(map_err)?;
+        }
         Ok(())
     }
 
     fn handle(&self, message: fred::types::Message) {
+        if message.channel == keys::PRESENCE_CHANNEL {
+            let parsed = message.value.into_bytes().and_then(|payload| {
+                let space = payload.iter().position(|&b| b == b' ')?;
+                let user = std::str::from_utf8(&payload[..space]).ok()?.to_string();
+                Some((user, payload.slice(space + 1..)))
+            });
+            match parsed {
+                Some((user, frame)) => self.sink.presence(&user, frame),
+                None => tracing::warn!("unparsable presence payload"),
+            }
+            return;
+        }
         let Some(user) = keys::channel_user(&message.channel) else {
             return;
         };
+        // fred can confirm SUNSUBSCRIBE before Redis stops sending: after
+        // `unsubscribe` returns, nothing more reaches the sink for that user.
+        if !self.users().contains(user) {
+            return;
+        }
         let Some(payload) = message.value.into_bytes() else {
             return;
         };
@@ -89,8 +120,11 @@ impl Shard {
     }
 }
 
-/// Parses `"<id> <prev> <json>"` or `"- - <json>"`.
+/// Parses `"<id> <prev> <json>"`, `"- - <json>"` or `"! disconnect"`.
 pub(crate) fn parse_payload(payload: Bytes) -> Option<LiveEvent> {
+    if payload.as_ref() == b"! disconnect" {
+        return Some(LiveEvent::Disconnect);
+    }
     let first = payload.iter().position(|&b| b == b' ')?;
     let second = first + 1 + payload[first + 1..].iter().position(|&b| b == b' ')?;
     let json = payload.slice(second + 1..);
@@ -120,7 +154,7 @@ impl Subscribers {
     ) -> Result<Subscribers, EngineError> {
         let mut shards = Vec::new();
         let mut tasks = Vec::new();
-        for _ in 0..n.max(1) {
+        for i in 0..n.max(1) {
             let client = builder.build_subscriber_client().map_err(map_err)?;
             // Both receivers exist before the first connect, so nothing is missed; the
             // first reconnect event is the initial connection.
@@ -132,7 +166,16 @@ impl Subscribers {
                 users: Mutex::new(HashSet::new()),
                 options: conn::options(timeout, 2),
                 sink: sink.clone(),
+                presence: i == 0,
             });
+            if shard.presence {
+                shard
+                    .client
+                    .with_options(&shard.options)
+                    .subscribe(keys::PRESENCE_CHANNEL)
+                    .await
+                    .map_err(map_err)?;
+            }
             tasks.push(tokio::spawn(read_messages(shard.clone(), messages)));
             tasks.push(tokio::spawn(watch_reconnects(shard.clone(), reconnects)));
             shards.push(shard);
@@ -276,6 +319,11 @@ mod tests {
             Some(LiveEvent::Ephemeral(b)) => assert_eq!(&b[..], b"{\"type\":\"typing\"}"),
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            parse_payload(Bytes::from_static(b"! disconnect")),
+            Some(LiveEvent::Disconnect)
+        ));
+        assert!(parse_payload(Bytes::from_static(b"! other")).is_none());
         assert!(parse_payload(Bytes::from_static(b"garbage")).is_none());
     }
 

@@ -40,6 +40,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("chat-protocol.js"),
     },
     Asset {
+        path: "/view.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("view.js"),
+    },
+    Asset {
         path: "/app.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("app.css"),

@@ -3,8 +3,11 @@
 The chat library: slot-local building blocks for storing and delivering messages.
 
 Key layout (see crates/engine/src/redis/keys.rs):
-  chat:{c:<a>:<b>}:msgs              conversation stream (fields f, t, b, s, n?)
-  chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id
+  chat:{c:<a>:<b>}:msgs              conversation stream (fields f, t, b, s, q, n?);
+                                     q = the message's sequence number
+  chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id,
+                                     lm = last message JSON, r:<user> = read marker
+                                     (sequence number), ru:<user> = its message id
   chat:{c:<a>:<b>}:n:<from>:<nonce>  nonce key, value = the stored message JSON
   chat:{u:<id>}:inbox                inbox stream (fields p = previous id, e = event JSON)
   chat:{u:<id>}:convs                sorted set: peer id -> last message ms
@@ -13,6 +16,9 @@ Key layout (see crates/engine/src/redis/keys.rs):
 On a single Redis, chat_send does a whole send in one call. On Redis Cluster the
 conversation and the two inboxes live in different slots: chat_conv_append, then
 chat_inbox_append for each participant. Every numeric argument 0 means "unlimited".
+Unread = s - r:<user>: the sender's marker moves to each message it sends, and
+chat_read moves a reader's marker forward, so the count is exact and never scanned.
+Presence functions are a separate library (presence.lua).
 ]]
 
 -- The message JSON, fields in a fixed order (as serde writes chat_protocol::Message).
@@ -60,13 +66,15 @@ local function conv_append(msgs, meta, nonce_key, a)
   if nonce_key then
     table.insert(xadd, 'n'); table.insert(xadd, a.nonce)
   end
+  local seq = redis.call('HINCRBY', meta, 's', 1)
+  table.insert(xadd, 'q'); table.insert(xadd, tostring(seq))
   local id = redis.call(unpack(xadd))
   if max_len > 0 and min_id then
     redis.call('XTRIM', msgs, 'MINID', '~', min_id)
   end
-  redis.call('HINCRBY', meta, 's', 1)
-  redis.call('HSET', meta, 'last', id)
   local msg = message_json(id, a.conversation, a.from, a.to, a.body, a.sent_at)
+  -- One's own messages are never unread: the sender has read up to this one.
+  redis.call('HSET', meta, 'last', id, 'lm', msg, 'r:' .. a.from, seq, 'ru:' .. a.from, id)
   if nonce_key then
     local ttl = tonumber(a.nonce_ttl) or 0
     if ttl > 0 then
@@ -79,7 +87,8 @@ local function conv_append(msgs, meta, nonce_key, a)
 end
 
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
--- inbox, convs, ch: keys; event: JSON; peer: the other participant; score: message ms.
+-- inbox, convs, ch: keys (convs nil: not a message, leave the index alone);
+-- event: JSON; peer: the other participant; score: message ms.
 -- Returns the new entry id and the previous one ('0-0' for the first).
 local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl)
   local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
@@ -98,7 +107,9 @@ local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl)
   if ttl > 0 then
     redis.call('EXPIRE', inbox, ttl)
   end
-  redis.call('ZADD', convs, score, peer)
+  if convs then
+    redis.call('ZADD', convs, score, peer)
+  end
   redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
   return id, prev
 end
@@ -157,4 +168,38 @@ Returns {id, prev}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
   local id, prev = inbox_append(keys[1], keys[2], keys[3], args[1], args[2], args[3], args[4], args[5])
   return {id, prev}
+end)
+
+--[[ chat_read: moves a reader's read marker forward and tells both participants.
+KEYS: 1 msgs, 2 meta (the conversation), 3 inbox(reader), 4 ch(reader),
+      5 inbox(peer), 6 ch(peer)
+ARGV: 1 conversation, 2 reader, 3 up_to (a message id), 4 inbox_max_len,
+      5 inbox_ttl_secs
+The marker moves to the newest message at or before up_to (so it is clamped to the
+last message) if that message is newer than the marker; then the event
+{"type":"read","conversation","by","up_to"} is appended to both inboxes and published.
+Returns the new marker's id, or nil when nothing moved. ]]
+redis.register_function('chat_read', function(keys, args)
+  local found = redis.call('XREVRANGE', keys[1], args[3], '-', 'COUNT', 1)
+  if #found == 0 then
+    return false
+  end
+  local id, fields = found[1][1], found[1][2]
+  local seq = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'q' then
+      seq = tonumber(fields[i + 1]) or 0
+    end
+  end
+  local reader = args[2]
+  local marker = tonumber(redis.call('HGET', keys[2], 'r:' .. reader)) or 0
+  if seq <= marker then
+    return false
+  end
+  redis.call('HSET', keys[2], 'r:' .. reader, seq, 'ru:' .. reader, id)
+  local event = '{"type":"read","conversation":' .. cjson.encode(args[1])
+    .. ',"by":' .. cjson.encode(reader) .. ',"up_to":' .. cjson.encode(id) .. '}'
+  inbox_append(keys[3], nil, keys[4], event, nil, nil, args[4], args[5])
+  inbox_append(keys[5], nil, keys[6], event, nil, nil, args[4], args[5])
+  return id
 end)
