@@ -209,13 +209,9 @@ impl Settings {
         if self.server.hello_timeout_secs == 0 || self.server.ping_interval_secs == 0 {
             return bad("server", "timeouts must be > 0");
         }
-        if !self.redis.url.is_empty()
-            && !(self.redis.url.starts_with("redis://")
-                || self.redis.url.starts_with("rediss://")
-                || self.redis.url.starts_with("redis-cluster://")
-                || self.redis.url.starts_with("redis-sentinel://"))
-        {
-            return bad("redis.url", "must start with redis://");
+        // Cluster and Sentinel URL forms come with their engine support (not yet).
+        if !self.redis.url.is_empty() && !self.redis.url.starts_with("redis://") {
+            return bad("redis.url", "must be redis://host:port[/db] (one Redis instance)");
         }
         if self.redis.subscribers == 0 {
             return bad("redis.subscribers", "must be at least 1");

@@ -197,8 +197,8 @@ function markRead(conv) {
   const incoming = [...conv.messages].reverse().find((m) => m.from === conv.peer.id);
   conv.unread = 0;
   if (!incoming || (conv.readUpTo && compareIds(incoming.id, conv.readUpTo) <= 0)) return;
-  conv.readUpTo = incoming.id;
-  chat.markRead(conv.peer.id, incoming.id);
+  // Offline, the marker stays behind and goes out on the next call (e.g. after reconnect).
+  if (chat.markRead(conv.peer.id, incoming.id) || !chat.supports('read')) conv.readUpTo = incoming.id;
 }
 
 function refreshWatch() {
@@ -382,7 +382,9 @@ async function runSearch() {
   else if (found.length === 0) note = 'Nobody found.';
   state.results = found;
   const items = found.map((u) => searchItem(u, u.online ? 'online' : u.id));
-  if (USER_ID.test(query) && query !== state.me?.id && !found.some((u) => u.id === query)) {
+  // Offer the raw id when it may be one: no directory, nothing found, or id-like text.
+  const idLike = !chat.supports('users') || found.length === 0 || /[0-9@._-]/.test(query);
+  if (idLike && USER_ID.test(query) && query !== state.me?.id && !found.some((u) => u.id === query)) {
     const known = state.convs.get(query);
     items.push(searchItem({ id: query, name: known?.peer.name ?? query }, 'Start a chat with this user id'));
     if (note === 'Nobody found.') note = '';
@@ -580,6 +582,8 @@ chat.on('welcome', ({ welcome, first }) => {
     if (state.active !== conv.peer.id) conv.unread = u.count;
   }
   if (first) void reload(false);
+  const active = state.active ? state.convs.get(state.active) : null;
+  if (active && isWatching(active)) markRead(active);
 });
 chat.on('resync', () => void reload(true));
 chat.on('message', ({ message, mine }) => onMessage(message, mine));

@@ -1,0 +1,186 @@
+// Unit tests of chat-protocol.js with a scripted fake WebSocket: no browser, no server.
+// Run with the browser test: `node --test` in this directory.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { ChatConnection, compareIds } from '../../src/web/chat-protocol.js';
+
+/** The sockets opened by the connection under test, newest last. */
+let sockets = [];
+
+/** Enough of the browser WebSocket for ChatConnection, driven by the test. */
+class FakeSocket {
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    /** @type {any[]} frames the client sent */
+    this.sent = [];
+    sockets.push(this);
+    queueMicrotask(() => {
+      this.readyState = 1;
+      this.onopen?.();
+    });
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  /** The server sends a frame. */
+  push(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  /** The server (or the network) closes the socket. */
+  drop(code = 1006, reason = '') {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+  last(type) {
+    return [...this.sent].reverse().find((f) => f.type === type);
+  }
+}
+
+class MemoryStorage {
+  constructor() {
+    this.map = new Map();
+  }
+  getItem(k) {
+    return this.map.has(k) ? this.map.get(k) : null;
+  }
+  setItem(k, v) {
+    this.map.set(k, String(v));
+  }
+  removeItem(k) {
+    this.map.delete(k);
+  }
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+function welcome(extra = {}) {
+  return { type: 'welcome', session: 's1', user: { id: 'u-a', name: 'A' }, resumed: false, recovered: false, node: 'gw-1', limits: { max_body: 4000 }, unread: [], cursor: '5-0', ...extra };
+}
+
+const msg = (id, from = 'u-b', to = 'u-a') => ({ id, conversation: 'dm:u-a:u-b', from, to, body: `m ${id}`, sent_at: '2026-01-01T00:00:00Z' });
+
+function connection(storage = new MemoryStorage()) {
+  sockets = [];
+  const chat = new ChatConnection({ storage, storageKey: 'k', WebSocket: /** @type {any} */ (FakeSocket), backoffBaseMs: 5, backoffMaxMs: 20, requestTimeoutMs: 200 });
+  return { chat, storage };
+}
+
+test('signs in, stores session and welcome cursor, then resumes with both', async () => {
+  const { chat, storage } = connection();
+  const connected = chat.connect(['ws://a/ws', 'ws://b/ws'], { username: 'A' });
+  await tick();
+  assert.deepEqual(sockets[0].sent[0], { type: 'hello', client: 'chat-web/1', username: 'A' });
+  sockets[0].push(welcome());
+  assert.equal((await connected).user.id, 'u-a');
+  assert.deepEqual(JSON.parse(storage.getItem('k')), { session: 's1', user: { id: 'u-a', name: 'A' }, cursor: '5-0' });
+
+  sockets[0].push({ type: 'message', message: msg('6-0'), cursor: '6-1' });
+  const states = [];
+  chat.on('state', (s) => states.push(s.state));
+  sockets[0].drop(1001);
+  await tick(40);
+  assert.equal(sockets[1].url, 'ws://b/ws', 'rotates to the next node');
+  assert.deepEqual(sockets[1].sent[0], { type: 'hello', client: 'chat-web/1', session: 's1', last_seen: '6-1' });
+  assert.deepEqual(states.slice(0, 2), ['reconnecting', 'connecting']);
+  chat.close();
+});
+
+test('drops duplicate messages by conversation and id', async () => {
+  const { chat } = connection();
+  const got = [];
+  chat.on('message', (e) => got.push(e.message.id));
+  const connected = chat.connect('ws://a/ws', { username: 'A' });
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+  for (const id of ['7-0', '7-0', '8-0', '7-0']) sockets[0].push({ type: 'message', message: msg(id), cursor: `${id}x` });
+  assert.deepEqual(got, ['7-0', '8-0']);
+  chat.close();
+});
+
+test('an unacknowledged send is resent with its nonce after a reconnect', async () => {
+  const { chat } = connection();
+  const connected = chat.connect('ws://a/ws', { username: 'A' });
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+  const sent = chat.send('u-b', 'hello');
+  const first = sockets[0].last('send');
+  sockets[0].drop(1006);
+  await tick(40);
+  sockets[1].push(welcome({ recovered: true, resumed: true }));
+  const again = sockets[1].last('send');
+  assert.equal(again.nonce, first.nonce);
+  assert.equal(again.body, 'hello');
+  const acks = [];
+  chat.on('ack', (a) => acks.push(a.nonce));
+  sockets[1].push({ type: 'ack', ref: again.ref, message: msg('9-0', 'u-a', 'u-b') });
+  assert.equal((await sent).id, '9-0');
+  assert.deepEqual(acks, [first.nonce]);
+  chat.close();
+});
+
+test('close 4001 forgets the session and reports signed-out', async () => {
+  const { chat, storage } = connection();
+  const connected = chat.connect('ws://a/ws', { username: 'A' });
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+  const states = [];
+  chat.on('state', (s) => states.push(s.state));
+  sockets[0].drop(4001, 'signed out');
+  await tick(30);
+  assert.deepEqual(states, ['signed-out']);
+  assert.equal(storage.getItem('k'), null);
+  assert.equal(sockets.length, 1, 'no reconnect');
+});
+
+test('requests resolve by ref, reject on error and time out; refusals mark features', async () => {
+  const { chat } = connection();
+  const connected = chat.connect('ws://a/ws', { username: 'A' });
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+  const history = chat.history('u-b', { before: '9-0', limit: 2 });
+  const h = sockets[0].last('history');
+  assert.deepEqual({ ...h, ref: undefined }, { type: 'history', with: 'u-b', before: '9-0', limit: 2, ref: undefined });
+  sockets[0].push({ type: 'history', ref: h.ref, conversation: 'dm:u-a:u-b', messages: [msg('1-0')], more: false });
+  assert.equal((await history).messages.length, 1);
+
+  const users = chat.users('al');
+  sockets[0].push({ type: 'error', ref: sockets[0].last('users').ref, code: 'bad_request', message: 'this request is not available on this server version yet' });
+  await assert.rejects(users, { code: 'bad_request' });
+  assert.equal(chat.supports('users'), false);
+  await assert.rejects(chat.conversations(), { code: 'timeout' });
+  chat.close();
+});
+
+test('a failed recovery asks the app to resync; typing is throttled', async () => {
+  const { chat } = connection();
+  const connected = chat.connect('ws://a/ws', { username: 'A' });
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+  assert.equal(chat.typing('u-b'), true);
+  assert.equal(chat.typing('u-b'), false, 'at most every 2 s');
+  let resync = 0;
+  chat.on('resync', () => resync++);
+  sockets[0].drop(1006);
+  await tick(40);
+  sockets[1].push(welcome({ recovered: false, cursor: '50-0' }));
+  assert.equal(resync, 1);
+  assert.equal(chat.cursor, '50-0', 'cursor reset to where live delivery starts');
+  chat.close();
+});
+
+test('ids compare numerically', () => {
+  assert.ok(compareIds('9-0', '10-0') < 0);
+  assert.ok(compareIds('10-2', '10-10') < 0);
+  assert.equal(compareIds('10-1', '10-1'), 0);
+});
