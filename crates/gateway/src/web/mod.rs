@@ -66,9 +66,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 fn respond(asset: &'static Asset) -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
             (
                 header::CONTENT_SECURITY_POLICY,
                 // The client loads nothing from elsewhere and never evaluates strings;
@@ -109,10 +115,16 @@ mod tests {
 
     #[test]
     fn responses_are_not_cached_and_typed() {
-        let asset = ASSETS.iter().find(|a| a.path == "/app.js").expect("app.js is embedded");
+        let asset = ASSETS
+            .iter()
+            .find(|a| a.path == "/app.js")
+            .expect("app.js is embedded");
         let response = respond(asset);
         let headers = response.headers();
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
-        assert_eq!(headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
     }
 }
