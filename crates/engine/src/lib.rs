@@ -139,6 +139,11 @@ pub trait Engine: Send + Sync + 'static {
     /// publishing the offline transitions. Returns how many nodes were reaped.
     async fn reap_dead_nodes(&self) -> Result<usize, EngineError>;
 
+    /// Clears what an earlier run of a node with the same id left behind (its users'
+    /// connection counts), publishing offline transitions. Called once at start,
+    /// before the node accepts connections.
+    async fn reset_node(&self, node: &str) -> Result<(), EngineError>;
+
     /// Presence of each user, in order.
     async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError>;
 

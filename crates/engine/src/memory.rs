@@ -411,6 +411,11 @@ impl Engine for MemoryEngine {
         Ok(0)
     }
 
+    async fn reset_node(&self, _node: &str) -> Result<(), EngineError> {
+        // Nothing outlives the process.
+        Ok(())
+    }
+
     async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
         let st = self.lock();
         Ok(user_ids.iter().map(|u| st.presence_of(u)).collect())

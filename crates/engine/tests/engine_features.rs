@@ -624,3 +624,22 @@ async fn redis_dead_node_is_reaped_by_another() {
     dead.connection_closed("lou", "n-dead").await.unwrap();
     assert!(!live.presence(&["lou".to_string()]).await.unwrap()[0].online);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_node_clears_its_old_presence() {
+    let server = RedisServer::start();
+    let (before, _s1) = redis(&server).await;
+    before.upsert_user("ria", "Ria").await.unwrap();
+    before.heartbeat("n-fixed", 15).await.unwrap();
+    before.connection_opened("ria", "n-fixed").await.unwrap();
+    // The node is killed with its heartbeat still valid; it restarts with the same id.
+    drop(before);
+    let (after, _s2) = redis(&server).await;
+    assert!(after.presence(&["ria".to_string()]).await.unwrap()[0].online);
+    after.reset_node("n-fixed").await.unwrap();
+    let p = &after.presence(&["ria".to_string()]).await.unwrap()[0];
+    assert!(!p.online, "old connection counts of this node are gone");
+    assert!(p.last_seen_at.is_some());
+    // New connections after the reset count normally.
+    assert_eq!(after.connection_opened("ria", "n-fixed").await.unwrap(), 1);
+}

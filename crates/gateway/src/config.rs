@@ -178,11 +178,17 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::with_name(path).required(true));
         }
+        // Only `CHAT_<SECTION>__<KEY>` names are settings: other `CHAT_*` variables
+        // (tools, tests) are not ours to refuse.
+        let vars: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("CHAT_") && k.contains("__"))
+            .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("CHAT")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(vars)),
         );
         let raw = builder.build().map_err(|e| format!("configuration: {e}"))?;
         let settings: Settings = raw

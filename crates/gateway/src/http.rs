@@ -3,7 +3,7 @@
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -17,7 +17,7 @@ pub fn routes(state: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(index))
+        .merge(crate::web::routes())
         .merge(crate::api::routes(state.clone()))
         .with_state(state)
 }
@@ -92,10 +92,6 @@ async fn metrics(State(state): State<Shared>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("web/index.html"))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod http;
 mod limiter;
 mod router;
 mod state;
+mod web;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -123,6 +124,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let router = Router::new();
     let engine = connect_engine(&settings, router.clone()).await;
     let state = Arc::new(AppState::new(settings, engine, router, metrics));
+    // A node restarted with the same id must not leave its old users online.
+    if let Err(e) = state.engine.reset_node(&state.node_id).await {
+        tracing::warn!(error = %e, "could not clear presence left by an earlier run of this node");
+    }
 
     let listener = tokio::net::TcpListener::bind(&state.settings.server.listen).await?;
     let addr = listener.local_addr()?;

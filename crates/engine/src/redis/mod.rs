@@ -426,6 +426,10 @@ impl Engine for RedisEngine {
         self.reap().await
     }
 
+    async fn reset_node(&self, node: &str) -> Result<(), EngineError> {
+        self.reap_node(node).await
+    }
+
     async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
         self.presence_of(user_ids).await
     }

@@ -119,7 +119,7 @@ impl RedisEngine {
         Ok(reaped)
     }
 
-    async fn reap_node(&self, node: &str) -> Result<(), EngineError> {
+    pub(super) async fn reap_node(&self, node: &str) -> Result<(), EngineError> {
         tracing::info!(node, "node stopped heartbeating: closing its connections");
         let keys = vec![keys::node_users(node)];
         let args = vec![

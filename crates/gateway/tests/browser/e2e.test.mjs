@@ -8,9 +8,8 @@
 // CHAT_ARTIFACTS (screenshots; default <repo>/artifacts/browser),
 // CHROMIUM (default /usr/bin/chromium).
 //
-// Steps that need server features still being built (directory `users`, `read`
-// receipts, `watch`/presence, `conversations`) are guarded by a probe: when the server
-// answers `bad_request` "not available" they are reported as skipped — never as passed.
+// Every step runs; after a failed step the later ones (which build on it) are
+// reported as skipped and the test fails.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -108,52 +107,6 @@ function waitForBody(page, text, what) {
   return eventually(async () => (await bodies(page)).includes(text), { what });
 }
 
-/**
- * Asks a node which of the not-yet-everywhere request types it answers. A refusal is
- * `bad_request` saying the request is not available; anything else means supported.
- * @param {import('playwright-core').Page} page
- * @param {string} wsUrl
- */
-async function probeFeatures(page, wsUrl) {
-  return page.evaluate(async (url) => {
-    const ws = new WebSocket(url);
-    /** @type {any[]} */
-    const frames = [];
-    ws.onmessage = (e) => frames.push(JSON.parse(e.data));
-    await new Promise((resolve, reject) => {
-      ws.onopen = resolve;
-      ws.onerror = reject;
-    });
-    const waitFor = async (/** @type {(f: any) => boolean} */ pred) => {
-      const deadline = Date.now() + 5000;
-      for (;;) {
-        const hit = frames.find(pred);
-        if (hit) return hit;
-        if (Date.now() > deadline) throw new Error(`probe: no reply in ${JSON.stringify(frames)}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
-    ws.send(JSON.stringify({ type: 'hello', username: 'probe' }));
-    const welcome = await waitFor((f) => f.type === 'welcome');
-    ws.send(JSON.stringify({ type: 'users', ref: 'users', query: 'a', limit: 1 }));
-    ws.send(JSON.stringify({ type: 'conversations', ref: 'conversations' }));
-    ws.send(JSON.stringify({ type: 'watch', ref: 'watch', users: [] }));
-    ws.send(JSON.stringify({ type: 'read', ref: 'read', with: 'probe-peer', up_to: '1-0' }));
-    ws.send(JSON.stringify({ type: 'ping', ref: 'flush' }));
-    await waitFor((f) => f.type === 'pong' && f.ref === 'flush');
-    ws.close();
-    const refused = (/** @type {string} */ ref) =>
-      frames.some((f) => f.type === 'error' && f.ref === ref && f.code === 'bad_request' && /not (available|supported|implemented)|unknown type/i.test(f.message));
-    return {
-      users: !refused('users'),
-      conversations: !refused('conversations'),
-      watch: !refused('watch'),
-      read: !refused('read'),
-      welcomeUnread: Array.isArray(welcome.unread),
-    };
-  }, wsUrl);
-}
-
 /** A JWT from the gateway's own `token` subcommand (HS256 with the nodes' secret). */
 async function mintToken(user, name) {
   const { execFile } = await import('node:child_process');
@@ -190,37 +143,19 @@ function step(t, name, fn) {
   });
 }
 
-/**
- * A step that needs a server feature still being built: without it, it is reported
- * as skipped with a clear log line, never as passed.
- * @param {import('node:test').TestContext} t
- * @param {string} name
- * @param {boolean} supported
- * @param {string} feature
- * @param {(t: import('node:test').TestContext) => Promise<void>} fn
- */
-function guarded(t, name, supported, feature, fn) {
-  if (supported || failed) return step(t, name, fn);
-  return t.test(name, (st) => {
-    console.log(`SKIPPED: server lacks ${feature} — step "${name}" not run`);
-    st.skip(`SKIPPED: server lacks ${feature}`);
-  });
-}
-
 test('web client against a two-node cluster', { timeout: 240_000 }, async (t) => {
-  /** @type {Record<string, boolean>} */
-  let features = {};
   let alice;
   let bob;
   let a;
   let b;
 
   await step(t, 'nodes serve the web client with no-cache', async () => {
+    const hint = '(is web::routes() merged into the router in http.rs, replacing the old "/" route?)';
     for (const [file, type] of [['/', 'text/html'], ['/app.js', 'text/javascript'], ['/chat-protocol.js', 'text/javascript'], ['/view.js', 'text/javascript'], ['/app.css', 'text/css']]) {
       const res = await fetch(`${node1.http}${file}`);
-      assert.equal(res.status, 200, `GET ${file} on the gateway (is web::routes() merged in http.rs?)`);
-      assert.match(res.headers.get('content-type') ?? '', new RegExp(`^${type}`), `content type of ${file}`);
-      assert.equal(res.headers.get('cache-control'), 'no-cache', `cache-control of ${file}`);
+      assert.equal(res.status, 200, `GET ${file} ${hint}`);
+      assert.match(res.headers.get('content-type') ?? '', new RegExp(`^${type}`), `content type of ${file} ${hint}`);
+      assert.equal(res.headers.get('cache-control'), 'no-cache', `cache-control of ${file} ${hint}`);
     }
   });
 
@@ -235,11 +170,9 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
     assert.notEqual(alice, bob);
     assert.match(await a.textContent('#node-label'), /gw-1/);
     assert.match(await b.textContent('#node-label'), /gw-2/);
-    features = await probeFeatures(a, node1.ws);
-    console.log(`server features: ${JSON.stringify(features)}`);
   });
 
-  await guarded(t, 'directory search finds the peer by name', features.users, 'the users directory', async () => {
+  await step(t, 'directory search finds the peer by name', async () => {
     await a.fill('#search', 'Bo');
     await a.waitForSelector(`#search-results [data-user-id="${bob}"]`, { timeout: 10_000 });
     await a.fill('#search', '');
@@ -299,14 +232,14 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
     await b.fill('#composer-input', '');
   });
 
-  await guarded(t, 'read marks: alice sees bob has read her messages', features.read, 'read receipts', async () => {
+  await step(t, 'read marks: alice sees bob has read her messages', async () => {
     await a.waitForFunction(() => {
       const mine = [...document.querySelectorAll('#message-list li.mine')];
       return mine.length > 0 && mine[mine.length - 1].getAttribute('data-status') === 'read';
     }, null, { timeout: 10_000 });
   });
 
-  await guarded(t, 'presence: alice sees bob online', features.watch, 'watch/presence', async () => {
+  await step(t, 'presence: alice sees bob online', async () => {
     await a.waitForSelector(`#conversations [data-peer-id="${bob}"] .presence.online`, { timeout: 10_000 });
   });
 
@@ -360,7 +293,7 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
     assert.ok(await b.isVisible(`#conversations [data-peer-id="${alice}"]`), 'conversation still listed');
   });
 
-  await guarded(t, 'conversation list comes from the server', features.conversations, 'conversations', async () => {
+  await step(t, 'conversation list comes from the server', async () => {
     await b.evaluate(() => {
       for (const key of Object.keys(localStorage)) if (key.startsWith('chat-web:')) localStorage.removeItem(key);
     });
@@ -410,7 +343,7 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
   });
 
   const apiProbe = await fetch(`${node1.http}/api/v1/users/nobody/disconnect`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } }).catch(() => null);
-  await guarded(t, 'signed out by the host app (close 4001): back to sign-in, session forgotten', Boolean(apiProbe && apiProbe.status !== 404 && apiProbe.status !== 405), 'the HTTP API disconnect', async () => {
+  await step(t, 'signed out by the host app (close 4001): back to sign-in, session forgotten', async () => {
     const res = await fetch(`${node1.http}/api/v1/users/${bob}/disconnect`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
     assert.equal(res.status, 204);
     await b.waitForSelector('#signin:not([hidden])', { timeout: 10_000 });
