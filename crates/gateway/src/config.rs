@@ -16,6 +16,24 @@ pub struct Settings {
     pub api: ApiSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP endpoint for traces; empty = no export.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: String::new(),
+            service_name: "chat-gateway".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +56,9 @@ pub struct ServerSettings {
     pub ping_timeout_secs: u64,
     /// On SIGTERM, how long `/readyz` fails before sockets are closed.
     pub shutdown_grace_secs: u64,
+    /// Over how many seconds the sockets are closed on shutdown, so clients do not
+    /// all reconnect to the other nodes at once.
+    pub drain_spread_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +74,7 @@ impl Default for ServerSettings {
             ping_interval_secs: 25,
             ping_timeout_secs: 60,
             shutdown_grace_secs: 0,
+            drain_spread_secs: 3,
         }
     }
 }
@@ -230,6 +252,15 @@ impl Settings {
         }
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            return bad(
+                "telemetry.otlp_endpoint",
+                "trace export is not available in this build yet; leave it empty",
+            );
+        }
+        if self.server.drain_spread_secs > 60 {
+            return bad("server.drain_spread_secs", "must be at most 60");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be text or json");

@@ -163,6 +163,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(grace)).await;
     }
     stop_accepting.cancel();
+    drain(&state).await;
     state.shutdown.cancel();
     state.tracker.close();
     if tokio::time::timeout(Duration::from_secs(8), state.tracker.wait())
@@ -200,6 +201,24 @@ async fn connect_engine(settings: &Settings, router: Arc<Router>) -> Arc<dyn Eng
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// Closes every socket with 1001, spread over `server.drain_spread_secs` so that
+/// clients reconnect to the other nodes gradually rather than all at once.
+async fn drain(state: &AppState) {
+    let conns = state.router.all_connections();
+    let spread = Duration::from_secs(state.settings.server.drain_spread_secs);
+    tracing::info!(connections = conns.len(), spread_secs = spread.as_secs(), "closing connections");
+    if conns.is_empty() || spread.is_zero() {
+        return;
+    }
+    let step = spread / conns.len() as u32;
+    for conn in conns {
+        conn.closer.close(chat_protocol::close::GOING_AWAY);
+        if !step.is_zero() {
+            tokio::time::sleep(step).await;
         }
     }
 }

@@ -73,6 +73,7 @@ impl Conn {
             let full = first_page.len() == PAGE;
             for event in first_page {
                 self.last_sent = event.id;
+                metrics::counter!("chat_messages_delivered_total").increment(1);
                 self.write_bytes(event.frame()).await?;
             }
             if full {
@@ -104,6 +105,7 @@ impl Conn {
             }
         }
         self.last_sent = event.id;
+        metrics::counter!("chat_messages_delivered_total").increment(1);
         self.write_bytes(event.frame.clone()).await
     }
 
@@ -123,6 +125,7 @@ impl Conn {
             for event in page {
                 if event.id > self.last_sent {
                     self.last_sent = event.id;
+                    metrics::counter!("chat_messages_delivered_total").increment(1);
                     self.write_bytes(event.frame()).await?;
                 }
             }

@@ -52,6 +52,8 @@ pub(crate) struct Conn {
     /// are duplicates, an event whose `prev` is not it means a gap to fill.
     last_sent: StreamId,
     sends: TokenBucket,
+    /// When the frame being handled arrived (for the send→ack latency).
+    received_at: Instant,
     /// When the client last sent anything (frames or pongs): the ping timeout.
     last_heard: Instant,
 }
@@ -156,6 +158,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
             watching: Vec::new(),
             last_sent: StreamId::ZERO,
             last_heard: Instant::now(),
+            received_at: Instant::now(),
         };
         let stop = match conn.welcome(&signed).await {
             Ok(()) => {
@@ -201,6 +204,7 @@ impl Conn {
                 incoming = self.stream.next() => match incoming {
                     Some(Ok(msg)) => {
                         self.last_heard = Instant::now();
+                        self.received_at = self.last_heard;
                         self.on_ws_message(msg).await
                     }
                     Some(Err(e)) => Err(read_error_stop(&e)),

@@ -27,6 +27,7 @@ pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> Refused {
 }
 
 pub(super) fn engine_error(e: EngineError) -> Refused {
+    metrics::counter!("chat_redis_errors_total").increment(1);
     match e {
         EngineError::Unavailable(_) => refuse(
             ErrorCode::Unavailable,
@@ -164,12 +165,16 @@ impl Conn {
             nonce_ttl_secs,
             sent_at: now_rfc3339(),
         };
+        let started = std::time::Instant::now();
         let outcome = self
             .state
             .engine
             .send(request)
             .await
             .map_err(engine_error)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!("chat_redis_command_seconds", "op" => "send").record(elapsed);
+        metrics::histogram!("chat_send_ack_seconds").record(self.received_at.elapsed().as_secs_f64());
         metrics::counter!("chat_messages_received_total").increment(1);
         Ok(Some(ServerFrame::Ack {
             reference,
