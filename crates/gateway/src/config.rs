@@ -253,11 +253,12 @@ impl Settings {
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");
         }
-        if !self.telemetry.otlp_endpoint.is_empty() {
-            return bad(
-                "telemetry.otlp_endpoint",
-                "trace export is not available in this build yet; leave it empty",
-            );
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !otlp.is_empty() && !(otlp.starts_with("http://") || otlp.starts_with("https://")) {
+            return bad("telemetry.otlp_endpoint", "must be an http:// URL of an OTLP/HTTP collector (port 4318)");
+        }
+        if otlp.starts_with("https://") {
+            return bad("telemetry.otlp_endpoint", "https is not supported by this build; use http:// to a local collector");
         }
         if self.server.drain_spread_secs > 60 {
             return bad("server.drain_spread_secs", "must be at most 60");

@@ -16,6 +16,7 @@ mod http;
 mod limiter;
 mod router;
 mod state;
+mod telemetry;
 mod web;
 
 use std::sync::atomic::Ordering;
@@ -104,22 +105,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    if settings.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    init_logging(&settings);
+async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+    // Fix the node id once: logs, traces and `welcome.node` all use it.
+    settings.server.node_id = settings.node_id();
+    let _telemetry = telemetry::init(&settings, &settings.server.node_id)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let router = Router::new();
     let engine = connect_engine(&settings, router.clone()).await;

@@ -1,15 +1,21 @@
 //! Test helpers shared by every integration test: a real `redis-server` on a free
-//! port in a temp dir (killable and restartable), `chat-gateway` processes on free
-//! ports, and a poll-until-deadline helper instead of sleeps.
+//! port in a temp dir (killable and restartable), a 3-primary Redis Cluster
+//! ([`RedisCluster`]), a primary + replica + 3 sentinels ([`RedisSentinel`]),
+//! `chat-gateway` processes on free ports, and a poll-until-deadline helper instead
+//! of sleeps.
 //!
 //! Processes are killed when their handle drops, so a failing test leaves nothing
 //! behind. Nothing here ever touches the machine's own Redis on 6379.
 
+mod cluster;
 mod gateway;
 mod redis;
+mod sentinel;
 
+pub use cluster::RedisCluster;
 pub use gateway::Gateway;
 pub use redis::RedisServer;
+pub use sentinel::{RedisSentinel, SENTINEL_SERVICE};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

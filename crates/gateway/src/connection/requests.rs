@@ -9,6 +9,8 @@ use chat_protocol::{
     StreamId, MAX_NONCE,
 };
 
+use tracing::Instrument;
+
 use super::{Conn, Stop};
 
 /// How long a client nonce is remembered (protocol: 24 h).
@@ -64,7 +66,21 @@ impl Conn {
                 to,
                 body,
                 nonce,
-            } => self.send(reference, to, body, nonce).await,
+            } => {
+                // One trace per send, not one per connection: a root span that the
+                // recipients' nodes continue (its context travels with the event).
+                let span = tracing::info_span!(
+                    parent: None,
+                    "chat.send",
+                    user.id = %self.user.id,
+                    peer.id = %to,
+                    node = %self.state.node_id,
+                    message.id = tracing::field::Empty,
+                );
+                self.send(reference, to, body, nonce)
+                    .instrument(span)
+                    .await
+            }
             ClientFrame::History {
                 reference,
                 with,
@@ -172,6 +188,7 @@ impl Conn {
             .send(request)
             .await
             .map_err(engine_error)?;
+        tracing::Span::current().record("message.id", outcome.message.id.as_str());
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("chat_redis_command_seconds", "op" => "send").record(elapsed);
         metrics::histogram!("chat_send_ack_seconds").record(self.received_at.elapsed().as_secs_f64());

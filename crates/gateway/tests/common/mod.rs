@@ -377,3 +377,205 @@ mod tests {
         assert_eq!(super::metric(text, "chat_y"), None);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers of the chat-feature tests (unread, typing, presence, directory, API,
+// limits).
+// ---------------------------------------------------------------------------
+
+/// Reads events until one matches `pred` (others are collected); panics with `what`
+/// and every frame seen when none does within `timeout`.
+pub async fn expect_frame_within<F>(
+    client: &mut Client,
+    timeout: Duration,
+    what: &str,
+    mut pred: F,
+) -> ServerFrame
+where
+    F: FnMut(&ServerFrame) -> bool,
+{
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.next_event_timeout(left).await {
+            Ok(Some(frame)) if pred(&frame) => return frame,
+            Ok(Some(frame)) => seen.push(frame),
+            Ok(None) => panic!("{what}: no matching frame within {timeout:?}; frames seen: {seen:#?}"),
+            Err(e) => panic!("{what}: connection failed ({e}); frames seen: {seen:#?}"),
+        }
+    }
+}
+
+/// [`expect_frame_within`] with the default deadline.
+pub async fn expect_frame<F>(client: &mut Client, what: &str, pred: F) -> ServerFrame
+where
+    F: FnMut(&ServerFrame) -> bool,
+{
+    expect_frame_within(client, WAIT, what, pred).await
+}
+
+/// Reads events for `window` and panics if one matches `pred`. Returns the others.
+pub async fn expect_no_frame<F>(
+    client: &mut Client,
+    window: Duration,
+    what: &str,
+    mut pred: F,
+) -> Vec<ServerFrame>
+where
+    F: FnMut(&ServerFrame) -> bool,
+{
+    let deadline = Instant::now() + window;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return seen;
+        }
+        match client.next_event_timeout(left).await {
+            Ok(Some(frame)) if pred(&frame) => {
+                panic!("{what}: unexpected frame {frame:?}; frames before it: {seen:#?}")
+            }
+            Ok(Some(frame)) => seen.push(frame),
+            Ok(None) => return seen,
+            Err(e) => panic!("{what}: connection failed ({e}); frames seen: {seen:#?}"),
+        }
+    }
+}
+
+/// The next `read` event: (conversation, by, up_to, cursor).
+pub async fn expect_read_event(
+    client: &mut Client,
+    what: &str,
+) -> (String, String, String, Option<String>) {
+    match expect_frame(client, what, |f| matches!(f, ServerFrame::Read { .. })).await {
+        ServerFrame::Read {
+            conversation,
+            by,
+            up_to,
+            cursor,
+        } => (conversation, by, up_to, cursor),
+        _ => unreachable!(),
+    }
+}
+
+/// The next `presence` event about `user`: (online, last_seen_at).
+pub async fn expect_presence_within(
+    client: &mut Client,
+    user: &str,
+    timeout: Duration,
+    what: &str,
+) -> (bool, Option<String>) {
+    let frame = expect_frame_within(client, timeout, what, |f| {
+        matches!(f, ServerFrame::Presence { user: u, .. } if u == user)
+    })
+    .await;
+    match frame {
+        ServerFrame::Presence {
+            online,
+            last_seen_at,
+            ..
+        } => (online, last_seen_at),
+        _ => unreachable!(),
+    }
+}
+
+/// Sends `read {with, up_to}` (no reply expected).
+pub async fn mark_read(client: &mut Client, with: &str, up_to: &str) {
+    client
+        .send_frame(&ClientFrame::Read {
+            reference: None,
+            with: with.to_string(),
+            up_to: up_to.to_string(),
+        })
+        .await
+        .expect("send read");
+}
+
+/// Sends `typing {to}` (no reply expected).
+pub async fn send_typing(client: &mut Client, to: &str) {
+    client
+        .send_frame(&ClientFrame::Typing {
+            reference: None,
+            to: to.to_string(),
+        })
+        .await
+        .expect("send typing");
+}
+
+/// Sends `watch {users}` (no reply expected).
+pub async fn watch(client: &mut Client, users: &[&str]) {
+    client
+        .send_frame(&ClientFrame::Watch {
+            reference: None,
+            users: users.iter().map(|u| u.to_string()).collect(),
+        })
+        .await
+        .expect("send watch");
+}
+
+/// The `conversations` item whose peer is `peer`; panics if there is none.
+pub async fn conversation_with(
+    client: &mut Client,
+    peer: &str,
+    what: &str,
+) -> chat_protocol::ConversationItem {
+    let items = client
+        .conversations()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: conversations failed: {e}"));
+    items
+        .iter()
+        .find(|c| c.peer.id == peer)
+        .cloned()
+        .unwrap_or_else(|| panic!("{what}: no conversation with {peer} in {items:#?}"))
+}
+
+/// Signs in with a session (another device of the same user).
+pub async fn device(url: &str, session: &str) -> Client {
+    Client::connect(url, Credential::Session(session.to_string()), None)
+        .await
+        .unwrap_or_else(|e| panic!("session sign-in on {url} failed: {e}"))
+}
+
+/// A server-API call with the test key (or `key`), JSON body; returns (status, JSON
+/// body or `Null` when empty / not JSON).
+pub async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http(addr, method, path, key, body.as_deref()).await;
+    let json = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    (status, json)
+}
+
+/// Opens `/ws` with this `Origin` header (or none): the upgrade's HTTP status (101 when
+/// accepted).
+pub async fn upgrade_status(ws_url: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = ws_url.into_client_request().expect("ws request");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("origin header value"));
+    }
+    let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap_or_else(|_| panic!("upgrade of {ws_url} with origin {origin:?} timed out"));
+    match attempt {
+        Ok((mut socket, response)) => {
+            let _ = socket.close(None).await;
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("upgrade of {ws_url} with origin {origin:?} failed: {e}"),
+    }
+}

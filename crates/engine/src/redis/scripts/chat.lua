@@ -15,7 +15,9 @@ Key layout (see crates/engine/src/redis/keys.rs):
 
 On a single Redis, chat_send does a whole send in one call. On Redis Cluster the
 conversation and the two inboxes live in different slots: chat_conv_append, then
-chat_inbox_append for each participant. Every numeric argument 0 means "unlimited".
+chat_inbox_append for each participant (concurrently); likewise chat_read is
+chat_read_marker then two chat_inbox_append. Every cluster-mode function touches the
+keys of one slot only. Every numeric argument 0 means "unlimited".
 Unread = s - r:<user>: the sender's marker moves to each message it sends, and
 chat_read moves a reader's marker forward, so the count is exact and never scanned.
 Presence functions are a separate library (presence.lua).
@@ -114,6 +116,55 @@ local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl)
   return id, prev
 end
 
+-- The entry among the inbox's newest `window` whose event starts with `prefix`
+-- (id, prev), or nil.
+local function inbox_find(inbox, prefix, window)
+  local n = #prefix
+  for _, entry in ipairs(redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', window)) do
+    local fields = entry[2]
+    local prev = nil
+    local found = false
+    for i = 1, #fields, 2 do
+      if fields[i] == 'p' then
+        prev = fields[i + 1]
+      elseif fields[i] == 'e' and string.sub(fields[i + 1], 1, n) == prefix then
+        found = true
+      end
+    end
+    if found then
+      return entry[1], prev
+    end
+  end
+  return nil
+end
+
+-- Moves `reader`'s marker in a conversation to the newest message at or before
+-- `up_to`, only forward. Returns the marker's new message id, or nil.
+local function read_marker(msgs, meta, reader, up_to)
+  local found = redis.call('XREVRANGE', msgs, up_to, '-', 'COUNT', 1)
+  if #found == 0 then
+    return nil
+  end
+  local id, fields = found[1][1], found[1][2]
+  local seq = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'q' then
+      seq = tonumber(fields[i + 1]) or 0
+    end
+  end
+  local marker = tonumber(redis.call('HGET', meta, 'r:' .. reader)) or 0
+  if seq <= marker then
+    return nil
+  end
+  redis.call('HSET', meta, 'r:' .. reader, seq, 'ru:' .. reader, id)
+  return id
+end
+
+local function read_event(conversation, reader, id)
+  return '{"type":"read","conversation":' .. cjson.encode(conversation)
+    .. ',"by":' .. cjson.encode(reader) .. ',"up_to":' .. cjson.encode(id) .. '}'
+end
+
 local function conv_args(args, first)
   return {
     conversation = args[first], from = args[first + 1], to = args[first + 2],
@@ -163,11 +214,42 @@ end)
 
 --[[ chat_inbox_append: one inbox append with its live publish (cluster mode).
 KEYS: 1 inbox, 2 convs, 3 ch (all of one user)
-ARGV: 1 event JSON, 2 peer id, 3 score (message ms), 4 inbox_max_len, 5 inbox_ttl_secs
-Returns {id, prev}. ]]
+ARGV: 1 event JSON, 2 peer id ('' = not a message: the conversation index is left
+      alone), 3 score (message ms), 4 inbox_max_len, 5 inbox_ttl_secs,
+      6 message id ('' = none), 7 window
+With a message id, the append is skipped when one of the inbox's newest `window`
+entries already holds that message (a retried send, or fred writing the call again
+after a reconnect): the retry does not duplicate it.
+Returns {id, prev, appended (0 or 1)}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
-  local id, prev = inbox_append(keys[1], keys[2], keys[3], args[1], args[2], args[3], args[4], args[5])
-  return {id, prev}
+  local mid = args[6] or ''
+  if mid ~= '' then
+    local prefix = '{"type":"message","message":{"id":' .. cjson.encode(mid) .. ','
+    local id, prev = inbox_find(keys[1], prefix, tonumber(args[7]) or 16)
+    if id then
+      return {id, prev, 0}
+    end
+  end
+  local convs = keys[2]
+  if args[2] == '' then
+    convs = nil
+  end
+  local id, prev = inbox_append(keys[1], convs, keys[3], args[1], args[2], args[3], args[4], args[5])
+  return {id, prev, 1}
+end)
+
+--[[ chat_read_marker: the conversation half of chat_read (cluster mode).
+KEYS: 1 msgs, 2 meta
+ARGV: 1 conversation, 2 reader, 3 up_to (a message id)
+Moves the marker like chat_read. Returns {marker id, read event JSON}, or nil when
+nothing moved; the caller then appends the event to both inboxes
+(chat_inbox_append with peer ''). ]]
+redis.register_function('chat_read_marker', function(keys, args)
+  local id = read_marker(keys[1], keys[2], args[2], args[3])
+  if not id then
+    return false
+  end
+  return {id, read_event(args[1], args[2], id)}
 end)
 
 --[[ chat_read: moves a reader's read marker forward and tells both participants.
@@ -180,25 +262,11 @@ last message) if that message is newer than the marker; then the event
 {"type":"read","conversation","by","up_to"} is appended to both inboxes and published.
 Returns the new marker's id, or nil when nothing moved. ]]
 redis.register_function('chat_read', function(keys, args)
-  local found = redis.call('XREVRANGE', keys[1], args[3], '-', 'COUNT', 1)
-  if #found == 0 then
+  local id = read_marker(keys[1], keys[2], args[2], args[3])
+  if not id then
     return false
   end
-  local id, fields = found[1][1], found[1][2]
-  local seq = 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 'q' then
-      seq = tonumber(fields[i + 1]) or 0
-    end
-  end
-  local reader = args[2]
-  local marker = tonumber(redis.call('HGET', keys[2], 'r:' .. reader)) or 0
-  if seq <= marker then
-    return false
-  end
-  redis.call('HSET', keys[2], 'r:' .. reader, seq, 'ru:' .. reader, id)
-  local event = '{"type":"read","conversation":' .. cjson.encode(args[1])
-    .. ',"by":' .. cjson.encode(reader) .. ',"up_to":' .. cjson.encode(id) .. '}'
+  local event = read_event(args[1], args[2], id)
   inbox_append(keys[3], nil, keys[4], event, nil, nil, args[4], args[5])
   inbox_append(keys[5], nil, keys[6], event, nil, nil, args[4], args[5])
   return id

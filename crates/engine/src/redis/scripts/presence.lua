@@ -110,3 +110,48 @@ redis.register_function('chat_reap_batch', function(keys, args)
   end
   return redis.call('SCARD', keys[1])
 end)
+
+--[[ Cluster mode. On Redis Cluster a user's presence hash and conversation index share
+the user's slot, but the node's set, the user hash and the partners' channels do not:
+these functions do the slot-local part (the count and the transition, decided
+atomically as above) and return the partners to tell; the engine then updates the
+node's set and the user hash and publishes (SPUBLISH to each partner's channel,
+PUBLISH on the global channel) itself. ]]
+
+--[[ chat_pres_open: KEYS 1 pres(user), 2 convs(user); ARGV 1 node.
+Returns {open connections after this one, partners (only when it went online)}. ]]
+redis.register_function('chat_pres_open', function(keys, args)
+  redis.call('HINCRBY', keys[1], args[1], 1)
+  local n = total(keys[1])
+  if n == 1 then
+    return {n, redis.call('ZRANGE', keys[2], 0, -1)}
+  end
+  return {n, {}}
+end)
+
+--[[ chat_pres_close: KEYS 1 pres(user), 2 convs(user); ARGV 1 node.
+Returns {left (1 when the node has no connection of the user any more), offline (1
+when the user went offline), partners (only when offline)}. A close without a
+matching open changes nothing. ]]
+redis.register_function('chat_pres_close', function(keys, args)
+  local n = redis.call('HINCRBY', keys[1], args[1], -1)
+  local left = 0
+  if n <= 0 then
+    redis.call('HDEL', keys[1], args[1])
+    left = 1
+  end
+  if n == 0 and redis.call('HLEN', keys[1]) == 0 then
+    return {left, 1, redis.call('ZRANGE', keys[2], 0, -1)}
+  end
+  return {left, 0, {}}
+end)
+
+--[[ chat_pres_drop: a dead node's connections of one user are gone.
+KEYS 1 pres(user), 2 convs(user); ARGV 1 node.
+Returns {offline (1 when the user went offline), partners (only when offline)}. ]]
+redis.register_function('chat_pres_drop', function(keys, args)
+  if redis.call('HDEL', keys[1], args[1]) == 1 and redis.call('HLEN', keys[1]) == 0 then
+    return {1, redis.call('ZRANGE', keys[2], 0, -1)}
+  end
+  return {0, {}}
+end)

@@ -1,0 +1,125 @@
+//! Command-line interface: global options (targets, report, plots, workers, the
+//! processes to watch) and one subcommand per scenario.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-loadtest",
+    version,
+    about = "Load-test harness of the chat cluster: connect, dm, ramp and reconnect-storm scenarios."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// WebSocket URL of a node or of the load balancer (repeatable, or comma-separated).
+    /// Users are spread over targets round-robin; pairs span two targets when there are two.
+    #[arg(long = "target", global = true, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    pub targets: Vec<String>,
+    /// Write the JSON report here.
+    #[arg(long, global = true)]
+    pub out: Option<String>,
+    /// Write SVG plots (latency over time, latency distribution) into this folder.
+    #[arg(long, global = true)]
+    pub plot_dir: Option<String>,
+    /// Worker processes sharing the load (each has its own open-file limit).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub workers: u64,
+    /// Spread client source addresses over this many 127.0.x.y addresses (0: kernel's choice).
+    #[arg(long, global = true, default_value_t = 250)]
+    pub source_ips: u32,
+    /// PID of a local gateway to measure (RSS, CPU), repeatable, in target order.
+    #[arg(long = "gateway-pid", global = true, value_delimiter = ',')]
+    pub gateway_pids: Vec<u32>,
+    /// PID of the local redis-server, for its CPU time.
+    #[arg(long, global = true)]
+    pub redis_pid: Option<u32>,
+    /// host:port of Redis, to count its commands per message (INFO commandstats).
+    #[arg(long, global = true)]
+    pub redis_addr: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Ramp to N signed-in connections, hold them, report latency and RSS per connection.
+    Connect {
+        #[arg(long, default_value_t = 1000)]
+        connections: u64,
+        /// New connections per second.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        hold_secs: f64,
+    },
+    /// Users in pairs exchanging direct messages at an open-loop rate.
+    Dm(DmArgs),
+    /// Steps the dm rate up; reports the highest rate with p99 under the bound and nothing lost.
+    Ramp {
+        #[arg(long, default_value_t = 100)]
+        users: u64,
+        #[arg(long, default_value_t = 500.0)]
+        start: f64,
+        #[arg(long, default_value_t = 500.0)]
+        step: f64,
+        #[arg(long, default_value_t = 20000.0)]
+        max: f64,
+        #[arg(long, default_value_t = 10.0)]
+        step_secs: f64,
+        #[arg(long, default_value_t = 50.0)]
+        p99_ms: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        #[arg(long, default_value_t = 10.0)]
+        drain_secs: f64,
+    },
+    /// Every client drops its socket at once while sends go on, then resumes with
+    /// session + cursor; checks every message arrives exactly once.
+    ReconnectStorm {
+        #[arg(long, default_value_t = 100)]
+        users: u64,
+        /// Messages per second for all users together (default: one per user per second).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+        /// When the storm hits (default: a third into the run).
+        #[arg(long)]
+        storm_at_secs: Option<f64>,
+        #[arg(long, default_value_t = 20.0)]
+        drain_secs: f64,
+        #[arg(long, default_value_t = 1000.0)]
+        connect_rate: f64,
+    },
+    /// Internal: one worker process's share (JSON job on stdin).
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DmArgs {
+    #[arg(long, default_value_t = 100)]
+    pub users: u64,
+    /// Messages per second for all users together.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Sent first, counted for loss, left out of the latency figures.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_secs: f64,
+    /// After the last send, how long to wait for outstanding acks and deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_secs: f64,
+    /// Pad each message body to this many bytes.
+    #[arg(long, default_value_t = 0)]
+    pub body_bytes: usize,
+    /// New connections per second while signing users in.
+    #[arg(long, default_value_t = 1000.0)]
+    pub connect_rate: f64,
+}
