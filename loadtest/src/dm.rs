@@ -209,8 +209,13 @@ pub async fn run(
         )));
     }
     let mut ids = Vec::new();
+    let mut send_limit = u32::MAX;
     for rx in id_rx {
-        ids.push(rx.await.ok().flatten());
+        let signed_in = rx.await.ok().flatten();
+        if let Some((_, limit)) = &signed_in {
+            send_limit = send_limit.min(*limit);
+        }
+        ids.push(signed_in.map(|(id, _)| id));
     }
     let connected = ids.iter().filter(|i| i.is_some()).count() as u64;
     let _ = ready.send(Ready {
@@ -280,6 +285,12 @@ pub async fn run(
     progress.abort();
     let storm_at_us = plan.storm_at_secs.map(|s| start_us + (s * 1e6) as u64);
     let mut out = combine(outcomes, storm_at_us);
+    if per_user > f64::from(send_limit) {
+        out.warnings.push(format!(
+            "each user sends {per_user:.1} msg/s but the nodes allow {send_limit}/s per user: \
+             raise CHAT_LIMITS__SEND_PER_SECOND / SEND_BURST or add users"
+        ));
+    }
     out.users = users;
     out.elapsed_secs = elapsed;
     if let Ok(r) = recorder.lock() {
@@ -366,7 +377,7 @@ fn combine(users: Vec<UserOutcome>, storm_at_us: Option<u64>) -> DmOutcome {
 /// resume when told, stop when the run stops.
 async fn user_task(
     spec: UserSpec,
-    id_tx: oneshot::Sender<Option<String>>,
+    id_tx: oneshot::Sender<Option<(String, u32)>>,
     go_rx: oneshot::Receiver<Go>,
     counters: Arc<Counters>,
     recorder: Arc<std::sync::OnceLock<SharedRecorder>>,
@@ -388,7 +399,7 @@ async fn user_task(
     };
     Counters::inc(&counters.connected);
     out.node = Some(welcome.node.clone());
-    let _ = id_tx.send(Some(welcome.user_id.clone()));
+    let _ = id_tx.send(Some((welcome.user_id.clone(), welcome.send_per_second)));
     let me = welcome.user_id.clone();
     let session = welcome.session.clone();
     let mut cursor = welcome.cursor.clone();
@@ -505,7 +516,7 @@ async fn user_task(
 fn failed(
     mut out: UserOutcome,
     counters: &Counters,
-    id_tx: oneshot::Sender<Option<String>>,
+    id_tx: oneshot::Sender<Option<(String, u32)>>,
     error: String,
 ) -> UserOutcome {
     Counters::inc(&counters.connect_failures);

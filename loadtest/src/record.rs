@@ -107,7 +107,8 @@ pub fn spawn_progress(
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|mut r| std::mem::take(&mut r.interval)))
                 .map(|h| h.summary().p99_ms);
-            eprintln!(
+            // One write per line, so workers' lines never interleave mid-line.
+            let line = format!(
                 "{label} t={:>4}s connections={} failed={} sent/s={} received/s={} p99={}",
                 started.elapsed().as_secs(),
                 Counters::get(&counters.connected),
@@ -116,6 +117,7 @@ pub fn spawn_progress(
                 recv - last_recv,
                 p99.map_or("-".to_string(), |v| format!("{v:.2}ms")),
             );
+            eprint!("{line}\n");
             (last_sent, last_recv) = (sent, recv);
         }
     })

@@ -20,15 +20,25 @@ fn directory_entry(items: &[chat_protocol::UserInfo], id: &str) -> chat_protocol
 }
 
 #[tokio::test]
-async fn online_while_any_tab_is_open() {
-    let cluster = Cluster::start(Engine::Redis, 2, NO_RATE_LIMIT);
+async fn online_while_any_tab_is_open_memory() {
+    online_while_any_tab_is_open(Engine::Memory).await;
+}
+
+#[tokio::test]
+async fn online_while_any_tab_is_open_redis() {
+    online_while_any_tab_is_open(Engine::Redis).await;
+}
+
+async fn online_while_any_tab_is_open(engine: Engine) {
+    let nodes = if engine == Engine::Redis { 2 } else { 1 };
+    let cluster = Cluster::start(engine, nodes, NO_RATE_LIMIT);
 
     // Alice's first tab on node A; Bob (on node B) becomes her partner.
     let mut alice1 = guest(&cluster.url(0), "alice").await;
     let alice_id = alice1.user_id().to_string();
     let alice_name = alice1.welcome().user.name.clone();
     let alice_session = alice1.session().to_string();
-    let mut bob = guest(&cluster.url(1), "bob").await;
+    let mut bob = guest(&cluster.url(cluster.other(1)), "bob").await;
     let bob_id = bob.user_id().to_string();
     let m = alice1.send(&bob_id, "hi bob").await.expect("send");
     assert_eq!(expect_message(&mut bob, "bob gets the message").await, m);
@@ -41,7 +51,7 @@ async fn online_while_any_tab_is_open() {
     assert!(online, "carol sees alice online");
 
     // Alice's second tab, on node B.
-    let alice2 = device(&cluster.url(1), &alice_session).await;
+    let alice2 = device(&cluster.url(cluster.other(1)), &alice_session).await;
 
     let item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
     assert!(item.peer.online, "bob sees alice online: {item:#?}");
@@ -50,12 +60,13 @@ async fn online_while_any_tab_is_open() {
 
     // Closing one tab is not a transition.
     alice1.close().await;
-    for (who, client) in [("bob", &mut bob), ("carol", &mut carol)] {
-        expect_no_frame(client, QUIET, &format!("{who} after one tab closed"), |f| {
-            matches!(f, ServerFrame::Presence { user, online: false, .. } if *user == alice_id)
-        })
-        .await;
-    }
+    let offline = |f: &ServerFrame| {
+        matches!(f, ServerFrame::Presence { user, online: false, .. } if *user == alice_id)
+    };
+    tokio::join!(
+        expect_no_frame(&mut bob, QUIET, "bob after one tab closed", offline),
+        expect_no_frame(&mut carol, QUIET, "carol after one tab closed", offline),
+    );
     let item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
     assert!(item.peer.online, "alice still online with one tab: {item:#?}");
     let found = carol.users(&alice_name, 10).await.expect("users");
@@ -86,7 +97,7 @@ async fn online_while_any_tab_is_open() {
     );
 
     // Watching her now reports her offline, with last_seen_at.
-    let mut dave = guest(&cluster.url(1), "dave").await;
+    let mut dave = guest(&cluster.url(cluster.other(1)), "dave").await;
     watch(&mut dave, &[&alice_id]).await;
     let (online, last_seen_at) =
         expect_presence_within(&mut dave, &alice_id, WAIT, "dave's watch answer").await;

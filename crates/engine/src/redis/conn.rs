@@ -20,10 +20,67 @@ use crate::EngineError;
 /// default, 32, makes a listener lag at the first burst.
 pub(crate) const BROADCAST_CAPACITY: usize = 16 * 1024;
 
+/// How the engine reaches Redis, from the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// `redis://` (or `rediss://`): one Redis.
+    Single,
+    /// `redis-cluster://`: a Redis Cluster.
+    Cluster,
+    /// `redis-sentinel://`: the primary that Sentinel names.
+    Sentinel,
+}
+
+/// Rewrites the comma form `scheme://[auth@]h1:p1,h2:p2,…[/db][?query]` into fred's
+/// `scheme://[auth@]h1:p1[/db]?node=h2:p2&…[&query]`; any other URL is returned as is.
+pub fn normalize_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (auth, hosts) = match authority.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let mut hosts = hosts.split(',').filter(|h| !h.is_empty());
+    let Some(first) = hosts.next() else {
+        return url.to_string();
+    };
+    let others: Vec<String> = hosts.map(|h| format!("node={h}")).collect();
+    if others.is_empty() {
+        return url.to_string();
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    let mut out = format!("{scheme}://{auth}{first}{path}?{}", others.join("&"));
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        out.push('&');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Parses a Redis URL (the forms in [`normalize_url`] and fred's) and tells its mode.
+pub fn parse_url(url: &str) -> Result<(Config, RedisMode), EngineError> {
+    let normalized = normalize_url(url);
+    let config = Config::from_url(&normalized)
+        .map_err(|e| EngineError::Internal(format!("bad redis url {url:?}: {e}")))?;
+    let mode = if config.server.is_clustered() {
+        RedisMode::Cluster
+    } else if config.server.is_sentinel() {
+        RedisMode::Sentinel
+    } else {
+        RedisMode::Single
+    };
+    Ok((config, mode))
+}
+
 /// A fred builder for `url` with the engine's timeouts and reconnect policy.
 pub(crate) fn builder(url: &str, timeout: Duration) -> Result<Builder, EngineError> {
-    let mut config = Config::from_url(url)
-        .map_err(|e| EngineError::Internal(format!("bad redis url {url:?}: {e}")))?;
+    let (mut config, _) = parse_url(url)?;
     config.fail_fast = true;
     let mut builder = Builder::from_config(config);
     builder
@@ -78,6 +135,8 @@ fn is_unavailable(e: &FredError) -> bool {
                 "LOADING",
                 "TRYAGAIN",
                 "MASTERDOWN",
+                // A failover in progress: the old primary became a replica.
+                "READONLY",
                 "Too many failed write attempts",
                 "Connection closed",
             ]
@@ -159,4 +218,42 @@ pub(crate) fn entries(v: Value) -> Result<Vec<Entry>, EngineError> {
         out.push(Entry { id, fields });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms() {
+        assert_eq!(normalize_url("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            normalize_url("redis-cluster://a:1,b:2,c:3"),
+            "redis-cluster://a:1?node=b:2&node=c:3"
+        );
+        assert_eq!(
+            normalize_url("redis-sentinel://u:p@a:1,b:2/0?sentinelServiceName=m"),
+            "redis-sentinel://u:p@a:1/0?node=b:2&sentinelServiceName=m"
+        );
+        assert_eq!(
+            normalize_url("redis-sentinel://a:1/0?sentinelServiceName=m"),
+            "redis-sentinel://a:1/0?sentinelServiceName=m"
+        );
+        assert_eq!(parse_url("redis://127.0.0.1:1").unwrap().1, RedisMode::Single);
+        assert_eq!(
+            parse_url("redis-cluster://127.0.0.1:1,127.0.0.1:2").unwrap().1,
+            RedisMode::Cluster
+        );
+        let (config, mode) =
+            parse_url("redis-cluster://127.0.0.1:1?node=127.0.0.1:2&node=127.0.0.1:3").unwrap();
+        assert_eq!(mode, RedisMode::Cluster);
+        assert_eq!(config.server.hosts().len(), 3);
+        let (config, mode) =
+            parse_url("redis-sentinel://127.0.0.1:1,127.0.0.1:2/0?sentinelServiceName=mymaster")
+                .unwrap();
+        assert_eq!(mode, RedisMode::Sentinel);
+        assert_eq!(config.server.hosts().len(), 2);
+        assert!(parse_url("redis-sentinel://127.0.0.1:1/0").is_err(), "service name required");
+        assert!(parse_url("redis-sentinel://127.0.0.1:1/0?serviceName=x").is_err());
+    }
 }

@@ -31,12 +31,75 @@ pub(crate) const CONN_CLOSE: &str = "chat_conn_close";
 pub(crate) const HEARTBEAT: &str = "chat_heartbeat";
 pub(crate) const REAP_BATCH: &str = "chat_reap_batch";
 
-/// Loads (or replaces) both libraries.
+/// Cluster mode: the conversation half of a send.
+pub(crate) const CONV_APPEND: &str = "chat_conv_append";
+/// Cluster mode: one inbox append and its publish.
+pub(crate) const INBOX_APPEND: &str = "chat_inbox_append";
+/// Cluster mode: the conversation half of a read receipt.
+pub(crate) const READ_MARKER: &str = "chat_read_marker";
+/// Cluster mode: the user-slot halves of the presence calls.
+pub(crate) const PRES_OPEN: &str = "chat_pres_open";
+pub(crate) const PRES_CLOSE: &str = "chat_pres_close";
+pub(crate) const PRES_DROP: &str = "chat_pres_drop";
+
+/// How many of an inbox's newest entries `chat_inbox_append` searches for the message
+/// before appending it: a small window for a first attempt (it only catches fred
+/// writing the call twice), a larger one when the send was a nonce retry.
+pub(crate) const DEDUPE_WINDOW: usize = 16;
+pub(crate) const RETRY_DEDUPE_WINDOW: usize = 256;
+
+/// Loads (or replaces) both libraries; on Redis Cluster on every primary (fred's
+/// `FUNCTION LOAD` to each primary node).
 pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), EngineError> {
     for library in [LIBRARY, PRESENCE_LIBRARY] {
-        let _: Value = client.function_load(true, library).await.map_err(map_err)?;
+        let _: Value = client
+            .function_load_cluster(true, library)
+            .await
+            .map_err(map_err)?;
     }
     Ok(())
+}
+
+/// Keys and arguments of `chat_conv_append` (cluster mode): the first 3 keys and 9
+/// arguments of `chat_send`.
+pub(crate) fn conv_append_call(
+    req: &SendRequest,
+    retention: &Retention,
+) -> (Vec<String>, Vec<String>) {
+    let (mut keys, mut args) = send_call(req, retention);
+    keys.truncate(3);
+    args.truncate(9);
+    (keys, args)
+}
+
+/// Keys and arguments of `chat_inbox_append` for `user`. `peer` empty: not a message
+/// (the conversation index is left alone). `message_id` non-empty: skip the append
+/// if one of the newest `window` entries already holds that message.
+pub(crate) fn inbox_append_call(
+    user: &str,
+    event: &str,
+    peer: &str,
+    score: u64,
+    retention: &Retention,
+    message_id: &str,
+    window: usize,
+) -> (Vec<String>, Vec<String>) {
+    let keys = vec![keys::inbox(user), keys::convs(user), keys::channel(user)];
+    let args = vec![
+        event.to_string(),
+        peer.to_string(),
+        score.to_string(),
+        retention.inbox_max_len.to_string(),
+        retention.inbox_ttl_secs.to_string(),
+        message_id.to_string(),
+        window.to_string(),
+    ];
+    (keys, args)
+}
+
+/// The inbox event of a message, exactly as `chat.lua` writes it.
+pub(crate) fn message_event(message_json: &str) -> String {
+    format!(r#"{{"type":"message","message":{message_json}}}"#)
 }
 
 /// Keys and arguments of `chat_send` for a request.
@@ -73,6 +136,11 @@ pub(crate) fn send_call(req: &SendRequest, retention: &Retention) -> (Vec<String
 
 /// Parses the `{dup, message JSON}` reply of `chat_send` / `chat_conv_append`.
 pub(crate) fn parse_send_reply(reply: Value) -> Result<(bool, Message), EngineError> {
+    parse_send_reply_raw(reply).map(|(dup, message, _)| (dup, message))
+}
+
+/// Like [`parse_send_reply`], also returning the message JSON as stored.
+pub(crate) fn parse_send_reply_raw(reply: Value) -> Result<(bool, Message, String), EngineError> {
     let bad = |what: &str| EngineError::Internal(format!("unexpected chat_send reply: {what}"));
     let Value::Array(mut parts) = reply else {
         return Err(bad("not an array"));
@@ -87,7 +155,7 @@ pub(crate) fn parse_send_reply(reply: Value) -> Result<(bool, Message), EngineEr
     };
     let message: Message =
         serde_json::from_str(&json).map_err(|e| bad(&format!("message json: {e}")))?;
-    Ok((dup, message))
+    Ok((dup, message, json))
 }
 
 #[cfg(test)]
@@ -115,13 +183,39 @@ mod tests {
     }
 
     #[test]
+    fn cluster_calls_are_slot_local() {
+        let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
+        let req = SendRequest {
+            from: "bob".into(),
+            to: "alice".into(),
+            body: "hi".into(),
+            nonce: Some("n".into()),
+            nonce_ttl_secs: 60,
+            sent_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let (keys, args) = conv_append_call(&req, &Retention::default());
+        assert_eq!((keys.len(), args.len()), (3, 9));
+        assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
+        let (keys, args) =
+            inbox_append_call("bob", "{}", "alice", 1, &Retention::default(), "", 16);
+        assert_eq!((keys.len(), args.len()), (3, 7));
+        assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
+        assert_eq!(
+            message_event(r#"{"id":"1-0"}"#),
+            r#"{"type":"message","message":{"id":"1-0"}}"#
+        );
+    }
+
+    #[test]
     fn library_declares_every_function() {
         assert!(LIBRARY.starts_with("#!lua name=chat\n"));
-        for f in ["chat_send", "chat_conv_append", "chat_inbox_append", READ] {
+        for f in [SEND, CONV_APPEND, INBOX_APPEND, READ, READ_MARKER] {
             assert!(LIBRARY.contains(&format!("register_function('{f}'")), "{f}");
         }
         assert!(PRESENCE_LIBRARY.starts_with("#!lua name=chat_presence\n"));
-        for f in [CONN_OPEN, CONN_CLOSE, HEARTBEAT, REAP_BATCH] {
+        for f in [
+            CONN_OPEN, CONN_CLOSE, HEARTBEAT, REAP_BATCH, PRES_OPEN, PRES_CLOSE, PRES_DROP,
+        ] {
             assert!(
                 PRESENCE_LIBRARY.contains(&format!("register_function('{f}'")),
                 "{f}"

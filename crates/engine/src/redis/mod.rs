@@ -1,10 +1,20 @@
 //! The Redis engine: everything stored in Redis, so any number of nodes share it.
 //!
 //! [`RedisEngine`] implements [`Engine`] with a small fred command pool and a few
-//! subscriber connections ([`subscriber`]). A send is one `FCALL chat_send` (one round
-//! trip): the Lua library ([`functions`], `scripts/chat.lua`) checks the nonce, appends
-//! the message to the conversation stream, appends an event to both participants'
-//! inboxes and publishes it on their channels, atomically. Reads are plain stream
+//! subscriber connections ([`subscriber`]). On a single Redis (and behind Sentinel) a
+//! send is one `FCALL chat_send` (one round trip): the Lua library ([`functions`],
+//! `scripts/chat.lua`) checks the nonce, appends the message to the conversation
+//! stream, appends an event to both participants' inboxes and publishes it on their
+//! channels, atomically.
+//!
+//! The URL picks the mode ([`RedisMode`], see [`redis_url_mode`]): `redis://` one
+//! Redis, `redis-sentinel://` the primary Sentinel names (fred follows failovers; the
+//! function library is replicated to the replica, and reloaded if a primary lacks
+//! it), `redis-cluster://` a Redis Cluster. On a cluster every `FCALL` touches the keys
+//! of one slot: a send is `chat_conv_append` in the conversation's slot, then the two
+//! `chat_inbox_append` in the users' slots, concurrently (two round trips); a read
+//! receipt likewise; presence transitions are decided in the user's slot and the
+//! partners' `SPUBLISH`es, the node set and the user hash are written from here. Reads are plain stream
 //! commands. Key names live in [`keys`]; connection settings and error mapping in
 //! [`conn`]. While Redis is down every call fails fast with
 //! [`EngineError::Unavailable`]; fred reconnects on its own, the library is reloaded if
@@ -12,6 +22,7 @@
 //! conversation lists and the directory are in [`social`]; presence in [`presence`].
 
 mod conn;
+pub use conn::RedisMode;
 mod functions;
 pub mod keys;
 mod presence;
@@ -35,13 +46,26 @@ use crate::{
     Retention, SendOutcome, SendRequest,
 };
 
+/// The mode a Redis URL selects, or why it is not a usable Redis URL: for config
+/// validation. Forms: `redis://host:port[/db]`; `redis-cluster://host:port[,host:port…]`
+/// (or fred's `redis-cluster://host:port?node=host:port&node=…`);
+/// `redis-sentinel://host:port[,host:port…][/db]?sentinelServiceName=<name>` (the
+/// hosts are sentinels; or fred's `…?sentinelServiceName=<name>&node=host:port…`).
+pub fn redis_url_mode(url: &str) -> Result<RedisMode, String> {
+    conn::parse_url(url)
+        .map(|(_, mode)| mode)
+        .map_err(|e| e.to_string())
+}
+
 /// Connections in the command pool.
 const POOL_SIZE: usize = 4;
 
 /// How to reach Redis and what to keep.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]` (fred's URL forms).
+    /// `redis://host:port[/db]`, `redis-cluster://host:port[,host:port…]` or
+    /// `redis-sentinel://host:port[,host:port…][/db]?sentinelServiceName=<name>`
+    /// (see [`redis_url_mode`]).
     pub url: String,
     pub retention: Retention,
     /// Subscriber connections users are spread over (default 2).
@@ -71,6 +95,7 @@ pub struct RedisEngine {
     timeout: Duration,
     retention: Retention,
     subscribers: Subscribers,
+    mode: RedisMode,
 }
 
 impl RedisEngine {
@@ -81,6 +106,7 @@ impl RedisEngine {
         sink: Arc<dyn EventSink>,
     ) -> Result<Arc<RedisEngine>, EngineError> {
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
+        let (_, mode) = conn::parse_url(&config.url)?;
         let builder = conn::builder(&config.url, timeout)?;
         let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
         pool.init().await.map_err(map_err)?;
@@ -94,7 +120,74 @@ impl RedisEngine {
             timeout,
             retention: config.retention,
             subscribers,
+            mode,
         }))
+    }
+
+    /// The mode the URL selected.
+    pub fn mode(&self) -> RedisMode {
+        self.mode
+    }
+
+    fn clustered(&self) -> bool {
+        self.mode == RedisMode::Cluster
+    }
+
+    /// Cluster mode: appends an event to `user`'s inbox and publishes it
+    /// (`chat_inbox_append`, in the user's slot). See [`functions::inbox_append_call`].
+    async fn inbox_append(
+        &self,
+        user: &str,
+        event: &str,
+        peer: &str,
+        score: u64,
+        message_id: &str,
+        window: usize,
+    ) -> Result<(), EngineError> {
+        let (keys, args) = functions::inbox_append_call(
+            user,
+            event,
+            peer,
+            score,
+            &self.retention,
+            message_id,
+            window,
+        );
+        // With a message id a written-twice call is caught by the Lua; a read event
+        // written twice is a harmless duplicate (same content, clients drop it).
+        self.fcall(functions::INBOX_APPEND, &keys, &args, &self.opts)
+            .await?;
+        Ok(())
+    }
+
+    /// Cluster mode: `chat_conv_append` in the conversation's slot, then both inbox
+    /// appends concurrently. A duplicate (nonce retry) still runs the inbox appends,
+    /// in case the first attempt died between the two steps; they skip an inbox that
+    /// already holds the message.
+    async fn cluster_send(&self, request: &SendRequest) -> Result<SendOutcome, EngineError> {
+        let (keys, args) = functions::conv_append_call(request, &self.retention);
+        let opts = if request.nonce.is_some() {
+            &self.opts
+        } else {
+            &self.once
+        };
+        let reply = self.fcall(functions::CONV_APPEND, &keys, &args, opts).await?;
+        let (duplicate, message, json) = functions::parse_send_reply_raw(reply)?;
+        let event = functions::message_event(&json);
+        let score = StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0);
+        let window = if duplicate {
+            functions::RETRY_DEDUPE_WINDOW
+        } else {
+            functions::DEDUPE_WINDOW
+        };
+        let (from, to) = (request.from.as_str(), request.to.as_str());
+        let (a, b) = tokio::join!(
+            self.inbox_append(from, &event, to, score, &message.id, window),
+            self.inbox_append(to, &event, from, score, &message.id, window),
+        );
+        a?;
+        b?;
+        Ok(SendOutcome { message, duplicate })
     }
 
     /// Closes every connection. The engine is unusable afterwards.
@@ -280,6 +373,9 @@ impl Engine for RedisEngine {
     }
 
     async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
+        if self.clustered() {
+            return self.cluster_send(&request).await;
+        }
         let (keys, args) = functions::send_call(&request, &self.retention);
         // With a nonce a retried call is harmless; without one, never write it twice.
         let opts = if request.nonce.is_some() {

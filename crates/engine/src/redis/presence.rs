@@ -13,6 +13,11 @@
 //! one atomic call that removes the node's field from their presence hashes and
 //! announces those who went offline. A reaper that dies half-way leaves the rest for
 //! the next one after the claim expires.
+//!
+//! On Redis Cluster the node's set, the user hash and the partners' channels are in
+//! other slots than the user's presence hash: the transition is still decided in one
+//! call in the user's slot (`chat_pres_open` / `chat_pres_close` / `chat_pres_drop`),
+//! and the rest (node set, `seen`, the publishes) follows from here.
 
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
@@ -30,6 +35,9 @@ const REAP_CLAIM_SECS: i64 = 30;
 
 impl RedisEngine {
     pub(super) async fn opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
+        if self.clustered() {
+            return self.cluster_opened(user, node).await;
+        }
         let keys = vec![
             keys::presence(user),
             keys::node_users(node),
@@ -48,6 +56,9 @@ impl RedisEngine {
     }
 
     pub(super) async fn closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
+        if self.clustered() {
+            return self.cluster_closed(user, node).await;
+        }
         let keys = vec![
             keys::presence(user),
             keys::node_users(node),
@@ -66,6 +77,27 @@ impl RedisEngine {
     }
 
     pub(super) async fn beat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError> {
+        if self.clustered() {
+            // Two keys in two slots: two commands (one pipeline).
+            let pipeline = self.pool.next_connected().pipeline();
+            let now = now_ms();
+            let _: () = pipeline
+                .set(
+                    keys::node_alive(node),
+                    now,
+                    Some(Expiration::EX(ttl_secs.max(1) as i64)),
+                    None,
+                    false,
+                )
+                .await
+                .map_err(map_err)?;
+            let _: () = pipeline
+                .zadd(keys::NODES, None, None, false, false, (now as f64, node))
+                .await
+                .map_err(map_err)?;
+            all_ok(pipeline.try_all::<Value>().await)?;
+            return Ok(());
+        }
         let keys = vec![keys::node_alive(node), keys::NODES.to_string()];
         let args = vec![
             node.to_string(),
@@ -128,12 +160,16 @@ impl RedisEngine {
             now_rfc3339(),
             REAP_BATCH.to_string(),
         ];
-        loop {
-            let left = self
-                .fcall(functions::REAP_BATCH, &keys, &args, &self.opts)
-                .await?;
-            if number(&left) == 0 {
-                break;
+        if self.clustered() {
+            self.cluster_reap_users(node).await?;
+        } else {
+            loop {
+                let left = self
+                    .fcall(functions::REAP_BATCH, &keys, &args, &self.opts)
+                    .await?;
+                if number(&left) == 0 {
+                    break;
+                }
             }
         }
         // Only if it did not come back meanwhile: a heartbeat re-adds it with a newer score.
@@ -153,6 +189,127 @@ impl RedisEngine {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    /// Cluster mode: the count and transition in the user's slot
+    /// (`chat_pres_open`), then the node's set and the announcement.
+    async fn cluster_opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
+        let keys = vec![keys::presence(user), keys::convs(user)];
+        let args = vec![node.to_string()];
+        let reply = self
+            .fcall(functions::PRES_OPEN, &keys, &args, &self.once)
+            .await?;
+        let (n, partners) = match reply {
+            Value::Array(mut parts) if parts.len() == 2 => {
+                let partners = strings(parts.pop().unwrap_or(Value::Null));
+                (number(&parts[0]), partners)
+            }
+            _ => return Err(EngineError::Internal("unexpected chat_pres_open reply".into())),
+        };
+        let _: i64 = self
+            .cmd()
+            .sadd(keys::node_users(node), user)
+            .await
+            .map_err(map_err)?;
+        if n == 1 {
+            self.announce(user, &online_frame(user), &partners).await?;
+        }
+        Ok(n)
+    }
+
+    /// Cluster mode: `chat_pres_close` in the user's slot, then the node's set, the
+    /// user's `seen` and the announcement.
+    async fn cluster_closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
+        let keys = vec![keys::presence(user), keys::convs(user)];
+        let args = vec![node.to_string()];
+        let reply = self
+            .fcall(functions::PRES_CLOSE, &keys, &args, &self.once)
+            .await?;
+        let (left, offline, partners) = match reply {
+            Value::Array(mut parts) if parts.len() == 3 => {
+                let partners = strings(parts.pop().unwrap_or(Value::Null));
+                (number(&parts[0]) == 1, number(&parts[1]) == 1, partners)
+            }
+            _ => return Err(EngineError::Internal("unexpected chat_pres_close reply".into())),
+        };
+        if left {
+            let _: i64 = self
+                .cmd()
+                .srem(keys::node_users(node), user)
+                .await
+                .map_err(map_err)?;
+        }
+        if offline {
+            self.went_offline(user, &partners).await?;
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: records `seen` and announces the offline transition.
+    async fn went_offline(&self, user: &str, partners: &[String]) -> Result<(), EngineError> {
+        let now = now_rfc3339();
+        let _: i64 = self
+            .cmd()
+            .hset(keys::user(user), ("seen", now.as_str()))
+            .await
+            .map_err(map_err)?;
+        self.announce(user, &offline_frame(user, &now), partners)
+            .await
+    }
+
+    /// Cluster mode: publishes a presence frame to each partner's channel (`SPUBLISH`,
+    /// each to its shard) and on the global channel (plain `PUBLISH`, which a cluster
+    /// copies to every node: meant for a channel every node listens to). One pipeline.
+    async fn announce(
+        &self,
+        user: &str,
+        frame: &str,
+        partners: &[String],
+    ) -> Result<(), EngineError> {
+        let pipeline = self.pool.next_connected().pipeline();
+        let payload = format!("- - {frame}");
+        for peer in partners {
+            let _: () = pipeline
+                .spublish(keys::channel(peer), payload.as_str())
+                .await
+                .map_err(map_err)?;
+        }
+        let _: () = pipeline
+            .publish(keys::PRESENCE_CHANNEL, format!("{user} {frame}"))
+            .await
+            .map_err(map_err)?;
+        all_ok(pipeline.try_all::<Value>().await)?;
+        Ok(())
+    }
+
+    /// Cluster mode: pops the dead node's users in batches and drops the node's
+    /// connections of each in the user's slot (`chat_pres_drop`), announcing those
+    /// who went offline. A reaper dying half-way loses the announcements of the batch
+    /// it held (presence frames are ephemeral; the stored state is right).
+    async fn cluster_reap_users(&self, node: &str) -> Result<(), EngineError> {
+        let set = keys::node_users(node);
+        loop {
+            let users: Vec<String> = self
+                .cmd()
+                .spop(&set, Some(REAP_BATCH))
+                .await
+                .map_err(map_err)?;
+            if users.is_empty() {
+                return Ok(());
+            }
+            for user in &users {
+                let keys = vec![keys::presence(user), keys::convs(user)];
+                let reply = self
+                    .fcall(functions::PRES_DROP, &keys, &[node.to_string()], &self.opts)
+                    .await?;
+                if let Value::Array(mut parts) = reply {
+                    if parts.len() == 2 && number(&parts[0]) == 1 {
+                        let partners = strings(parts.pop().unwrap_or(Value::Null));
+                        self.went_offline(user, &partners).await?;
+                    }
+                }
+            }
+        }
     }
 
     pub(super) async fn presence_of(
@@ -196,5 +353,47 @@ impl RedisEngine {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+}
+
+/// The presence frame of a user going online, exactly as `presence.lua` writes it.
+fn online_frame(user: &str) -> String {
+    format!(
+        r#"{{"type":"presence","user":{},"online":true}}"#,
+        serde_json::Value::from(user)
+    )
+}
+
+/// The presence frame of a user going offline, exactly as `presence.lua` writes it.
+fn offline_frame(user: &str, seen: &str) -> String {
+    format!(
+        r#"{{"type":"presence","user":{},"online":false,"last_seen_at":{}}}"#,
+        serde_json::Value::from(user),
+        serde_json::Value::from(seen)
+    )
+}
+
+/// An array reply of strings (an empty or missing one: none).
+fn strings(v: Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.into_iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_the_lua() {
+        assert_eq!(
+            online_frame("hal"),
+            r#"{"type":"presence","user":"hal","online":true}"#
+        );
+        assert_eq!(
+            offline_frame("hal", "2026-01-01T00:00:00.000Z"),
+            r#"{"type":"presence","user":"hal","online":false,"last_seen_at":"2026-01-01T00:00:00.000Z"}"#
+        );
     }
 }

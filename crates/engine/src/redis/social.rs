@@ -1,6 +1,7 @@
 //! Read receipts, the conversation list and the user directory on Redis.
 //!
-//! - `mark_read` is one `FCALL chat_read`: it finds the newest message at or before
+//! - `mark_read` is one `FCALL chat_read` (on Redis Cluster `chat_read_marker`, then
+//!   two `chat_inbox_append`): it finds the newest message at or before
 //!   `up_to` (its sequence number is stored in the stream entry, field `q`), moves the
 //!   reader's marker (`r:<user>`, `ru:<user>` in the conversation's meta hash) only
 //!   forward, and appends and publishes the read event to both inboxes.
@@ -40,6 +41,9 @@ impl RedisEngine {
         up_to: StreamId,
     ) -> Result<Option<ReadOutcome>, EngineError> {
         let conversation = dm_conversation(reader, peer);
+        if self.clustered() {
+            return self.cluster_read_up_to(reader, peer, up_to, conversation).await;
+        }
         let keys = vec![
             keys::conv_msgs(reader, peer),
             keys::conv_meta(reader, peer),
@@ -62,6 +66,39 @@ impl RedisEngine {
         Ok(text(reply).map(|up_to| ReadOutcome {
             conversation,
             up_to,
+        }))
+    }
+
+    /// Cluster mode: `chat_read_marker` in the conversation's slot, then the read
+    /// event appended to both inboxes concurrently.
+    async fn cluster_read_up_to(
+        &self,
+        reader: &str,
+        peer: &str,
+        up_to: StreamId,
+        conversation: String,
+    ) -> Result<Option<ReadOutcome>, EngineError> {
+        let keys = vec![keys::conv_msgs(reader, peer), keys::conv_meta(reader, peer)];
+        let args = vec![conversation.clone(), reader.to_string(), up_to.to_string()];
+        let reply = self
+            .fcall(functions::READ_MARKER, &keys, &args, &self.opts)
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Ok(None); // nothing moved
+        };
+        let mut parts = parts.into_iter().map(text);
+        let (Some(Some(id)), Some(Some(event))) = (parts.next(), parts.next()) else {
+            return Err(EngineError::Internal("unexpected chat_read_marker reply".into()));
+        };
+        let (a, b) = tokio::join!(
+            self.inbox_append(reader, &event, "", 0, "", 0),
+            self.inbox_append(peer, &event, "", 0, "", 0),
+        );
+        a?;
+        b?;
+        Ok(Some(ReadOutcome {
+            conversation,
+            up_to: id,
         }))
     }
 

@@ -12,6 +12,13 @@
 //! inbox event, `"- - <frame json>"` for an ephemeral frame, and `"! disconnect"` to
 //! close the user's connections on every node.
 //!
+//! On Redis Cluster fred's subscriber keeps a connection to every primary and sends
+//! each `SSUBSCRIBE` to the node owning the channel's slot (batches are grouped by
+//! slot); a failover or a changed slot map reconnects a node, which lands here as a
+//! reconnect event like any other: everything is re-subscribed (an `SSUBSCRIBE` of a
+//! channel already held is harmless) and the sink resyncs. Behind Sentinel the client
+//! follows the primary the same way.
+//!
 //! The first connection also subscribes (plain `SUBSCRIBE`) to the global presence
 //! channel, at start and after every reconnect; its payloads `"<user id> <frame>"` go
 //! to `sink.presence`.
@@ -159,8 +166,15 @@ impl Subscribers {
             // Both receivers exist before the first connect, so nothing is missed; the
             // first reconnect event is the initial connection.
             let messages = client.message_rx();
-            let reconnects = client.reconnect_rx();
+            let mut reconnects = client.reconnect_rx();
             client.init().await.map_err(map_err)?;
+            // The events of the first connection (one per node on a cluster) are not
+            // reconnects. Those already sent are drained here; if none was yet, the
+            // watcher skips the first one it sees.
+            let mut drained = 0;
+            while reconnects.try_recv().is_ok() {
+                drained += 1;
+            }
             let shard = Arc::new(Shard {
                 client,
                 users: Mutex::new(HashSet::new()),
@@ -177,7 +191,11 @@ impl Subscribers {
                     .map_err(map_err)?;
             }
             tasks.push(tokio::spawn(read_messages(shard.clone(), messages)));
-            tasks.push(tokio::spawn(watch_reconnects(shard.clone(), reconnects)));
+            tasks.push(tokio::spawn(watch_reconnects(
+                shard.clone(),
+                reconnects,
+                drained == 0,
+            )));
             shards.push(shard);
         }
         Ok(Subscribers { shards, tasks })
@@ -269,8 +287,8 @@ async fn read_messages(
 async fn watch_reconnects(
     shard: Arc<Shard>,
     mut rx: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    mut initial: bool,
 ) {
-    let mut initial = true;
     loop {
         match rx.recv().await {
             Ok(_) | Err(RecvError::Lagged(_)) => {}

@@ -360,24 +360,6 @@ pub async fn assert_refused(url: &str, cred: Credential, what: &str) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64url() {
-        assert_eq!(super::b64url(b"f"), "Zg");
-        assert_eq!(super::b64url(b"fo"), "Zm8");
-        assert_eq!(super::b64url(b"foo"), "Zm9v");
-        assert_eq!(super::b64url(&[0xfb, 0xff]), "-_8");
-    }
-
-    #[test]
-    fn metric_sums_label_sets() {
-        let text = "# HELP x\nchat_x_total 2\nchat_x_total{a=\"1\"} 3\nchat_x_totalx 9\n";
-        assert_eq!(super::metric(text, "chat_x_total"), Some(5.0));
-        assert_eq!(super::metric(text, "chat_y"), None);
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Helpers of the chat-feature tests (unread, typing, presence, directory, API,
 // limits).
@@ -577,5 +559,23 @@ pub async fn upgrade_status(ws_url: &str, origin: Option<&str>) -> u16 {
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("upgrade of {ws_url} with origin {origin:?} failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64url() {
+        assert_eq!(super::b64url(b"f"), "Zg");
+        assert_eq!(super::b64url(b"fo"), "Zm8");
+        assert_eq!(super::b64url(b"foo"), "Zm9v");
+        assert_eq!(super::b64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn metric_sums_label_sets() {
+        let text = "# HELP x\nchat_x_total 2\nchat_x_total{a=\"1\"} 3\nchat_x_totalx 9\n";
+        assert_eq!(super::metric(text, "chat_x_total"), Some(5.0));
+        assert_eq!(super::metric(text, "chat_y"), None);
     }
 }

@@ -1,0 +1,452 @@
+//! Behaviour checks shared by the engine test files: each check is a function taking
+//! `Arc<dyn Engine>` and the sink it delivers to, so the same checks run against the
+//! memory engine, a single Redis, a Redis Cluster and Sentinel.
+
+#![allow(dead_code)] // each test file uses a different subset
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_engine::{Engine, EventSink, InboxEvent, LiveEvent, SendRequest};
+use chat_protocol::{Message, StreamId};
+use chat_testkit::eventually;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Records every delivery and every presence call.
+#[derive(Default)]
+pub struct Rec {
+    pub events: Mutex<Vec<(String, LiveEvent)>>,
+    pub presence: Mutex<Vec<(String, String)>>,
+    pub resyncs: AtomicUsize,
+}
+
+impl EventSink for Rec {
+    fn deliver(&self, user_id: &str, event: LiveEvent) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((user_id.to_string(), event));
+    }
+
+    fn resync(&self) {
+        self.resyncs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn presence(&self, user_id: &str, frame: Bytes) {
+        self.presence.lock().unwrap().push((
+            user_id.to_string(),
+            String::from_utf8_lossy(&frame).into_owned(),
+        ));
+    }
+}
+
+impl Rec {
+    pub fn inbox(&self, user: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(u, e)| match e {
+                LiveEvent::Inbox(ev) if u == user => {
+                    Some(String::from_utf8_lossy(&ev.json).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn ephemeral(&self, user: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(u, e)| match e {
+                LiveEvent::Ephemeral(b) if u == user => {
+                    Some(String::from_utf8_lossy(b).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn disconnects(&self, user: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(u, e)| u == user && matches!(e, LiveEvent::Disconnect))
+            .count()
+    }
+
+    pub fn presence_of(&self, user: &str) -> Vec<String> {
+        self.presence
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+}
+
+pub fn req(from: &str, to: &str, body: &str) -> SendRequest {
+    SendRequest {
+        from: from.into(),
+        to: to.into(),
+        body: body.into(),
+        nonce: None,
+        nonce_ttl_secs: 60,
+        sent_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+pub async fn send(engine: &dyn Engine, from: &str, to: &str, body: &str) -> Message {
+    engine.send(req(from, to, body)).await.unwrap().message
+}
+
+pub fn id(m: &Message) -> StreamId {
+    StreamId::parse(&m.id).unwrap()
+}
+
+pub async fn unread(engine: &dyn Engine, user: &str, peer: &str) -> u64 {
+    engine
+        .conversations(user, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.peer.id == peer)
+        .map(|c| c.unread)
+        .unwrap_or(0)
+}
+
+pub fn assert_chain(events: &[InboxEvent]) {
+    let mut prev = StreamId::ZERO;
+    for e in events {
+        assert_eq!(e.prev, prev, "prev chain");
+        assert!(e.id > prev);
+        prev = e.id;
+    }
+}
+
+pub fn json(e: &InboxEvent) -> serde_json::Value {
+    serde_json::from_slice(&e.json).unwrap()
+}
+
+/// Waits until `check` holds for what the sink recorded.
+pub async fn until<F: Fn() -> bool>(what: &str, check: F) {
+    eventually(what, WAIT, || {
+        let ok = check();
+        async move { ok.then_some(()) }
+    })
+    .await;
+}
+
+/// Publishes a marker to `user` and waits for it: everything published to that user
+/// before it has been delivered.
+pub async fn barrier(engine: &dyn Engine, sink: &Rec, user: &str, tag: &str) {
+    let marker = format!("{{\"type\":\"barrier\",\"tag\":\"{tag}\"}}");
+    engine.publish_ephemeral(user, &marker).await.unwrap();
+    until("barrier", || sink.ephemeral(user).contains(&marker)).await;
+}
+
+pub async fn unread_and_read_receipts(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    e.upsert_user("ann", "Ann").await.unwrap();
+    e.upsert_user("ben", "Ben").await.unwrap();
+    e.subscribe("ann").await.unwrap();
+    e.subscribe("ben").await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(send(e, "ann", "ben", &format!("m{i}")).await);
+    }
+    assert_eq!(unread(e, "ben", "ann").await, 5);
+    assert_eq!(unread(e, "ann", "ben").await, 0);
+
+    let read = e
+        .mark_read("ben", "ann", id(&sent[2]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.conversation, "dm:ann:ben");
+    assert_eq!(read.up_to, sent[2].id);
+    assert_eq!(unread(e, "ben", "ann").await, 2);
+    assert_eq!(unread(e, "ann", "ben").await, 0);
+
+    // The read event is in both inboxes, after the messages, chained.
+    for user in ["ann", "ben"] {
+        let events = e.read_inbox(user, StreamId::ZERO, 100).await.unwrap();
+        assert_eq!(events.len(), 6, "{user}");
+        assert_chain(&events);
+        let v = json(&events[5]);
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"read","conversation":"dm:ann:ben","by":"ben","up_to":sent[2].id})
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&events[5].json),
+            format!(
+                r#"{{"type":"read","conversation":"dm:ann:ben","by":"ben","up_to":"{}"}}"#,
+                sent[2].id
+            )
+        );
+        // Delivered live too.
+        until("read event live", || {
+            sink.inbox(user)
+                .iter()
+                .any(|j| j.contains("\"type\":\"read\""))
+        })
+        .await;
+    }
+
+    // Never backwards, never twice, nothing for one's own messages.
+    assert_eq!(e.mark_read("ben", "ann", id(&sent[1])).await.unwrap(), None);
+    assert_eq!(e.mark_read("ben", "ann", id(&sent[2])).await.unwrap(), None);
+    assert_eq!(e.mark_read("ann", "ben", id(&sent[4])).await.unwrap(), None);
+    // Before the first message: nothing to read.
+    assert_eq!(
+        e.mark_read("ben", "ann", StreamId { ms: 1, seq: 0 })
+            .await
+            .unwrap(),
+        None
+    );
+    // An empty conversation: nothing.
+    assert_eq!(e.mark_read("ann", "zed", id(&sent[4])).await.unwrap(), None);
+
+    // Beyond the last message: clamped to it.
+    let beyond = StreamId {
+        ms: id(&sent[4]).ms + 60_000,
+        seq: 0,
+    };
+    let read = e.mark_read("ben", "ann", beyond).await.unwrap().unwrap();
+    assert_eq!(read.up_to, sent[4].id);
+    assert_eq!(unread(e, "ben", "ann").await, 0);
+    for user in ["ann", "ben"] {
+        let events = e.read_inbox(user, StreamId::ZERO, 100).await.unwrap();
+        assert_eq!(events.len(), 7, "{user}");
+        assert_chain(&events);
+        assert_eq!(json(&events[6])["up_to"], sent[4].id.as_str());
+    }
+
+    // A reply from ben: ann has one unread, ben none (his own message).
+    send(e, "ben", "ann", "reply").await;
+    assert_eq!(unread(e, "ann", "ben").await, 1);
+    assert_eq!(unread(e, "ben", "ann").await, 0);
+}
+
+pub async fn concurrent_sends_and_reads_stay_exact(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+    let mut tasks = Vec::new();
+    for (me, peer) in [("cat", "dan"), ("dan", "cat")] {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last_seen = None;
+            for i in 0..40 {
+                let m = send(engine.as_ref(), me, peer, &format!("{me}{i}")).await;
+                if i % 3 == 0 {
+                    // Read up to whatever the peer sent last (or our own last message).
+                    let (history, _) = engine.history(me, peer, None, 1).await.unwrap();
+                    last_seen = history.last().map(id).or(Some(id(&m)));
+                    let _ = engine
+                        .mark_read(me, peer, last_seen.unwrap())
+                        .await
+                        .unwrap();
+                }
+            }
+            last_seen
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (history, more) = engine.history("cat", "dan", None, 100).await.unwrap();
+    assert!(!more);
+    assert_eq!(history.len(), 80);
+    for (me, peer) in [("cat", "dan"), ("dan", "cat")] {
+        let list = engine.conversations(me, 10).await.unwrap();
+        assert_eq!(list.len(), 1);
+        let c = &list[0];
+        // unread = s − r: the messages after my marker (all from the peer).
+        let marker = c.read_up_to.clone().unwrap();
+        let pos = history.iter().position(|m| m.id == marker).unwrap();
+        let after = &history[pos + 1..];
+        assert!(after.iter().all(|m| m.from == peer), "{me}");
+        assert_eq!(c.unread, after.len() as u64, "{me}");
+        // My marker is at or after my last own message.
+        let my_last = history.iter().rposition(|m| m.from == me).unwrap();
+        assert!(pos >= my_last, "{me}");
+    }
+}
+
+pub async fn conversation_list(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    for (id, name) in [("eve", "Eve"), ("fay", "Fay"), ("gus", "Gus")] {
+        e.upsert_user(id, name).await.unwrap();
+    }
+    assert!(e.conversations("eve", 10).await.unwrap().is_empty());
+    let to_fay = send(e, "eve", "fay", "hi fay").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let to_gus = send(e, "eve", "gus", "hi gus").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let list = e.conversations("eve", 10).await.unwrap();
+    let peers: Vec<&str> = list.iter().map(|c| c.peer.id.as_str()).collect();
+    assert_eq!(peers, ["gus", "fay"]);
+    assert_eq!(list[0].conversation, "dm:eve:gus");
+    assert_eq!(list[0].peer.name, "Gus");
+    assert_eq!(list[0].last.as_ref(), Some(&to_gus));
+    assert_eq!(list[0].unread, 0);
+    assert_eq!(list[0].read_up_to.as_deref(), Some(to_gus.id.as_str()));
+    assert_eq!(list[0].peer_read_up_to, None);
+
+    // Fay answers: her conversation comes first, one unread.
+    let from_fay = send(e, "fay", "eve", "hello eve").await;
+    let list = e.conversations("eve", 10).await.unwrap();
+    let peers: Vec<&str> = list.iter().map(|c| c.peer.id.as_str()).collect();
+    assert_eq!(peers, ["fay", "gus"]);
+    let fay = &list[0];
+    assert_eq!(fay.conversation, "dm:eve:fay");
+    assert_eq!(fay.last.as_ref(), Some(&from_fay));
+    assert_eq!(fay.unread, 1);
+    assert_eq!(fay.read_up_to.as_deref(), Some(to_fay.id.as_str()));
+    assert_eq!(fay.peer_read_up_to.as_deref(), Some(from_fay.id.as_str()));
+    // Seen from Fay's side.
+    let list = e.conversations("fay", 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].peer.name, "Eve");
+    assert_eq!(list[0].unread, 0);
+    assert_eq!(list[0].peer_read_up_to.as_deref(), Some(to_fay.id.as_str()));
+
+    // Limit.
+    assert_eq!(e.conversations("eve", 1).await.unwrap().len(), 1);
+    assert!(e.conversations("eve", 0).await.unwrap().is_empty());
+
+    // A cleared conversation stays listed, empty.
+    e.clear_conversation("fay", "eve").await.unwrap();
+    let list = e.conversations("eve", 10).await.unwrap();
+    assert_eq!(list.len(), 2);
+    let fay = list.iter().find(|c| c.peer.id == "fay").unwrap();
+    assert_eq!(fay.last, None);
+    assert_eq!(fay.unread, 0);
+    assert_eq!(fay.read_up_to, None);
+    assert_eq!(fay.peer_read_up_to, None);
+    // And works again afterwards.
+    send(e, "fay", "eve", "again").await;
+    assert_eq!(unread(e, "eve", "fay").await, 1);
+    assert_eq!(unread(e, "fay", "eve").await, 0);
+}
+
+pub async fn presence_transitions(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    e.upsert_user("hal", "Hal").await.unwrap();
+    e.upsert_user("ivy", "Ivy").await.unwrap();
+    send(e, "hal", "ivy", "hi").await;
+    e.subscribe("ivy").await.unwrap();
+    let who = ["hal".to_string(), "nobody".to_string()];
+    let before = e.presence(&who).await.unwrap();
+    assert!(!before[0].online && !before[1].online);
+    assert_eq!(before[1].last_seen_at, None);
+
+    assert_eq!(e.connection_opened("hal", "n1").await.unwrap(), 1);
+    assert_eq!(e.connection_opened("hal", "n2").await.unwrap(), 2);
+    let online = r#"{"type":"presence","user":"hal","online":true}"#;
+    until("online frame to the partner", || {
+        sink.ephemeral("ivy").iter().any(|f| f == online)
+    })
+    .await;
+    until("online frame on the presence channel", || {
+        sink.presence_of("hal") == [online]
+    })
+    .await;
+    assert!(e.presence(&who).await.unwrap()[0].online);
+
+    // One of two closes: still online, nothing announced.
+    e.connection_closed("hal", "n1").await.unwrap();
+    barrier(e, &sink, "ivy", "1").await;
+    let info = &e.presence(&who).await.unwrap()[0];
+    assert!(info.online);
+    assert_eq!(info.last_seen_at, None);
+    let presence_frames = |s: &Rec| {
+        s.ephemeral("ivy")
+            .into_iter()
+            .filter(|f| f.contains("presence"))
+            .count()
+    };
+    assert_eq!(presence_frames(&sink), 1);
+    assert_eq!(sink.presence_of("hal").len(), 1);
+
+    // The last close: offline, with last_seen_at, to the partner and the watchers.
+    e.connection_closed("hal", "n2").await.unwrap();
+    until("offline frame", || presence_frames(&sink) == 2).await;
+    let frames = sink.ephemeral("ivy");
+    let offline = frames.iter().rfind(|f| f.contains("presence")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(offline).unwrap();
+    assert_eq!(v["type"], "presence");
+    assert_eq!(v["user"], "hal");
+    assert_eq!(v["online"], false);
+    let seen = v["last_seen_at"].as_str().unwrap().to_string();
+    assert!(seen.ends_with('Z') && seen.len() == 24, "{seen}");
+    until("offline on the presence channel", || {
+        sink.presence_of("hal").len() == 2
+    })
+    .await;
+    assert_eq!(&sink.presence_of("hal")[1], offline);
+    let info = &e.presence(&who).await.unwrap()[0];
+    assert!(!info.online);
+    assert_eq!(info.last_seen_at.as_deref(), Some(seen.as_str()));
+
+    // A stray close changes nothing; a new open goes online again.
+    e.connection_closed("hal", "n1").await.unwrap();
+    assert_eq!(e.connection_opened("hal", "n1").await.unwrap(), 1);
+    until("online again", || presence_frames(&sink) == 3).await;
+    assert_eq!(e.heartbeat("n1", 15).await.unwrap(), ());
+    assert_eq!(e.reap_dead_nodes().await.unwrap(), 0);
+}
+
+pub async fn directory_search(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    for (id, name) in [
+        ("d-a", "Alice Smith"),
+        ("d-b", "alice jones"),
+        ("d-c", "Albert"),
+        ("d-d", "Bob"),
+        ("d-e", "ÉLODIE"),
+    ] {
+        e.upsert_user(id, name).await.unwrap();
+    }
+    let ids = |users: Vec<chat_protocol::User>| -> Vec<String> {
+        users.into_iter().map(|u| u.id).collect()
+    };
+    let found = e.search_users("AL", 10).await.unwrap();
+    assert_eq!(ids(found.clone()), ["d-c", "d-b", "d-a"]);
+    assert_eq!(found[2].name, "Alice Smith");
+    assert_eq!(ids(e.search_users("al", 2).await.unwrap()), ["d-c", "d-b"]);
+    assert_eq!(ids(e.search_users("alice S", 10).await.unwrap()), ["d-a"]);
+    assert_eq!(ids(e.search_users("élo", 10).await.unwrap()), ["d-e"]);
+    assert!(e.search_users("x", 10).await.unwrap().is_empty());
+    assert_eq!(e.search_users("", 3).await.unwrap().len(), 3);
+
+    // Renaming moves the user in the index.
+    assert!(e.upsert_user("d-a", "Zed").await.unwrap());
+    assert_eq!(ids(e.search_users("alice", 10).await.unwrap()), ["d-b"]);
+    let zed = e.search_users("z", 10).await.unwrap();
+    assert_eq!(ids(zed.clone()), ["d-a"]);
+    assert_eq!(zed[0].name, "Zed");
+    // Guests are indexed too.
+    let guest = e.create_guest("Alvin").await.unwrap();
+    assert_eq!(ids(e.search_users("ALV", 10).await.unwrap()), [guest.id]);
+}
+
+pub async fn disconnect_reaches_the_sink(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    e.subscribe("jay").await.unwrap();
+    e.disconnect_user("jay").await.unwrap();
+    e.disconnect_user("kim").await.unwrap();
+    until("disconnect", || sink.disconnects("jay") == 1).await;
+    barrier(e, &sink, "jay", "d").await;
+    assert_eq!(sink.disconnects("kim"), 0);
+    assert_eq!(sink.disconnects("jay"), 1);
+}
+

@@ -1,0 +1,185 @@
+//! `scripts/cluster`: `up` starts Redis, two nodes and nginx in front of them under a
+//! run folder; two guests chat through nginx (WebSocket upgrade through the proxy);
+//! connections land on both nodes; `down` stops exactly the recorded processes.
+//!
+//! Needs nginx (CI installs it; the script installs it itself when run as root). When it
+//! is missing the test fails with the script's message, never skips.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chat_client::{Client, Credential};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster")
+}
+
+fn cluster(args: &[&str], run_dir: &Path) -> Output {
+    Command::new("bash")
+        .arg(script())
+        .args(args)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .env("CHAT_GATEWAY_BIN", env!("CARGO_BIN_EXE_chat-gateway"))
+        .output()
+        .expect("run scripts/cluster")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `down` when dropped, so a failed assertion leaves no process behind.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = cluster(&["down"], self.0);
+    }
+}
+
+/// Whether `pid` is still a live process (a zombie waiting for its reaper is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|state| !state.starts_with('Z') && !state.starts_with('X'))
+}
+
+/// Two consecutive free ports for the nodes, one more for nginx.
+fn ports() -> (u16, u16) {
+    loop {
+        let nginx = chat_testkit::free_port();
+        let node = chat_testkit::free_port();
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if node < u16::MAX && node + 1 != nginx && free(node + 1) {
+            return (nginx, node);
+        }
+    }
+}
+
+#[tokio::test]
+async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
+    let run = tempfile_dir();
+    let (port, node_port) = ports();
+    let out = cluster(
+        &[
+            "up",
+            "--nodes",
+            "2",
+            "--port",
+            &port.to_string(),
+            "--node-port",
+            &node_port.to_string(),
+        ],
+        run.path(),
+    );
+    let _down = Down(run.path());
+    assert!(out.status.success(), "scripts/cluster up failed (is nginx installed?)\n{}", text(&out));
+
+    let env: BTreeMap<String, String> = std::fs::read_to_string(run.path().join("cluster.env"))
+        .expect("cluster.env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let url = env["CLUSTER_URL"].clone();
+    assert_eq!(url, format!("ws://127.0.0.1:{port}/ws"));
+    let pids: Vec<u32> = std::fs::read_to_string(run.path().join("pids"))
+        .expect("pids file")
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).expect("pid column").parse().expect("pid"))
+        .collect();
+    assert_eq!(pids.len(), 4, "redis, two nodes, nginx");
+    assert!(pids.iter().all(|&p| alive(p)), "every recorded process runs");
+
+    // Two guests chat through nginx.
+    let mut alice = Client::connect(&url, Credential::Username("alice".into()), None)
+        .await
+        .expect("alice signs in through nginx");
+    let mut bob = Client::connect(&url, Credential::Username("bob".into()), None)
+        .await
+        .expect("bob signs in through nginx");
+    let sent = alice
+        .send(bob.user_id(), "hello through nginx")
+        .await
+        .expect("alice's send is acked");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("bob receives alice's message");
+    assert_eq!(got, sent);
+
+    // least_conn spreads the open connections over both nodes.
+    let mut nodes: BTreeSet<String> =
+        [alice.welcome().node.clone(), bob.welcome().node.clone()].into();
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let c = Client::connect(&url, Credential::Username(format!("guest{i}")), None)
+            .await
+            .expect("guest signs in through nginx");
+        nodes.insert(c.welcome().node.clone());
+        held.push(c);
+    }
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["gw-1".to_string(), "gw-2".to_string()]),
+        "connections through nginx land on both nodes"
+    );
+    assert!(
+        run.path().join("nginx/access.log").exists(),
+        "nginx logs under the run folder"
+    );
+
+    for c in held {
+        c.close().await;
+    }
+    alice.close().await;
+    bob.close().await;
+    let out = cluster(&["down"], run.path());
+    assert!(out.status.success(), "scripts/cluster down failed\n{}", text(&out));
+    for &pid in &pids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(pid), "pid {pid} still runs after down");
+    }
+    assert!(!run.path().join("pids").exists(), "down forgets the processes it stopped");
+}
+
+fn tempfile_dir() -> TempDir {
+    TempDir::new()
+}
+
+/// A temp folder removed on drop (the gateway's dev-dependencies have no tempfile).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "chat-cluster-test-{}-{}",
+            std::process::id(),
+            chat_testkit::free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp run dir");
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

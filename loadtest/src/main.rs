@@ -1,0 +1,187 @@
+//! `chat-loadtest`: the load-test harness of the chat cluster.
+//!
+//! Map of the crate:
+//! - [`cli`]: options and one subcommand per scenario.
+//! - [`scenario`]: each scenario as the parent runs it (split, measure, merge, report).
+//! - [`fleet`]: the load in this process or in worker processes (JSON lines).
+//! - [`connect`] and [`dm`]: what one process does (`dm` also runs `ramp` and
+//!   `reconnect-storm`).
+//! - [`net`]: sockets from spread 127.0.0.0/8 source addresses, `hello` / `welcome`.
+//! - [`record`], [`stats`]: counters, HDR histograms, progress lines.
+//! - [`probe`]: RSS and CPU from `/proc`, `/metrics`, Redis `INFO commandstats`.
+//! - [`plot`]: SVG plots.
+//!
+//! The harness only talks to the targets it is given and stops by itself: every phase
+//! has a deadline.
+
+mod cli;
+mod connect;
+mod dm;
+mod fleet;
+mod net;
+mod plot;
+mod probe;
+mod record;
+mod scenario;
+mod stats;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+use cli::{Cli, DmArgs, Scenario};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Past the default soft limit: as many sockets as the hard limit allows.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-loadtest: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, nofile)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        // The run finished but its correctness checks failed (lost, duplicated, …).
+        Ok(false) => std::process::ExitCode::from(2),
+        Err(e) => {
+            eprintln!("chat-loadtest: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, nofile: u64) -> Result<bool> {
+    let g = &cli.global;
+    if matches!(cli.scenario, Scenario::Worker) {
+        fleet::worker_main().await?;
+        return Ok(true);
+    }
+    eprintln!(
+        "chat-loadtest: targets {:?}, {} worker(s), open-file limit {nofile}",
+        g.targets, g.workers
+    );
+    let started_at = record::now_us() / 1000;
+    let (name, params, done) = match &cli.scenario {
+        Scenario::Connect {
+            connections,
+            rate,
+            hold_secs,
+        } => {
+            let p = BTreeMap::from([
+                ("connections", json!(connections)),
+                ("rate", json!(rate)),
+                ("hold_secs", json!(hold_secs)),
+            ]);
+            ("connect", p, scenario::connect(g, *connections, *rate, *hold_secs).await?)
+        }
+        Scenario::Dm(a) => ("dm", dm_params(a), scenario::dm(g, a).await?),
+        Scenario::Ramp {
+            users,
+            start,
+            step,
+            max,
+            step_secs,
+            p99_ms,
+            warmup_secs,
+            drain_secs,
+        } => {
+            let base = DmArgs {
+                users: *users,
+                rate: *start,
+                duration_secs: *step_secs,
+                warmup_secs: *warmup_secs,
+                drain_secs: *drain_secs,
+                body_bytes: 0,
+                connect_rate: 1000.0,
+            };
+            let mut p = dm_params(&base);
+            p.insert("start", json!(start));
+            p.insert("step", json!(step));
+            p.insert("max", json!(max));
+            p.insert("p99_ms", json!(p99_ms));
+            let r = scenario::RampArgs {
+                base,
+                start: *start,
+                step: *step,
+                max: *max,
+                p99_ms: *p99_ms,
+            };
+            ("ramp", p, scenario::ramp(g, r).await?)
+        }
+        Scenario::ReconnectStorm {
+            users,
+            rate,
+            duration_secs,
+            storm_at_secs,
+            drain_secs,
+            connect_rate,
+        } => {
+            let a = DmArgs {
+                users: *users,
+                rate: rate.unwrap_or(*users as f64),
+                duration_secs: *duration_secs,
+                warmup_secs: 0.0,
+                drain_secs: *drain_secs,
+                body_bytes: 0,
+                connect_rate: *connect_rate,
+            };
+            let at = storm_at_secs.unwrap_or(duration_secs / 3.0);
+            let mut p = dm_params(&a);
+            p.insert("storm_at_secs", json!(at));
+            ("reconnect-storm", p, scenario::storm(g, &a, at).await?)
+        }
+        Scenario::Worker => unreachable!("handled above"),
+    };
+    let mut plots = Vec::new();
+    if let Some(dir) = &g.plot_dir {
+        plots = plot::write(std::path::Path::new(dir), name, &done.timeline.rows(), &done.hist)?;
+    }
+    let report = json!({
+        "tool": concat!("chat-loadtest ", env!("CARGO_PKG_VERSION")),
+        "scenario": name,
+        "command_line": std::env::args().collect::<Vec<_>>(),
+        "started_at_unix_ms": started_at,
+        "finished_at_unix_ms": record::now_us() / 1000,
+        "params": scenario::params(g, params),
+        "environment": environment(nofile),
+        "result": done.result,
+        "plots": plots,
+    });
+    println!("{}", done.summary.trim_end());
+    for p in &plots {
+        println!("  plot: {p}");
+    }
+    if let Some(path) = &g.out {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {path}"))?;
+        println!("  report: {path}");
+    }
+    Ok(done.ok)
+}
+
+fn dm_params(a: &DmArgs) -> BTreeMap<&'static str, serde_json::Value> {
+    BTreeMap::from([
+        ("users", json!(a.users)),
+        ("rate", json!(a.rate)),
+        ("duration_secs", json!(a.duration_secs)),
+        ("warmup_secs", json!(a.warmup_secs)),
+        ("drain_secs", json!(a.drain_secs)),
+        ("body_bytes", json!(a.body_bytes)),
+        ("connect_rate", json!(a.connect_rate)),
+    ])
+}
+
+/// What the numbers depend on: cores, load when the run started, the fd limit.
+fn environment(nofile: u64) -> serde_json::Value {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadavg": loadavg.trim(),
+        "nofile_limit": nofile,
+    })
+}

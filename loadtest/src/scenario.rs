@@ -1,0 +1,423 @@
+//! Each scenario as the parent process runs it: split the load into jobs, start the
+//! fleet, take the outside measurements (RSS, CPU, Redis commands) around the right
+//! window, merge the outcomes and turn them into the report's `result` and the
+//! readable summary.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::{DmArgs, Global};
+use crate::connect::{self, ConnectOutcome, ConnectPlan};
+use crate::dm::{self, DmOutcome, DmPlan};
+use crate::fleet::{self, Fleet, Job, Outcome};
+use crate::probe::{self, CpuWindow};
+use crate::stats::{Hist, Timeline};
+
+/// What a scenario hands back to `main`.
+pub struct Done {
+    pub result: Value,
+    pub summary: String,
+    /// For the plots: per-second timeline and the main latency histogram.
+    pub timeline: Timeline,
+    pub hist: Hist,
+    /// Whether the correctness checks held (nothing lost, nothing stored twice).
+    pub ok: bool,
+}
+
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+#[derive(Serialize)]
+struct RssRow {
+    pid: Option<u32>,
+    target: Option<String>,
+    before_bytes: u64,
+    after_bytes: u64,
+    connections: u64,
+    bytes_per_connection: Option<f64>,
+}
+
+pub async fn connect(g: &Global, connections: u64, rate: f64, hold_secs: f64) -> Result<Done> {
+    let id = run_id();
+    let parts = fleet::split(connections, g.workers);
+    let k = parts.len() as f64;
+    let mut first = 0;
+    let jobs = parts
+        .iter()
+        .enumerate()
+        .map(|(w, &n)| {
+            let job = Job::Connect(ConnectPlan {
+                targets: g.targets.clone(),
+                run_id: id.clone(),
+                first,
+                connections: n,
+                rate: rate / k,
+                hold_secs,
+                source_ips: g.source_ips,
+                label: format!("[connect w{w}]"),
+            });
+            first += n;
+            job
+        })
+        .collect();
+    let rss_of = |pid: &u32| probe::rss_bytes(*pid);
+    let before_pid: Vec<Option<u64>> = g.gateway_pids.iter().map(rss_of).collect();
+    let before_metrics: Vec<Option<u64>> = if g.gateway_pids.is_empty() {
+        g.targets.iter().map(|t| probe::metrics_rss(t)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut fleet = Fleet::start(jobs)?;
+    fleet.ready().await;
+    // Let the nodes settle (allocations after welcome, first pings) before measuring.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after_pid: Vec<Option<u64>> = g.gateway_pids.iter().map(rss_of).collect();
+    let after_metrics: Vec<Option<u64>> = if g.gateway_pids.is_empty() {
+        g.targets.iter().map(|t| probe::metrics_rss(t)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = ConnectOutcome::default();
+    for o in fleet::collect(fleet.go()).await? {
+        if let Outcome::Connect(c) = o {
+            connect::merge(&mut out, c)?;
+        }
+    }
+    // Connections per measured process: by target when PIDs are given in target order
+    // and there is one per target, else all connections for a single PID.
+    let conns_for = |i: usize, n: usize| -> u64 {
+        if n == out.per_target.len() {
+            out.per_target[i]
+        } else if n == 1 {
+            out.established
+        } else {
+            0
+        }
+    };
+    let mut rss = Vec::new();
+    for (i, pid) in g.gateway_pids.iter().enumerate() {
+        if let (Some(b), Some(a)) = (before_pid[i], after_pid[i]) {
+            let c = conns_for(i, g.gateway_pids.len());
+            rss.push(RssRow {
+                pid: Some(*pid),
+                target: None,
+                before_bytes: b,
+                after_bytes: a,
+                connections: c,
+                bytes_per_connection: (c > 0).then(|| (a as f64 - b as f64) / c as f64),
+            });
+        }
+    }
+    for (i, t) in g.targets.iter().enumerate() {
+        if let (Some(Some(b)), Some(Some(a))) = (before_metrics.get(i), after_metrics.get(i)) {
+            let c = out.per_target.get(i).copied().unwrap_or(0);
+            rss.push(RssRow {
+                pid: None,
+                target: Some(t.clone()),
+                before_bytes: *b,
+                after_bytes: *a,
+                connections: c,
+                bytes_per_connection: (c > 0).then(|| (*a as f64 - *b as f64) / c as f64),
+            });
+        }
+    }
+    let hist = Hist::decode(&out.latency)?;
+    let lat = hist.summary();
+    let mut summary = format!(
+        "connect: {} of {} established ({} failed) in {:.1}s, {} dropped during the hold\n  connect+hello latency: {}\n  nodes: {:?}\n",
+        out.established, out.attempted, out.failures, out.ramp_secs, out.dropped_during_hold, lat.line(), out.nodes
+    );
+    for r in &rss {
+        summary += &format!(
+            "  gateway {}: RSS {:.1} MiB -> {:.1} MiB for {} connections = {}\n",
+            r.pid.map_or_else(|| r.target.clone().unwrap_or_default(), |p| format!("pid {p}")),
+            r.before_bytes as f64 / 1048576.0,
+            r.after_bytes as f64 / 1048576.0,
+            r.connections,
+            r.bytes_per_connection
+                .map_or("-".into(), |b| format!("{:.0} bytes ({:.2} KiB) per connection", b, b / 1024.0)),
+        );
+    }
+    if rss.is_empty() {
+        summary += "  gateway RSS: not measured (give --gateway-pid, or a node exporting process_resident_memory_bytes)\n";
+    }
+    for e in &out.errors {
+        summary += &format!("  error: {e}\n");
+    }
+    let ok = out.failures == 0 && out.dropped_during_hold == 0;
+    let result = json!({
+        "attempted": out.attempted,
+        "connections": out.established,
+        "failures": out.failures,
+        "errors": out.errors,
+        "dropped_during_hold": out.dropped_during_hold,
+        "ramp_secs": out.ramp_secs,
+        "nodes": out.nodes,
+        "per_target": out.per_target,
+        "latency": lat,
+        "gateway_rss": rss,
+        "ok": ok,
+    });
+    Ok(Done { result, summary, timeline: Timeline::default(), hist, ok })
+}
+
+/// Runs one `dm` step over the fleet and measures CPU and Redis around it.
+async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> Result<(DmOutcome, Value)> {
+    let id = run_id();
+    let users = a.users + a.users % 2;
+    if users < 2 {
+        bail!("dm needs at least 2 users");
+    }
+    let parts = fleet::split_even(users, g.workers);
+    let mut first = 0;
+    let jobs = parts
+        .iter()
+        .enumerate()
+        .map(|(w, &n)| {
+            let job = Job::Dm(DmPlan {
+                targets: g.targets.clone(),
+                run_id: id.clone(),
+                first_user: first,
+                users: n,
+                rate: a.rate * n as f64 / users as f64,
+                warmup_secs: a.warmup_secs,
+                duration_secs: a.duration_secs,
+                drain_secs: a.drain_secs,
+                storm_at_secs: storm_at,
+                connect_rate: a.connect_rate / parts.len() as f64,
+                source_ips: g.source_ips,
+                body_bytes: a.body_bytes,
+                label: format!("[{label} w{w}]"),
+            });
+            first += n;
+            job
+        })
+        .collect();
+    let mut fleet = Fleet::start(jobs)?;
+    fleet.ready().await;
+    let mut pids = g.gateway_pids.clone();
+    pids.extend(g.redis_pid);
+    let cpu = CpuWindow::start(&pids);
+    let redis_before = g.redis_addr.as_deref().and_then(probe::redis_calls);
+    let mut out = DmOutcome::default();
+    for o in fleet::collect(fleet.go()).await? {
+        if let Outcome::Dm(d) = o {
+            dm::merge(&mut out, d)?;
+        }
+    }
+    let cpu = cpu.finish(out.received);
+    let redis_after = g.redis_addr.as_deref().and_then(probe::redis_calls);
+    let redis = match (redis_before, redis_after) {
+        (Some(b), Some(a)) => Some(probe::redis_work(&b, &a, out.acked)),
+        _ => None,
+    };
+    let window = a.warmup_secs + a.duration_secs;
+    let latency = Hist::decode(&out.latency)?.summary();
+    let ack = Hist::decode(&out.ack_latency)?.summary();
+    let timeline = Timeline::decode(&out.timeline)?;
+    let (gw_cpu, redis_cpu): (Vec<_>, Vec<_>) =
+        cpu.into_iter().partition(|c| Some(c.pid) != g.redis_pid);
+    let storm = out.storm.as_ref().map(|s| {
+        let rec = Hist::decode(&s.recovery).map(|h| h.summary()).unwrap_or_default();
+        json!({
+            "dropped": s.dropped, "reconnected": s.reconnected, "not_recovered": s.not_recovered,
+            "reconnect_failures": s.reconnect_failures, "all_recovered_ms": s.all_recovered_ms,
+            "recovery": rec, "sent_during": s.sent_during, "acked_during": s.acked_during,
+            "received_during": s.received_during, "lost_during": s.lost_during,
+        })
+    });
+    let ok = out.lost == 0
+        && out.duplicated == 0
+        && out.unacked == 0
+        && out.connect_failures == 0
+        && out.sent == out.acked
+        && out.storm.as_ref().is_none_or(|s| s.reconnect_failures == 0 && s.not_recovered == 0);
+    let value = json!({
+        "users": out.users,
+        "connected": out.connected,
+        "connect_failures": out.connect_failures,
+        "connect_errors": out.connect_errors,
+        "nodes": out.nodes,
+        "target_rate": a.rate,
+        "window_secs": window,
+        "sent": out.sent,
+        "acked": out.acked,
+        "send_errors": out.send_errors,
+        "unacked": out.unacked,
+        "received": out.received,
+        "lost": out.lost,
+        "duplicated": out.duplicated,
+        "redelivered": out.redelivered,
+        "unexpected_disconnects": out.unexpected_disconnects,
+        "throughput": {
+            "sent_per_sec": out.sent as f64 / window.max(1e-9),
+            "delivered_per_sec": out.received as f64 / window.max(1e-9),
+            "elapsed_secs": out.elapsed_secs,
+        },
+        "latency": latency,
+        "ack_latency": ack,
+        "timeline": timeline.rows(),
+        "cpu": { "gateways": gw_cpu, "redis": redis_cpu.first() },
+        "redis_commands": redis,
+        "storm": storm,
+        "warnings": out.warnings,
+        "ok": ok,
+    });
+    Ok((out, value))
+}
+
+fn dm_summary(name: &str, v: &Value) -> String {
+    let mut s = format!(
+        "{name}: {} users ({} failed to connect) on nodes {}\n  sent {} acked {} received {} | lost {} duplicated {} unacked {} redelivered {} errors {}\n  throughput: {:.0} msg/s delivered (target {:.0})\n  send->receive: {}\n  ack:           {}\n",
+        v["users"], v["connect_failures"], v["nodes"], v["sent"], v["acked"], v["received"],
+        v["lost"], v["duplicated"], v["unacked"], v["redelivered"], v["send_errors"],
+        v["throughput"]["delivered_per_sec"].as_f64().unwrap_or(0.0),
+        v["target_rate"].as_f64().unwrap_or(0.0),
+        pline(&v["latency"]), pline(&v["ack_latency"]),
+    );
+    if let Some(cpus) = v["cpu"]["gateways"].as_array() {
+        for c in cpus {
+            s += &format!(
+                "  gateway pid {} CPU: {:.1}% of a core, {:.1} ms per 1000 messages\n",
+                c["pid"], c["percent_of_core"].as_f64().unwrap_or(0.0),
+                c["cpu_ms_per_1000_messages"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    if let Some(c) = v["cpu"]["redis"].as_object() {
+        s += &format!(
+            "  redis pid {} CPU: {:.1}% of a core, {:.1} ms per 1000 messages\n",
+            c["pid"], c["percent_of_core"].as_f64().unwrap_or(0.0),
+            c["cpu_ms_per_1000_messages"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if v["redis_commands"].is_object() {
+        let r = &v["redis_commands"];
+        let per = |c: &str| r["per_message"][c].as_f64().unwrap_or(0.0);
+        s += &format!(
+            "  redis: {:.2} commands per acked message (fcall {:.2}, evalsha {:.2}; counts include commands run inside functions), {}\n",
+            r["calls_per_message"].as_f64().unwrap_or(0.0),
+            per("fcall"),
+            per("evalsha"),
+            r["calls"]
+        );
+    }
+    if let Some(st) = v["storm"].as_object() {
+        s += &format!(
+            "  storm: {} dropped, {} reconnected ({} not recovered, {} failed), all back after {:.0} ms\n  during the storm: sent {} acked {} received {} lost {}\n",
+            st["dropped"], st["reconnected"], st["not_recovered"], st["reconnect_failures"],
+            st["all_recovered_ms"].as_f64().unwrap_or(0.0), st["sent_during"], st["acked_during"],
+            st["received_during"], st["lost_during"]
+        );
+    }
+    if let Some(errs) = v["connect_errors"].as_array() {
+        for e in errs {
+            s += &format!("  connect error: {e}\n");
+        }
+    }
+    if let Some(ws) = v["warnings"].as_array() {
+        for w in ws {
+            s += &format!("  warning: {}\n", w.as_str().unwrap_or_default());
+        }
+    }
+    s += &format!("  correctness: {}\n", if v["ok"] == true { "OK" } else { "FAILED" });
+    s
+}
+
+fn pline(p: &Value) -> String {
+    let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
+    format!(
+        "n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms",
+        p["count"], f("p50_ms"), f("p90_ms"), f("p99_ms"), f("p999_ms"), f("max_ms")
+    )
+}
+
+pub async fn dm(g: &Global, a: &DmArgs) -> Result<Done> {
+    let (out, value) = dm_step(g, a, None, "dm").await?;
+    Ok(Done {
+        summary: dm_summary("dm", &value),
+        ok: value["ok"] == true,
+        result: value,
+        timeline: Timeline::decode(&out.timeline)?,
+        hist: Hist::decode(&out.latency)?,
+    })
+}
+
+pub async fn storm(g: &Global, a: &DmArgs, storm_at: f64) -> Result<Done> {
+    let (out, value) = dm_step(g, a, Some(storm_at), "storm").await?;
+    Ok(Done {
+        summary: dm_summary("reconnect-storm", &value),
+        ok: value["ok"] == true,
+        result: value,
+        timeline: Timeline::decode(&out.timeline)?,
+        hist: Hist::decode(&out.latency)?,
+    })
+}
+
+pub struct RampArgs {
+    pub base: DmArgs,
+    pub start: f64,
+    pub step: f64,
+    pub max: f64,
+    pub p99_ms: f64,
+}
+
+pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
+    let mut steps = Vec::new();
+    let mut best: Option<f64> = None;
+    let mut summary = String::from("ramp:\n");
+    let mut last = (Timeline::default(), Hist::default());
+    let mut rate = r.start;
+    while rate <= r.max + 1e-9 {
+        let a = DmArgs { rate, ..r.base.clone() };
+        let (out, value) = dm_step(g, &a, None, &format!("ramp {rate:.0}/s")).await?;
+        let p99 = value["latency"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
+        let passed = value["ok"] == true && p99 <= r.p99_ms;
+        summary += &format!(
+            "  {:>8.0} msg/s: delivered {:>8.0}/s p99 {:>8.2} ms lost {} duplicated {} -> {}\n",
+            rate,
+            value["throughput"]["delivered_per_sec"].as_f64().unwrap_or(0.0),
+            p99,
+            value["lost"],
+            value["duplicated"],
+            if passed { "pass" } else { "FAIL" }
+        );
+        steps.push(json!({ "rate": rate, "passed": passed, "result": value }));
+        last = (Timeline::decode(&out.timeline)?, Hist::decode(&out.latency)?);
+        if !passed {
+            break;
+        }
+        best = Some(rate);
+        rate += r.step;
+    }
+    summary += &match best {
+        Some(b) => format!("  highest rate with p99 <= {} ms and nothing lost: {b:.0} msg/s\n", r.p99_ms),
+        None => format!("  no rate kept p99 <= {} ms with nothing lost\n", r.p99_ms),
+    };
+    let result = json!({
+        "p99_bound_ms": r.p99_ms,
+        "best_rate": best,
+        "steps": steps,
+        "ok": best.is_some(),
+    });
+    Ok(Done { result, summary, ok: best.is_some(), timeline: last.0, hist: last.1 })
+}
+
+/// Parameters echoed into the report, by scenario.
+pub fn params(g: &Global, extra: BTreeMap<&str, Value>) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("targets".into(), json!(g.targets));
+    m.insert("workers".into(), json!(g.workers));
+    m.insert("source_ips".into(), json!(g.source_ips));
+    m.insert("gateway_pids".into(), json!(g.gateway_pids));
+    m.insert("redis_pid".into(), json!(g.redis_pid));
+    m.insert("redis_addr".into(), json!(g.redis_addr));
+    for (k, v) in extra {
+        m.insert(k.into(), v);
+    }
+    Value::Object(m)
+}

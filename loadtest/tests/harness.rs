@@ -1,0 +1,189 @@
+//! The harness binary against a real two-node cluster (Redis + two chat-gateway
+//! processes): briefly, with small N. Asserts only that its reports are correct —
+//! counts match what was sent, nothing lost or stored twice, percentiles present and
+//! ordered — never how fast anything was.
+
+use std::path::Path;
+use std::process::Command;
+
+use chat_testkit::{Gateway, RedisServer};
+use serde_json::Value;
+
+struct Cluster {
+    _redis: RedisServer,
+    nodes: Vec<Gateway>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let nodes = ["gw-a", "gw-b"]
+            .iter()
+            .map(|id| {
+                Gateway::start(&[
+                    ("CHAT_REDIS__URL", url.as_str()),
+                    ("CHAT_SERVER__NODE_ID", id),
+                    ("CHAT_AUTH__GUESTS", "true"),
+                    ("CHAT_SERVER__ALLOWED_ORIGINS", "*"),
+                    ("CHAT_LIMITS__SEND_PER_SECOND", "1000"),
+                    ("CHAT_LIMITS__SEND_BURST", "1000"),
+                ])
+            })
+            .collect();
+        Cluster {
+            _redis: redis,
+            nodes,
+        }
+    }
+
+    fn targets(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Gateway::ws_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn pids(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.pid().map(|p| p.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Runs the harness and returns its JSON report (the run must succeed: exit 0).
+fn harness(cluster: &Cluster, dir: &Path, name: &str, args: &[&str]) -> Value {
+    let out_path = dir.join(format!("{name}.json"));
+    let plots = dir.join(format!("{name}-plots"));
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
+        .arg("--target")
+        .arg(cluster.targets())
+        .arg("--gateway-pid")
+        .arg(cluster.pids())
+        .arg("--out")
+        .arg(&out_path)
+        .arg("--plot-dir")
+        .arg(&plots)
+        .args(args)
+        .output()
+        .expect("run chat-loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "chat-loadtest {args:?} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status.code()
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).expect("report written"))
+            .expect("report is JSON");
+    assert!(
+        report["command_line"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == args[0])),
+        "the report holds the exact command line"
+    );
+    report
+}
+
+fn assert_percentiles(p: &Value, what: &str) {
+    let f = |k: &str| {
+        p[k].as_f64()
+            .unwrap_or_else(|| panic!("{what}: {k} missing in {p}"))
+    };
+    assert!(p["count"].as_u64().unwrap_or(0) > 0, "{what}: no samples: {p}");
+    assert!(f("p50_ms") <= f("p90_ms"), "{what}: {p}");
+    assert!(f("p90_ms") <= f("p99_ms"), "{what}: {p}");
+    assert!(f("p99_ms") <= f("p999_ms"), "{what}: {p}");
+    assert!(f("p999_ms") <= f("max_ms"), "{what}: {p}");
+}
+
+/// Every acked message received exactly once, counts consistent.
+fn assert_exactly_once(r: &Value) {
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {r}"));
+    assert_eq!(n("connect_failures"), 0, "{r}");
+    assert!(n("sent") > 0, "{r}");
+    assert_eq!(n("sent"), n("acked"), "every send acked: {r}");
+    assert_eq!(n("acked"), n("received"), "every acked message received: {r}");
+    assert_eq!(n("lost"), 0, "{r}");
+    assert_eq!(n("duplicated"), 0, "{r}");
+    assert_eq!(n("unacked"), 0, "{r}");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_percentiles(&r["latency"], "send->receive");
+    assert_percentiles(&r["ack_latency"], "ack");
+    assert_eq!(r["latency"]["count"].as_u64(), Some(n("received")));
+}
+
+#[test]
+fn dm_storm_and_connect_reports_are_correct() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // dm: 10 users in pairs across both nodes, 50 msg/s for 3 s.
+    let report = harness(
+        &cluster,
+        dir.path(),
+        "dm",
+        &["dm", "--users", "10", "--rate", "50", "--duration-secs", "3", "--drain-secs", "10"],
+    );
+    assert_eq!(report["scenario"], "dm");
+    let r = &report["result"];
+    assert_exactly_once(r);
+    assert_eq!(r["users"], 10);
+    assert_eq!(r["nodes"]["gw-a"], 5, "users spread over both nodes: {}", r["nodes"]);
+    assert_eq!(r["nodes"]["gw-b"], 5, "users spread over both nodes: {}", r["nodes"]);
+    assert!(r["timeline"].as_array().is_some_and(|t| !t.is_empty()));
+    assert_eq!(r["cpu"]["gateways"].as_array().map(Vec::len), Some(2));
+    for plot in ["latency-over-time.svg", "latency-distribution.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join("dm-plots").join(plot)).expect("plot");
+        assert!(svg.starts_with("<svg"), "{plot} is an SVG");
+    }
+
+    // reconnect-storm over two worker processes: everyone drops at once and resumes.
+    let report = harness(
+        &cluster,
+        dir.path(),
+        "storm",
+        &[
+            "reconnect-storm",
+            "--users",
+            "10",
+            "--rate",
+            "40",
+            "--duration-secs",
+            "3",
+            "--storm-at-secs",
+            "1",
+            "--workers",
+            "2",
+        ],
+    );
+    let r = &report["result"];
+    assert_exactly_once(r);
+    let s = &r["storm"];
+    assert_eq!(s["dropped"], 10, "{s}");
+    assert_eq!(s["reconnected"], 10, "{s}");
+    assert_eq!(s["reconnect_failures"], 0, "{s}");
+    assert_eq!(s["not_recovered"], 0, "{s}");
+    assert_eq!(s["lost_during"], 0, "{s}");
+    assert!(s["all_recovered_ms"].as_f64().is_some(), "{s}");
+
+    // connect: 20 signed-in connections held briefly, RSS read for both nodes.
+    let report = harness(
+        &cluster,
+        dir.path(),
+        "connect",
+        &["connect", "--connections", "20", "--rate", "100", "--hold-secs", "1"],
+    );
+    let r = &report["result"];
+    assert_eq!(r["connections"], 20, "{r}");
+    assert_eq!(r["failures"], 0, "{r}");
+    assert_eq!(r["dropped_during_hold"], 0, "{r}");
+    assert_percentiles(&r["latency"], "connect");
+    let rss = r["gateway_rss"].as_array().expect("gateway_rss");
+    assert_eq!(rss.len(), 2, "{r}");
+    assert!(rss.iter().all(|g| g["connections"] == 10), "{r}");
+}
