@@ -29,7 +29,11 @@ fn routes(bob: &str) -> Vec<(&'static str, String, Option<Value>)> {
             format!("/api/v1/conversations/{SYSTEM_ID}/{bob}/messages?limit=10"),
             None,
         ),
-        ("DELETE", format!("/api/v1/conversations/{SYSTEM_ID}/{bob}"), None),
+        (
+            "DELETE",
+            format!("/api/v1/conversations/{SYSTEM_ID}/{bob}"),
+            None,
+        ),
         (
             "PUT",
             format!("/api/v1/users/{SYSTEM_ID}"),
@@ -85,7 +89,8 @@ async fn api_routes(engine: Engine) {
 
     // POST a message from them to Bob (connected on the other node): delivered live.
     let nonce = uuid::Uuid::new_v4().to_string();
-    let send_body = json!({"from": SYSTEM_ID, "to": bob_id, "body": "your order shipped", "nonce": nonce});
+    let send_body =
+        json!({"from": SYSTEM_ID, "to": bob_id, "body": "your order shipped", "nonce": nonce});
     let (status, reply) = api(
         api_node,
         "POST",
@@ -100,8 +105,14 @@ async fn api_routes(engine: Engine) {
         (m1.from.as_str(), m1.to.as_str(), m1.body.as_str()),
         (SYSTEM_ID, bob_id.as_str(), "your order shipped")
     );
-    assert_eq!(expect_message(&mut bob, "bob gets the API message").await, m1);
-    assert_eq!(expect_message(&mut bob2, "bob2 gets the API message").await, m1);
+    assert_eq!(
+        expect_message(&mut bob, "bob gets the API message").await,
+        m1
+    );
+    assert_eq!(
+        expect_message(&mut bob2, "bob2 gets the API message").await,
+        m1
+    );
     // The same nonce again: the same message, not a second one.
     let (status, reply) = api(
         api_node,
@@ -131,7 +142,8 @@ async fn api_routes(engine: Engine) {
     let (status, page) = api(api_node, "GET", &history_path, Some(API_KEY), None).await;
     assert_eq!(status, 200, "GET history: {page}");
     assert_eq!(page["more"], json!(false), "{page}");
-    let messages: Vec<Message> = serde_json::from_value(page["messages"].clone()).expect("messages");
+    let messages: Vec<Message> =
+        serde_json::from_value(page["messages"].clone()).expect("messages");
     assert_eq!(messages, vec![m1.clone(), m2.clone()], "stored once each");
     let (status, page) = api(
         api_node,
@@ -224,7 +236,10 @@ async fn api_routes(engine: Engine) {
     )
     .await;
     assert_eq!(status, 204, "disconnect: {reply}");
-    for (who, client) in [("bob (other node)", &mut bob), ("bob2 (API node)", &mut bob2)] {
+    for (who, client) in [
+        ("bob (other node)", &mut bob),
+        ("bob2 (API node)", &mut bob2),
+    ] {
         match client.connection().wait_closed(WAIT).await {
             Ok(code) => assert_eq!(code, Some(close::UNAUTHORIZED), "{who}: close code"),
             Err(frames) => panic!("{who}: not closed within {WAIT:?}; frames: {frames:#?}"),

@@ -82,7 +82,11 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
         run.path(),
     );
     let _down = Down(run.path());
-    assert!(out.status.success(), "scripts/cluster up failed (is nginx installed?)\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "scripts/cluster up failed (is nginx installed?)\n{}",
+        text(&out)
+    );
 
     let env: BTreeMap<String, String> = std::fs::read_to_string(run.path().join("cluster.env"))
         .expect("cluster.env")
@@ -95,10 +99,19 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
     let pids: Vec<u32> = std::fs::read_to_string(run.path().join("pids"))
         .expect("pids file")
         .lines()
-        .map(|l| l.split_whitespace().nth(1).expect("pid column").parse().expect("pid"))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .expect("pid column")
+                .parse()
+                .expect("pid")
+        })
         .collect();
     assert_eq!(pids.len(), 4, "redis, two nodes, nginx");
-    assert!(pids.iter().all(|&p| alive(p)), "every recorded process runs");
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "every recorded process runs"
+    );
 
     // Two guests chat through nginx.
     let mut alice = Client::connect(&url, Credential::Username("alice".into()), None)
@@ -144,7 +157,11 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
     alice.close().await;
     bob.close().await;
     let out = cluster(&["down"], run.path());
-    assert!(out.status.success(), "scripts/cluster down failed\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "scripts/cluster down failed\n{}",
+        text(&out)
+    );
     for &pid in &pids {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while alive(pid) && std::time::Instant::now() < deadline {
@@ -152,7 +169,10 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
         }
         assert!(!alive(pid), "pid {pid} still runs after down");
     }
-    assert!(!run.path().join("pids").exists(), "down forgets the processes it stopped");
+    assert!(
+        !run.path().join("pids").exists(),
+        "down forgets the processes it stopped"
+    );
 }
 
 fn tempfile_dir() -> TempDir {

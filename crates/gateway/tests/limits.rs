@@ -57,9 +57,12 @@ async fn rate_limit(engine: Engine) {
     for m in &sent {
         assert_eq!(&expect_message(&mut bob, "bob's deliveries").await, m);
     }
-    expect_no_frame(&mut bob, Duration::from_millis(200), "no extra delivery", |f| {
-        matches!(f, ServerFrame::Message { .. })
-    })
+    expect_no_frame(
+        &mut bob,
+        Duration::from_millis(200),
+        "no extra delivery",
+        |f| matches!(f, ServerFrame::Message { .. }),
+    )
     .await;
 
     // The limit is per connection: another connection of Alice's has its own bucket.
@@ -104,7 +107,9 @@ async fn rate_limit_abuse(engine: Engine) {
         let frame = tokio::time::timeout(WAIT, alice.next_raw())
             .await
             .unwrap_or_else(|_| {
-                panic!("not closed within {WAIT:?}: {acks} acks, {limited} rate_limited, {other:#?}")
+                panic!(
+                    "not closed within {WAIT:?}: {acks} acks, {limited} rate_limited, {other:#?}"
+                )
             });
         match frame {
             RawFrame::Text(text) => match serde_json::from_str::<ServerFrame>(&text) {
@@ -118,12 +123,18 @@ async fn rate_limit_abuse(engine: Engine) {
             },
             RawFrame::Close { code, .. } => break code,
             RawFrame::Ended(reason) => {
-                panic!("ended without a close frame ({reason}); {acks} acks, {limited} rate_limited")
+                panic!(
+                    "ended without a close frame ({reason}); {acks} acks, {limited} rate_limited"
+                )
             }
             RawFrame::Binary(_) => panic!("binary frame"),
         }
     };
-    assert_eq!(code, Some(close::POLICY), "persistent abuse closes with 4008");
+    assert_eq!(
+        code,
+        Some(close::POLICY),
+        "persistent abuse closes with 4008"
+    );
     assert_eq!(acks, 3, "the burst went through");
     assert_eq!(limited, 50, "closed at the 50th refusal in a row");
     assert!(other.is_empty(), "unexpected frames: {other:#?}");
@@ -159,14 +170,14 @@ async fn connection_cap(engine: Engine) {
                 ..
             }) => {}
             Err(e) => panic!("third connection on node {i}: expected forbidden + 4008, got {e}"),
-            Ok(c) => panic!(
-                "third connection on node {i} accepted: {:?}",
-                c.welcome()
-            ),
+            Ok(c) => panic!("third connection on node {i} accepted: {:?}", c.welcome()),
         }
     }
     // The refused attempts did not take a slot nor disturb the open ones.
-    alice2.ping().await.expect("the second connection still works");
+    alice2
+        .ping()
+        .await
+        .expect("the second connection still works");
     // Another user is not affected.
     let _bob = guest(&cluster.url(0), "bob").await;
 
@@ -234,7 +245,11 @@ async fn origin_default_is_same_origin() {
         "foreign origin"
     );
     assert_eq!(
-        upgrade_status(&url, Some(&format!("http://{}.evil.example", node.addr.ip()))).await,
+        upgrade_status(
+            &url,
+            Some(&format!("http://{}.evil.example", node.addr.ip()))
+        )
+        .await,
         403,
         "look-alike origin"
     );
@@ -251,8 +266,14 @@ async fn origin_allow_list() {
     ]);
     let url = node.ws_url();
     assert_eq!(upgrade_status(&url, Some("https://app.example")).await, 101);
-    assert_eq!(upgrade_status(&url, Some("https://admin.example")).await, 101);
-    assert_eq!(upgrade_status(&url, Some("https://evil.example")).await, 403);
+    assert_eq!(
+        upgrade_status(&url, Some("https://admin.example")).await,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&url, Some("https://evil.example")).await,
+        403
+    );
     assert_eq!(
         upgrade_status(&url, Some("http://app.example")).await,
         403,

@@ -48,7 +48,10 @@ async fn metrics_move(engine: Engine) {
     assert_eq!(value("chat_send_ack_seconds_count"), acks0 + 3.0);
     assert_eq!(value("chat_connections_open"), 2.0);
     assert!(value("chat_pubsub_subscriptions") >= 2.0);
-    assert!(after.contains("# TYPE chat_send_ack_seconds"), "latency histogram exported");
+    assert!(
+        after.contains("# TYPE chat_send_ack_seconds"),
+        "latency histogram exported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +90,10 @@ async fn drain_moves_clients_without_loss() {
     })
     .await;
     // Still serving during the grace period.
-    bobs[0].ping().await.expect("socket still open during the grace period");
+    bobs[0]
+        .ping()
+        .await
+        .expect("socket still open during the grace period");
 
     // Alice keeps sending to every bob throughout the drain.
     let mut sent: Vec<Vec<String>> = vec![Vec::new(); bobs.len()];
@@ -103,13 +109,21 @@ async fn drain_moves_clients_without_loss() {
                 Err(_) => break,
             }
             let i = ids.iter().position(|id| id == bob.user_id()).expect("bob");
-            let m = alice.send(&ids[i], &format!("during drain {}", sent[i].len())).await.expect("send");
+            let m = alice
+                .send(&ids[i], &format!("during drain {}", sent[i].len()))
+                .await
+                .expect("send");
             sent[i].push(m.id);
         }
         states.push(bob.resume_state());
     }
     let status = tokio::task::block_in_place(|| cluster.nodes[0].wait(Duration::from_secs(15)));
-    assert_eq!(status, Some(Some(0)), "drained node exits 0\n{}", cluster.logs());
+    assert_eq!(
+        status,
+        Some(Some(0)),
+        "drained node exits 0\n{}",
+        cluster.logs()
+    );
 
     // A few more after the node is gone; then every bob resumes on node 1.
     for (i, id) in ids.iter().enumerate() {
@@ -117,18 +131,36 @@ async fn drain_moves_clients_without_loss() {
         sent[i].push(m.id);
     }
     for (i, state) in states.into_iter().enumerate() {
-        let mut bob = chat_client::Client::resume(&cluster.url(1), state).await.expect("resume on node 1");
-        assert!(bob.welcome().recovered, "cursor recovered on the other node");
+        let mut bob = chat_client::Client::resume(&cluster.url(1), state)
+            .await
+            .expect("resume on node 1");
+        assert!(
+            bob.welcome().recovered,
+            "cursor recovered on the other node"
+        );
         // Everything not received before the close is replayed, in order, once.
-        let want: Vec<String> = sent[i].iter().filter(|id| !live[i].contains(*id)).cloned().collect();
-        assert!(!want.is_empty(), "at least the message sent after the drain");
+        let want: Vec<String> = sent[i]
+            .iter()
+            .filter(|id| !live[i].contains(*id))
+            .cloned()
+            .collect();
+        assert!(
+            !want.is_empty(),
+            "at least the message sent after the drain"
+        );
         let mut got = Vec::new();
         while got.len() < want.len() {
             got.push(expect_message(&mut bob, "replayed message").await.id);
         }
-        assert_eq!(got, want, "bob{i}: missed messages replayed exactly, in order");
+        assert_eq!(
+            got, want,
+            "bob{i}: missed messages replayed exactly, in order"
+        );
         assert!(
-            !matches!(bob.next_event_timeout(Duration::from_millis(200)).await, Ok(Some(ServerFrame::Message { .. }))),
+            !matches!(
+                bob.next_event_timeout(Duration::from_millis(200)).await,
+                Ok(Some(ServerFrame::Message { .. }))
+            ),
             "nothing extra"
         );
     }
@@ -148,9 +180,16 @@ fn invalid_configuration_names_the_setting() {
             .env("CHAT_SERVER__LISTEN", "127.0.0.1:0")
             .output()
             .expect("run chat-gateway");
-        assert_eq!(out.status.code(), Some(2), "{var}={value} must stop the node");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{var}={value} must stop the node"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{var}: message names the setting: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{var}: message names the setting: {stderr}"
+        );
     }
     // Unrelated CHAT_* variables (tools, tests) are not settings.
     let out = std::process::Command::new(bin)
@@ -159,5 +198,9 @@ fn invalid_configuration_names_the_setting() {
         .env("CHAT_AUTH__JWT_SECRET", "s")
         .output()
         .expect("run chat-gateway token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -56,19 +56,23 @@ async fn online_while_any_tab_is_open(engine: Engine) {
     let item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
     assert!(item.peer.online, "bob sees alice online: {item:#?}");
     let found = bob.users(&alice_name, 10).await.expect("users");
-    assert!(directory_entry(&found, &alice_id).online, "directory: online");
+    assert!(
+        directory_entry(&found, &alice_id).online,
+        "directory: online"
+    );
 
     // Closing one tab is not a transition.
     alice1.close().await;
-    let offline = |f: &ServerFrame| {
-        matches!(f, ServerFrame::Presence { user, online: false, .. } if *user == alice_id)
-    };
+    let offline = |f: &ServerFrame| matches!(f, ServerFrame::Presence { user, online: false, .. } if *user == alice_id);
     tokio::join!(
         expect_no_frame(&mut bob, QUIET, "bob after one tab closed", offline),
         expect_no_frame(&mut carol, QUIET, "carol after one tab closed", offline),
     );
     let item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
-    assert!(item.peer.online, "alice still online with one tab: {item:#?}");
+    assert!(
+        item.peer.online,
+        "alice still online with one tab: {item:#?}"
+    );
     let found = carol.users(&alice_name, 10).await.expect("users");
     assert!(
         directory_entry(&found, &alice_id).online,
@@ -79,8 +83,7 @@ async fn online_while_any_tab_is_open(engine: Engine) {
     alice2.close().await;
     for (who, client) in [("bob", &mut bob), ("carol", &mut carol)] {
         let (online, last_seen_at) =
-            expect_presence_within(client, &alice_id, WAIT, &format!("{who}: alice offline"))
-                .await;
+            expect_presence_within(client, &alice_id, WAIT, &format!("{who}: alice offline")).await;
         assert!(!online, "{who}: the transition is to offline");
         let at = last_seen_at.unwrap_or_else(|| panic!("{who}: offline without last_seen_at"));
         assert!(
@@ -89,7 +92,10 @@ async fn online_while_any_tab_is_open(engine: Engine) {
         );
     }
     let item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
-    assert!(!item.peer.online, "alice offline in conversations: {item:#?}");
+    assert!(
+        !item.peer.online,
+        "alice offline in conversations: {item:#?}"
+    );
     let found = bob.users(&alice_name, 10).await.expect("users");
     assert!(
         !directory_entry(&found, &alice_id).online,
@@ -102,11 +108,18 @@ async fn online_while_any_tab_is_open(engine: Engine) {
     let (online, last_seen_at) =
         expect_presence_within(&mut dave, &alice_id, WAIT, "dave's watch answer").await;
     assert!(!online, "dave sees alice offline");
-    assert!(last_seen_at.is_some(), "offline presence carries last_seen_at");
+    assert!(
+        last_seen_at.is_some(),
+        "offline presence carries last_seen_at"
+    );
 
     // She comes back: online again for her partner and her watchers.
     let _alice = device(&cluster.url(0), &alice_session).await;
-    for (who, client) in [("bob", &mut bob), ("carol", &mut carol), ("dave", &mut dave)] {
+    for (who, client) in [
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+        ("dave", &mut dave),
+    ] {
         let (online, _) =
             expect_presence_within(client, &alice_id, WAIT, &format!("{who}: alice back")).await;
         assert!(online, "{who}: the transition is to online");
@@ -154,5 +167,8 @@ async fn users_of_a_killed_node_go_offline() {
         "directory shows alice offline: {found:#?}"
     );
     let item = conversation_with(&mut bob, &alice_id, "after the kill").await;
-    assert!(!item.peer.online, "conversations show alice offline: {item:#?}");
+    assert!(
+        !item.peer.online,
+        "conversations show alice offline: {item:#?}"
+    );
 }

@@ -82,23 +82,36 @@ async fn typing_is_live_and_ephemeral(engine: Engine) {
         .collect();
     assert_eq!(messages, [&m2, &m3], "replay then live: {frames:#?}");
     assert!(
-        !frames.iter().any(|f| matches!(f, ServerFrame::Typing { .. })),
+        !frames
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Typing { .. })),
         "typing must never be replayed: {frames:#?}"
     );
     // Nothing else trails in either.
-    expect_no_frame(&mut bob, Duration::from_millis(300), "after recovery", |f| {
-        matches!(f, ServerFrame::Typing { .. })
-    })
+    expect_no_frame(
+        &mut bob,
+        Duration::from_millis(300),
+        "after recovery",
+        |f| matches!(f, ServerFrame::Typing { .. }),
+    )
     .await;
 
     // Not stored: history holds the three messages only.
     for (who, client, peer) in [("alice", &mut alice, &bob_id), ("bob", &mut bob, &alice_id)] {
         let (history, more) = client.history(peer, None, 100).await.expect("history");
         assert!(!more);
-        assert_eq!(history, vec![m1.clone(), m2.clone(), m3.clone()], "{who}'s history");
+        assert_eq!(
+            history,
+            vec![m1.clone(), m2.clone(), m3.clone()],
+            "{who}'s history"
+        );
     }
     let item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
-    assert_eq!(item.last.as_ref(), Some(&m3), "typing is not a conversation's last");
+    assert_eq!(
+        item.last.as_ref(),
+        Some(&m3),
+        "typing is not a conversation's last"
+    );
 }
 
 #[tokio::test]

@@ -11,9 +11,10 @@ use std::time::Duration;
 use common::*;
 
 async fn unread_and_read_receipts(engine: Engine) {
-    let nodes = if engine == Engine::Redis { 2 } else { 1 };
+    // Alice on node A, Bob's devices on B and C: every read event crosses nodes.
+    let nodes = if engine == Engine::Redis { 3 } else { 1 };
     let cluster = Cluster::start(engine, nodes, NO_RATE_LIMIT);
-    let (a, b) = (0, cluster.other(1));
+    let (a, b, c) = (0, cluster.other(1), cluster.other(2));
 
     let mut alice = guest(&cluster.url(a), "alice").await;
     let alice_id = alice.user_id().to_string();
@@ -44,7 +45,11 @@ async fn unread_and_read_receipts(engine: Engine) {
     assert_eq!(entry.count, 5, "welcome.unread count: {unread:#?}");
     assert_eq!(entry.last, last, "welcome.unread last message");
     assert_eq!(entry.peer.name, alice_name, "welcome.unread peer name");
-    assert_eq!(unread.len(), 1, "only alice's conversation is unread: {unread:#?}");
+    assert_eq!(
+        unread.len(),
+        1,
+        "only alice's conversation is unread: {unread:#?}"
+    );
 
     let bob_item = conversation_with(&mut bob, &alice_id, "bob's conversations").await;
     assert_eq!(bob_item.unread, 5, "bob's unread: {bob_item:#?}");
@@ -61,8 +66,8 @@ async fn unread_and_read_receipts(engine: Engine) {
         "sending moves the sender's own marker: {alice_item:#?}"
     );
 
-    // Bob's second device (on Alice's node) marks read up to the 3rd message.
-    let mut bob2 = device(&cluster.url(a), &bob_session).await;
+    // Bob's second device (on a third node) marks read up to the 3rd message.
+    let mut bob2 = device(&cluster.url(c), &bob_session).await;
     let third = sent[2].id.clone();
     mark_read(&mut bob2, &alice_id, &third).await;
 
@@ -76,7 +81,10 @@ async fn unread_and_read_receipts(engine: Engine) {
     }
     for (who, client) in [("bob", &mut bob), ("bob2", &mut bob2)] {
         let item = conversation_with(client, &alice_id, who).await;
-        assert_eq!(item.unread, 2, "{who}: unread after reading 3 of 5: {item:#?}");
+        assert_eq!(
+            item.unread, 2,
+            "{who}: unread after reading 3 of 5: {item:#?}"
+        );
         assert_eq!(item.read_up_to.as_deref(), Some(third.as_str()), "{who}");
     }
     let alice_item = conversation_with(&mut alice, &bob_id, "alice").await;
@@ -106,19 +114,27 @@ async fn unread_and_read_receipts(engine: Engine) {
 
     // Alice's reply does not count for Bob, and moves nothing of his.
     let reply = alice.send(&bob_id, "one more").await.expect("send");
-    expect_frame(&mut bob, "bob gets the reply", |f| {
-        matches!(f, ServerFrame::Message { message, .. } if message.id == reply.id)
-    })
+    expect_frame(
+        &mut bob,
+        "bob gets the reply",
+        |f| matches!(f, ServerFrame::Message { message, .. } if message.id == reply.id),
+    )
     .await;
     let item = conversation_with(&mut bob, &alice_id, "bob after one more").await;
     assert_eq!(item.unread, 2, "{item:#?}");
     // Bob answering moves his own marker: nothing is unread for him any more.
     let answer = bob.send(&alice_id, "thanks").await.expect("bob answers");
     let item = conversation_with(&mut bob, &alice_id, "bob after answering").await;
-    assert_eq!(item.unread, 0, "sending marks the conversation read: {item:#?}");
+    assert_eq!(
+        item.unread, 0,
+        "sending marks the conversation read: {item:#?}"
+    );
     assert_eq!(item.read_up_to.as_deref(), Some(answer.id.as_str()));
     let alice_item = conversation_with(&mut alice, &bob_id, "alice").await;
-    assert_eq!(alice_item.unread, 1, "bob's answer is unread for alice: {alice_item:#?}");
+    assert_eq!(
+        alice_item.unread, 1,
+        "bob's answer is unread for alice: {alice_item:#?}"
+    );
 }
 
 #[tokio::test]
@@ -191,10 +207,7 @@ async fn concurrent_sends_and_reads(engine: Engine) {
 
     let history = bob.full_history(&alice_id).await.expect("history");
     assert_eq!(history.len(), 2 * PER_SENDER, "every message is stored");
-    let after = history
-        .iter()
-        .filter(|m| sid(&m.id) > sid(&marker))
-        .count();
+    let after = history.iter().filter(|m| sid(&m.id) > sid(&marker)).count();
     assert!(after > 0, "the marker is inside the burst");
     let item = conversation_with(&mut bob, &alice_id, "bob after the burst").await;
     assert_eq!(

@@ -383,7 +383,9 @@ where
         match client.next_event_timeout(left).await {
             Ok(Some(frame)) if pred(&frame) => return frame,
             Ok(Some(frame)) => seen.push(frame),
-            Ok(None) => panic!("{what}: no matching frame within {timeout:?}; frames seen: {seen:#?}"),
+            Ok(None) => {
+                panic!("{what}: no matching frame within {timeout:?}; frames seen: {seen:#?}")
+            }
             Err(e) => panic!("{what}: connection failed ({e}); frames seen: {seen:#?}"),
         }
     }
@@ -448,9 +450,12 @@ pub async fn expect_presence_within(
     timeout: Duration,
     what: &str,
 ) -> (bool, Option<String>) {
-    let frame = expect_frame_within(client, timeout, what, |f| {
-        matches!(f, ServerFrame::Presence { user: u, .. } if u == user)
-    })
+    let frame = expect_frame_within(
+        client,
+        timeout,
+        what,
+        |f| matches!(f, ServerFrame::Presence { user: u, .. } if u == user),
+    )
     .await;
     match frame {
         ServerFrame::Presence {
