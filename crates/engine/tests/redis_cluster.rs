@@ -103,7 +103,11 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
     // One send: conv_append, then the two inbox appends: three FCALLs in two round trips.
     let before = cluster.command_calls("fcall");
     let first = engine.send(nonce_req(a, b, "hello", "n1")).await.unwrap();
-    assert_eq!(cluster.command_calls("fcall") - before, 3, "FCALLs per send");
+    assert_eq!(
+        cluster.command_calls("fcall") - before,
+        3,
+        "FCALLs per send"
+    );
     assert!(!first.duplicate);
     let m1 = first.message.clone();
     assert_eq!(m1.from, a);
@@ -179,7 +183,10 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
         let events = engine.read_inbox(user, StreamId::ZERO, 10).await.unwrap();
         assert_eq!(events.len(), 2, "{user}");
         assert_chain(&events);
-        assert_eq!(json(&events[1])["message"]["id"], retried.message.id.as_str());
+        assert_eq!(
+            json(&events[1])["message"]["id"],
+            retried.message.id.as_str()
+        );
     }
 
     // mark_read: the marker in the conversation's slot, then both inboxes.
@@ -189,7 +196,11 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(cluster.command_calls("fcall") - before, 3, "FCALLs per read");
+    assert_eq!(
+        cluster.command_calls("fcall") - before,
+        3,
+        "FCALLs per read"
+    );
     assert_eq!(read.up_to, retried.message.id);
     assert_eq!(unread(engine.as_ref(), b, a).await, 0);
     for user in [a, b] {
@@ -298,15 +309,35 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
         .command(&["FUNCTION", "LIST"])
         .unwrap()
         .contains("chat_inbox_append"));
-    // The subscriber re-subscribed on the restarted node and asked for a resync.
+    // The subscriber re-subscribed on the restarted node and asked for a resync (a
+    // message published before the re-subscription is the resync's to catch up).
     until("resync after the reconnect", || {
         sink.resyncs.load(Ordering::SeqCst) > resyncs
     })
     .await;
+    // Every subscriber connection resyncs after its own re-subscription: wait until
+    // the restarted node holds b's channel again, then a new message arrives live.
+    let channel = keys::channel(b);
+    eventually("b re-subscribed on the restarted node", WAIT, || {
+        let subs = cluster.nodes[k].command(&["PUBSUB", "SHARDNUMSUB", &channel]);
+        async move { subs.is_some_and(|s| s.ends_with(":1\r\n")).then_some(()) }
+    })
+    .await;
+    let later = send(engine.as_ref(), a, b, "later").await;
     until("live after the restart", || {
         sink.inbox(b)
             .iter()
-            .any(|j| j.contains(&format!(r#""id":"{}""#, m.id)))
+            .any(|j| j.contains(&format!(r#""id":"{}""#, later.id)))
     })
     .await;
+    let events = engine.read_inbox(b, StreamId::ZERO, 10).await.unwrap();
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| json(e)["message"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [m.id, later.id],
+        "the restarted node lost the older inbox"
+    );
 }

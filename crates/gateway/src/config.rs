@@ -82,7 +82,9 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://…`; empty = in-memory single node.
+    /// `redis://host:port[/db]` (one Redis), `redis-cluster://host:port[,host:port…]`
+    /// (Redis Cluster), `redis-sentinel://host:port[,host:port…][/db]?sentinelServiceName=<name>`
+    /// (Sentinel; the hosts are sentinels); empty = in-memory single node.
     pub url: String,
     /// Pub/sub connections users are spread over.
     pub subscribers: usize,
@@ -237,9 +239,20 @@ impl Settings {
         if self.server.hello_timeout_secs == 0 || self.server.ping_interval_secs == 0 {
             return bad("server", "timeouts must be > 0");
         }
-        // Cluster and Sentinel URL forms come with their engine support (not yet).
-        if !self.redis.url.is_empty() && !self.redis.url.starts_with("redis://") {
-            return bad("redis.url", "must be redis://host:port[/db] (one Redis instance)");
+        if !self.redis.url.is_empty() {
+            const FORMS: &str = "must be redis://host:port[/db], \
+                redis-cluster://host:port[,host:port...] or \
+                redis-sentinel://host:port[,host:port...][/db]?sentinelServiceName=<name>";
+            let url = &self.redis.url;
+            if !["redis://", "redis-cluster://", "redis-sentinel://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return bad("redis.url", FORMS);
+            }
+            if let Err(e) = chat_engine::redis::redis_url_mode(url) {
+                return bad("redis.url", &format!("{FORMS} ({e})"));
+            }
         }
         if self.redis.subscribers == 0 {
             return bad("redis.subscribers", "must be at least 1");

@@ -18,7 +18,10 @@ impl RedisCluster {
     /// Starts `n` (≥ 3, Redis refuses fewer) primaries, creates the cluster and waits
     /// until every node reports `cluster_state:ok` and knows every other node.
     pub fn start(n: usize) -> RedisCluster {
-        assert!(n >= 3, "redis-cli --cluster create needs at least 3 primaries");
+        assert!(
+            n >= 3,
+            "redis-cli --cluster create needs at least 3 primaries"
+        );
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
                 RedisServer::start_with(&[

@@ -39,7 +39,10 @@ impl Gateway {
         let mut gw = Gateway {
             addr: "127.0.0.1:0".parse().expect("addr"),
             child: None,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: Arc::new(Mutex::new(Vec::new())),
         };
         gw.spawn("127.0.0.1:0");
@@ -51,20 +54,29 @@ impl Gateway {
         let mut cmd = Command::new(&bin);
         cmd.env("CHAT_SERVER__LISTEN", listen)
             .env("CHAT_LOG__FORMAT", "text")
-            .env("RUST_LOG", std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e} (build it with cargo build -p chat-gateway)", bin.display()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "spawn {}: {e} (build it with cargo build -p chat-gateway)",
+                bin.display()
+            )
+        });
         let (tx, rx) = mpsc::channel::<String>();
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
             let tx = tx.clone();
             let log = self.log.clone();
             std::thread::spawn(move || {

@@ -57,7 +57,9 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().expect("redis-server on PATH (apt-get install redis-server)");
+        let child = cmd
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -66,12 +68,17 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING; see {}", self.port, log.display());
+        panic!(
+            "redis-server on port {} did not answer PING; see {}",
+            self.port,
+            log.display()
+        );
     }
 
     /// Whether the server answers `PING` right now.
     pub fn ping(&self) -> bool {
-        self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG"))
+        self.command(&["PING"])
+            .is_some_and(|r| r.starts_with("+PONG"))
     }
 
     /// Sends one command in RESP and returns the raw reply (best effort, for tests).

@@ -197,5 +197,8 @@ fn spawn_sentinel(primary_port: u16) -> SentinelProcess {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("sentinel on port {port} did not answer PING; see {}", log.display());
+    panic!(
+        "sentinel on port {port} did not answer PING; see {}",
+        log.display()
+    );
 }

@@ -239,9 +239,14 @@ mod tests {
             normalize_url("redis-sentinel://a:1/0?sentinelServiceName=m"),
             "redis-sentinel://a:1/0?sentinelServiceName=m"
         );
-        assert_eq!(parse_url("redis://127.0.0.1:1").unwrap().1, RedisMode::Single);
         assert_eq!(
-            parse_url("redis-cluster://127.0.0.1:1,127.0.0.1:2").unwrap().1,
+            parse_url("redis://127.0.0.1:1").unwrap().1,
+            RedisMode::Single
+        );
+        assert_eq!(
+            parse_url("redis-cluster://127.0.0.1:1,127.0.0.1:2")
+                .unwrap()
+                .1,
             RedisMode::Cluster
         );
         let (config, mode) =
@@ -253,7 +258,10 @@ mod tests {
                 .unwrap();
         assert_eq!(mode, RedisMode::Sentinel);
         assert_eq!(config.server.hosts().len(), 2);
-        assert!(parse_url("redis-sentinel://127.0.0.1:1/0").is_err(), "service name required");
+        assert!(
+            parse_url("redis-sentinel://127.0.0.1:1/0").is_err(),
+            "service name required"
+        );
         assert!(parse_url("redis-sentinel://127.0.0.1:1/0?serviceName=x").is_err());
     }
 }

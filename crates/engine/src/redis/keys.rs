@@ -1,9 +1,13 @@
 //! Every Redis key and channel name the engine uses, in one place.
 //!
-//! Keys that a single Redis Function touches together share a hash tag, so on Redis
-//! Cluster each function call is slot-local: `{c:<a>:<b>}` (user ids sorted) for a
+//! Keys that a cluster-mode Redis Function touches together share a hash tag, so on
+//! Redis Cluster each call is slot-local: `{c:<a>:<b>}` (user ids sorted) for a
 //! conversation's stream, metadata and nonce keys, and `{u:<id>}` for a user's inbox,
-//! conversation index and live channel. User ids never contain `:` or braces
+//! conversation index, presence hash and live channel. The single-Redis functions
+//! (`chat_send`, `chat_read`, `chat_conn_open`/`close`, `chat_heartbeat`,
+//! `chat_reap_batch`) combine slots and are never called on a cluster; there the
+//! untagged keys (`chat:names`, `chat:nodes`, `chat:node:<n>:*`, `chat:user:<id>`,
+//! `chat:sess:*`, `chat:usess:*`) are only touched by plain single-key commands. User ids never contain `:` or braces
 //! (`chat_protocol::valid_user_id`), so joining them needs no escaping. Users and
 //! sessions are looked up one key at a time and need no tag.
 //!

@@ -54,7 +54,10 @@ use crate::{
 pub fn redis_url_mode(url: &str) -> Result<RedisMode, String> {
     conn::parse_url(url)
         .map(|(_, mode)| mode)
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            EngineError::Internal(why) => why,
+            other => other.to_string(),
+        })
 }
 
 /// Connections in the command pool.
@@ -171,7 +174,9 @@ impl RedisEngine {
         } else {
             &self.once
         };
-        let reply = self.fcall(functions::CONV_APPEND, &keys, &args, opts).await?;
+        let reply = self
+            .fcall(functions::CONV_APPEND, &keys, &args, opts)
+            .await?;
         let (duplicate, message, json) = functions::parse_send_reply_raw(reply)?;
         let event = functions::message_event(&json);
         let score = StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0);

@@ -204,16 +204,23 @@ impl RedisEngine {
                 let partners = strings(parts.pop().unwrap_or(Value::Null));
                 (number(&parts[0]), partners)
             }
-            _ => return Err(EngineError::Internal("unexpected chat_pres_open reply".into())),
+            _ => {
+                return Err(EngineError::Internal(
+                    "unexpected chat_pres_open reply".into(),
+                ))
+            }
         };
-        let _: i64 = self
-            .cmd()
-            .sadd(keys::node_users(node), user)
-            .await
-            .map_err(map_err)?;
-        if n == 1 {
-            self.announce(user, &online_frame(user), &partners).await?;
-        }
+        let node_set = keys::node_users(node);
+        let cmd = self.cmd();
+        let (added, announced) = tokio::join!(cmd.sadd::<i64, _, _>(&node_set, user), async {
+            if n == 1 {
+                self.announce(user, &online_frame(user), &partners).await
+            } else {
+                Ok(())
+            }
+        });
+        added.map_err(map_err)?;
+        announced?;
         Ok(n)
     }
 
@@ -230,18 +237,32 @@ impl RedisEngine {
                 let partners = strings(parts.pop().unwrap_or(Value::Null));
                 (number(&parts[0]) == 1, number(&parts[1]) == 1, partners)
             }
-            _ => return Err(EngineError::Internal("unexpected chat_pres_close reply".into())),
+            _ => {
+                return Err(EngineError::Internal(
+                    "unexpected chat_pres_close reply".into(),
+                ))
+            }
         };
-        if left {
-            let _: i64 = self
-                .cmd()
-                .srem(keys::node_users(node), user)
-                .await
-                .map_err(map_err)?;
-        }
-        if offline {
-            self.went_offline(user, &partners).await?;
-        }
+        let node_set = keys::node_users(node);
+        let cmd = self.cmd();
+        let (removed, announced) = tokio::join!(
+            async {
+                if left {
+                    cmd.srem::<i64, _, _>(&node_set, user).await.map(|_| ())
+                } else {
+                    Ok(())
+                }
+            },
+            async {
+                if offline {
+                    self.went_offline(user, &partners).await
+                } else {
+                    Ok(())
+                }
+            }
+        );
+        removed.map_err(map_err)?;
+        announced?;
         Ok(())
     }
 

@@ -42,7 +42,9 @@ impl RedisEngine {
     ) -> Result<Option<ReadOutcome>, EngineError> {
         let conversation = dm_conversation(reader, peer);
         if self.clustered() {
-            return self.cluster_read_up_to(reader, peer, up_to, conversation).await;
+            return self
+                .cluster_read_up_to(reader, peer, up_to, conversation)
+                .await;
         }
         let keys = vec![
             keys::conv_msgs(reader, peer),
@@ -88,7 +90,9 @@ impl RedisEngine {
         };
         let mut parts = parts.into_iter().map(text);
         let (Some(Some(id)), Some(Some(event))) = (parts.next(), parts.next()) else {
-            return Err(EngineError::Internal("unexpected chat_read_marker reply".into()));
+            return Err(EngineError::Internal(
+                "unexpected chat_read_marker reply".into(),
+            ));
         };
         let (a, b) = tokio::join!(
             self.inbox_append(reader, &event, "", 0, "", 0),

@@ -449,4 +449,3 @@ pub async fn disconnect_reaches_the_sink(engine: Arc<dyn Engine>, sink: Arc<Rec>
     assert_eq!(sink.disconnects("kim"), 0);
     assert_eq!(sink.disconnects("jay"), 1);
 }
-
