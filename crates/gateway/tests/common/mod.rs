@@ -53,6 +53,22 @@ impl Cluster {
         Self::start(engine, 1, extra)
     }
 
+    /// `nodes` nodes on a Redis the caller runs (a Redis Cluster or Sentinel set-up
+    /// from the testkit), reached through `redis_url`.
+    pub fn on_redis_url(redis_url: &str, nodes: usize, extra: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster {
+            engine: Engine::Redis,
+            redis: None,
+            nodes: Vec::new(),
+        };
+        let mut env = vec![("CHAT_REDIS__URL", redis_url)];
+        env.extend_from_slice(extra);
+        for i in 0..nodes {
+            cluster.add_node(i, &env);
+        }
+        cluster
+    }
+
     /// `nodes` nodes (named gw-a, gw-b, …); the memory engine supports only one.
     pub fn start(engine: Engine, nodes: usize, extra: &[(&str, &str)]) -> Cluster {
         assert!(
