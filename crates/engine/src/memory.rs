@@ -128,6 +128,7 @@ impl State {
             id,
             prev: inbox.last,
             json,
+            trace: None,
         });
         inbox.last = id;
         inbox.events.push_back(event.clone());
@@ -282,7 +283,14 @@ impl Engine for MemoryEngine {
         for user in [&message.from, &message.to] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
             if st.subscribed.contains(user.as_str()) {
-                self.sink.deliver(user, LiveEvent::Inbox(event));
+                let live = match &req.trace {
+                    Some(trace) => Arc::new(InboxEvent {
+                        trace: Some(trace.clone()),
+                        ..InboxEvent::clone(&event)
+                    }),
+                    None => event,
+                };
+                self.sink.deliver(user, LiveEvent::Inbox(live));
             }
         }
         Ok(SendOutcome {

@@ -31,6 +31,9 @@ pub struct SendRequest {
     pub nonce_ttl_secs: u64,
     /// RFC 3339 time with milliseconds, from the accepting node's clock.
     pub sent_at: String,
+    /// W3C `traceparent` of the send's span, carried with the live event so the
+    /// recipients' nodes continue the same trace. Not stored.
+    pub trace: Option<String>,
 }
 
 /// The result of [`crate::Engine::send`].
@@ -54,6 +57,9 @@ pub struct InboxEvent {
     /// The event as a JSON object without its cursor, e.g.
     /// `{"type":"message","message":{…}}`.
     pub json: Bytes,
+    /// W3C `traceparent` of the request that caused it, on live events only (events
+    /// read back from the inbox have none).
+    pub trace: Option<String>,
 }
 
 impl InboxEvent {
@@ -165,6 +171,7 @@ mod tests {
             id: StreamId { ms: 5, seq: 1 },
             prev: StreamId::ZERO,
             json: Bytes::from_static(br#"{"type":"message","message":{"id":"1-0"}}"#),
+            trace: None,
         };
         assert_eq!(
             &e.frame()[..],

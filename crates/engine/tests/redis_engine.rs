@@ -98,6 +98,7 @@ fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
         nonce: nonce.map(str::to_string),
         nonce_ttl_secs: 86_400,
         sent_at: "2026-01-01T00:00:00.000Z".into(),
+        trace: None,
     }
 }
 

@@ -156,6 +156,7 @@ async fn send_message(
             nonce: Some(nonce),
             nonce_ttl_secs: ttl,
             sent_at: now_rfc3339(),
+            trace: None,
         })
         .await?;
     metrics::counter!("chat_messages_received_total").increment(1);

@@ -227,6 +227,13 @@ impl EventSink for Router {
     fn deliver(&self, user_id: &str, event: LiveEvent) {
         match event {
             LiveEvent::Inbox(ev) => {
+                // The sender's trace continues here, on the recipient's node.
+                let span = ev.trace.as_deref().map(|parent| {
+                    let span = tracing::info_span!("chat.deliver", user.id = %user_id, message.cursor = %ev.id);
+                    crate::telemetry::set_remote_parent(&span, parent);
+                    span
+                });
+                let _entered = span.as_ref().map(|s| s.enter());
                 let routed = Arc::new(Routed {
                     id: ev.id,
                     prev: ev.prev,

@@ -139,6 +139,8 @@ fn is_unavailable(e: &FredError) -> bool {
                 "READONLY",
                 "Too many failed write attempts",
                 "Connection closed",
+                // No connection to the primary while Sentinel/Cluster re-route.
+                "Failed to route command",
             ]
             .iter()
             .any(|p| d.contains(p))

@@ -83,6 +83,7 @@ pub(crate) fn inbox_append_call(
     retention: &Retention,
     message_id: &str,
     window: usize,
+    trace: Option<&str>,
 ) -> (Vec<String>, Vec<String>) {
     let keys = vec![keys::inbox(user), keys::convs(user), keys::channel(user)];
     let args = vec![
@@ -93,8 +94,18 @@ pub(crate) fn inbox_append_call(
         retention.inbox_ttl_secs.to_string(),
         message_id.to_string(),
         window.to_string(),
+        trace_arg(trace),
     ];
     (keys, args)
+}
+
+/// A `traceparent` as a Lua argument: `''` when absent or not a plain token (it is
+/// spliced into the live payload, which is space-separated).
+fn trace_arg(trace: Option<&str>) -> String {
+    match trace {
+        Some(t) if !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()) => t.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// The inbox event of a message, exactly as `chat.lua` writes it.
@@ -130,6 +141,7 @@ pub(crate) fn send_call(req: &SendRequest, retention: &Retention) -> (Vec<String
         retention.history_max_age_secs.to_string(),
         retention.inbox_max_len.to_string(),
         retention.inbox_ttl_secs.to_string(),
+        trace_arg(req.trace.as_deref()),
     ];
     (keys, args)
 }
@@ -171,10 +183,11 @@ mod tests {
             nonce: None,
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
+            trace: None,
         };
         let (keys, args) = send_call(&req, &Retention::default());
         assert_eq!(keys.len(), 9);
-        assert_eq!(args.len(), 11);
+        assert_eq!(args.len(), 12);
         let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
         assert_eq!(slot(&keys[0]), slot(&keys[1]));
         assert_eq!(slot(&keys[0]), slot(&keys[2]));
@@ -192,13 +205,14 @@ mod tests {
             nonce: Some("n".into()),
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
+            trace: None,
         };
         let (keys, args) = conv_append_call(&req, &Retention::default());
         assert_eq!((keys.len(), args.len()), (3, 9));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         let (keys, args) =
-            inbox_append_call("bob", "{}", "alice", 1, &Retention::default(), "", 16);
-        assert_eq!((keys.len(), args.len()), (3, 7));
+            inbox_append_call("bob", "{}", "alice", 1, &Retention::default(), "", 16, None);
+        assert_eq!((keys.len(), args.len()), (3, 8));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         assert_eq!(
             message_event(r#"{"id":"1-0"}"#),

@@ -146,6 +146,7 @@ impl RedisEngine {
         score: u64,
         message_id: &str,
         window: usize,
+        trace: Option<&str>,
     ) -> Result<(), EngineError> {
         let (keys, args) = functions::inbox_append_call(
             user,
@@ -155,6 +156,7 @@ impl RedisEngine {
             &self.retention,
             message_id,
             window,
+            trace,
         );
         // With a message id a written-twice call is caught by the Lua; a read event
         // written twice is a harmless duplicate (same content, clients drop it).
@@ -187,8 +189,8 @@ impl RedisEngine {
         };
         let (from, to) = (request.from.as_str(), request.to.as_str());
         let (a, b) = tokio::join!(
-            self.inbox_append(from, &event, to, score, &message.id, window),
-            self.inbox_append(to, &event, from, score, &message.id, window),
+            self.inbox_append(from, &event, to, score, &message.id, window, request.trace.as_deref()),
+            self.inbox_append(to, &event, from, score, &message.id, window, request.trace.as_deref()),
         );
         a?;
         b?;
@@ -470,6 +472,7 @@ impl Engine for RedisEngine {
                     id: StreamId::parse(&e.id).ok_or_else(bad)?,
                     prev: StreamId::parse(&e.text("p")).ok_or_else(bad)?,
                     json: e.bytes("e").cloned().ok_or_else(bad)?,
+                    trace: None,
                 })
             })
             .collect()

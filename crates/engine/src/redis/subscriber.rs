@@ -127,7 +127,7 @@ impl Shard {
     }
 }
 
-/// Parses `"<id> <prev> <json>"`, `"- - <json>"` or `"! disconnect"`.
+/// Parses `"<id> <prev> [t=<traceparent> ]<json>"`, `"- - <json>"` or `"! disconnect"`.
 pub(crate) fn parse_payload(payload: Bytes) -> Option<LiveEvent> {
     if payload.as_ref() == b"! disconnect" {
         return Some(LiveEvent::Disconnect);
@@ -141,7 +141,15 @@ pub(crate) fn parse_payload(payload: Bytes) -> Option<LiveEvent> {
     }
     let id = StreamId::parse(std::str::from_utf8(id).ok()?)?;
     let prev = StreamId::parse(std::str::from_utf8(&payload[first + 1..second]).ok()?)?;
-    Some(LiveEvent::Inbox(Arc::new(InboxEvent { id, prev, json })))
+    let (trace, json) = match json.strip_prefix(b"t=") {
+        Some(rest) => {
+            let end = rest.iter().position(|&b| b == b' ')?;
+            let trace = std::str::from_utf8(&rest[..end]).ok()?.to_string();
+            (Some(trace), json.slice(2 + end + 1..))
+        }
+        None => (None, json),
+    };
+    Some(LiveEvent::Inbox(Arc::new(InboxEvent { id, prev, json, trace })))
 }
 
 /// A stable shard index for a user.
@@ -341,6 +349,14 @@ mod tests {
             parse_payload(Bytes::from_static(b"! disconnect")),
             Some(LiveEvent::Disconnect)
         ));
+        match parse_payload(Bytes::from_static(b"5-2 5-1 t=00-abc-def-01 {\"a\":2}")) {
+            Some(LiveEvent::Inbox(e)) => {
+                assert_eq!(e.prev, StreamId { ms: 5, seq: 1 });
+                assert_eq!(e.trace.as_deref(), Some("00-abc-def-01"));
+                assert_eq!(&e.json[..], b"{\"a\":2}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(parse_payload(Bytes::from_static(b"! other")).is_none());
         assert!(parse_payload(Bytes::from_static(b"garbage")).is_none());
     }

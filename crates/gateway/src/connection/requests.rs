@@ -180,6 +180,7 @@ impl Conn {
             nonce: Some(nonce),
             nonce_ttl_secs,
             sent_at: now_rfc3339(),
+            trace: crate::telemetry::traceparent(&tracing::Span::current()),
         };
         let started = std::time::Instant::now();
         let outcome = self

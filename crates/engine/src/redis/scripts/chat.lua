@@ -91,8 +91,9 @@ end
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
 -- inbox, convs, ch: keys (convs nil: not a message, leave the index alone);
 -- event: JSON; peer: the other participant; score: message ms.
+-- trace: a W3C traceparent carried only in the live payload ('' or nil = none).
 -- Returns the new entry id and the previous one ('0-0' for the first).
-local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl)
+local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, trace)
   local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
   local prev = '0-0'
   if #last > 0 then
@@ -112,7 +113,11 @@ local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl)
   if convs then
     redis.call('ZADD', convs, score, peer)
   end
-  redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
+  if trace and trace ~= '' then
+    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
+  else
+    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
+  end
   return id, prev
 end
 
@@ -178,7 +183,7 @@ KEYS: 1 msgs, 2 meta, 3 nonce key (ignored when ARGV[6] is ''),
       4 inbox(from), 5 convs(from), 6 ch(from), 7 inbox(to), 8 convs(to), 9 ch(to)
 ARGV: 1 conversation, 2 from, 3 to, 4 body, 5 sent_at, 6 nonce ('' = none),
       7 nonce_ttl, 8 history_max_len, 9 history_max_age_secs,
-      10 inbox_max_len, 11 inbox_ttl_secs
+      10 inbox_max_len, 11 inbox_ttl_secs, 12 traceparent ('' = none)
 Returns {dup, message JSON}; when dup = 1 nothing was written or published. ]]
 redis.register_function('chat_send', function(keys, args)
   local a = conv_args(args, 1)
@@ -192,8 +197,8 @@ redis.register_function('chat_send', function(keys, args)
   end
   local event = message_event(msg)
   local score = string.match(id, '^(%d+)')
-  inbox_append(keys[4], keys[5], keys[6], event, a.to, score, args[10], args[11])
-  inbox_append(keys[7], keys[8], keys[9], event, a.from, score, args[10], args[11])
+  inbox_append(keys[4], keys[5], keys[6], event, a.to, score, args[10], args[11], args[12])
+  inbox_append(keys[7], keys[8], keys[9], event, a.from, score, args[10], args[11], args[12])
   return {0, msg}
 end)
 
@@ -216,7 +221,7 @@ end)
 KEYS: 1 inbox, 2 convs, 3 ch (all of one user)
 ARGV: 1 event JSON, 2 peer id ('' = not a message: the conversation index is left
       alone), 3 score (message ms), 4 inbox_max_len, 5 inbox_ttl_secs,
-      6 message id ('' = none), 7 window
+      6 message id ('' = none), 7 window, 8 traceparent ('' = none)
 With a message id, the append is skipped when one of the inbox's newest `window`
 entries already holds that message (a retried send, or fred writing the call again
 after a reconnect): the retry does not duplicate it.
@@ -234,7 +239,7 @@ redis.register_function('chat_inbox_append', function(keys, args)
   if args[2] == '' then
     convs = nil
   end
-  local id, prev = inbox_append(keys[1], convs, keys[3], args[1], args[2], args[3], args[4], args[5])
+  local id, prev = inbox_append(keys[1], convs, keys[3], args[1], args[2], args[3], args[4], args[5], args[8])
   return {id, prev, 1}
 end)
 
