@@ -20,7 +20,12 @@ pub struct Cli {
 pub struct Global {
     /// WebSocket URL of a node or of the load balancer (repeatable, or comma-separated).
     /// Users are spread over targets round-robin; pairs span two targets when there are two.
-    #[arg(long = "target", global = true, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(
+        long = "target",
+        global = true,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
     pub targets: Vec<String>,
     /// Write the JSON report here.
     #[arg(long, global = true)]
@@ -95,6 +100,10 @@ pub enum Scenario {
         drain_secs: f64,
         #[arg(long, default_value_t = 1000.0)]
         connect_rate: f64,
+        /// Instead of dropping every socket, kill this local gateway (SIGKILL) at the
+        /// storm: its clients resume on the other targets.
+        #[arg(long)]
+        kill_gateway_pid: Option<u32>,
     },
     /// Internal: one worker process's share (JSON job on stdin).
     #[command(hide = true)]

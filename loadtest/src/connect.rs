@@ -66,7 +66,6 @@ pub async fn run(
     let counters = Arc::new(Counters::default());
     let progress = record::spawn_progress(plan.label.clone(), counters.clone(), None);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (up_tx, mut up_rx) = tokio::sync::mpsc::channel::<()>(1024);
     let targets = Arc::new(plan.targets.clone());
     let ips = SourceIps {
         count: plan.source_ips,
@@ -75,14 +74,14 @@ pub async fn run(
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(plan.connections as usize);
     for i in 0..plan.connections {
-        tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / plan.rate.max(1.0))).await;
+        tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / plan.rate.max(1.0)))
+            .await;
         let global = plan.first + i;
         let target = (global as usize) % targets.len();
         let url = targets[target].clone();
         let username = format!("lt-{}-c{global}", plan.run_id);
         let source = ips.pick(global);
         let counters = counters.clone();
-        let up_tx = up_tx.clone();
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
@@ -99,7 +98,6 @@ pub async fn run(
                 dropped: false,
             };
             let result = tokio::time::timeout(CONNECT_TIMEOUT, signin).await;
-            let _ = up_tx.send(()).await;
             let (mut ws, welcome) = match result {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
@@ -132,12 +130,11 @@ pub async fn run(
             conn
         }));
     }
-    drop(up_tx);
-    // Every attempt has finished its sign-in (or failed) once all `up` arrived.
-    for _ in 0..plan.connections {
-        if up_rx.recv().await.is_none() {
-            break;
-        }
+    // Every attempt has finished its sign-in once it counted itself in or out.
+    while Counters::get(&counters.connected) + Counters::get(&counters.connect_failures)
+        < plan.connections
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ramp_secs = started.elapsed().as_secs_f64();
     let _ = ready.send(Ready {
@@ -193,7 +190,11 @@ pub fn merge(into: &mut ConnectOutcome, other: ConnectOutcome) -> Result<()> {
         *a += b;
     }
     into.dropped_during_hold += other.dropped_during_hold;
-    let mut h = if into.latency.is_empty() { Hist::default() } else { Hist::decode(&into.latency)? };
+    let mut h = if into.latency.is_empty() {
+        Hist::default()
+    } else {
+        Hist::decode(&into.latency)?
+    };
     if !other.latency.is_empty() {
         h.add(&Hist::decode(&other.latency)?);
     }

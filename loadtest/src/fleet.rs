@@ -29,7 +29,7 @@ pub enum Job {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
-    Dm(DmOutcome),
+    Dm(Box<DmOutcome>),
     Connect(ConnectOutcome),
 }
 
@@ -110,7 +110,7 @@ async fn run_job(
     go: oneshot::Receiver<()>,
 ) -> Result<Outcome> {
     Ok(match job {
-        Job::Dm(plan) => Outcome::Dm(dm::run(plan, ready, go).await?),
+        Job::Dm(plan) => Outcome::Dm(Box::new(dm::run(plan, ready, go).await?)),
         Job::Connect(plan) => Outcome::Connect(connect::run(plan, ready, go).await?),
     })
 }
@@ -130,9 +130,14 @@ async fn run_worker(
         .spawn()
         .context("starting a worker process")?;
     let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("worker stdin"))?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("worker stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("worker stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
-    stdin.write_all(format!("{}\n", serde_json::to_string(&job)?).as_bytes()).await?;
+    stdin
+        .write_all(format!("{}\n", serde_json::to_string(&job)?).as_bytes())
+        .await?;
     stdin.flush().await?;
     let mut ready = Some(ready);
     let mut go = Some(go);
@@ -162,7 +167,10 @@ async fn run_worker(
 /// The hidden `worker` subcommand: one job from stdin, lines to stdout.
 pub async fn worker_main() -> Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let line = stdin.next_line().await?.ok_or_else(|| anyhow!("no job on stdin"))?;
+    let line = stdin
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow!("no job on stdin"))?;
     let job: Job = serde_json::from_str(&line).context("job JSON")?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel();

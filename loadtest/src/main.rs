@@ -37,7 +37,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Past the default soft limit: as many sockets as the hard limit allows.
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chat-loadtest: cannot start the runtime: {e}");
@@ -66,6 +69,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         g.targets, g.workers
     );
     let started_at = record::now_us() / 1000;
+    let loadavg_at_start = loadavg();
     let (name, params, done) = match &cli.scenario {
         Scenario::Connect {
             connections,
@@ -77,7 +81,11 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
                 ("rate", json!(rate)),
                 ("hold_secs", json!(hold_secs)),
             ]);
-            ("connect", p, scenario::connect(g, *connections, *rate, *hold_secs).await?)
+            (
+                "connect",
+                p,
+                scenario::connect(g, *connections, *rate, *hold_secs).await?,
+            )
         }
         Scenario::Dm(a) => ("dm", dm_params(a), scenario::dm(g, a).await?),
         Scenario::Ramp {
@@ -120,6 +128,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
             storm_at_secs,
             drain_secs,
             connect_rate,
+            kill_gateway_pid,
         } => {
             let a = DmArgs {
                 users: *users,
@@ -133,13 +142,20 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
             let at = storm_at_secs.unwrap_or(duration_secs / 3.0);
             let mut p = dm_params(&a);
             p.insert("storm_at_secs", json!(at));
-            ("reconnect-storm", p, scenario::storm(g, &a, at).await?)
+            p.insert("kill_gateway_pid", json!(kill_gateway_pid));
+            let done = scenario::storm(g, &a, at, *kill_gateway_pid).await?;
+            ("reconnect-storm", p, done)
         }
         Scenario::Worker => unreachable!("handled above"),
     };
     let mut plots = Vec::new();
     if let Some(dir) = &g.plot_dir {
-        plots = plot::write(std::path::Path::new(dir), name, &done.timeline.rows(), &done.hist)?;
+        plots = plot::write(
+            std::path::Path::new(dir),
+            name,
+            &done.timeline.rows(),
+            &done.hist,
+        )?;
     }
     let report = json!({
         "tool": concat!("chat-loadtest ", env!("CARGO_PKG_VERSION")),
@@ -148,7 +164,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         "started_at_unix_ms": started_at,
         "finished_at_unix_ms": record::now_us() / 1000,
         "params": scenario::params(g, params),
-        "environment": environment(nofile),
+        "environment": environment(nofile, &loadavg_at_start),
         "result": done.result,
         "plots": plots,
     });
@@ -176,12 +192,19 @@ fn dm_params(a: &DmArgs) -> BTreeMap<&'static str, serde_json::Value> {
     ])
 }
 
-/// What the numbers depend on: cores, load when the run started, the fd limit.
-fn environment(nofile: u64) -> serde_json::Value {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// What the numbers depend on: cores, the machine's load around the run, the fd limit.
+fn environment(nofile: u64, loadavg_at_start: &str) -> serde_json::Value {
     json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "loadavg": loadavg.trim(),
+        "loadavg_at_start": loadavg_at_start,
+        "loadavg_at_end": loadavg(),
         "nofile_limit": nofile,
     })
 }

@@ -55,7 +55,9 @@ fn ws_config() -> WebSocketConfig {
 pub async fn open(url: &str, source: Option<Ipv4Addr>) -> Result<Ws> {
     let request = url.into_client_request().context("bad target URL")?;
     let uri = request.uri().clone();
-    let host = uri.host().ok_or_else(|| anyhow!("target URL has no host"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow!("target URL has no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let addr: SocketAddr = tokio::net::lookup_host((host, port))
@@ -71,7 +73,10 @@ pub async fn open(url: &str, source: Option<Ipv4Addr>) -> Result<Ws> {
                 .with_context(|| format!("binding source address {src}"))?;
         }
     }
-    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
@@ -179,6 +184,13 @@ mod tests {
         assert_eq!(ips.pick(253), Some(Ipv4Addr::new(127, 0, 0, 254)));
         assert_eq!(ips.pick(254), Some(Ipv4Addr::new(127, 0, 1, 1)));
         assert_eq!(ips.pick(600), Some(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(SourceIps { count: 0, offset: 0 }.pick(5), None);
+        assert_eq!(
+            SourceIps {
+                count: 0,
+                offset: 0
+            }
+            .pick(5),
+            None
+        );
     }
 }

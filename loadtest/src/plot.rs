@@ -23,7 +23,12 @@ struct Series<'a> {
 }
 
 /// Writes `latency-over-time.svg` and `latency-distribution.svg` into `dir`.
-pub fn write(dir: &Path, title: &str, timeline: &[TimelineRow], hist: &Hist) -> Result<Vec<String>> {
+pub fn write(
+    dir: &Path,
+    title: &str,
+    timeline: &[TimelineRow],
+    hist: &Hist,
+) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     if !timeline.is_empty() {
@@ -39,9 +44,21 @@ pub fn write(dir: &Path, title: &str, timeline: &[TimelineRow], hist: &Hist) -> 
             "seconds since start (by intended send time)",
             "latency (ms)",
             &[
-                Series { name: "p50", color: "#2b8a3e", points: pick(|r| r.p50_ms) },
-                Series { name: "p99", color: "#e67700", points: pick(|r| r.p99_ms) },
-                Series { name: "max", color: "#c92a2a", points: pick(|r| r.max_ms) },
+                Series {
+                    name: "p50",
+                    color: "#2b8a3e",
+                    points: pick(|r| r.p50_ms),
+                },
+                Series {
+                    name: "p99",
+                    color: "#e67700",
+                    points: pick(|r| r.p99_ms),
+                },
+                Series {
+                    name: "max",
+                    color: "#c92a2a",
+                    points: pick(|r| r.max_ms),
+                },
             ],
             None,
         );
@@ -60,8 +77,18 @@ pub fn write(dir: &Path, title: &str, timeline: &[TimelineRow], hist: &Hist) -> 
             &format!("{title}: latency distribution"),
             "percentile",
             "latency (ms)",
-            &[Series { name: "latency", color: "#1c7ed6", points }],
-            Some(&[(0.0, "0%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"), (4.0, "99.99%")]),
+            &[Series {
+                name: "latency",
+                color: "#1c7ed6",
+                points,
+            }],
+            Some(&[
+                (0.0, "0%"),
+                (1.0, "90%"),
+                (2.0, "99%"),
+                (3.0, "99.9%"),
+                (4.0, "99.99%"),
+            ]),
         );
         let path = dir.join("latency-distribution.svg");
         std::fs::write(&path, svg)?;
@@ -117,7 +144,15 @@ fn chart(
     // X ticks.
     let ticks: Vec<(f64, String)> = match x_ticks {
         Some(t) => t.iter().map(|(x, l)| (*x, l.to_string())).collect(),
-        None => (0..=5).map(|i| x_max * i as f64 / 5.0).map(|x| (x, fmt_num(x))).collect(),
+        None => {
+            // Whole seconds: a step of at least one, at most six ticks.
+            let step = (x_max / 5.0).ceil().max(1.0);
+            (0..=5)
+                .map(|i| i as f64 * step)
+                .filter(|&x| x <= x_max + 1e-9)
+                .map(|x| (x, format!("{x:.0}")))
+                .collect()
+        }
     };
     for (x, label) in ticks {
         let px = sx(x);
@@ -193,7 +228,9 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -207,7 +244,13 @@ mod tests {
         for us in [100, 200, 5000] {
             h.record_us(us);
         }
-        let rows = vec![TimelineRow { second: 0, count: 3, p50_ms: 0.2, p99_ms: 5.0, max_ms: 5.0 }];
+        let rows = vec![TimelineRow {
+            second: 0,
+            count: 3,
+            p50_ms: 0.2,
+            p99_ms: 5.0,
+            max_ms: 5.0,
+        }];
         let files = write(dir.path(), "dm", &rows, &h).unwrap();
         assert_eq!(files.len(), 2);
         let svg = std::fs::read_to_string(&files[1]).unwrap();

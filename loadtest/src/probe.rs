@@ -29,6 +29,35 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / clock_ticks())
 }
 
+/// This process's CPU time plus that of its waited-for children (the workers), seconds.
+pub fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (f.len() == 4).then(|| f.iter().sum::<u64>() as f64 / clock_ticks())
+}
+
+/// Busy and total CPU ticks of the whole machine so far (first line of `/proc/stat`).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = cpu.iter().sum();
+    // idle + iowait are fields 4 and 5.
+    let idle = cpu.get(3)? + cpu.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -54,6 +83,19 @@ pub struct CpuUse {
 pub struct CpuWindow {
     start: std::time::Instant,
     before: Vec<(u32, Option<f64>)>,
+    own: Option<f64>,
+    machine: Option<(u64, u64)>,
+}
+
+/// What else used the CPU during the window: the harness itself, and the whole machine
+/// (other processes on a shared machine included).
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    pub window_secs: f64,
+    /// The harness and its worker processes, percent of one core.
+    pub harness_percent_of_core: Option<f64>,
+    /// All cores busy, percent of the machine's capacity.
+    pub machine_busy_percent: Option<f64>,
 }
 
 impl CpuWindow {
@@ -61,6 +103,25 @@ impl CpuWindow {
         CpuWindow {
             start: std::time::Instant::now(),
             before: pids.iter().map(|&p| (p, cpu_seconds(p))).collect(),
+            own: own_cpu_seconds(),
+            machine: machine_ticks(),
+        }
+    }
+
+    pub fn context(&self) -> Context {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let own = own_cpu_seconds()
+            .zip(self.own)
+            .map(|(a, b)| (a - b) / secs * 100.0);
+        let machine = machine_ticks()
+            .zip(self.machine)
+            .and_then(|((b1, t1), (b0, t0))| {
+                (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
+            });
+        Context {
+            window_secs: secs,
+            harness_percent_of_core: own,
+            machine_busy_percent: machine,
         }
     }
 
@@ -140,8 +201,12 @@ pub fn redis_calls(host_port: &str) -> Option<BTreeMap<String, u64>> {
     let mut calls = BTreeMap::new();
     for line in text.lines() {
         // cmdstat_xadd:calls=12,usec=...
-        let Some(rest) = line.strip_prefix("cmdstat_") else { continue };
-        let Some((name, stats)) = rest.split_once(':') else { continue };
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let Some((name, stats)) = rest.split_once(':') else {
+            continue;
+        };
         let n = stats
             .split(',')
             .find_map(|kv| kv.strip_prefix("calls="))
@@ -204,7 +269,10 @@ mod tests {
 
     #[test]
     fn host_port_of_urls() {
-        assert_eq!(host_port("ws://127.0.0.1:80/ws").as_deref(), Some("127.0.0.1:80"));
+        assert_eq!(
+            host_port("ws://127.0.0.1:80/ws").as_deref(),
+            Some("127.0.0.1:80")
+        );
         assert_eq!(host_port("localhost:9").as_deref(), Some("localhost:9"));
     }
 }

@@ -117,7 +117,8 @@ pub fn spawn_progress(
                 recv - last_recv,
                 p99.map_or("-".to_string(), |v| format!("{v:.2}ms")),
             );
-            eprint!("{line}\n");
+            let _ =
+                std::io::Write::write_all(&mut std::io::stderr(), format!("{line}\n").as_bytes());
             (last_sent, last_recv) = (sent, recv);
         }
     })

@@ -134,12 +134,18 @@ pub async fn connect(g: &Global, connections: u64, rate: f64, hold_secs: f64) ->
     for r in &rss {
         summary += &format!(
             "  gateway {}: RSS {:.1} MiB -> {:.1} MiB for {} connections = {}\n",
-            r.pid.map_or_else(|| r.target.clone().unwrap_or_default(), |p| format!("pid {p}")),
+            r.pid.map_or_else(
+                || r.target.clone().unwrap_or_default(),
+                |p| format!("pid {p}")
+            ),
             r.before_bytes as f64 / 1048576.0,
             r.after_bytes as f64 / 1048576.0,
             r.connections,
-            r.bytes_per_connection
-                .map_or("-".into(), |b| format!("{:.0} bytes ({:.2} KiB) per connection", b, b / 1024.0)),
+            r.bytes_per_connection.map_or("-".into(), |b| format!(
+                "{:.0} bytes ({:.2} KiB) per connection",
+                b,
+                b / 1024.0
+            )),
         );
     }
     if rss.is_empty() {
@@ -162,11 +168,23 @@ pub async fn connect(g: &Global, connections: u64, rate: f64, hold_secs: f64) ->
         "gateway_rss": rss,
         "ok": ok,
     });
-    Ok(Done { result, summary, timeline: Timeline::default(), hist, ok })
+    Ok(Done {
+        result,
+        summary,
+        timeline: Timeline::default(),
+        hist,
+        ok,
+    })
 }
 
 /// Runs one `dm` step over the fleet and measures CPU and Redis around it.
-async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> Result<(DmOutcome, Value)> {
+async fn dm_step(
+    g: &Global,
+    a: &DmArgs,
+    storm_at: Option<f64>,
+    kill_pid: Option<u32>,
+    label: &str,
+) -> Result<(DmOutcome, Value)> {
     let id = run_id();
     let users = a.users + a.users % 2;
     if users < 2 {
@@ -188,6 +206,7 @@ async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> 
                 duration_secs: a.duration_secs,
                 drain_secs: a.drain_secs,
                 storm_at_secs: storm_at,
+                storm_drops_sockets: kill_pid.is_none(),
                 connect_rate: a.connect_rate / parts.len() as f64,
                 source_ips: g.source_ips,
                 body_bytes: a.body_bytes,
@@ -204,11 +223,25 @@ async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> 
     let cpu = CpuWindow::start(&pids);
     let redis_before = g.redis_addr.as_deref().and_then(probe::redis_calls);
     let mut out = DmOutcome::default();
-    for o in fleet::collect(fleet.go()).await? {
+    let handles = fleet.go();
+    if let (Some(pid), Some(at)) = (kill_pid, storm_at) {
+        // The members start 200 ms after `go` (their lead); kill the node at the storm.
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(0.2 + at)).await;
+            eprintln!("chat-loadtest: killing gateway pid {pid} (SIGKILL)");
+            let _ = tokio::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        });
+    }
+    for o in fleet::collect(handles).await? {
         if let Outcome::Dm(d) = o {
-            dm::merge(&mut out, d)?;
+            dm::merge(&mut out, *d)?;
         }
     }
+    let context = cpu.context();
     let cpu = cpu.finish(out.received);
     let redis_after = g.redis_addr.as_deref().and_then(probe::redis_calls);
     let redis = match (redis_before, redis_after) {
@@ -222,7 +255,9 @@ async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> 
     let (gw_cpu, redis_cpu): (Vec<_>, Vec<_>) =
         cpu.into_iter().partition(|c| Some(c.pid) != g.redis_pid);
     let storm = out.storm.as_ref().map(|s| {
-        let rec = Hist::decode(&s.recovery).map(|h| h.summary()).unwrap_or_default();
+        let rec = Hist::decode(&s.recovery)
+            .map(|h| h.summary())
+            .unwrap_or_default();
         json!({
             "dropped": s.dropped, "reconnected": s.reconnected, "not_recovered": s.not_recovered,
             "reconnect_failures": s.reconnect_failures, "all_recovered_ms": s.all_recovered_ms,
@@ -235,7 +270,10 @@ async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> 
         && out.unacked == 0
         && out.connect_failures == 0
         && out.sent == out.acked
-        && out.storm.as_ref().is_none_or(|s| s.reconnect_failures == 0 && s.not_recovered == 0);
+        && out
+            .storm
+            .as_ref()
+            .is_none_or(|s| s.reconnect_failures == 0 && s.not_recovered == 0);
     let value = json!({
         "users": out.users,
         "connected": out.connected,
@@ -261,7 +299,7 @@ async fn dm_step(g: &Global, a: &DmArgs, storm_at: Option<f64>, label: &str) -> 
         "latency": latency,
         "ack_latency": ack,
         "timeline": timeline.rows(),
-        "cpu": { "gateways": gw_cpu, "redis": redis_cpu.first() },
+        "cpu": { "gateways": gw_cpu, "redis": redis_cpu.first(), "context": context },
         "redis_commands": redis,
         "storm": storm,
         "warnings": out.warnings,
@@ -283,7 +321,8 @@ fn dm_summary(name: &str, v: &Value) -> String {
         for c in cpus {
             s += &format!(
                 "  gateway pid {} CPU: {:.1}% of a core, {:.1} ms per 1000 messages\n",
-                c["pid"], c["percent_of_core"].as_f64().unwrap_or(0.0),
+                c["pid"],
+                c["percent_of_core"].as_f64().unwrap_or(0.0),
                 c["cpu_ms_per_1000_messages"].as_f64().unwrap_or(0.0)
             );
         }
@@ -291,10 +330,18 @@ fn dm_summary(name: &str, v: &Value) -> String {
     if let Some(c) = v["cpu"]["redis"].as_object() {
         s += &format!(
             "  redis pid {} CPU: {:.1}% of a core, {:.1} ms per 1000 messages\n",
-            c["pid"], c["percent_of_core"].as_f64().unwrap_or(0.0),
+            c["pid"],
+            c["percent_of_core"].as_f64().unwrap_or(0.0),
             c["cpu_ms_per_1000_messages"].as_f64().unwrap_or(0.0)
         );
     }
+    let ctx = &v["cpu"]["context"];
+    s += &format!(
+        "  harness CPU: {:.0}% of a core; whole machine busy: {:.0}% (over {:.1}s)\n",
+        ctx["harness_percent_of_core"].as_f64().unwrap_or(0.0),
+        ctx["machine_busy_percent"].as_f64().unwrap_or(0.0),
+        ctx["window_secs"].as_f64().unwrap_or(0.0)
+    );
     if v["redis_commands"].is_object() {
         let r = &v["redis_commands"];
         let per = |c: &str| r["per_message"][c].as_f64().unwrap_or(0.0);
@@ -324,7 +371,10 @@ fn dm_summary(name: &str, v: &Value) -> String {
             s += &format!("  warning: {}\n", w.as_str().unwrap_or_default());
         }
     }
-    s += &format!("  correctness: {}\n", if v["ok"] == true { "OK" } else { "FAILED" });
+    s += &format!(
+        "  correctness: {}\n",
+        if v["ok"] == true { "OK" } else { "FAILED" }
+    );
     s
 }
 
@@ -332,12 +382,17 @@ fn pline(p: &Value) -> String {
     let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
     format!(
         "n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms",
-        p["count"], f("p50_ms"), f("p90_ms"), f("p99_ms"), f("p999_ms"), f("max_ms")
+        p["count"],
+        f("p50_ms"),
+        f("p90_ms"),
+        f("p99_ms"),
+        f("p999_ms"),
+        f("max_ms")
     )
 }
 
 pub async fn dm(g: &Global, a: &DmArgs) -> Result<Done> {
-    let (out, value) = dm_step(g, a, None, "dm").await?;
+    let (out, value) = dm_step(g, a, None, None, "dm").await?;
     Ok(Done {
         summary: dm_summary("dm", &value),
         ok: value["ok"] == true,
@@ -347,8 +402,10 @@ pub async fn dm(g: &Global, a: &DmArgs) -> Result<Done> {
     })
 }
 
-pub async fn storm(g: &Global, a: &DmArgs, storm_at: f64) -> Result<Done> {
-    let (out, value) = dm_step(g, a, Some(storm_at), "storm").await?;
+/// Every client drops its socket at `storm_at`, or, with `kill_pid`, that node is
+/// killed then and its clients resume elsewhere.
+pub async fn storm(g: &Global, a: &DmArgs, storm_at: f64, kill_pid: Option<u32>) -> Result<Done> {
+    let (out, value) = dm_step(g, a, Some(storm_at), kill_pid, "storm").await?;
     Ok(Done {
         summary: dm_summary("reconnect-storm", &value),
         ok: value["ok"] == true,
@@ -373,21 +430,29 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
     let mut last = (Timeline::default(), Hist::default());
     let mut rate = r.start;
     while rate <= r.max + 1e-9 {
-        let a = DmArgs { rate, ..r.base.clone() };
-        let (out, value) = dm_step(g, &a, None, &format!("ramp {rate:.0}/s")).await?;
+        let a = DmArgs {
+            rate,
+            ..r.base.clone()
+        };
+        let (out, value) = dm_step(g, &a, None, None, &format!("ramp {rate:.0}/s")).await?;
         let p99 = value["latency"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
         let passed = value["ok"] == true && p99 <= r.p99_ms;
         summary += &format!(
             "  {:>8.0} msg/s: delivered {:>8.0}/s p99 {:>8.2} ms lost {} duplicated {} -> {}\n",
             rate,
-            value["throughput"]["delivered_per_sec"].as_f64().unwrap_or(0.0),
+            value["throughput"]["delivered_per_sec"]
+                .as_f64()
+                .unwrap_or(0.0),
             p99,
             value["lost"],
             value["duplicated"],
             if passed { "pass" } else { "FAIL" }
         );
         steps.push(json!({ "rate": rate, "passed": passed, "result": value }));
-        last = (Timeline::decode(&out.timeline)?, Hist::decode(&out.latency)?);
+        last = (
+            Timeline::decode(&out.timeline)?,
+            Hist::decode(&out.latency)?,
+        );
         if !passed {
             break;
         }
@@ -395,7 +460,10 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
         rate += r.step;
     }
     summary += &match best {
-        Some(b) => format!("  highest rate with p99 <= {} ms and nothing lost: {b:.0} msg/s\n", r.p99_ms),
+        Some(b) => format!(
+            "  highest rate with p99 <= {} ms and nothing lost: {b:.0} msg/s\n",
+            r.p99_ms
+        ),
         None => format!("  no rate kept p99 <= {} ms with nothing lost\n", r.p99_ms),
     };
     let result = json!({
@@ -404,7 +472,13 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
         "steps": steps,
         "ok": best.is_some(),
     });
-    Ok(Done { result, summary, ok: best.is_some(), timeline: last.0, hist: last.1 })
+    Ok(Done {
+        result,
+        summary,
+        ok: best.is_some(),
+        timeline: last.0,
+        hist: last.1,
+    })
 }
 
 /// Parameters echoed into the report, by scenario.

@@ -52,7 +52,9 @@ impl Hist {
             .deserialize(&mut bytes.as_slice())
             .map_err(|e| anyhow::anyhow!("bad histogram: {e:?}"))?;
         let mut out = Hist::default();
-        out.0.add(&h).map_err(|e| anyhow::anyhow!("histogram bounds: {e:?}"))?;
+        out.0
+            .add(&h)
+            .map_err(|e| anyhow::anyhow!("histogram bounds: {e:?}"))?;
         Ok(out)
     }
 
@@ -139,7 +141,10 @@ impl Timeline {
 
     pub fn decode(items: &[String]) -> Result<Timeline> {
         Ok(Timeline {
-            seconds: items.iter().map(|s| Hist::decode(s)).collect::<Result<_>>()?,
+            seconds: items
+                .iter()
+                .map(|s| Hist::decode(s))
+                .collect::<Result<_>>()?,
         })
     }
 

@@ -94,7 +94,10 @@ fn assert_percentiles(p: &Value, what: &str) {
         p[k].as_f64()
             .unwrap_or_else(|| panic!("{what}: {k} missing in {p}"))
     };
-    assert!(p["count"].as_u64().unwrap_or(0) > 0, "{what}: no samples: {p}");
+    assert!(
+        p["count"].as_u64().unwrap_or(0) > 0,
+        "{what}: no samples: {p}"
+    );
     assert!(f("p50_ms") <= f("p90_ms"), "{what}: {p}");
     assert!(f("p90_ms") <= f("p99_ms"), "{what}: {p}");
     assert!(f("p99_ms") <= f("p999_ms"), "{what}: {p}");
@@ -103,11 +106,18 @@ fn assert_percentiles(p: &Value, what: &str) {
 
 /// Every acked message received exactly once, counts consistent.
 fn assert_exactly_once(r: &Value) {
-    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {r}"));
+    let n = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing in {r}"))
+    };
     assert_eq!(n("connect_failures"), 0, "{r}");
     assert!(n("sent") > 0, "{r}");
     assert_eq!(n("sent"), n("acked"), "every send acked: {r}");
-    assert_eq!(n("acked"), n("received"), "every acked message received: {r}");
+    assert_eq!(
+        n("acked"),
+        n("received"),
+        "every acked message received: {r}"
+    );
     assert_eq!(n("lost"), 0, "{r}");
     assert_eq!(n("duplicated"), 0, "{r}");
     assert_eq!(n("unacked"), 0, "{r}");
@@ -118,7 +128,7 @@ fn assert_exactly_once(r: &Value) {
 }
 
 #[test]
-fn dm_storm_and_connect_reports_are_correct() {
+fn dm_storm_connect_and_node_kill_reports_are_correct() {
     let cluster = Cluster::start();
     let dir = tempfile::tempdir().expect("temp dir");
 
@@ -127,14 +137,32 @@ fn dm_storm_and_connect_reports_are_correct() {
         &cluster,
         dir.path(),
         "dm",
-        &["dm", "--users", "10", "--rate", "50", "--duration-secs", "3", "--drain-secs", "10"],
+        &[
+            "dm",
+            "--users",
+            "10",
+            "--rate",
+            "50",
+            "--duration-secs",
+            "3",
+            "--drain-secs",
+            "10",
+        ],
     );
     assert_eq!(report["scenario"], "dm");
     let r = &report["result"];
     assert_exactly_once(r);
     assert_eq!(r["users"], 10);
-    assert_eq!(r["nodes"]["gw-a"], 5, "users spread over both nodes: {}", r["nodes"]);
-    assert_eq!(r["nodes"]["gw-b"], 5, "users spread over both nodes: {}", r["nodes"]);
+    assert_eq!(
+        r["nodes"]["gw-a"], 5,
+        "users spread over both nodes: {}",
+        r["nodes"]
+    );
+    assert_eq!(
+        r["nodes"]["gw-b"], 5,
+        "users spread over both nodes: {}",
+        r["nodes"]
+    );
     assert!(r["timeline"].as_array().is_some_and(|t| !t.is_empty()));
     assert_eq!(r["cpu"]["gateways"].as_array().map(Vec::len), Some(2));
     for plot in ["latency-over-time.svg", "latency-distribution.svg"] {
@@ -176,7 +204,15 @@ fn dm_storm_and_connect_reports_are_correct() {
         &cluster,
         dir.path(),
         "connect",
-        &["connect", "--connections", "20", "--rate", "100", "--hold-secs", "1"],
+        &[
+            "connect",
+            "--connections",
+            "20",
+            "--rate",
+            "100",
+            "--hold-secs",
+            "1",
+        ],
     );
     let r = &report["result"];
     assert_eq!(r["connections"], 20, "{r}");
@@ -186,4 +222,32 @@ fn dm_storm_and_connect_reports_are_correct() {
     let rss = r["gateway_rss"].as_array().expect("gateway_rss");
     assert_eq!(rss.len(), 2, "{r}");
     assert!(rss.iter().all(|g| g["connections"] == 10), "{r}");
+
+    // Last, as it ends the second node: the storm is gw-b killed; its clients resume on
+    // gw-a with their cursor, and nothing acked is lost.
+    let gw_b = cluster.nodes[1].pid().expect("gw-b pid").to_string();
+    let report = harness(
+        &cluster,
+        dir.path(),
+        "kill",
+        &[
+            "reconnect-storm",
+            "--users",
+            "10",
+            "--rate",
+            "40",
+            "--duration-secs",
+            "3",
+            "--storm-at-secs",
+            "1",
+            "--kill-gateway-pid",
+            &gw_b,
+        ],
+    );
+    let r = &report["result"];
+    assert_exactly_once(r);
+    let s = &r["storm"];
+    assert_eq!(s["dropped"], 5, "gw-b's users dropped: {s}");
+    assert_eq!(s["reconnected"], 5, "{s}");
+    assert_eq!(s["not_recovered"], 0, "{s}");
 }

@@ -1,0 +1,256 @@
+//! Adding up what the user tasks saw: a send is lost when acked but never received by
+//! the peer, duplicated when stored twice (two message ids for one send). Also the exact
+//! merge of worker processes' outcomes (histograms added, never averaged).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Hist, Timeline};
+
+/// Everything one process measured; outcomes of several workers merge exactly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DmOutcome {
+    pub users: u64,
+    pub connected: u64,
+    pub connect_failures: u64,
+    pub connect_errors: Vec<String>,
+    /// `welcome.node` → users signed in there.
+    pub nodes: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub acked: u64,
+    pub send_errors: BTreeMap<String, u64>,
+    /// Sent, neither acked nor refused by the end of the drain.
+    pub unacked: u64,
+    /// Distinct messages the recipients received.
+    pub received: u64,
+    /// Acked but never received by the recipient.
+    pub lost: u64,
+    /// The same send stored twice (received, or acked, under two message ids).
+    pub duplicated: u64,
+    /// The same message id delivered again (allowed: delivery is at-least-once and
+    /// clients drop these by id).
+    pub redelivered: u64,
+    /// Connections that ended without the harness asking.
+    pub unexpected_disconnects: u64,
+    pub latency: String,
+    pub ack_latency: String,
+    pub timeline: Vec<String>,
+    /// From the first intended send to the end of the drain.
+    pub elapsed_secs: f64,
+    pub storm: Option<StormOutcome>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormOutcome {
+    pub dropped: u64,
+    pub reconnected: u64,
+    /// Reconnected with `recovered: false` (the cursor was no longer retained).
+    pub not_recovered: u64,
+    pub reconnect_failures: u64,
+    /// From the drop to the last client's `welcome`.
+    pub all_recovered_ms: f64,
+    pub recovery: String,
+    /// Sends intended between the drop and the last client's recovery.
+    pub sent_during: u64,
+    pub acked_during: u64,
+    pub received_during: u64,
+    pub lost_during: u64,
+}
+
+/// One send of one user.
+pub(super) struct SendRecord {
+    pub(super) intended_us: u64,
+    /// Message id from the ack.
+    pub(super) acked_id: Option<String>,
+    pub(super) error: Option<String>,
+}
+
+/// What one user task hands back.
+#[derive(Default)]
+pub(super) struct UserOutcome {
+    pub(super) records: Vec<SendRecord>,
+    /// Peer's seq → message id, as received.
+    pub(super) received: HashMap<u64, String>,
+    pub(super) duplicated: u64,
+    pub(super) redelivered: u64,
+    pub(super) unexpected_disconnects: u64,
+    pub(super) storm: Option<UserStorm>,
+    pub(super) node: Option<String>,
+    pub(super) connect_error: Option<String>,
+}
+
+pub(super) struct UserStorm {
+    /// µs from the drop to the welcome; `None` when it never came back.
+    pub(super) recovered_after_us: Option<u64>,
+    pub(super) recovered: bool,
+}
+
+/// Adds up the users' outcomes; lost messages are found pair by pair.
+pub(super) fn combine(users: Vec<UserOutcome>, storm_at_us: Option<u64>) -> DmOutcome {
+    let mut out = DmOutcome::default();
+    let mut recovery = Hist::default();
+    let mut storm = storm_at_us.map(|_| StormOutcome::default());
+    let mut storm_end_us = 0u64;
+    for u in &users {
+        if let (Some(s), Some(us)) = (storm.as_mut(), &u.storm) {
+            s.dropped += 1;
+            match us.recovered_after_us {
+                Some(after) => {
+                    s.reconnected += 1;
+                    recovery.record_us(after);
+                    storm_end_us = storm_end_us.max(after);
+                    s.not_recovered += u64::from(!us.recovered);
+                }
+                None => s.reconnect_failures += 1,
+            }
+        }
+    }
+    for (i, u) in users.iter().enumerate() {
+        match (&u.node, &u.connect_error) {
+            (Some(node), _) => {
+                out.connected += 1;
+                *out.nodes.entry(node.clone()).or_default() += 1;
+            }
+            (None, err) => {
+                out.connect_failures += 1;
+                if out.connect_errors.len() < 5 {
+                    out.connect_errors.push(err.clone().unwrap_or_default());
+                }
+            }
+        }
+        let peer = &users[i ^ 1];
+        out.duplicated += u.duplicated;
+        out.redelivered += u.redelivered;
+        out.unexpected_disconnects += u.unexpected_disconnects;
+        out.received += u.received.len() as u64;
+        for (seq, r) in u.records.iter().enumerate() {
+            let in_storm = storm_at_us
+                .is_some_and(|at| r.intended_us >= at && r.intended_us <= at + storm_end_us);
+            out.sent += 1;
+            match (&r.acked_id, &r.error) {
+                (Some(_), _) => out.acked += 1,
+                (None, Some(code)) => *out.send_errors.entry(code.clone()).or_default() += 1,
+                (None, None) => out.unacked += 1,
+            }
+            let got = peer.received.get(&(seq as u64));
+            if r.acked_id.is_some() && got.is_none() {
+                out.lost += 1;
+            }
+            if let (Some(a), Some(g)) = (&r.acked_id, got) {
+                // Received under another id than the ack's: stored twice.
+                out.duplicated += u64::from(a != g);
+            }
+            if let Some(s) = storm.as_mut().filter(|_| in_storm) {
+                s.sent_during += 1;
+                s.acked_during += u64::from(r.acked_id.is_some());
+                s.received_during += u64::from(got.is_some());
+                s.lost_during += u64::from(r.acked_id.is_some() && got.is_none());
+            }
+        }
+    }
+    if let Some(s) = storm.as_mut() {
+        s.all_recovered_ms = storm_end_us as f64 / 1000.0;
+        s.recovery = recovery.encode();
+    }
+    out.storm = storm;
+    out
+}
+
+/// Adds `other` (another worker's outcome) into `into`.
+pub fn merge(into: &mut DmOutcome, other: DmOutcome) -> Result<()> {
+    let add_hist = |a: &mut String, b: &str| -> Result<()> {
+        let mut h = if a.is_empty() {
+            Hist::default()
+        } else {
+            Hist::decode(a)?
+        };
+        if !b.is_empty() {
+            h.add(&Hist::decode(b)?);
+        }
+        *a = h.encode();
+        Ok(())
+    };
+    into.users += other.users;
+    into.connected += other.connected;
+    into.connect_failures += other.connect_failures;
+    into.connect_errors.extend(other.connect_errors);
+    into.connect_errors.truncate(10);
+    for (k, v) in other.nodes {
+        *into.nodes.entry(k).or_default() += v;
+    }
+    into.sent += other.sent;
+    into.acked += other.acked;
+    for (k, v) in other.send_errors {
+        *into.send_errors.entry(k).or_default() += v;
+    }
+    into.unacked += other.unacked;
+    into.received += other.received;
+    into.lost += other.lost;
+    into.duplicated += other.duplicated;
+    into.redelivered += other.redelivered;
+    into.unexpected_disconnects += other.unexpected_disconnects;
+    add_hist(&mut into.latency, &other.latency)?;
+    add_hist(&mut into.ack_latency, &other.ack_latency)?;
+    let mut tl = Timeline::decode(&into.timeline)?;
+    tl.add(&Timeline::decode(&other.timeline)?);
+    into.timeline = tl.encode();
+    into.elapsed_secs = into.elapsed_secs.max(other.elapsed_secs);
+    into.warnings.extend(other.warnings);
+    match (&mut into.storm, other.storm) {
+        (Some(a), Some(b)) => {
+            a.dropped += b.dropped;
+            a.reconnected += b.reconnected;
+            a.not_recovered += b.not_recovered;
+            a.reconnect_failures += b.reconnect_failures;
+            a.all_recovered_ms = a.all_recovered_ms.max(b.all_recovered_ms);
+            add_hist(&mut a.recovery, &b.recovery)?;
+            a.sent_during += b.sent_during;
+            a.acked_during += b.acked_during;
+            a.received_during += b.received_during;
+            a.lost_during += b.lost_during;
+        }
+        (a @ None, b) => *a = b,
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(records: Vec<Option<&str>>, received: &[(u64, &str)]) -> UserOutcome {
+        UserOutcome {
+            records: records
+                .into_iter()
+                .map(|id| SendRecord {
+                    intended_us: 0,
+                    acked_id: id.map(str::to_string),
+                    error: None,
+                })
+                .collect(),
+            received: received
+                .iter()
+                .map(|(s, id)| (*s, id.to_string()))
+                .collect(),
+            node: Some("n".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lost_and_duplicated_are_found_per_pair() {
+        // User 0 sent 3 (all acked); user 1 got seq 0 and seq 1 under another id.
+        let a = user(vec![Some("1-0"), Some("2-0"), Some("3-0")], &[]);
+        let b = user(vec![], &[(0, "1-0"), (1, "9-9")]);
+        let out = combine(vec![a, b], None);
+        assert_eq!(out.sent, 3);
+        assert_eq!(out.acked, 3);
+        assert_eq!(out.received, 2);
+        assert_eq!(out.lost, 1);
+        assert_eq!(out.duplicated, 1);
+    }
+}
