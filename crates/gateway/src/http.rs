@@ -38,7 +38,9 @@ async fn ws_upgrade(
     let tracker_token = state.tracker.token();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4096)
+        // Chat frames are small: a 512-byte read chunk per socket instead of 4 KiB
+        // (larger frames still arrive whole; tungstenite grows the buffer for them).
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(usize::MAX)
         .on_upgrade(move |socket| async move {

@@ -31,8 +31,9 @@ pub struct Routed {
 pub enum Out {
     /// A stored event: sent in cursor order, gaps filled from the inbox.
     Event(Arc<Routed>),
-    /// A frame sent as is (typing, presence).
-    Frame(Bytes),
+    /// A frame sent as is (typing, presence). Behind an `Arc` so `Out` stays two
+    /// words: every connection's outbox allocates its first block of slots up front.
+    Frame(Arc<Bytes>),
     /// Live delivery may have missed events: read the inbox after the last cursor.
     CatchUp,
 }
@@ -241,12 +242,16 @@ impl EventSink for Router {
                 });
                 self.fan_out(user_id, || Out::Event(routed.clone()));
             }
-            LiveEvent::Ephemeral(frame) => self.fan_out(user_id, || Out::Frame(frame.clone())),
+            LiveEvent::Ephemeral(frame) => {
+                let frame = Arc::new(frame);
+                self.fan_out(user_id, || Out::Frame(frame.clone()))
+            }
             LiveEvent::Disconnect => self.close_user(user_id, close::UNAUTHORIZED),
         }
     }
 
     fn presence(&self, user_id: &str, frame: Bytes) {
+        let frame = Arc::new(frame);
         let watchers = lock(&self.watchers).get(user_id).cloned();
         for conn in watchers.into_iter().flatten() {
             conn.push(Out::Frame(frame.clone()));
@@ -257,5 +262,14 @@ impl EventSink for Router {
         for conn in self.all_connections() {
             conn.push(Out::CatchUp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every outbox allocates its first block of slots when created: keep a slot small.
+    #[test]
+    fn outbox_items_are_two_words() {
+        assert_eq!(std::mem::size_of::<super::Out>(), 16);
     }
 }

@@ -5,6 +5,7 @@
 //! Invariant: `last_sent` only moves forward, and an event is written only if its id
 //! is greater than `last_sent`, so nothing is written twice or out of order.
 
+use bytes::Bytes;
 use chat_protocol::{ServerFrame, StreamId};
 
 use super::hello::SignedIn;
@@ -86,7 +87,7 @@ impl Conn {
     /// Handles one item from the outbox.
     pub(super) async fn deliver(&mut self, out: Out) -> Result<(), Stop> {
         match out {
-            Out::Frame(frame) => self.write_bytes(frame).await,
+            Out::Frame(frame) => self.write_bytes(Bytes::clone(&frame)).await,
             Out::CatchUp => self.catch_up().await,
             Out::Event(event) => self.deliver_event(&event).await,
         }

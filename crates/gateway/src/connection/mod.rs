@@ -73,7 +73,9 @@ pub async fn serve(state: Shared, socket: WebSocket) {
 
 async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
     let (mut sink, mut stream) = socket.split();
-    let signed = match hello::sign_in(&state, &mut sink, &mut stream).await {
+    // Boxed: the sign-in state is large and short-lived; an idle connection's future
+    // should not carry room for it (likewise below for each handled frame).
+    let signed = match Box::pin(hello::sign_in(&state, &mut sink, &mut stream)).await {
         Ok(signed) => signed,
         Err(stop) => {
             finish(&mut sink, stop).await;
@@ -160,7 +162,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
             last_heard: Instant::now(),
             received_at: Instant::now(),
         };
-        let stop = match conn.welcome(&signed).await {
+        let stop = match Box::pin(conn.welcome(&signed)).await {
             Ok(()) => {
                 tracing::debug!(resumed = signed.resumed, "signed in");
                 conn.run().await
@@ -198,14 +200,14 @@ impl Conn {
                 }
                 _ = state.shutdown.cancelled() => return Stop::Close(close::GOING_AWAY, "server shutting down"),
                 out = self.rx.recv() => match out {
-                    Some(out) => self.deliver(out).await,
+                    Some(out) => Box::pin(self.deliver(out)).await,
                     None => return Stop::Gone,
                 },
                 incoming = self.stream.next() => match incoming {
                     Some(Ok(msg)) => {
                         self.last_heard = Instant::now();
                         self.received_at = self.last_heard;
-                        self.on_ws_message(msg).await
+                        Box::pin(self.on_ws_message(msg)).await
                     }
                     Some(Err(e)) => Err(read_error_stop(&e)),
                     None => return Stop::Gone,
