@@ -98,17 +98,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         .await
     {
         tracing::warn!(error = %e, "subscribe failed during sign-in");
-        let frame = ServerFrame::error(
-            None,
-            ErrorCode::Unavailable,
-            "backend unavailable, retry later",
-        );
-        let _ = sink.send(text(frame.to_json())).await;
-        finish(
-            &mut sink,
-            Stop::Close(close::INTERNAL, "backend unavailable"),
-        )
-        .await;
+        refuse_unavailable(&mut sink).await;
         return;
     }
     let user_id = signed.user.id.clone();
@@ -122,17 +112,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         Err(e) => {
             tracing::warn!(error = %e, "presence update failed during sign-in");
             state.router.detach(&*state.engine, &user_id, conn_id).await;
-            let frame = ServerFrame::error(
-                None,
-                ErrorCode::Unavailable,
-                "backend unavailable, retry later",
-            );
-            let _ = sink.send(text(frame.to_json())).await;
-            finish(
-                &mut sink,
-                Stop::Close(close::INTERNAL, "backend unavailable"),
-            )
-            .await;
+            refuse_unavailable(&mut sink).await;
             return;
         }
     };
@@ -290,6 +270,13 @@ fn read_error_stop(e: &axum::Error) -> Stop {
 
 pub(crate) fn text(s: String) -> WsMessage {
     WsMessage::Text(Utf8Bytes::from(s))
+}
+
+/// The backend failed while signing in: say `unavailable` (retry later) and close 1011.
+async fn refuse_unavailable(sink: &mut SplitSink<WebSocket, WsMessage>) {
+    let frame = ServerFrame::error(None, ErrorCode::Unavailable, "backend unavailable, retry later");
+    let _ = sink.send(text(frame.to_json())).await;
+    finish(sink, Stop::Close(close::INTERNAL, "backend unavailable")).await;
 }
 
 /// Sends the close frame (bounded in time: the peer may not be reading) and ends.
