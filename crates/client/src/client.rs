@@ -295,14 +295,14 @@ impl Client {
     /// are queued for [`Client::next_event`].
     pub async fn request(&mut self, mut frame: ClientFrame) -> Result<ServerFrame, ClientError> {
         let reference = self.refs.next_ref();
-        set_reference(&mut frame, reference.clone());
+        frame.set_reference(reference.clone());
         self.conn.send_frame(&frame).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.conn.next_frame())
                 .await
                 .map_err(|_| ClientError::Timeout(format!("reply to ref {reference}")))??;
-            if reply_ref(&frame) == Some(reference.as_str()) {
+            if frame.reference() == Some(reference.as_str()) {
                 return match frame {
                     ServerFrame::Error { code, message, .. } => {
                         Err(ClientError::Server { code, message })
@@ -329,7 +329,7 @@ impl Client {
             };
             match &frame {
                 ServerFrame::Message { message, cursor } => {
-                    advance(&mut self.cursor, cursor);
+                    advance_cursor(&mut self.cursor, cursor);
                     if !self.seen.insert(&message.conversation, &message.id) {
                         tracing::trace!(message.id = %message.id, "dropped duplicate");
                         continue;
@@ -338,7 +338,7 @@ impl Client {
                 ServerFrame::Read {
                     cursor: Some(cursor),
                     ..
-                } => advance(&mut self.cursor, cursor),
+                } => advance_cursor(&mut self.cursor, cursor),
                 _ => {}
             }
             return Ok(frame);
@@ -438,13 +438,13 @@ fn initial_cursor(last_seen: Option<String>, welcome: &Welcome) -> Option<String
     }
     let mut cursor = last_seen;
     if let Some(c) = &welcome.cursor {
-        advance(&mut cursor, c);
+        advance_cursor(&mut cursor, c);
     }
     cursor
 }
 
 /// Moves `current` forward to `new`; never backwards when both are stream ids.
-fn advance(current: &mut Option<String>, new: &str) {
+pub fn advance_cursor(current: &mut Option<String>, new: &str) {
     let newer = match (
         current.as_deref().and_then(StreamId::parse),
         StreamId::parse(new),
@@ -454,33 +454,6 @@ fn advance(current: &mut Option<String>, new: &str) {
     };
     if newer {
         *current = Some(new.to_string());
-    }
-}
-
-/// The `ref` of a reply frame (`None` for events).
-fn reply_ref(frame: &ServerFrame) -> Option<&str> {
-    match frame {
-        ServerFrame::Ack { reference, .. }
-        | ServerFrame::History { reference, .. }
-        | ServerFrame::Conversations { reference, .. }
-        | ServerFrame::Users { reference, .. }
-        | ServerFrame::Pong { reference }
-        | ServerFrame::Error { reference, .. } => reference.as_deref(),
-        _ => None,
-    }
-}
-
-fn set_reference(frame: &mut ClientFrame, r: String) {
-    match frame {
-        ClientFrame::Hello { reference, .. }
-        | ClientFrame::Ping { reference }
-        | ClientFrame::Send { reference, .. }
-        | ClientFrame::History { reference, .. }
-        | ClientFrame::Conversations { reference }
-        | ClientFrame::Read { reference, .. }
-        | ClientFrame::Typing { reference, .. }
-        | ClientFrame::Users { reference, .. }
-        | ClientFrame::Watch { reference, .. } => *reference = Some(r),
     }
 }
 
@@ -512,12 +485,12 @@ mod tests {
     #[test]
     fn cursor_only_moves_forward() {
         let mut c = Some("10-1".to_string());
-        advance(&mut c, "9-5");
+        advance_cursor(&mut c, "9-5");
         assert_eq!(c.as_deref(), Some("10-1"));
-        advance(&mut c, "10-2");
+        advance_cursor(&mut c, "10-2");
         assert_eq!(c.as_deref(), Some("10-2"));
         let mut none = None;
-        advance(&mut none, "1-0");
+        advance_cursor(&mut none, "1-0");
         assert_eq!(none.as_deref(), Some("1-0"));
     }
 
@@ -541,13 +514,13 @@ mod tests {
     #[test]
     fn replies_are_matched_by_ref_and_events_are_not() {
         let mut f = ClientFrame::Ping { reference: None };
-        set_reference(&mut f, "r1".into());
+        f.set_reference("r1".into());
         assert_eq!(f.reference(), Some("r1"));
         let pong = ServerFrame::Pong {
             reference: Some("r1".into()),
         };
-        assert_eq!(reply_ref(&pong), Some("r1"));
+        assert_eq!(pong.reference(), Some("r1"));
         let typing = ServerFrame::Typing { from: "x".into() };
-        assert_eq!(reply_ref(&typing), None);
+        assert_eq!(typing.reference(), None);
     }
 }

@@ -23,7 +23,7 @@ pub mod error;
 pub mod raw;
 pub mod refs;
 
-pub use client::{Client, Credential, ResumeState, Welcome};
+pub use client::{advance_cursor, Client, Credential, ResumeState, Welcome};
 pub use dedup::RecentIds;
 pub use error::ClientError;
 pub use raw::{Connection, RawFrame};

@@ -267,7 +267,7 @@ impl Settings {
             return bad("auth.session_ttl_secs", "must be > 0");
         }
         let otlp = &self.telemetry.otlp_endpoint;
-        if !otlp.is_empty() && !(otlp.starts_with("http://") || otlp.starts_with("https://")) {
+        if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
             return bad("telemetry.otlp_endpoint", "must be an http:// URL of an OTLP/HTTP collector (port 4318)");
         }
         if otlp.starts_with("https://") {

@@ -149,6 +149,21 @@ impl ClientFrame {
             | ClientFrame::Watch { reference, .. } => reference.as_deref(),
         }
     }
+
+    /// Sets the request's `ref` (clients number their requests).
+    pub fn set_reference(&mut self, r: String) {
+        match self {
+            ClientFrame::Hello { reference, .. }
+            | ClientFrame::Ping { reference }
+            | ClientFrame::Send { reference, .. }
+            | ClientFrame::History { reference, .. }
+            | ClientFrame::Conversations { reference }
+            | ClientFrame::Read { reference, .. }
+            | ClientFrame::Typing { reference, .. }
+            | ClientFrame::Users { reference, .. }
+            | ClientFrame::Watch { reference, .. } => *reference = Some(r),
+        }
+    }
 }
 
 /// Why a text frame could not be read as a [`ClientFrame`].
@@ -302,6 +317,19 @@ impl ServerFrame {
             reference,
             code,
             message: message.into(),
+        }
+    }
+
+    /// The `ref` of a reply frame (`None` for events, which answer no request).
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            ServerFrame::Ack { reference, .. }
+            | ServerFrame::History { reference, .. }
+            | ServerFrame::Conversations { reference, .. }
+            | ServerFrame::Users { reference, .. }
+            | ServerFrame::Pong { reference }
+            | ServerFrame::Error { reference, .. } => reference.as_deref(),
+            _ => None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_protocol::{ClientFrame, ServerFrame, StreamId};
+use chat_protocol::{ClientFrame, ServerFrame};
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -98,7 +98,7 @@ pub(super) async fn user_task(
                     }
                     if !w.recovered {
                         if let Some(c) = w.cursor {
-                            advance(&mut cursor, &c);
+                            chat_client::advance_cursor(&mut cursor, &c);
                         }
                     }
                     ws = Some(new_ws);
@@ -273,7 +273,7 @@ fn handle(
             inflight.remove(&seq);
         }
         ServerFrame::Message { message, cursor: c } => {
-            advance(cursor, &c);
+            chat_client::advance_cursor(cursor, &c);
             if message.from == me {
                 return;
             }
@@ -292,7 +292,7 @@ fn handle(
         }
         ServerFrame::Read {
             cursor: Some(c), ..
-        } => advance(cursor, &c),
+        } => chat_client::advance_cursor(cursor, &c),
         _ => {}
     }
 }
@@ -326,19 +326,6 @@ fn parse_ref(reference: Option<&str>) -> Option<u64> {
     reference?.strip_prefix('s')?.parse().ok()
 }
 
-/// Moves the cursor forward only (stream ids compare numerically).
-fn advance(current: &mut Option<String>, new: &str) {
-    let newer = match (
-        current.as_deref().and_then(StreamId::parse),
-        StreamId::parse(new),
-    ) {
-        (Some(old), Some(new)) => new > old,
-        _ => true,
-    };
-    if newer {
-        *current = Some(new.to_string());
-    }
-}
 
 #[cfg(test)]
 mod tests {

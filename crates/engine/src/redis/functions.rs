@@ -75,6 +75,8 @@ pub(crate) fn conv_append_call(
 /// Keys and arguments of `chat_inbox_append` for `user`. `peer` empty: not a message
 /// (the conversation index is left alone). `message_id` non-empty: skip the append
 /// if one of the newest `window` entries already holds that message.
+// One parameter per Lua argument of `chat_inbox_append`, in its order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn inbox_append_call(
     user: &str,
     event: &str,

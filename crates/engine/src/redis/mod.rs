@@ -138,6 +138,7 @@ impl RedisEngine {
 
     /// Cluster mode: appends an event to `user`'s inbox and publishes it
     /// (`chat_inbox_append`, in the user's slot). See [`functions::inbox_append_call`].
+    #[allow(clippy::too_many_arguments)]
     async fn inbox_append(
         &self,
         user: &str,
