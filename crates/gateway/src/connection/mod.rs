@@ -78,7 +78,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
     let signed = match Box::pin(hello::sign_in(&state, &mut sink, &mut stream)).await {
         Ok(signed) => signed,
         Err(stop) => {
-            finish(&mut sink, stop).await;
+            finish(&mut sink, &mut stream, stop).await;
             return;
         }
     };
@@ -98,7 +98,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         .await
     {
         tracing::warn!(error = %e, "subscribe failed during sign-in");
-        refuse_unavailable(&mut sink).await;
+        refuse_unavailable(&mut sink, &mut stream).await;
         return;
     }
     let user_id = signed.user.id.clone();
@@ -112,12 +112,12 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         Err(e) => {
             tracing::warn!(error = %e, "presence update failed during sign-in");
             state.router.detach(&*state.engine, &user_id, conn_id).await;
-            refuse_unavailable(&mut sink).await;
+            refuse_unavailable(&mut sink, &mut stream).await;
             return;
         }
     };
     let limits = &state.settings.limits;
-    let (mut sink, stop) = if opened > limits.max_connections_per_user as u64 {
+    let (mut sink, mut stream, stop) = if opened > limits.max_connections_per_user as u64 {
         let frame = ServerFrame::error(
             None,
             ErrorCode::Forbidden,
@@ -127,7 +127,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
             ),
         );
         let _ = sink.send(text(frame.to_json())).await;
-        (sink, Stop::Close(close::POLICY, "too many connections"))
+        (sink, stream, Stop::Close(close::POLICY, "too many connections"))
     } else {
         let mut conn = Conn {
             sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
@@ -150,7 +150,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
             Err(stop) => stop,
         };
         state.router.set_watch(&conn.handle, &conn.watching, &[]);
-        (conn.sink, stop)
+        (conn.sink, conn.stream, stop)
     };
     state.router.detach(&*state.engine, &user_id, conn_id).await;
     if let Err(e) = state
@@ -161,7 +161,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         // The node's presence entry is reaped with the node if it cannot be fixed.
         tracing::warn!(error = %e, "presence update failed on close");
     }
-    finish(&mut sink, stop).await;
+    finish(&mut sink, &mut stream, stop).await;
 }
 
 impl Conn {
@@ -273,25 +273,47 @@ pub(crate) fn text(s: String) -> WsMessage {
 }
 
 /// The backend failed while signing in: say `unavailable` (retry later) and close 1011.
-async fn refuse_unavailable(sink: &mut SplitSink<WebSocket, WsMessage>) {
+async fn refuse_unavailable(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    stream: &mut SplitStream<WebSocket>,
+) {
     let frame = ServerFrame::error(None, ErrorCode::Unavailable, "backend unavailable, retry later");
     let _ = sink.send(text(frame.to_json())).await;
-    finish(sink, Stop::Close(close::INTERNAL, "backend unavailable")).await;
+    finish(sink, stream, Stop::Close(close::INTERNAL, "backend unavailable")).await;
 }
 
 /// Sends the close frame (bounded in time: the peer may not be reading) and ends.
-async fn finish(sink: &mut SplitSink<WebSocket, WsMessage>, stop: Stop) {
+///
+/// After our Close frame, the client's frames are read and dropped until its Close
+/// (or a short timeout): closing the TCP socket with unread data in it would make the
+/// kernel send a reset, which can destroy our Close frame (and the last frames before
+/// it) before the client reads them.
+async fn finish(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    stream: &mut SplitStream<WebSocket>,
+    stop: Stop,
+) {
     if let Stop::Close(code, reason) = stop {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
         let wait = if code == close::SLOW_CONSUMER { 10 } else { 3 };
-        let _ = tokio::time::timeout(
+        let sent = tokio::time::timeout(
             Duration::from_secs(wait),
             sink.send(WsMessage::Close(Some(frame))),
         )
         .await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(msg)) = stream.next().await {
+                    if matches!(msg, WsMessage::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
