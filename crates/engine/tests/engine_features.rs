@@ -68,23 +68,11 @@ both_engines!(
 
 // ----- Redis only -----
 
-/// `calls` of a command in `INFO commandstats`.
-fn command_calls(server: &RedisServer, command: &str) -> u64 {
-    let info = server
-        .command(&["INFO", "commandstats"])
-        .unwrap_or_default();
-    let needle = format!("cmdstat_{command}:calls=");
-    info.split(&needle)
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn counted<T>(server: &RedisServer, f: impl Future<Output = T>) -> (T, u64) {
-    let before = command_calls(server, "fcall");
+    let before = server.command_calls("fcall");
     let out = f.await;
-    (out, command_calls(server, "fcall") - before)
+    (out, server.command_calls("fcall") - before)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

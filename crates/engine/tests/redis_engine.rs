@@ -102,18 +102,6 @@ fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
     }
 }
 
-/// `calls` of a command in `INFO commandstats`.
-fn command_calls(server: &RedisServer, command: &str) -> u64 {
-    let info = server
-        .command(&["INFO", "commandstats"])
-        .unwrap_or_default();
-    let needle = format!("cmdstat_{command}:calls=");
-    info.split(&needle)
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Publishes an ephemeral marker to `user` and waits until it arrives: everything
 /// published before it on the same subscriber connection has been delivered.
@@ -148,7 +136,7 @@ async fn send_stores_delivers_and_chains_inboxes() {
     engine.subscribe("alice").await.unwrap();
     engine.subscribe("carol").await.unwrap();
 
-    let fcalls_before = command_calls(&server, "fcall");
+    let fcalls_before = server.command_calls("fcall");
     let body = "hi \"bob\" / <b>é</b> 👋";
     let m1 = engine
         .send(req("alice", "bob", body, Some("n-1")))
@@ -175,7 +163,7 @@ async fn send_stores_delivers_and_chains_inboxes() {
     assert!(StreamId::parse(&m1.message.id).unwrap() < StreamId::parse(&m2.id).unwrap());
     assert!(StreamId::parse(&m2.id).unwrap() < StreamId::parse(&m3.id).unwrap());
     // Exactly one round trip (one FCALL) per send.
-    assert_eq!(command_calls(&server, "fcall") - fcalls_before, 3);
+    assert_eq!(server.command_calls("fcall") - fcalls_before, 3);
 
     // Stored, in the documented layout.
     let (history, more) = engine.history("bob", "alice", None, 50).await.unwrap();

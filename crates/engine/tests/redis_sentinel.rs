@@ -41,15 +41,7 @@ async fn sends_and_live_events_survive_a_primary_failover() {
     until("live before", || sink.inbox("sam").len() == 1).await;
     // One round trip per send, as on a single Redis.
     let primary = setup.primary();
-    let calls = |s: &chat_testkit::RedisServer| {
-        s.command(&["INFO", "commandstats"])
-            .unwrap_or_default()
-            .split("cmdstat_fcall:calls=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let calls = |s: &chat_testkit::RedisServer| s.command_calls("fcall");
     let before = calls(primary);
     send(engine.as_ref(), "tom", "sam", "one call").await;
     assert_eq!(calls(primary) - before, 1);

@@ -130,18 +130,6 @@ impl RedisCluster {
 
     /// `calls` of `command` in `INFO commandstats`, summed over every node.
     pub fn command_calls(&self, command: &str) -> u64 {
-        let needle = format!("cmdstat_{command}:calls=");
-        self.nodes
-            .iter()
-            .map(|n| {
-                n.command(&["INFO", "commandstats"])
-                    .unwrap_or_default()
-                    .split(&needle)
-                    .nth(1)
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
+        self.nodes.iter().map(|n| n.command_calls(command)).sum()
     }
 }

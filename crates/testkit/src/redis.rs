@@ -91,6 +91,18 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// `calls` of `command` in `INFO commandstats` (0 when never called or unreachable).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let needle = format!("cmdstat_{command}:calls=");
+        self.command(&["INFO", "commandstats"])
+            .unwrap_or_default()
+            .split(&needle)
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit. Data is lost unless AOF
     /// was enabled with `start_with`.
     pub fn kill(&mut self) {
