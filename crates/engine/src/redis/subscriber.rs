@@ -311,6 +311,16 @@ async fn watch_reconnects(
             match shard.resubscribe().await {
                 Ok(()) => {
                     shard.sink.resync();
+                    // During a failover the new primary may still be settling when we
+                    // re-subscribe: catch up again a little later so nothing published
+                    // in that window waits for the next event to be noticed.
+                    let sink = shard.sink.clone();
+                    tokio::spawn(async move {
+                        for delay in [3, 10] {
+                            tokio::time::sleep(Duration::from_secs(delay)).await;
+                            sink.resync();
+                        }
+                    });
                     break;
                 }
                 Err(e) if shard.client.is_connected() => {
