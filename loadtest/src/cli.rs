@@ -36,6 +36,9 @@ pub struct Global {
     /// Worker processes sharing the load (each has its own open-file limit).
     #[arg(long, global = true, default_value_t = 1)]
     pub workers: u64,
+    /// Runtime threads per harness process (0: one per core). Worker processes inherit it.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
     /// Spread client source addresses over this many 127.0.x.y addresses (0: kernel's choice).
     #[arg(long, global = true, default_value_t = 250)]
     pub source_ips: u32,

@@ -37,10 +37,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Past the default soft limit: as many sockets as the hard limit allows.
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.global.threads > 0 {
+        builder.worker_threads(cli.global.threads);
+        // Worker processes (started with only `worker`) read it through tokio's own
+        // variable; no other thread runs yet.
+        std::env::set_var("TOKIO_WORKER_THREADS", cli.global.threads.to_string());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chat-loadtest: cannot start the runtime: {e}");

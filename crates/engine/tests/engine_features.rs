@@ -68,7 +68,6 @@ both_engines!(
 
 // ----- Redis only -----
 
-
 async fn counted<T>(server: &RedisServer, f: impl Future<Output = T>) -> (T, u64) {
     let before = server.command_calls("fcall");
     let out = f.await;

@@ -102,7 +102,6 @@ fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
     }
 }
 
-
 /// Publishes an ephemeral marker to `user` and waits until it arrives: everything
 /// published before it on the same subscriber connection has been delivered.
 async fn barrier(engine: &RedisEngine, sink: &TestSink, user: &str, tag: &str) {
@@ -601,6 +600,47 @@ async fn age_retention_keeps_recent_messages() {
         assert_eq!(
             server.command(&["TTL", "chat:{u:a}:inbox"]).as_deref(),
             Some(":-1\r\n")
+        );
+    }
+}
+
+/// The inbox's expiry is refreshed when an append starts a new 1/64 slice of the ttl
+/// (not on every append), so an active inbox never expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_expiry_is_refreshed_by_later_appends() {
+    let server = RedisServer::start();
+    let retention = Retention {
+        history_max_len: 0,
+        history_max_age_secs: 0,
+        inbox_max_len: 0,
+        inbox_ttl_secs: 64,
+    };
+    let ttl = |user: &str| -> i64 {
+        let reply = server
+            .command(&["PTTL", &format!("chat:{{u:{user}}}:inbox")])
+            .unwrap();
+        reply.trim().trim_start_matches(':').parse().unwrap()
+    };
+    let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
+    engine.send(req("a", "b", "one", None)).await.unwrap();
+    let first = ttl("a");
+    assert!(
+        (60_000..=64_000).contains(&first),
+        "new inbox gets the ttl: {first}"
+    );
+    // A slice is 1 s here: 2.5 s later the next append must push the expiry out again.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let aged = ttl("a");
+    assert!(
+        aged <= first - 2_000,
+        "ttl runs down between appends: {aged}"
+    );
+    engine.send(req("b", "a", "two", None)).await.unwrap();
+    for user in ["a", "b"] {
+        let refreshed = ttl(user);
+        assert!(
+            refreshed > 63_000,
+            "{user}'s inbox expiry refreshed: {refreshed}"
         );
     }
 }

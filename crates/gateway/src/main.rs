@@ -86,7 +86,11 @@ fn main() -> std::process::ExitCode {
             }
         },
         Command::Serve => {
-            let runtime = match tokio::runtime::Runtime::new() {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if settings.server.worker_threads > 0 {
+                builder.worker_threads(settings.server.worker_threads);
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("chat-gateway: cannot start the runtime: {e}");
@@ -199,7 +203,11 @@ async fn connect_engine(settings: &Settings, router: Arc<Router>) -> Arc<dyn Eng
 async fn drain(state: &AppState) {
     let conns = state.router.all_connections();
     let spread = Duration::from_secs(state.settings.server.drain_spread_secs);
-    tracing::info!(connections = conns.len(), spread_secs = spread.as_secs(), "closing connections");
+    tracing::info!(
+        connections = conns.len(),
+        spread_secs = spread.as_secs(),
+        "closing connections"
+    );
     if conns.is_empty() || spread.is_zero() {
         return;
     }

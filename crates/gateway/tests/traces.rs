@@ -63,7 +63,9 @@ async fn a_send_is_one_trace_across_nodes() {
     let app = axum::Router::new()
         .route("/v1/traces", post(collect))
         .with_state(spans.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -78,19 +80,34 @@ async fn a_send_is_one_trace_across_nodes() {
     let m = alice.send(&bob_id, "traced").await.expect("send");
     assert_eq!(expect_message(&mut bob, "the traced message").await, m);
 
-    let (send, deliver) = eventually("chat.send on gw-a and its chat.deliver on gw-b", Duration::from_secs(20), || {
-        let spans = spans.lock().expect("lock").clone();
-        async move {
-            let send = spans.iter().find(|s| s.name == "chat.send" && s.node == "gw-a")?.clone();
-            let deliver = spans
-                .iter()
-                .find(|s| s.name == "chat.deliver" && s.node == "gw-b" && s.trace_id == send.trace_id)?
-                .clone();
-            Some((send, deliver))
-        }
-    })
+    let (send, deliver) = eventually(
+        "chat.send on gw-a and its chat.deliver on gw-b",
+        Duration::from_secs(20),
+        || {
+            let spans = spans.lock().expect("lock").clone();
+            async move {
+                let send = spans
+                    .iter()
+                    .find(|s| s.name == "chat.send" && s.node == "gw-a")?
+                    .clone();
+                let deliver = spans
+                    .iter()
+                    .find(|s| {
+                        s.name == "chat.deliver" && s.node == "gw-b" && s.trace_id == send.trace_id
+                    })?
+                    .clone();
+                Some((send, deliver))
+            }
+        },
+    )
     .await;
     assert_eq!(send.trace_id.len(), 16);
-    assert!(send.parent_span_id.is_empty(), "each send is a root span, not a child of the connection");
-    assert_eq!(deliver.parent_span_id, send.span_id, "delivery continues the send's span");
+    assert!(
+        send.parent_span_id.is_empty(),
+        "each send is a root span, not a child of the connection"
+    );
+    assert_eq!(
+        deliver.parent_span_id, send.span_id,
+        "delivery continues the send's span"
+    );
 }

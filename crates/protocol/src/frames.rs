@@ -179,7 +179,10 @@ pub struct FrameError {
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => {
-            if frame.reference().is_some_and(|r| r.chars().count() > MAX_REF) {
+            if frame
+                .reference()
+                .is_some_and(|r| r.chars().count() > MAX_REF)
+            {
                 return Err(FrameError {
                     reference: None,
                     message: format!("ref is longer than {MAX_REF} characters"),
@@ -220,7 +223,11 @@ fn explain(text: &str, err: serde_json::Error) -> FrameError {
         }
         Some(serde_json::Value::String(kind)) => {
             let detail = err.to_string();
-            let detail = detail.split(" at line").next().unwrap_or(&detail).to_string();
+            let detail = detail
+                .split(" at line")
+                .next()
+                .unwrap_or(&detail)
+                .to_string();
             format!("invalid {kind:?} frame: {detail}")
         }
         Some(_) => "\"type\" must be a string".to_string(),
@@ -373,7 +380,10 @@ mod tests {
         assert!(e.message.contains("missing field `to`"), "{}", e.message);
         let e = parse_client_frame(r#"{"ref":"r3"}"#).unwrap_err();
         assert!(e.message.contains("no \"type\""));
-        assert!(parse_client_frame(&format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(65))).is_err());
+        assert!(
+            parse_client_frame(&format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(65)))
+                .is_err()
+        );
     }
 
     #[test]

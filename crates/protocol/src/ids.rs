@@ -64,9 +64,15 @@ impl StreamId {
     /// The id right after this one (for exclusive range starts).
     pub fn next(self) -> StreamId {
         if self.seq == u64::MAX {
-            StreamId { ms: self.ms + 1, seq: 0 }
+            StreamId {
+                ms: self.ms + 1,
+                seq: 0,
+            }
         } else {
-            StreamId { ms: self.ms, seq: self.seq + 1 }
+            StreamId {
+                ms: self.ms,
+                seq: self.seq + 1,
+            }
         }
     }
 }

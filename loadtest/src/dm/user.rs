@@ -326,7 +326,6 @@ fn parse_ref(reference: Option<&str>) -> Option<u64> {
     reference?.strip_prefix('s')?.parse().ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

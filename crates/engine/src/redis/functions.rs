@@ -105,7 +105,9 @@ pub(crate) fn inbox_append_call(
 /// spliced into the live payload, which is space-separated).
 fn trace_arg(trace: Option<&str>) -> String {
     match trace {
-        Some(t) if !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()) => t.to_string(),
+        Some(t) if !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()) => {
+            t.to_string()
+        }
         _ => String::new(),
     }
 }

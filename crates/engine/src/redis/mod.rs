@@ -190,8 +190,24 @@ impl RedisEngine {
         };
         let (from, to) = (request.from.as_str(), request.to.as_str());
         let (a, b) = tokio::join!(
-            self.inbox_append(from, &event, to, score, &message.id, window, request.trace.as_deref()),
-            self.inbox_append(to, &event, from, score, &message.id, window, request.trace.as_deref()),
+            self.inbox_append(
+                from,
+                &event,
+                to,
+                score,
+                &message.id,
+                window,
+                request.trace.as_deref()
+            ),
+            self.inbox_append(
+                to,
+                &event,
+                from,
+                score,
+                &message.id,
+                window,
+                request.trace.as_deref()
+            ),
         );
         a?;
         b?;

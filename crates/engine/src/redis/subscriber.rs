@@ -149,7 +149,12 @@ pub(crate) fn parse_payload(payload: Bytes) -> Option<LiveEvent> {
         }
         None => (None, json),
     };
-    Some(LiveEvent::Inbox(Arc::new(InboxEvent { id, prev, json, trace })))
+    Some(LiveEvent::Inbox(Arc::new(InboxEvent {
+        id,
+        prev,
+        json,
+        trace,
+    })))
 }
 
 /// A stable shard index for a user.

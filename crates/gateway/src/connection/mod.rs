@@ -127,7 +127,11 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
             ),
         );
         let _ = sink.send(text(frame.to_json())).await;
-        (sink, stream, Stop::Close(close::POLICY, "too many connections"))
+        (
+            sink,
+            stream,
+            Stop::Close(close::POLICY, "too many connections"),
+        )
     } else {
         let mut conn = Conn {
             sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
@@ -277,9 +281,18 @@ async fn refuse_unavailable(
     sink: &mut SplitSink<WebSocket, WsMessage>,
     stream: &mut SplitStream<WebSocket>,
 ) {
-    let frame = ServerFrame::error(None, ErrorCode::Unavailable, "backend unavailable, retry later");
+    let frame = ServerFrame::error(
+        None,
+        ErrorCode::Unavailable,
+        "backend unavailable, retry later",
+    );
     let _ = sink.send(text(frame.to_json())).await;
-    finish(sink, stream, Stop::Close(close::INTERNAL, "backend unavailable")).await;
+    finish(
+        sink,
+        stream,
+        Stop::Close(close::INTERNAL, "backend unavailable"),
+    )
+    .await;
 }
 
 /// Sends the close frame (bounded in time: the peer may not be reading) and ends.

@@ -77,9 +77,7 @@ impl Conn {
                     node = %self.state.node_id,
                     message.id = tracing::field::Empty,
                 );
-                self.send(reference, to, body, nonce)
-                    .instrument(span)
-                    .await
+                self.send(reference, to, body, nonce).instrument(span).await
             }
             ClientFrame::History {
                 reference,
@@ -192,7 +190,8 @@ impl Conn {
         tracing::Span::current().record("message.id", outcome.message.id.as_str());
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("chat_redis_command_seconds", "op" => "send").record(elapsed);
-        metrics::histogram!("chat_send_ack_seconds").record(self.received_at.elapsed().as_secs_f64());
+        metrics::histogram!("chat_send_ack_seconds")
+            .record(self.received_at.elapsed().as_secs_f64());
         metrics::counter!("chat_messages_received_total").increment(1);
         Ok(Some(ServerFrame::Ack {
             reference,

@@ -104,7 +104,9 @@ impl Conn {
             let _ = self
                 .handle
                 .tx
-                .try_send(crate::router::Out::Frame(std::sync::Arc::new(frame.to_json().into())));
+                .try_send(crate::router::Out::Frame(std::sync::Arc::new(
+                    frame.to_json().into(),
+                )));
         }
         self.watching = users;
         Ok(None)

@@ -88,6 +88,19 @@ local function conv_append(msgs, meta, nonce_key, a)
   return 0, msg, id
 end
 
+-- Whether an inbox append must refresh the inbox's expiry. Refreshing on every append
+-- costs a command per event; refreshing when the append starts a new slice of ttl/64
+-- (or the inbox is new) keeps an idle inbox between 63/64 and all of `ttl` seconds.
+local function expiry_due(prev, id, ttl)
+  if prev == '0-0' then
+    return true
+  end
+  local step = math.max(1, math.floor(ttl * 1000 / 64))
+  local before = tonumber(string.match(prev, '^(%d+)')) or 0
+  local now = tonumber(string.match(id, '^(%d+)')) or 0
+  return math.floor(before / step) ~= math.floor(now / step)
+end
+
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
 -- inbox, convs, ch: keys (convs nil: not a message, leave the index alone);
 -- event: JSON; peer: the other participant; score: message ms.
@@ -107,7 +120,7 @@ local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, 
   else
     id = redis.call('XADD', inbox, '*', 'p', prev, 'e', event)
   end
-  if ttl > 0 then
+  if ttl > 0 and expiry_due(prev, id, ttl) then
     redis.call('EXPIRE', inbox, ttl)
   end
   if convs then
