@@ -234,6 +234,7 @@ impl Engine for MemoryEngine {
                     return Ok(SendOutcome {
                         message: message.clone(),
                         duplicate: true,
+                        sender_event: None,
                     });
                 }
             }
@@ -296,6 +297,7 @@ impl Engine for MemoryEngine {
         Ok(SendOutcome {
             message,
             duplicate: false,
+            sender_event: None,
         })
     }
 

@@ -99,6 +99,7 @@ fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
         nonce_ttl_secs: 86_400,
         sent_at: "2026-01-01T00:00:00.000Z".into(),
         trace: None,
+        local_node: None,
     }
 }
 
@@ -643,4 +644,77 @@ async fn inbox_expiry_is_refreshed_by_later_appends() {
             "{user}'s inbox expiry refreshed: {refreshed}"
         );
     }
+}
+
+/// A send from a node that delivers locally (`local_node`) gets the sender's inbox
+/// entry back, and that entry is published only while the sender has connections on
+/// another node; the recipient's always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_entry_is_published_only_for_connections_elsewhere() {
+    let server = RedisServer::start();
+    let (engine, sink) = engine(&server).await;
+    for user in ["alice", "bob", "carol"] {
+        engine.subscribe(user).await.unwrap();
+    }
+    engine.connection_opened("alice", "n1").await.unwrap();
+    let local = |body: &str| SendRequest {
+        local_node: Some("n1".into()),
+        ..req("alice", "bob", body, None)
+    };
+
+    // Only on n1: n1 gets the entry to deliver, nothing is published for alice.
+    let first = engine.send(local("one")).await.unwrap();
+    let own = first.sender_event.expect("sender entry returned");
+    let stored = engine
+        .read_inbox("alice", StreamId::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((own.id, own.prev), (stored[0].id, StreamId::ZERO));
+    assert_eq!(own.json, stored[0].json);
+    assert_eq!(own.frame(), stored[0].frame());
+    barrier(&engine, &sink, "carol", "1").await;
+    assert!(sink.inbox("alice").is_empty(), "not published for alice");
+    assert_eq!(sink.inbox("bob").len(), 1, "always published for bob");
+
+    // A second connection on n2: now alice's entry is published (for n2).
+    engine.connection_opened("alice", "n2").await.unwrap();
+    let second = engine.send(local("two")).await.unwrap();
+    let own2 = second.sender_event.expect("sender entry returned");
+    assert_eq!(own2.prev, own.id);
+    barrier(&engine, &sink, "carol", "2").await;
+    let published = sink.inbox("alice");
+    assert_eq!(published.len(), 1);
+    assert_eq!((published[0].id, published[0].prev), (own2.id, own.id));
+
+    // n2's connection gone again: back to not publishing. Without a local node
+    // (the HTTP API) it is always published and nothing is returned.
+    engine.connection_closed("alice", "n2").await.unwrap();
+    engine.send(local("three")).await.unwrap();
+    let api = engine
+        .send(req("alice", "bob", "four", None))
+        .await
+        .unwrap();
+    assert!(api.sender_event.is_none());
+    barrier(&engine, &sink, "carol", "3").await;
+    let published = sink.inbox("alice");
+    assert_eq!(published.len(), 2);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&published[1].json).unwrap()["message"]["body"],
+        "four"
+    );
+    assert_eq!(sink.inbox("bob").len(), 4);
+    // A retried send (same nonce) returns no entry: nothing new was appended.
+    let with_nonce = SendRequest {
+        nonce: Some("n-1".into()),
+        ..local("five")
+    };
+    assert!(engine
+        .send(with_nonce.clone())
+        .await
+        .unwrap()
+        .sender_event
+        .is_some());
+    let retry = engine.send(with_nonce).await.unwrap();
+    assert!(retry.duplicate && retry.sender_event.is_none());
 }

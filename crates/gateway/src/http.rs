@@ -41,7 +41,9 @@ async fn ws_upgrade(
         // Chat frames are small: a 512-byte read chunk per socket instead of 4 KiB
         // (larger frames still arrive whole; tungstenite grows the buffer for them).
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        // Frames are buffered and written together: the connection flushes once its
+        // outbox is drained (an ack and its echo leave in one TCP segment).
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(usize::MAX)
         .on_upgrade(move |socket| async move {
             // The token keeps the task counted until the connection ends, so a

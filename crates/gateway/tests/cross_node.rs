@@ -150,3 +150,94 @@ async fn retried_send_is_stored_and_delivered_once() {
         assert_eq!(history[0], first);
     }
 }
+
+/// Reads `n` message frames from a connection that sends nothing and checks the
+/// stream a client sees: cursors strictly increase, no message twice.
+async fn read_messages_raw(client: &mut Client, n: usize, what: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut last: Option<chat_protocol::StreamId> = None;
+    while ids.len() < n {
+        let frame = tokio::time::timeout(WAIT, client.next_raw())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: only {} of {n} messages", ids.len()));
+        let RawFrame::Text(text) = frame else {
+            panic!("{what}: connection ended: {frame:?}")
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
+        if v["type"] != "message" {
+            continue;
+        }
+        let cursor = sid(v["cursor"].as_str().expect("cursor"));
+        assert!(
+            last.is_none_or(|prev| cursor > prev),
+            "{what}: cursor {cursor} after {last:?}"
+        );
+        last = Some(cursor);
+        let id = v["message"]["id"].as_str().expect("id").to_string();
+        assert!(!ids.contains(&id), "{what}: message {id} twice");
+        ids.push(id);
+    }
+    ids
+}
+
+/// Both sides send at once while each has a second tab on the sending node: the
+/// sender's own copy comes back with the reply to the send while the peer's arrives
+/// by pub/sub, and every connection still sees each message once, in cursor order.
+#[tokio::test]
+async fn concurrent_sends_reach_every_tab_once_in_order() {
+    let limits = [
+        ("CHAT_LIMITS__SEND_PER_SECOND", "1000"),
+        ("CHAT_LIMITS__SEND_BURST", "1000"),
+    ];
+    let cluster = Cluster::start(Engine::Redis, 2, &limits);
+    let mut alice = guest(&cluster.url(0), "alice").await;
+    let mut bob = guest(&cluster.url(1), "bob").await;
+    let alice_id = alice.user_id().to_string();
+    let bob_id = bob.user_id().to_string();
+    let tab = |client: &Client, node: usize| {
+        let session = client.session().to_string();
+        let url = cluster.url(node);
+        async move {
+            Client::connect(&url, Credential::Session(session), None)
+                .await
+                .expect("second tab")
+        }
+    };
+    // Alice's second tab is on her own node (no other node has her: her copy is not
+    // published); Bob's is on the other node (his copy is).
+    let mut alice_tab = tab(&alice, 0).await;
+    let mut bob_tab = tab(&bob, 0).await;
+
+    const N: usize = 40;
+    let (sent_by_alice, sent_by_bob) = tokio::join!(
+        async {
+            let mut ids = Vec::new();
+            for i in 0..N {
+                ids.push(alice.send(&bob_id, &format!("a{i}")).await.expect("a").id);
+            }
+            ids
+        },
+        async {
+            let mut ids = Vec::new();
+            for i in 0..N {
+                ids.push(bob.send(&alice_id, &format!("b{i}")).await.expect("b").id);
+            }
+            ids
+        }
+    );
+    let mut all: Vec<String> = sent_by_alice.iter().chain(&sent_by_bob).cloned().collect();
+    all.sort_by_key(|id| sid(id));
+    for (client, what) in [(&mut alice_tab, "alice's tab"), (&mut bob_tab, "bob's tab")] {
+        let mut got = read_messages_raw(client, 2 * N, what).await;
+        got.sort_by_key(|id| sid(id));
+        assert_eq!(got, all, "{what}");
+    }
+    for (client, what) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let mut got = Vec::new();
+        while got.len() < 2 * N {
+            got.push(expect_message(client, what).await.id);
+        }
+        got.sort_by_key(|id| sid(id));
+        assert_eq!(got, all, "{what} gets every message, her own included");
+    }
+}

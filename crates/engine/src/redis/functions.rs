@@ -8,7 +8,7 @@
 //! each function in the order documented at the top of each function in the Lua file,
 //! and parses their replies.
 
-use chat_protocol::{dm_conversation, Message};
+use chat_protocol::{dm_conversation, Message, StreamId};
 use fred::prelude::*;
 
 use super::conn::{map_err, text};
@@ -86,8 +86,14 @@ pub(crate) fn inbox_append_call(
     message_id: &str,
     window: usize,
     trace: Option<&str>,
+    node: Option<&str>,
 ) -> (Vec<String>, Vec<String>) {
-    let keys = vec![keys::inbox(user), keys::convs(user), keys::channel(user)];
+    let keys = vec![
+        keys::inbox(user),
+        keys::convs(user),
+        keys::channel(user),
+        keys::presence(user),
+    ];
     let args = vec![
         event.to_string(),
         peer.to_string(),
@@ -97,6 +103,7 @@ pub(crate) fn inbox_append_call(
         message_id.to_string(),
         window.to_string(),
         trace_arg(trace),
+        node.unwrap_or("").to_string(),
     ];
     (keys, args)
 }
@@ -132,6 +139,7 @@ pub(crate) fn send_call(req: &SendRequest, retention: &Retention) -> (Vec<String
         keys::inbox(to),
         keys::convs(to),
         keys::channel(to),
+        keys::presence(from),
     ];
     let args = vec![
         dm_conversation(from, to),
@@ -146,32 +154,55 @@ pub(crate) fn send_call(req: &SendRequest, retention: &Retention) -> (Vec<String
         retention.inbox_max_len.to_string(),
         retention.inbox_ttl_secs.to_string(),
         trace_arg(req.trace.as_deref()),
+        req.local_node.clone().unwrap_or_default(),
     ];
     (keys, args)
 }
 
-/// Parses the `{dup, message JSON}` reply of `chat_send` / `chat_conv_append`.
-pub(crate) fn parse_send_reply(reply: Value) -> Result<(bool, Message), EngineError> {
-    parse_send_reply_raw(reply).map(|(dup, message, _)| (dup, message))
+/// A parsed `chat_send` / `chat_conv_append` reply.
+pub(crate) struct SendReply {
+    pub duplicate: bool,
+    pub message: Message,
+    /// The message JSON as stored.
+    pub json: String,
+    /// `chat_send` only, not for a duplicate: the sender's new inbox entry id and
+    /// the one before it.
+    pub sender_entry: Option<(StreamId, StreamId)>,
 }
 
-/// Like [`parse_send_reply`], also returning the message JSON as stored.
-pub(crate) fn parse_send_reply_raw(reply: Value) -> Result<(bool, Message, String), EngineError> {
+/// Parses `{dup, message JSON[, sender entry id, its prev]}`.
+pub(crate) fn parse_send_reply(reply: Value) -> Result<SendReply, EngineError> {
     let bad = |what: &str| EngineError::Internal(format!("unexpected chat_send reply: {what}"));
-    let Value::Array(mut parts) = reply else {
+    let Value::Array(parts) = reply else {
         return Err(bad("not an array"));
     };
-    if parts.len() != 2 {
+    if parts.len() != 2 && parts.len() != 4 {
         return Err(bad("length"));
     }
-    let json = text(parts.pop().unwrap_or(Value::Null)).ok_or_else(|| bad("json"))?;
-    let dup = match parts.pop() {
+    let mut parts = parts.into_iter();
+    let duplicate = match parts.next() {
         Some(Value::Integer(n)) => n == 1,
         _ => return Err(bad("flag")),
     };
+    let json = parts.next().and_then(text).ok_or_else(|| bad("json"))?;
     let message: Message =
         serde_json::from_str(&json).map_err(|e| bad(&format!("message json: {e}")))?;
-    Ok((dup, message, json))
+    let mut id = || {
+        parts
+            .next()
+            .and_then(text)
+            .and_then(|t| StreamId::parse(&t))
+    };
+    let sender_entry = match (id(), id()) {
+        (Some(id), Some(prev)) => Some((id, prev)),
+        _ => None,
+    };
+    Ok(SendReply {
+        duplicate,
+        message,
+        json,
+        sender_entry,
+    })
 }
 
 #[cfg(test)]
@@ -188,10 +219,12 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
+            local_node: None,
         };
         let (keys, args) = send_call(&req, &Retention::default());
-        assert_eq!(keys.len(), 9);
-        assert_eq!(args.len(), 12);
+        assert_eq!(keys.len(), 10);
+        assert_eq!(args.len(), 13);
+        assert_eq!(keys[9], keys::presence("bob"));
         let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
         assert_eq!(slot(&keys[0]), slot(&keys[1]));
         assert_eq!(slot(&keys[0]), slot(&keys[2]));
@@ -210,13 +243,23 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
+            local_node: None,
         };
         let (keys, args) = conv_append_call(&req, &Retention::default());
         assert_eq!((keys.len(), args.len()), (3, 9));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
-        let (keys, args) =
-            inbox_append_call("bob", "{}", "alice", 1, &Retention::default(), "", 16, None);
-        assert_eq!((keys.len(), args.len()), (3, 8));
+        let (keys, args) = inbox_append_call(
+            "bob",
+            "{}",
+            "alice",
+            1,
+            &Retention::default(),
+            "",
+            16,
+            None,
+            None,
+        );
+        assert_eq!((keys.len(), args.len()), (4, 9));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         assert_eq!(
             message_event(r#"{"id":"1-0"}"#),

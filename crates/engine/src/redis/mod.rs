@@ -148,7 +148,8 @@ impl RedisEngine {
         message_id: &str,
         window: usize,
         trace: Option<&str>,
-    ) -> Result<(), EngineError> {
+        node: Option<&str>,
+    ) -> Result<Option<(StreamId, StreamId)>, EngineError> {
         let (keys, args) = functions::inbox_append_call(
             user,
             event,
@@ -158,12 +159,25 @@ impl RedisEngine {
             message_id,
             window,
             trace,
+            node,
         );
         // With a message id a written-twice call is caught by the Lua; a read event
         // written twice is a harmless duplicate (same content, clients drop it).
-        self.fcall(functions::INBOX_APPEND, &keys, &args, &self.opts)
+        let reply = self
+            .fcall(functions::INBOX_APPEND, &keys, &args, &self.opts)
             .await?;
-        Ok(())
+        // {id, prev, appended}
+        let entry = match reply {
+            Value::Array(parts) => {
+                let mut ids = parts
+                    .into_iter()
+                    .take(2)
+                    .filter_map(|v| text(v).and_then(|t| StreamId::parse(&t)));
+                ids.next().zip(ids.next())
+            }
+            _ => None,
+        };
+        Ok(entry)
     }
 
     /// Cluster mode: `chat_conv_append` in the conversation's slot, then both inbox
@@ -180,7 +194,12 @@ impl RedisEngine {
         let reply = self
             .fcall(functions::CONV_APPEND, &keys, &args, opts)
             .await?;
-        let (duplicate, message, json) = functions::parse_send_reply_raw(reply)?;
+        let functions::SendReply {
+            duplicate,
+            message,
+            json,
+            ..
+        } = functions::parse_send_reply(reply)?;
         let event = functions::message_event(&json);
         let score = StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0);
         let window = if duplicate {
@@ -189,6 +208,8 @@ impl RedisEngine {
             functions::DEDUPE_WINDOW
         };
         let (from, to) = (request.from.as_str(), request.to.as_str());
+        // A retry may follow an attempt that never published: publish as usual then.
+        let node = request.local_node.as_deref().filter(|_| !duplicate);
         let (a, b) = tokio::join!(
             self.inbox_append(
                 from,
@@ -197,7 +218,8 @@ impl RedisEngine {
                 score,
                 &message.id,
                 window,
-                request.trace.as_deref()
+                request.trace.as_deref(),
+                node,
             ),
             self.inbox_append(
                 to,
@@ -206,12 +228,26 @@ impl RedisEngine {
                 score,
                 &message.id,
                 window,
-                request.trace.as_deref()
+                request.trace.as_deref(),
+                None,
             ),
         );
-        a?;
+        let sender_entry = a?;
         b?;
-        Ok(SendOutcome { message, duplicate })
+        let sender_event = match (node, sender_entry) {
+            (Some(_), Some((id, prev))) => Some(InboxEvent {
+                id,
+                prev,
+                json: bytes::Bytes::from(event),
+                trace: request.trace.clone(),
+            }),
+            _ => None,
+        };
+        Ok(SendOutcome {
+            message,
+            duplicate,
+            sender_event,
+        })
     }
 
     /// Closes every connection. The engine is unusable afterwards.
@@ -408,8 +444,26 @@ impl Engine for RedisEngine {
             &self.once
         };
         let reply = self.fcall(functions::SEND, &keys, &args, opts).await?;
-        let (duplicate, message) = functions::parse_send_reply(reply)?;
-        Ok(SendOutcome { message, duplicate })
+        let functions::SendReply {
+            duplicate,
+            message,
+            json,
+            sender_entry,
+        } = functions::parse_send_reply(reply)?;
+        let sender_event = match (&request.local_node, sender_entry) {
+            (Some(_), Some((id, prev))) if !duplicate => Some(InboxEvent {
+                id,
+                prev,
+                json: bytes::Bytes::from(functions::message_event(&json)),
+                trace: request.trace.clone(),
+            }),
+            _ => None,
+        };
+        Ok(SendOutcome {
+            message,
+            duplicate,
+            sender_event,
+        })
     }
 
     async fn history(

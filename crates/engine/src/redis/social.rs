@@ -95,8 +95,8 @@ impl RedisEngine {
             ));
         };
         let (a, b) = tokio::join!(
-            self.inbox_append(reader, &event, "", 0, "", 0, None),
-            self.inbox_append(peer, &event, "", 0, "", 0, None),
+            self.inbox_append(reader, &event, "", 0, "", 0, None, None),
+            self.inbox_append(peer, &event, "", 0, "", 0, None, None),
         );
         a?;
         b?;

@@ -102,6 +102,7 @@ pub fn req(from: &str, to: &str, body: &str) -> SendRequest {
         nonce_ttl_secs: 60,
         sent_at: "2026-01-01T00:00:00.000Z".into(),
         trace: None,
+        local_node: None,
     }
 }
 

@@ -56,7 +56,16 @@ pub(crate) struct Conn {
     received_at: Instant,
     /// When the client last sent anything (frames or pongs): the ping timeout.
     last_heard: Instant,
+    /// Frames were written to the socket's buffer since the last flush.
+    unflushed: bool,
+    /// Live events that arrived ahead of their predecessor (see `delivery.rs`);
+    /// boxed, as an idle connection has none.
+    held: Option<Box<delivery::Held>>,
 }
+
+/// Outbox items written into one socket write at most (then the socket is flushed and
+/// the client's frames get their turn).
+const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded socket until it closes.
 pub async fn serve(state: Shared, socket: WebSocket) {
@@ -145,6 +154,8 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
             last_sent: StreamId::ZERO,
             last_heard: Instant::now(),
             received_at: Instant::now(),
+            unflushed: false,
+            held: None,
         };
         let stop = match Box::pin(conn.welcome(&signed)).await {
             Ok(()) => {
@@ -176,7 +187,25 @@ impl Conn {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let closer = self.handle.closer.clone();
         let state = self.state.clone();
+        let mut batched = 0;
         loop {
+            if self.unflushed {
+                // What is already queued for this connection goes out in the same
+                // socket write (an ack and the echo of its message, a burst of events).
+                if batched < MAX_BATCH {
+                    if let Ok(out) = self.rx.try_recv() {
+                        batched += 1;
+                        if let Err(stop) = Box::pin(self.deliver(out)).await {
+                            return stop;
+                        }
+                        continue;
+                    }
+                }
+                batched = 0;
+                if let Err(stop) = self.flush().await {
+                    return stop;
+                }
+            }
             let result = tokio::select! {
                 biased;
                 _ = closer.token().cancelled() => {
@@ -196,6 +225,7 @@ impl Conn {
                     Some(Err(e)) => Err(read_error_stop(&e)),
                     None => return Stop::Gone,
                 },
+                _ = delivery::held_deadline(&self.held) => Box::pin(self.release_held()).await,
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > timeout {
                         Err(Stop::Close(close::GOING_AWAY, "ping timeout"))
@@ -222,16 +252,31 @@ impl Conn {
         }
     }
 
-    /// Writes one message, giving up as soon as the connection is asked to close.
+    /// Writes one message into the socket's buffer, giving up as soon as the
+    /// connection is asked to close. The main loop flushes before it waits again.
     async fn write(&mut self, msg: WsMessage) -> Result<(), Stop> {
+        self.unflushed = true;
         tokio::select! {
             biased;
-            _ = self.handle.closer.token().cancelled() => Err(Stop::Close(
-                self.handle.closer.code().unwrap_or(close::GOING_AWAY),
-                close_reason(self.handle.closer.code()),
-            )),
-            r = self.sink.send(msg) => r.map_err(|_| Stop::Gone),
+            _ = self.handle.closer.token().cancelled() => Err(self.closed_stop()),
+            r = self.sink.feed(msg) => r.map_err(|_| Stop::Gone),
         }
+    }
+
+    /// Writes out everything buffered, giving up as soon as the connection is asked
+    /// to close.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        self.unflushed = false;
+        tokio::select! {
+            biased;
+            _ = self.handle.closer.token().cancelled() => Err(self.closed_stop()),
+            r = self.sink.flush() => r.map_err(|_| Stop::Gone),
+        }
+    }
+
+    fn closed_stop(&self) -> Stop {
+        let code = self.handle.closer.code();
+        Stop::Close(code.unwrap_or(close::GOING_AWAY), close_reason(code))
     }
 
     async fn write_frame(&mut self, frame: &ServerFrame) -> Result<(), Stop> {

@@ -3,7 +3,9 @@
 //! Every refusal is an `error` frame carrying the request's `ref`; nothing here
 //! closes the connection except persistent rate-limit abuse (4008).
 
-use chat_engine::{EngineError, SendRequest};
+use std::sync::Arc;
+
+use chat_engine::{EngineError, EventSink, InboxEvent, LiveEvent, SendRequest};
 use chat_protocol::{
     close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame,
     StreamId, MAX_NONCE,
@@ -179,6 +181,9 @@ impl Conn {
             nonce_ttl_secs,
             sent_at: now_rfc3339(),
             trace: crate::telemetry::traceparent(&tracing::Span::current()),
+            // This node hands the sender's own event to its local connections (below);
+            // Redis publishes it only for the sender's connections on other nodes.
+            local_node: Some(self.state.node_id.clone()),
         };
         let started = std::time::Instant::now();
         let outcome = self
@@ -188,6 +193,17 @@ impl Conn {
             .await
             .map_err(engine_error)?;
         tracing::Span::current().record("message.id", outcome.message.id.as_str());
+        if let Some(event) = outcome.sender_event {
+            // Queued behind the ack on this connection; the same trace is not
+            // continued here (this node already holds the send's span).
+            let event = InboxEvent {
+                trace: None,
+                ..event
+            };
+            self.state
+                .router
+                .deliver(&self.user.id, LiveEvent::Inbox(Arc::new(event)));
+        }
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("chat_redis_command_seconds", "op" => "send").record(elapsed);
         metrics::histogram!("chat_send_ack_seconds")

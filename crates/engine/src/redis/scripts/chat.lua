@@ -12,6 +12,8 @@ Key layout (see crates/engine/src/redis/keys.rs):
   chat:{u:<id>}:inbox                inbox stream (fields p = previous id, e = event JSON)
   chat:{u:<id>}:convs                sorted set: peer id -> last message ms
   chat:{u:<id>}:ch                   sharded pub/sub channel
+  chat:{u:<id>}:pres                 presence hash: node -> open connections (read
+                                     here only, written by presence.lua)
 
 On a single Redis, chat_send does a whole send in one call. On Redis Cluster the
 conversation and the two inboxes live in different slots: chat_conv_append, then
@@ -101,12 +103,30 @@ local function expiry_due(prev, id, ttl)
   return math.floor(before / step) ~= math.floor(now / step)
 end
 
+-- Whether the user of presence hash `pres` has connections on a node other than
+-- `node`. With `node` '' or nil (the caller does not deliver locally): always true.
+-- A connection counts from before it reads its inbox (it subscribes, then counts
+-- itself, then recovers), so one not yet counted finds the event in its inbox.
+local function elsewhere(pres, node)
+  if node == nil or node == '' then
+    return true
+  end
+  for _, n in ipairs(redis.call('HKEYS', pres)) do
+    if n ~= node then
+      return true
+    end
+  end
+  return false
+end
+
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
 -- inbox, convs, ch: keys (convs nil: not a message, leave the index alone);
 -- event: JSON; peer: the other participant; score: message ms.
 -- trace: a W3C traceparent carried only in the live payload ('' or nil = none).
+-- publish false: no live publish (the calling node delivers to the user's
+-- connections itself, and the user has none elsewhere).
 -- Returns the new entry id and the previous one ('0-0' for the first).
-local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, trace)
+local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, trace, publish)
   local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
   local prev = '0-0'
   if #last > 0 then
@@ -125,6 +145,9 @@ local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, 
   end
   if convs then
     redis.call('ZADD', convs, score, peer)
+  end
+  if publish == false then
+    return id, prev
   end
   if trace and trace ~= '' then
     redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
@@ -193,11 +216,17 @@ end
 
 --[[ chat_send: a whole 1:1 send on a single Redis (all keys in one slot set).
 KEYS: 1 msgs, 2 meta, 3 nonce key (ignored when ARGV[6] is ''),
-      4 inbox(from), 5 convs(from), 6 ch(from), 7 inbox(to), 8 convs(to), 9 ch(to)
+      4 inbox(from), 5 convs(from), 6 ch(from), 7 inbox(to), 8 convs(to), 9 ch(to),
+      10 pres(from) (optional)
 ARGV: 1 conversation, 2 from, 3 to, 4 body, 5 sent_at, 6 nonce ('' = none),
       7 nonce_ttl, 8 history_max_len, 9 history_max_age_secs,
-      10 inbox_max_len, 11 inbox_ttl_secs, 12 traceparent ('' = none)
-Returns {dup, message JSON}; when dup = 1 nothing was written or published. ]]
+      10 inbox_max_len, 11 inbox_ttl_secs, 12 traceparent ('' = none),
+      13 sending node ('' or absent = none)
+With a sending node, the sender's own live event is published only if the sender
+has connections on another node: the sending node delivers it to its own.
+Returns {dup, message JSON}; when dup = 1 nothing was written or published;
+otherwise also the sender's inbox entry id and the one before it:
+{0, message JSON, id, prev}. ]]
 redis.register_function('chat_send', function(keys, args)
   local a = conv_args(args, 1)
   local nonce_key = nil
@@ -210,9 +239,12 @@ redis.register_function('chat_send', function(keys, args)
   end
   local event = message_event(msg)
   local score = string.match(id, '^(%d+)')
-  inbox_append(keys[4], keys[5], keys[6], event, a.to, score, args[10], args[11], args[12])
+  local node = args[13] or ''
+  local publish = node == '' or elsewhere(keys[10], node)
+  local id, prev = inbox_append(keys[4], keys[5], keys[6], event, a.to, score, args[10], args[11],
+    args[12], publish)
   inbox_append(keys[7], keys[8], keys[9], event, a.from, score, args[10], args[11], args[12])
-  return {0, msg}
+  return {0, msg, id, prev}
 end)
 
 --[[ chat_conv_append: the conversation half of a send (cluster mode).
@@ -231,10 +263,12 @@ redis.register_function('chat_conv_append', function(keys, args)
 end)
 
 --[[ chat_inbox_append: one inbox append with its live publish (cluster mode).
-KEYS: 1 inbox, 2 convs, 3 ch (all of one user)
+KEYS: 1 inbox, 2 convs, 3 ch, 4 pres (optional) (all of one user)
 ARGV: 1 event JSON, 2 peer id ('' = not a message: the conversation index is left
       alone), 3 score (message ms), 4 inbox_max_len, 5 inbox_ttl_secs,
-      6 message id ('' = none), 7 window, 8 traceparent ('' = none)
+      6 message id ('' = none), 7 window, 8 traceparent ('' = none),
+      9 calling node that delivers to the user's connections itself ('' or absent =
+      none: publish; otherwise publish only if the user has connections elsewhere)
 With a message id, the append is skipped when one of the inbox's newest `window`
 entries already holds that message (a retried send, or fred writing the call again
 after a reconnect): the retry does not duplicate it.
@@ -252,7 +286,10 @@ redis.register_function('chat_inbox_append', function(keys, args)
   if args[2] == '' then
     convs = nil
   end
-  local id, prev = inbox_append(keys[1], convs, keys[3], args[1], args[2], args[3], args[4], args[5], args[8])
+  local node = args[9] or ''
+  local publish = node == '' or elsewhere(keys[4], node)
+  local id, prev = inbox_append(keys[1], convs, keys[3], args[1], args[2], args[3], args[4], args[5],
+    args[8], publish)
   return {id, prev, 1}
 end)
 
