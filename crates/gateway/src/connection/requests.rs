@@ -71,14 +71,19 @@ impl Conn {
             } => {
                 // One trace per send, not one per connection: a root span that the
                 // recipients' nodes continue (its context travels with the event).
-                let span = tracing::info_span!(
-                    parent: None,
-                    "chat.send",
-                    user.id = %self.user.id,
-                    peer.id = %to,
-                    node = %self.state.node_id,
-                    message.id = tracing::field::Empty,
-                );
+                // Without an exporter nobody reads it: not built (per-send cost).
+                let span = if self.state.settings.telemetry.otlp_endpoint.is_empty() {
+                    tracing::Span::none()
+                } else {
+                    tracing::info_span!(
+                        parent: None,
+                        "chat.send",
+                        user.id = %self.user.id,
+                        peer.id = %to,
+                        node = %self.state.node_id,
+                        message.id = tracing::field::Empty,
+                    )
+                };
                 self.send(reference, to, body, nonce).instrument(span).await
             }
             ClientFrame::History {
@@ -180,7 +185,11 @@ impl Conn {
             nonce: Some(nonce),
             nonce_ttl_secs,
             sent_at: now_rfc3339(),
-            trace: crate::telemetry::traceparent(&tracing::Span::current()),
+            trace: if self.state.settings.telemetry.otlp_endpoint.is_empty() {
+                None
+            } else {
+                crate::telemetry::traceparent(&tracing::Span::current())
+            },
             // This node hands the sender's own event to its local connections (below);
             // Redis publishes it only for the sender's connections on other nodes.
             local_node: Some(self.state.node_id.clone()),
