@@ -260,6 +260,14 @@ async fn nonce_retry_returns_the_original_and_stores_nothing() {
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message, first.message);
+    // The nonce key holds the message id, not a second copy of the message.
+    let stored = server
+        .command(&["GET", "chat:{c:alice:bob}:n:alice:nonce-1"])
+        .unwrap();
+    assert!(
+        stored.ends_with(&format!("\r\n{}\r\n", first.message.id)),
+        "{stored:?}"
+    );
     // Same nonce from the other participant is a different send.
     let other = engine
         .send(req("bob", "alice", "mine", Some("nonce-1")))
@@ -717,4 +725,68 @@ async fn sender_entry_is_published_only_for_connections_elsewhere() {
         .is_some());
     let retry = engine.send(with_nonce).await.unwrap();
     assert!(retry.duplicate && retry.sender_event.is_none());
+}
+
+/// A retry whose original was trimmed from the history by retention is still
+/// recognised: same id, nothing stored again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_retry_after_the_original_was_trimmed() {
+    let server = RedisServer::start();
+    let retention = Retention {
+        history_max_len: 10,
+        history_max_age_secs: 0,
+        inbox_max_len: 0,
+        inbox_ttl_secs: 0,
+    };
+    let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
+    let first = engine
+        .send(req("alice", "bob", "the original", Some("early")))
+        .await
+        .unwrap();
+    for i in 0..300 {
+        engine
+            .send(req("bob", "alice", &format!("{i}"), None))
+            .await
+            .unwrap();
+    }
+    let (history, _) = engine.history("alice", "bob", None, 1000).await.unwrap();
+    assert!(
+        history.iter().all(|m| m.id != first.message.id),
+        "the original is trimmed"
+    );
+    let retry = engine
+        .send(req("alice", "bob", "the original", Some("early")))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message.id, first.message.id);
+    assert_eq!(retry.message.body, "the original");
+    assert_eq!(retry.message.conversation, first.message.conversation);
+    let inbox = engine
+        .read_inbox("alice", StreamId::ZERO, 1000)
+        .await
+        .unwrap();
+    assert_eq!(inbox.len(), 301, "nothing appended for the retry");
+}
+
+/// Nonce keys written before they held ids (their value is the message JSON) still
+/// answer a retry with that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_keys_holding_message_json_still_work() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    let first = engine
+        .send(req("alice", "bob", "before", None))
+        .await
+        .unwrap();
+    let json = serde_json::to_string(&first.message).unwrap();
+    server
+        .command(&["SET", "chat:{c:alice:bob}:n:alice:legacy", &json])
+        .unwrap();
+    let retry = engine
+        .send(req("alice", "bob", "before", Some("legacy")))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, first.message);
 }

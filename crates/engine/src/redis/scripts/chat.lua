@@ -8,7 +8,8 @@ Key layout (see crates/engine/src/redis/keys.rs):
   chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id,
                                      lm = last message JSON, r:<user> = read marker
                                      (sequence number), ru:<user> = its message id
-  chat:{c:<a>:<b>}:n:<from>:<nonce>  nonce key, value = the stored message JSON
+  chat:{c:<a>:<b>}:n:<from>:<nonce>  nonce key, value = the stored message's id (keys
+                                     written before 2026-12 hold its JSON)
   chat:{u:<id>}:inbox                inbox stream (fields p = previous id, e = event JSON)
   chat:{u:<id>}:convs                sorted set: peer id -> last message ms
   chat:{u:<id>}:ch                   sharded pub/sub channel
@@ -40,6 +41,25 @@ local function message_event(msg)
   return '{"type":"message","message":' .. msg .. '}'
 end
 
+-- The message a nonce key names (its value is the message id; older keys hold the
+-- message JSON itself). If retention trimmed the message from the conversation, it is
+-- rebuilt from the retried request, which carries the same body.
+local function stored_message(msgs, stored, a)
+  if string.sub(stored, 1, 1) == '{' then
+    return stored
+  end
+  local found = redis.call('XRANGE', msgs, stored, stored)
+  if #found == 0 then
+    return message_json(stored, a.conversation, a.from, a.to, a.body, a.sent_at)
+  end
+  local f = {}
+  local fields = found[1][2]
+  for i = 1, #fields, 2 do
+    f[fields[i]] = fields[i + 1]
+  end
+  return message_json(stored, a.conversation, f.f, f.t, f.b, f.s)
+end
+
 -- Appends a message to a conversation unless its nonce was seen.
 -- msgs, meta: keys; nonce_key: key or nil (no nonce).
 -- a: {conversation, from, to, body, sent_at, nonce, nonce_ttl, max_len, max_age}
@@ -48,7 +68,7 @@ local function conv_append(msgs, meta, nonce_key, a)
   if nonce_key then
     local stored = redis.call('GET', nonce_key)
     if stored then
-      return 1, stored
+      return 1, stored_message(msgs, stored, a)
     end
   end
   local max_len = tonumber(a.max_len) or 0
@@ -82,9 +102,9 @@ local function conv_append(msgs, meta, nonce_key, a)
   if nonce_key then
     local ttl = tonumber(a.nonce_ttl) or 0
     if ttl > 0 then
-      redis.call('SET', nonce_key, msg, 'EX', ttl)
+      redis.call('SET', nonce_key, id, 'EX', ttl)
     else
-      redis.call('SET', nonce_key, msg)
+      redis.call('SET', nonce_key, id)
     end
   end
   return 0, msg, id
