@@ -130,6 +130,11 @@ pub trait Engine: Send + Sync + 'static {
     /// goes offline (`last_seen_at` = now, kept) and it is published like above.
     async fn connection_closed(&self, user_id: &str, node: &str) -> Result<(), EngineError>;
 
+    /// `node` has no connection of the user any more, whatever its count says (a
+    /// `connection_closed` was lost while Redis was unreachable): drops the node's
+    /// count, announcing offline if that was the user's last. Idempotent.
+    async fn drop_presence(&self, user_id: &str, node: &str) -> Result<(), EngineError>;
+
     /// Records that `node` is alive for `ttl_secs` more seconds (called every few
     /// seconds by every node).
     async fn heartbeat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError>;

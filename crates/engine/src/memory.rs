@@ -412,6 +412,11 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    async fn drop_presence(&self, user_id: &str, _node: &str) -> Result<(), EngineError> {
+        self.drop_all(user_id);
+        Ok(())
+    }
+
     async fn heartbeat(&self, _node: &str, _ttl_secs: u64) -> Result<(), EngineError> {
         Ok(())
     }

@@ -243,6 +243,7 @@ fn spawn_heartbeat(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "heartbeat failed");
                 continue;
             }
+            state.repair_presence().await;
             match state.engine.reap_dead_nodes().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(nodes = n, "reaped dead nodes: their users are offline"),

@@ -177,6 +177,13 @@ impl Router {
         }
     }
 
+    /// Whether `user` has a connection on this node (registered and not yet removed).
+    pub fn has_connections(&self, user: &str) -> bool {
+        lock(&self.users)
+            .get(user)
+            .is_some_and(|slot| !lock(&slot.conns).is_empty())
+    }
+
     /// Closes every local connection of `user` with `code`.
     pub fn close_user(&self, user: &str, code: u16) {
         let slot = lock(&self.users).get(user).cloned();

@@ -181,3 +181,58 @@ async fn sends_fail_loudly_and_delivery_resumes() {
     );
     let _ = &mut carol;
 }
+
+/// A connection that closes while Redis is down cannot decrement its presence count
+/// (and retrying a decrement is unsafe). Redis comes back with the old count (from its
+/// append-only file): the node, which knows it has no connection of the user any
+/// more, drops its count and the user goes offline.
+#[tokio::test]
+async fn presence_count_left_by_a_close_during_an_outage_is_repaired() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let cluster = Cluster::on_redis_url(&redis.url(), 1, &[]);
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let alice_id = format!("alice-{tag}");
+    let alice = token_client(&cluster.url(0), &alice_id)
+        .await
+        .expect("alice");
+    let pres = format!("chat:{{u:{alice_id}}}:pres");
+    let user = format!("chat:user:{alice_id}");
+    assert_eq!(redis.command(&["HLEN", &pres]).as_deref(), Some(":1\r\n"));
+    assert_eq!(
+        redis.command(&["HEXISTS", &user, "seen"]).as_deref(),
+        Some(":0\r\n"),
+        "never offline yet"
+    );
+
+    redis.kill();
+    drop(alice);
+    eventually(
+        "the node failed to count the close",
+        Duration::from_secs(30),
+        || {
+            let logs = cluster.logs();
+            async move { logs.contains("will repair").then_some(()) }
+        },
+    )
+    .await;
+    redis.restart();
+
+    eventually(
+        "the stale count dropped and alice offline",
+        Duration::from_secs(30),
+        || {
+            let left = redis.command(&["HLEN", &pres]);
+            let seen = redis.command(&["HEXISTS", &user, "seen"]);
+            async move {
+                (left.as_deref() == Some(":0\r\n") && seen.as_deref() == Some(":1\r\n"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let metrics = http(cluster.addr(0), "GET", "/metrics", None, None).await;
+    assert!(
+        metric(&metrics.1, "chat_presence_repairs_total").unwrap_or(0.0) >= 1.0,
+        "repair counted"
+    );
+}

@@ -129,11 +129,20 @@ impl MemoryEngine {
     }
 
     pub(super) fn closed(&self, user: &str) {
+        self.close_n(user, 1);
+    }
+
+    /// Every connection of the user is gone.
+    pub(super) fn drop_all(&self, user: &str) {
+        self.close_n(user, u64::MAX);
+    }
+
+    fn close_n(&self, user: &str, n: u64) {
         let mut st = self.lock();
         let Some(count) = st.connections.get_mut(user) else {
             return;
         };
-        *count = count.saturating_sub(1);
+        *count = count.saturating_sub(n);
         if *count > 0 {
             return;
         }

@@ -28,6 +28,7 @@ pub(crate) const READ: &str = "chat_read";
 /// Presence: a connection opened / closed, a node heartbeat, a dead node's cleanup.
 pub(crate) const CONN_OPEN: &str = "chat_conn_open";
 pub(crate) const CONN_CLOSE: &str = "chat_conn_close";
+pub(crate) const CONN_DROP: &str = "chat_conn_drop";
 pub(crate) const HEARTBEAT: &str = "chat_heartbeat";
 pub(crate) const REAP_BATCH: &str = "chat_reap_batch";
 
@@ -275,7 +276,8 @@ mod tests {
         }
         assert!(PRESENCE_LIBRARY.starts_with("#!lua name=chat_presence\n"));
         for f in [
-            CONN_OPEN, CONN_CLOSE, HEARTBEAT, REAP_BATCH, PRES_OPEN, PRES_CLOSE, PRES_DROP,
+            CONN_OPEN, CONN_CLOSE, CONN_DROP, HEARTBEAT, REAP_BATCH, PRES_OPEN, PRES_CLOSE,
+            PRES_DROP,
         ] {
             assert!(
                 PRESENCE_LIBRARY.contains(&format!("register_function('{f}'")),

@@ -593,6 +593,10 @@ impl Engine for RedisEngine {
         self.closed(user_id, node).await
     }
 
+    async fn drop_presence(&self, user_id: &str, node: &str) -> Result<(), EngineError> {
+        self.drop_node_presence(user_id, node).await
+    }
+
     async fn heartbeat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError> {
         self.beat(node, ttl_secs).await
     }

@@ -76,6 +76,54 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// See [`crate::Engine::drop_presence`].
+    pub(super) async fn drop_node_presence(
+        &self,
+        user: &str,
+        node: &str,
+    ) -> Result<(), EngineError> {
+        if self.clustered() {
+            return self.cluster_drop(user, node).await;
+        }
+        let keys = vec![
+            keys::presence(user),
+            keys::node_users(node),
+            keys::convs(user),
+            keys::user(user),
+        ];
+        let args = vec![
+            user.to_string(),
+            node.to_string(),
+            keys::PRESENCE_CHANNEL.to_string(),
+            now_rfc3339(),
+        ];
+        // Idempotent: a resent call finds nothing left to drop.
+        self.fcall(functions::CONN_DROP, &keys, &args, &self.opts)
+            .await?;
+        Ok(())
+    }
+
+    /// Cluster mode: `chat_pres_drop` in the user's slot, then the node's set and
+    /// the announcement.
+    async fn cluster_drop(&self, user: &str, node: &str) -> Result<(), EngineError> {
+        let keys = vec![keys::presence(user), keys::convs(user)];
+        let reply = self
+            .fcall(functions::PRES_DROP, &keys, &[node.to_string()], &self.opts)
+            .await?;
+        let _: i64 = self
+            .cmd()
+            .srem(keys::node_users(node), user)
+            .await
+            .map_err(map_err)?;
+        if let Value::Array(mut parts) = reply {
+            if parts.len() == 2 && number(&parts[0]) == 1 {
+                let partners = strings(parts.pop().unwrap_or(Value::Null));
+                self.went_offline(user, &partners).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn beat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError> {
         if self.clustered() {
             // Two keys in two slots: two commands (one pipeline).

@@ -405,6 +405,19 @@ pub async fn presence_transitions(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
     until("online again", || presence_frames(&sink) == 3).await;
     assert_eq!(e.heartbeat("n1", 15).await.unwrap(), ());
     assert_eq!(e.reap_dead_nodes().await.unwrap(), 0);
+
+    // A node that lost count (closes it could not report) drops its whole count:
+    // offline once, however many it had counted; dropping again changes nothing.
+    assert_eq!(e.connection_opened("hal", "n1").await.unwrap(), 2);
+    e.drop_presence("hal", "n1").await.unwrap();
+    until("offline after the drop", || presence_frames(&sink) == 4).await;
+    assert!(!e.presence(&who).await.unwrap()[0].online);
+    e.drop_presence("hal", "n1").await.unwrap();
+    assert_eq!(e.connection_opened("hal", "n1").await.unwrap(), 1);
+    until("online after the drop", || presence_frames(&sink) == 5).await;
+    let frames = sink.ephemeral("ivy");
+    let presence: Vec<&String> = frames.iter().filter(|f| f.contains("presence")).collect();
+    assert!(presence[3].contains("\"online\":false") && presence[4] == online);
 }
 
 pub async fn directory_search(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {

@@ -99,6 +99,9 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         tx,
         closer: Arc::new(Closer::default()),
     };
+    // Registering and counting the connection hold the presence gate (shared): a
+    // presence repair never drops the count of a connection being opened.
+    let gate = state.presence_gate.read().await;
     // Subscribe before reading the inbox: whatever is published from now on lands
     // in the outbox, so recovery then live leaves no gap.
     if let Err(e) = state
@@ -107,6 +110,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         .await
     {
         tracing::warn!(error = %e, "subscribe failed during sign-in");
+        drop(gate);
         refuse_unavailable(&mut sink, &mut stream).await;
         return;
     }
@@ -121,10 +125,14 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         Err(e) => {
             tracing::warn!(error = %e, "presence update failed during sign-in");
             state.router.detach(&*state.engine, &user_id, conn_id).await;
+            drop(gate);
+            // The increment may have run after all (a timeout): repair it.
+            state.presence_repair_needed(&user_id);
             refuse_unavailable(&mut sink, &mut stream).await;
             return;
         }
     };
+    drop(gate);
     let limits = &state.settings.limits;
     let (mut sink, mut stream, stop) = if opened > limits.max_connections_per_user as u64 {
         let frame = ServerFrame::error(
@@ -173,8 +181,10 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         .connection_closed(&user_id, &state.node_id)
         .await
     {
-        // The node's presence entry is reaped with the node if it cannot be fixed.
-        tracing::warn!(error = %e, "presence update failed on close");
+        // Retrying the decrement is not safe (it may have run): the heartbeat task
+        // drops this node's count once the user has no connection here.
+        tracing::warn!(error = %e, "presence update failed on close; will repair");
+        state.presence_repair_needed(&user_id);
     }
     finish(&mut sink, &mut stream, stop).await;
 }

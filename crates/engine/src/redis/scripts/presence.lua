@@ -85,6 +85,20 @@ redis.register_function('chat_conn_close', function(keys, args)
   return total(keys[1])
 end)
 
+--[[ chat_conn_drop: the node has no connection of the user any more, whatever its
+count says (a chat_conn_close was lost while Redis was unreachable).
+KEYS: 1 pres(user), 2 node users set, 3 convs(user), 4 user hash
+ARGV: 1 user id, 2 node, 3 global presence channel, 4 now (RFC 3339)
+Drops the node's field; goes offline (announced) if it was the last. Idempotent.
+Returns the user's open connections across the cluster. ]]
+redis.register_function('chat_conn_drop', function(keys, args)
+  redis.call('SREM', keys[2], args[1])
+  if redis.call('HDEL', keys[1], args[2]) == 1 then
+    maybe_offline(keys[1], keys[3], keys[4], args[1], args[4], args[3])
+  end
+  return total(keys[1])
+end)
+
 --[[ chat_heartbeat: the node is alive for ttl more seconds.
 KEYS: 1 node alive key, 2 chat:nodes
 ARGV: 1 node, 2 ttl seconds, 3 now (ms) ]]
