@@ -79,19 +79,26 @@ local function conv_append(msgs, meta, nonce_key, a)
     local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     min_id = string.format('%d', now_ms - max_age * 1000)
   end
-  local xadd = {'XADD', msgs}
+  -- Numbers reach redis.call as the strings they came in as: every Lua number
+  -- passed to Redis is formatted again (snprintf), every string read as a number parsed.
+  local xadd
   if max_len > 0 then
-    table.insert(xadd, 'MAXLEN'); table.insert(xadd, '~'); table.insert(xadd, tostring(max_len))
+    xadd = {'XADD', msgs, 'MAXLEN', '~', a.max_len}
   elseif min_id then
-    table.insert(xadd, 'MINID'); table.insert(xadd, '~'); table.insert(xadd, min_id)
+    xadd = {'XADD', msgs, 'MINID', '~', min_id}
+  else
+    xadd = {'XADD', msgs}
   end
-  local fields = {'*', 'f', a.from, 't', a.to, 'b', a.body, 's', a.sent_at}
-  for _, v in ipairs(fields) do table.insert(xadd, v) end
+  local n = #xadd
+  xadd[n + 1], xadd[n + 2], xadd[n + 3], xadd[n + 4], xadd[n + 5] = '*', 'f', a.from, 't', a.to
+  xadd[n + 6], xadd[n + 7], xadd[n + 8], xadd[n + 9] = 'b', a.body, 's', a.sent_at
+  n = n + 9
   if nonce_key then
-    table.insert(xadd, 'n'); table.insert(xadd, a.nonce)
+    xadd[n + 1], xadd[n + 2] = 'n', a.nonce
+    n = n + 2
   end
-  local seq = redis.call('HINCRBY', meta, 's', 1)
-  table.insert(xadd, 'q'); table.insert(xadd, tostring(seq))
+  local seq = tostring(redis.call('HINCRBY', meta, 's', 1))
+  xadd[n + 1], xadd[n + 2] = 'q', seq
   local id = redis.call(unpack(xadd))
   if max_len > 0 and min_id then
     redis.call('XTRIM', msgs, 'MINID', '~', min_id)
@@ -102,7 +109,7 @@ local function conv_append(msgs, meta, nonce_key, a)
   if nonce_key then
     local ttl = tonumber(a.nonce_ttl) or 0
     if ttl > 0 then
-      redis.call('SET', nonce_key, id, 'EX', ttl)
+      redis.call('SET', nonce_key, id, 'EX', a.nonce_ttl)
     else
       redis.call('SET', nonce_key, id)
     end
@@ -152,15 +159,14 @@ local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, 
   if #last > 0 then
     prev = last[1][1]
   end
-  max_len = tonumber(max_len) or 0
-  ttl = tonumber(ttl) or 0
   local id
-  if max_len > 0 then
-    id = redis.call('XADD', inbox, 'MAXLEN', '~', tostring(max_len), '*', 'p', prev, 'e', event)
+  if (tonumber(max_len) or 0) > 0 then
+    id = redis.call('XADD', inbox, 'MAXLEN', '~', max_len, '*', 'p', prev, 'e', event)
   else
     id = redis.call('XADD', inbox, '*', 'p', prev, 'e', event)
   end
-  if ttl > 0 and expiry_due(prev, id, ttl) then
+  local ttl_secs = tonumber(ttl) or 0
+  if ttl_secs > 0 and expiry_due(prev, id, ttl_secs) then
     redis.call('EXPIRE', inbox, ttl)
   end
   if convs then
