@@ -3,8 +3,9 @@
 //! leave a browser running a stale client against a newer server).
 //!
 //! Plain ES modules, no build step: `chat-protocol.js` is the reusable protocol
-//! client, `app.js` the UI. This module only serves bytes; it never looks at
-//! sessions, users or messages.
+//! client (with `chat-link.js` and `chat-wire.js`, which it imports), `app.js` the UI
+//! (with `app-state.js`, `conversations.js`, `render.js` and `view.js`). This module
+//! only serves bytes; it never looks at sessions, users or messages.
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -35,9 +36,34 @@ const ASSETS: &[Asset] = &[
         body: include_str!("app.js"),
     },
     Asset {
+        path: "/app-state.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("app-state.js"),
+    },
+    Asset {
+        path: "/conversations.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("conversations.js"),
+    },
+    Asset {
+        path: "/render.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("render.js"),
+    },
+    Asset {
         path: "/chat-protocol.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("chat-protocol.js"),
+    },
+    Asset {
+        path: "/chat-link.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("chat-link.js"),
+    },
+    Asset {
+        path: "/chat-wire.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("chat-wire.js"),
     },
     Asset {
         path: "/view.js",
@@ -111,6 +137,20 @@ mod tests {
             assert!(index.contains(name), "index.html does not load {name}");
         }
         assert!(include_str!("app.js").contains("./chat-protocol.js"));
+    }
+
+    #[test]
+    fn every_imported_module_is_served() {
+        for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            for import in asset.body.split("from './").skip(1) {
+                let name = import.split('\'').next().unwrap_or_default();
+                assert!(
+                    ASSETS.iter().any(|a| a.path.strip_prefix('/') == Some(name)),
+                    "{} imports ./{name}, which is not served",
+                    asset.path
+                );
+            }
+        }
     }
 
     #[test]
