@@ -234,15 +234,7 @@ impl RedisEngine {
         );
         let sender_entry = a?;
         b?;
-        let sender_event = match (node, sender_entry) {
-            (Some(_), Some((id, prev))) => Some(InboxEvent {
-                id,
-                prev,
-                json: bytes::Bytes::from(event),
-                trace: request.trace.clone(),
-            }),
-            _ => None,
-        };
+        let sender_event = sender_event(node.is_some(), sender_entry, event, request);
         Ok(SendOutcome {
             message,
             duplicate,
@@ -450,15 +442,13 @@ impl Engine for RedisEngine {
             json,
             sender_entry,
         } = functions::parse_send_reply(reply)?;
-        let sender_event = match (&request.local_node, sender_entry) {
-            (Some(_), Some((id, prev))) if !duplicate => Some(InboxEvent {
-                id,
-                prev,
-                json: bytes::Bytes::from(functions::message_event(&json)),
-                trace: request.trace.clone(),
-            }),
-            _ => None,
-        };
+        let local = request.local_node.is_some() && !duplicate;
+        let sender_event = sender_event(
+            local,
+            sender_entry,
+            functions::message_event(&json),
+            &request,
+        );
         Ok(SendOutcome {
             message,
             duplicate,
@@ -620,4 +610,21 @@ impl Engine for RedisEngine {
     async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError> {
         self.disconnect(user_id).await
     }
+}
+
+/// The sender's inbox entry of a send, for the sending node to deliver itself
+/// ([`SendOutcome::sender_event`]), when it asked to (`local`) and one was appended.
+fn sender_event(
+    local: bool,
+    entry: Option<(StreamId, StreamId)>,
+    event: String,
+    request: &SendRequest,
+) -> Option<InboxEvent> {
+    let (id, prev) = entry.filter(|_| local)?;
+    Some(InboxEvent {
+        id,
+        prev,
+        json: bytes::Bytes::from(event),
+        trace: request.trace.clone(),
+    })
 }

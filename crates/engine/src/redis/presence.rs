@@ -59,18 +59,7 @@ impl RedisEngine {
         if self.clustered() {
             return self.cluster_closed(user, node).await;
         }
-        let keys = vec![
-            keys::presence(user),
-            keys::node_users(node),
-            keys::convs(user),
-            keys::user(user),
-        ];
-        let args = vec![
-            user.to_string(),
-            node.to_string(),
-            keys::PRESENCE_CHANNEL.to_string(),
-            now_rfc3339(),
-        ];
+        let (keys, args) = node_user_call(user, node);
         self.fcall(functions::CONN_CLOSE, &keys, &args, &self.once)
             .await?;
         Ok(())
@@ -85,18 +74,7 @@ impl RedisEngine {
         if self.clustered() {
             return self.cluster_drop(user, node).await;
         }
-        let keys = vec![
-            keys::presence(user),
-            keys::node_users(node),
-            keys::convs(user),
-            keys::user(user),
-        ];
-        let args = vec![
-            user.to_string(),
-            node.to_string(),
-            keys::PRESENCE_CHANNEL.to_string(),
-            now_rfc3339(),
-        ];
+        let (keys, args) = node_user_call(user, node);
         // Idempotent: a resent call finds nothing left to drop.
         self.fcall(functions::CONN_DROP, &keys, &args, &self.opts)
             .await?;
@@ -426,6 +404,23 @@ impl RedisEngine {
 }
 
 /// The presence frame of a user going online, exactly as `presence.lua` writes it.
+/// Keys and arguments of `chat_conn_close` and `chat_conn_drop`.
+fn node_user_call(user: &str, node: &str) -> (Vec<String>, Vec<String>) {
+    let keys = vec![
+        keys::presence(user),
+        keys::node_users(node),
+        keys::convs(user),
+        keys::user(user),
+    ];
+    let args = vec![
+        user.to_string(),
+        node.to_string(),
+        keys::PRESENCE_CHANNEL.to_string(),
+        now_rfc3339(),
+    ];
+    (keys, args)
+}
+
 fn online_frame(user: &str) -> String {
     format!(
         r#"{{"type":"presence","user":{},"online":true}}"#,

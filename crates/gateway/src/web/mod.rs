@@ -145,7 +145,9 @@ mod tests {
             for import in asset.body.split("from './").skip(1) {
                 let name = import.split('\'').next().unwrap_or_default();
                 assert!(
-                    ASSETS.iter().any(|a| a.path.strip_prefix('/') == Some(name)),
+                    ASSETS
+                        .iter()
+                        .any(|a| a.path.strip_prefix('/') == Some(name)),
                     "{} imports ./{name}, which is not served",
                     asset.path
                 );
