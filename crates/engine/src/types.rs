@@ -51,7 +51,8 @@ pub struct SendOutcome {
     /// With [`SendRequest::local_node`]: the event appended to the sender's inbox,
     /// for the caller to deliver to the sender's connections on its node (it may not
     /// have been published). `None` for a duplicate, or when the engine publishes
-    /// everything itself (the in-memory engine).
+    /// everything itself (the in-memory engine). Carries no trace: the sending node
+    /// already holds the send's span.
     pub sender_event: Option<InboxEvent>,
 }
 

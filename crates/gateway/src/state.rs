@@ -97,6 +97,12 @@ impl AppState {
         Ok(exists)
     }
 
+    /// Whether spans are exported (an OTLP endpoint is set): per-send spans and
+    /// trace contexts are built only then.
+    pub fn traces_exported(&self) -> bool {
+        !self.settings.telemetry.otlp_endpoint.is_empty()
+    }
+
     /// A connection of `user` closed but its presence count could not be decremented.
     pub fn presence_repair_needed(&self, user: &str) {
         lock(&self.presence_repairs).insert(user.to_string());

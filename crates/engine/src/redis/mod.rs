@@ -234,7 +234,7 @@ impl RedisEngine {
         );
         let sender_entry = a?;
         b?;
-        let sender_event = sender_event(node.is_some(), sender_entry, event, request);
+        let sender_event = sender_event(node.is_some(), sender_entry, event);
         Ok(SendOutcome {
             message,
             duplicate,
@@ -443,12 +443,7 @@ impl Engine for RedisEngine {
             sender_entry,
         } = functions::parse_send_reply(reply)?;
         let local = request.local_node.is_some() && !duplicate;
-        let sender_event = sender_event(
-            local,
-            sender_entry,
-            functions::message_event(&json),
-            &request,
-        );
+        let sender_event = sender_event(local, sender_entry, functions::message_event(&json));
         Ok(SendOutcome {
             message,
             duplicate,
@@ -618,13 +613,12 @@ fn sender_event(
     local: bool,
     entry: Option<(StreamId, StreamId)>,
     event: String,
-    request: &SendRequest,
 ) -> Option<InboxEvent> {
     let (id, prev) = entry.filter(|_| local)?;
     Some(InboxEvent {
         id,
         prev,
         json: bytes::Bytes::from(event),
-        trace: request.trace.clone(),
+        trace: None,
     })
 }

@@ -145,6 +145,7 @@ impl Conn {
                 }
                 return Ok(());
             }
+            metrics::counter!("chat_gap_reads_total").increment(1);
             self.catch_up().await?;
             if event.id <= self.last_sent {
                 return Ok(());

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chat_engine::{EngineError, EventSink, InboxEvent, LiveEvent, SendRequest};
+use chat_engine::{EngineError, EventSink, LiveEvent, SendRequest};
 use chat_protocol::{
     close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame,
     StreamId, MAX_NONCE,
@@ -72,7 +72,7 @@ impl Conn {
                 // One trace per send, not one per connection: a root span that the
                 // recipients' nodes continue (its context travels with the event).
                 // Without an exporter nobody reads it: not built (per-send cost).
-                let span = if self.state.settings.telemetry.otlp_endpoint.is_empty() {
+                let span = if !self.state.traces_exported() {
                     tracing::Span::none()
                 } else {
                     tracing::info_span!(
@@ -185,11 +185,11 @@ impl Conn {
             nonce: Some(nonce),
             nonce_ttl_secs,
             sent_at: now_rfc3339(),
-            trace: if self.state.settings.telemetry.otlp_endpoint.is_empty() {
-                None
-            } else {
-                crate::telemetry::traceparent(&tracing::Span::current())
-            },
+            trace: self
+                .state
+                .traces_exported()
+                .then(|| crate::telemetry::traceparent(&tracing::Span::current()))
+                .flatten(),
             // This node hands the sender's own event to its local connections (below);
             // Redis publishes it only for the sender's connections on other nodes.
             local_node: Some(self.state.node_id.clone()),
@@ -203,12 +203,7 @@ impl Conn {
             .map_err(engine_error)?;
         tracing::Span::current().record("message.id", outcome.message.id.as_str());
         if let Some(event) = outcome.sender_event {
-            // Queued behind the ack on this connection; the same trace is not
-            // continued here (this node already holds the send's span).
-            let event = InboxEvent {
-                trace: None,
-                ..event
-            };
+            // Queued behind the ack on this connection.
             self.state
                 .router
                 .deliver(&self.user.id, LiveEvent::Inbox(Arc::new(event)));
