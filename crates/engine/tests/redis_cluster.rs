@@ -150,16 +150,30 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
             keys::conv_meta(a, b),
             keys::conv_nonce(a, b, a, "n2"),
         ];
+        let sent_at = "2026-01-01T00:00:00.000Z".to_string();
+        // The message JSON after its id, as the engine passes it.
+        let tail = serde_json::to_string(&chat_protocol::Message {
+            id: String::new(),
+            conversation: conversation.clone(),
+            from: a.to_string(),
+            to: b.to_string(),
+            body: "half".to_string(),
+            sent_at: sent_at.clone(),
+        })
+        .unwrap()
+        .replacen(r#"{"id":"""#, "", 1);
         let args = [
+            "0".to_string(),
+            "0".to_string(),
+            "0".to_string(),
             conversation,
             a.to_string(),
             b.to_string(),
             "half".to_string(),
-            "2026-01-01T00:00:00.000Z".to_string(),
+            sent_at,
             "n2".to_string(),
             "60".to_string(),
-            "0".to_string(),
-            "0".to_string(),
+            tail,
         ];
         (keys, args)
     };

@@ -91,6 +91,19 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// Every command's `calls` in `INFO commandstats` (commands run inside a function
+    /// count as well as the `fcall`), by lower-case name.
+    pub fn command_stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let info = self.command(&["INFO", "commandstats"]).unwrap_or_default();
+        info.lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_string(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// `calls` of `command` in `INFO commandstats` (0 when never called or unreachable).
     pub fn command_calls(&self, command: &str) -> u64 {
         let needle = format!("cmdstat_{command}:calls=");

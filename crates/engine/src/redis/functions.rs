@@ -61,15 +61,109 @@ pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), 
     Ok(())
 }
 
-/// Keys and arguments of `chat_conv_append` (cluster mode): the first 3 keys and 9
-/// arguments of `chat_send`.
+/// Keys of one message in `chat_send` (and, first three, `chat_conv_append`).
+pub(crate) const SEND_KEYS: usize = 12;
+/// Arguments of one message in `chat_send` after the batch's shared ones.
+pub(crate) const SEND_ARGS: usize = 10;
+/// Arguments of a `chat_send` batch before the messages'.
+pub(crate) const BATCH_ARGS: usize = 5;
+
+/// The JSON of the message a request stores, after its `id` (`,"conversation":…}`):
+/// serialized once by the protocol crate with an empty id, so Lua only prepends
+/// `{"id":"<id>"` instead of encoding every field itself.
+pub(crate) fn message_tail(req: &SendRequest) -> String {
+    let message = Message {
+        id: String::new(),
+        conversation: dm_conversation(&req.from, &req.to),
+        from: req.from.clone(),
+        to: req.to.clone(),
+        body: req.body.clone(),
+        sent_at: req.sent_at.clone(),
+    };
+    let json = serde_json::to_string(&message).expect("a message always serializes");
+    const HEAD: &str = r#"{"id":"""#;
+    debug_assert!(json.starts_with(HEAD));
+    json[HEAD.len()..].to_string()
+}
+
+/// The history options every send shares: `history_max_len`,
+/// `history_max_age_secs`, `now_ms`.
+fn history_args(retention: &Retention, now_ms: u64) -> [String; 3] {
+    [
+        retention.history_max_len.to_string(),
+        retention.history_max_age_secs.to_string(),
+        now_ms.to_string(),
+    ]
+}
+
+/// One message's conversation arguments: conversation, from, to, body, sent_at,
+/// nonce, nonce_ttl, tail.
+fn message_args(req: &SendRequest, args: &mut Vec<String>) {
+    args.extend([
+        dm_conversation(&req.from, &req.to),
+        req.from.clone(),
+        req.to.clone(),
+        req.body.clone(),
+        req.sent_at.clone(),
+        req.nonce.clone().unwrap_or_default(),
+        req.nonce_ttl_secs.to_string(),
+        message_tail(req),
+    ]);
+}
+
+/// Keys and arguments of `chat_send` for a batch of requests, in order (see the
+/// function's comment in `chat.lua`). `now_ms`: this node's clock.
+pub(crate) fn send_call<'a>(
+    requests: impl ExactSizeIterator<Item = &'a SendRequest>,
+    retention: &Retention,
+    now_ms: u64,
+) -> (Vec<String>, Vec<String>) {
+    let n = requests.len();
+    let mut keys = Vec::with_capacity(SEND_KEYS * n);
+    let mut args = Vec::with_capacity(BATCH_ARGS + SEND_ARGS * n);
+    args.extend(history_args(retention, now_ms));
+    args.push(retention.inbox_max_len.to_string());
+    args.push(retention.inbox_ttl_secs.to_string());
+    for req in requests {
+        let (from, to) = (req.from.as_str(), req.to.as_str());
+        keys.extend([
+            keys::conv_msgs(from, to),
+            keys::conv_meta(from, to),
+            // Unused when there is no nonce, but always in the conversation's slot.
+            keys::conv_nonce(from, to, from, req.nonce.as_deref().unwrap_or("")),
+            keys::inbox(from),
+            keys::inbox_head(from),
+            keys::convs(from),
+            keys::channel(from),
+            keys::presence(from),
+            keys::inbox(to),
+            keys::inbox_head(to),
+            keys::convs(to),
+            keys::channel(to),
+        ]);
+        message_args(req, &mut args);
+        args.push(trace_arg(req.trace.as_deref()));
+        args.push(req.local_node.clone().unwrap_or_default());
+    }
+    (keys, args)
+}
+
+/// Keys and arguments of `chat_conv_append` (cluster mode): the conversation's three
+/// keys, the history options and the message.
 pub(crate) fn conv_append_call(
     req: &SendRequest,
     retention: &Retention,
+    now_ms: u64,
 ) -> (Vec<String>, Vec<String>) {
-    let (mut keys, mut args) = send_call(req, retention);
-    keys.truncate(3);
-    args.truncate(9);
+    let (from, to) = (req.from.as_str(), req.to.as_str());
+    let keys = vec![
+        keys::conv_msgs(from, to),
+        keys::conv_meta(from, to),
+        keys::conv_nonce(from, to, from, req.nonce.as_deref().unwrap_or("")),
+    ];
+    let mut args = Vec::with_capacity(11);
+    args.extend(history_args(retention, now_ms));
+    message_args(req, &mut args);
     (keys, args)
 }
 
@@ -91,6 +185,7 @@ pub(crate) fn inbox_append_call(
 ) -> (Vec<String>, Vec<String>) {
     let keys = vec![
         keys::inbox(user),
+        keys::inbox_head(user),
         keys::convs(user),
         keys::channel(user),
         keys::presence(user),
@@ -125,42 +220,7 @@ pub(crate) fn message_event(message_json: &str) -> String {
     format!(r#"{{"type":"message","message":{message_json}}}"#)
 }
 
-/// Keys and arguments of `chat_send` for a request.
-pub(crate) fn send_call(req: &SendRequest, retention: &Retention) -> (Vec<String>, Vec<String>) {
-    let (from, to) = (req.from.as_str(), req.to.as_str());
-    let nonce = req.nonce.as_deref().unwrap_or("");
-    let keys = vec![
-        keys::conv_msgs(from, to),
-        keys::conv_meta(from, to),
-        // Unused when there is no nonce, but always in the conversation's slot.
-        keys::conv_nonce(from, to, from, nonce),
-        keys::inbox(from),
-        keys::convs(from),
-        keys::channel(from),
-        keys::inbox(to),
-        keys::convs(to),
-        keys::channel(to),
-        keys::presence(from),
-    ];
-    let args = vec![
-        dm_conversation(from, to),
-        req.from.clone(),
-        req.to.clone(),
-        req.body.clone(),
-        req.sent_at.clone(),
-        nonce.to_string(),
-        req.nonce_ttl_secs.to_string(),
-        retention.history_max_len.to_string(),
-        retention.history_max_age_secs.to_string(),
-        retention.inbox_max_len.to_string(),
-        retention.inbox_ttl_secs.to_string(),
-        trace_arg(req.trace.as_deref()),
-        req.local_node.clone().unwrap_or_default(),
-    ];
-    (keys, args)
-}
-
-/// A parsed `chat_send` / `chat_conv_append` reply.
+/// One message's part of a `chat_send` reply, or a `chat_conv_append` reply.
 pub(crate) struct SendReply {
     pub duplicate: bool,
     pub message: Message,
@@ -171,32 +231,38 @@ pub(crate) struct SendReply {
     pub sender_entry: Option<(StreamId, StreamId)>,
 }
 
-/// Parses `{dup, message JSON[, sender entry id, its prev]}`.
-pub(crate) fn parse_send_reply(reply: Value) -> Result<SendReply, EngineError> {
-    let bad = |what: &str| EngineError::Internal(format!("unexpected chat_send reply: {what}"));
-    let Value::Array(parts) = reply else {
-        return Err(bad("not an array"));
-    };
-    if parts.len() != 2 && parts.len() != 4 {
-        return Err(bad("length"));
-    }
-    let mut parts = parts.into_iter();
+fn bad_reply(what: &str) -> EngineError {
+    EngineError::Internal(format!("unexpected chat_send reply: {what}"))
+}
+
+/// Parses one message's `dup, message JSON[, sender entry id, its prev]`.
+fn parse_one(
+    parts: &mut impl Iterator<Item = Value>,
+    with_entry: bool,
+) -> Result<SendReply, EngineError> {
     let duplicate = match parts.next() {
         Some(Value::Integer(n)) => n == 1,
-        _ => return Err(bad("flag")),
+        _ => return Err(bad_reply("flag")),
     };
-    let json = parts.next().and_then(text).ok_or_else(|| bad("json"))?;
+    let json = parts
+        .next()
+        .and_then(text)
+        .ok_or_else(|| bad_reply("json"))?;
     let message: Message =
-        serde_json::from_str(&json).map_err(|e| bad(&format!("message json: {e}")))?;
-    let mut id = || {
-        parts
-            .next()
-            .and_then(text)
-            .and_then(|t| StreamId::parse(&t))
-    };
-    let sender_entry = match (id(), id()) {
-        (Some(id), Some(prev)) => Some((id, prev)),
-        _ => None,
+        serde_json::from_str(&json).map_err(|e| bad_reply(&format!("message json: {e}")))?;
+    let sender_entry = if with_entry {
+        let mut id = || {
+            parts
+                .next()
+                .and_then(text)
+                .and_then(|t| StreamId::parse(&t))
+        };
+        match (id(), id()) {
+            (Some(id), Some(prev)) => Some((id, prev)),
+            _ => None,
+        }
+    } else {
+        None
     };
     Ok(SendReply {
         duplicate,
@@ -204,6 +270,29 @@ pub(crate) fn parse_send_reply(reply: Value) -> Result<SendReply, EngineError> {
         json,
         sender_entry,
     })
+}
+
+/// Parses a `chat_send` reply of `n` messages: 4 values per message.
+pub(crate) fn parse_send_reply(reply: Value, n: usize) -> Result<Vec<SendReply>, EngineError> {
+    let Value::Array(parts) = reply else {
+        return Err(bad_reply("not an array"));
+    };
+    if parts.len() != 4 * n {
+        return Err(bad_reply("length"));
+    }
+    let mut parts = parts.into_iter();
+    (0..n).map(|_| parse_one(&mut parts, true)).collect()
+}
+
+/// Parses a `chat_conv_append` reply `{dup, message JSON}`.
+pub(crate) fn parse_conv_append_reply(reply: Value) -> Result<SendReply, EngineError> {
+    let Value::Array(parts) = reply else {
+        return Err(bad_reply("not an array"));
+    };
+    if parts.len() != 2 {
+        return Err(bad_reply("length"));
+    }
+    parse_one(&mut parts.into_iter(), false)
 }
 
 #[cfg(test)]
@@ -222,15 +311,49 @@ mod tests {
             trace: None,
             local_node: None,
         };
-        let (keys, args) = send_call(&req, &Retention::default());
-        assert_eq!(keys.len(), 10);
-        assert_eq!(args.len(), 13);
-        assert_eq!(keys[9], keys::presence("bob"));
+        let two = [req.clone(), req.clone()];
+        let (keys, args) = send_call(two.iter(), &Retention::default(), 7);
+        assert_eq!(keys.len(), 2 * SEND_KEYS);
+        assert_eq!(args.len(), BATCH_ARGS + 2 * SEND_ARGS);
+        assert_eq!(keys[7], keys::presence("bob"));
+        assert_eq!(keys[SEND_KEYS + 7], keys::presence("bob"));
         let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
         assert_eq!(slot(&keys[0]), slot(&keys[1]));
         assert_eq!(slot(&keys[0]), slot(&keys[2]));
-        assert_eq!(args[0], "dm:alice:bob");
-        assert_eq!(args[5], "");
+        for user_keys in [&keys[3..8], &keys[8..12]] {
+            assert!(user_keys.iter().all(|k| slot(k) == slot(&user_keys[0])));
+        }
+        assert_eq!(args[2], "7");
+        let first = &args[BATCH_ARGS..BATCH_ARGS + SEND_ARGS];
+        assert_eq!(first[0], "dm:alice:bob");
+        assert_eq!(first[5], "");
+        assert_eq!(first[8], "");
+        assert_eq!(first[9], "");
+    }
+
+    #[test]
+    fn message_tail_is_the_protocol_json_after_the_id() {
+        let req = SendRequest {
+            from: "bob".into(),
+            to: "alice".into(),
+            body: "say \"hi\" \u{1f600}\n".into(),
+            nonce: None,
+            nonce_ttl_secs: 60,
+            sent_at: "2026-01-01T00:00:00.000Z".into(),
+            trace: None,
+            local_node: None,
+        };
+        let message = Message {
+            id: "1733212312000-3".into(),
+            conversation: dm_conversation("bob", "alice"),
+            from: "bob".into(),
+            to: "alice".into(),
+            body: req.body.clone(),
+            sent_at: req.sent_at.clone(),
+        };
+        // What chat.lua's message_from_tail builds.
+        let built = format!(r#"{{"id":"{}"{}"#, message.id, message_tail(&req));
+        assert_eq!(built, serde_json::to_string(&message).unwrap());
     }
 
     #[test]
@@ -246,8 +369,8 @@ mod tests {
             trace: None,
             local_node: None,
         };
-        let (keys, args) = conv_append_call(&req, &Retention::default());
-        assert_eq!((keys.len(), args.len()), (3, 9));
+        let (keys, args) = conv_append_call(&req, &Retention::default(), 7);
+        assert_eq!((keys.len(), args.len()), (3, 11));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         let (keys, args) = inbox_append_call(
             "bob",
@@ -260,7 +383,7 @@ mod tests {
             None,
             None,
         );
-        assert_eq!((keys.len(), args.len()), (4, 9));
+        assert_eq!((keys.len(), args.len()), (5, 9));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         assert_eq!(
             message_event(r#"{"id":"1-0"}"#),

@@ -41,7 +41,7 @@ pub fn conv_meta(a: &str, b: &str) -> String {
 }
 
 /// Idempotency key of a send by `from` with `nonce` in the conversation of `a`, `b`.
-/// Value: the stored message JSON.
+/// Value: the stored message's id.
 pub fn conv_nonce(a: &str, b: &str, from: &str, nonce: &str) -> String {
     format!("{}:n:{from}:{nonce}", conv_tag(a, b))
 }
@@ -54,6 +54,12 @@ fn user_tag(user: &str) -> String {
 /// The user's inbox stream: entries `p` (previous id) and `e` (event JSON).
 pub fn inbox(user: &str) -> String {
     format!("{}:inbox", user_tag(user))
+}
+
+/// The newest id of the user's inbox (a string), kept by every append so that an
+/// append need not read the stream's last entry; it expires together with the inbox.
+pub fn inbox_head(user: &str) -> String {
+    format!("{}:head", user_tag(user))
 }
 
 /// The user's conversation index: sorted set of peer ids scored by last message ms.
@@ -156,6 +162,10 @@ mod tests {
         let slot = fred::util::redis_keyslot(inbox("alice").as_bytes());
         assert_eq!(slot, fred::util::redis_keyslot(convs("alice").as_bytes()));
         assert_eq!(slot, fred::util::redis_keyslot(channel("alice").as_bytes()));
+        assert_eq!(
+            slot,
+            fred::util::redis_keyslot(inbox_head("alice").as_bytes())
+        );
     }
 
     #[test]

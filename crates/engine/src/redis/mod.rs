@@ -21,6 +21,7 @@
 //! the restarted Redis lost it, and subscriptions are re-established. Read receipts,
 //! conversation lists and the directory are in [`social`]; presence in [`presence`].
 
+mod batch;
 mod conn;
 pub use conn::RedisMode;
 mod functions;
@@ -99,6 +100,9 @@ pub struct RedisEngine {
     retention: Retention,
     subscribers: Subscribers,
     mode: RedisMode,
+    /// Single Redis and Sentinel: the queue that batches sends into `chat_send` calls.
+    /// `None` on a cluster (a send there spans slots: [`RedisEngine::cluster_send`]).
+    batcher: Option<batch::Batcher>,
 }
 
 impl RedisEngine {
@@ -116,7 +120,7 @@ impl RedisEngine {
         let opts = conn::options(timeout, 2);
         functions::load(&pool.with_options(&opts)).await?;
         let subscribers = Subscribers::start(&builder, config.subscribers, timeout, sink).await?;
-        Ok(Arc::new(RedisEngine {
+        Ok(Arc::new_cyclic(|engine| RedisEngine {
             pool,
             once: conn::options(timeout, 1),
             opts,
@@ -124,6 +128,7 @@ impl RedisEngine {
             retention: config.retention,
             subscribers,
             mode,
+            batcher: (mode != RedisMode::Cluster).then(|| batch::Batcher::start(engine.clone())),
         }))
     }
 
@@ -185,7 +190,7 @@ impl RedisEngine {
     /// in case the first attempt died between the two steps; they skip an inbox that
     /// already holds the message.
     async fn cluster_send(&self, request: &SendRequest) -> Result<SendOutcome, EngineError> {
-        let (keys, args) = functions::conv_append_call(request, &self.retention);
+        let (keys, args) = functions::conv_append_call(request, &self.retention, batch::now_ms());
         let opts = if request.nonce.is_some() {
             &self.opts
         } else {
@@ -199,7 +204,7 @@ impl RedisEngine {
             message,
             json,
             ..
-        } = functions::parse_send_reply(reply)?;
+        } = functions::parse_conv_append_reply(reply)?;
         let event = functions::message_event(&json);
         let score = StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0);
         let window = if duplicate {
@@ -240,6 +245,44 @@ impl RedisEngine {
             duplicate,
             sender_event,
         })
+    }
+
+    /// Single Redis: one `chat_send` call storing and delivering `requests` in order
+    /// (see [`batch`]). `now_ms`: this node's clock, for the history age limit.
+    async fn send_batch(
+        &self,
+        requests: &[&SendRequest],
+        now_ms: u64,
+    ) -> Result<Vec<SendOutcome>, EngineError> {
+        let (keys, args) = functions::send_call(requests.iter().copied(), &self.retention, now_ms);
+        // With nonces a retried call is harmless; without one, never write it twice.
+        let opts = if requests.iter().all(|r| r.nonce.is_some()) {
+            &self.opts
+        } else {
+            &self.once
+        };
+        let reply = self.fcall(functions::SEND, &keys, &args, opts).await?;
+        let replies = functions::parse_send_reply(reply, requests.len())?;
+        Ok(requests
+            .iter()
+            .zip(replies)
+            .map(|(request, reply)| {
+                let functions::SendReply {
+                    duplicate,
+                    message,
+                    json,
+                    sender_entry,
+                } = reply;
+                let local = request.local_node.is_some() && !duplicate;
+                let sender_event =
+                    sender_event(local, sender_entry, functions::message_event(&json));
+                SendOutcome {
+                    message,
+                    duplicate,
+                    sender_event,
+                }
+            })
+            .collect())
     }
 
     /// Closes every connection. The engine is unusable afterwards.
@@ -425,30 +468,10 @@ impl Engine for RedisEngine {
     }
 
     async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
-        if self.clustered() {
-            return self.cluster_send(&request).await;
+        match &self.batcher {
+            Some(batcher) => batcher.send(request).await,
+            None => self.cluster_send(&request).await,
         }
-        let (keys, args) = functions::send_call(&request, &self.retention);
-        // With a nonce a retried call is harmless; without one, never write it twice.
-        let opts = if request.nonce.is_some() {
-            &self.opts
-        } else {
-            &self.once
-        };
-        let reply = self.fcall(functions::SEND, &keys, &args, opts).await?;
-        let functions::SendReply {
-            duplicate,
-            message,
-            json,
-            sender_entry,
-        } = functions::parse_send_reply(reply)?;
-        let local = request.local_node.is_some() && !duplicate;
-        let sender_event = sender_event(local, sender_entry, functions::message_event(&json));
-        Ok(SendOutcome {
-            message,
-            duplicate,
-            sender_event,
-        })
     }
 
     async fn history(

@@ -50,8 +50,10 @@ impl RedisEngine {
             keys::conv_msgs(reader, peer),
             keys::conv_meta(reader, peer),
             keys::inbox(reader),
+            keys::inbox_head(reader),
             keys::channel(reader),
             keys::inbox(peer),
+            keys::inbox_head(peer),
             keys::channel(peer),
         ];
         let args = vec![

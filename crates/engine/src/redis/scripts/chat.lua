@@ -8,15 +8,15 @@ Key layout (see crates/engine/src/redis/keys.rs):
   chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id,
                                      lm = last message JSON, r:<user> = read marker
                                      (sequence number), ru:<user> = its message id
-  chat:{c:<a>:<b>}:n:<from>:<nonce>  nonce key, value = the stored message's id (keys
-                                     written before 2026-12 hold its JSON)
+  chat:{c:<a>:<b>}:n:<from>:<nonce>  nonce key, value = the stored message's id
   chat:{u:<id>}:inbox                inbox stream (fields p = previous id, e = event JSON)
+  chat:{u:<id>}:head                 the inbox's newest id (expires with the inbox)
   chat:{u:<id>}:convs                sorted set: peer id -> last message ms
   chat:{u:<id>}:ch                   sharded pub/sub channel
   chat:{u:<id>}:pres                 presence hash: node -> open connections (read
                                      here only, written by presence.lua)
 
-On a single Redis, chat_send does a whole send in one call. On Redis Cluster the
+On a single Redis, chat_send does whole sends, a batch of them, in one call. On Redis Cluster the
 conversation and the two inboxes live in different slots: chat_conv_append, then
 chat_inbox_append for each participant (concurrently); likewise chat_read is
 chat_read_marker then two chat_inbox_append. Every cluster-mode function touches the
@@ -27,6 +27,8 @@ Presence functions are a separate library (presence.lua).
 ]]
 
 -- The message JSON, fields in a fixed order (as serde writes chat_protocol::Message).
+-- Only for a retried nonce whose original is rebuilt; a new message's JSON is
+-- prebuilt by the node (see message_from_tail).
 local function message_json(id, conversation, from, to, body, sent_at)
   return '{"id":' .. cjson.encode(id)
     .. ',"conversation":' .. cjson.encode(conversation)
@@ -36,18 +38,21 @@ local function message_json(id, conversation, from, to, body, sent_at)
     .. ',"sent_at":' .. cjson.encode(sent_at) .. '}'
 end
 
+-- A new message's JSON: the node serialized the message with an empty id and passes
+-- what follows the id (`tail`); stream ids need no escaping.
+local function message_from_tail(id, tail)
+  return '{"id":"' .. id .. '"' .. tail
+end
+
 -- The inbox event JSON of a message (without cursor).
 local function message_event(msg)
   return '{"type":"message","message":' .. msg .. '}'
 end
 
--- The message a nonce key names (its value is the message id; older keys hold the
--- message JSON itself). If retention trimmed the message from the conversation, it is
--- rebuilt from the retried request, which carries the same body.
+-- The message a nonce key names (its value is the message id). If retention trimmed
+-- the message from the conversation, it is rebuilt from the retried request, which
+-- carries the same body. a: {conversation, from, to, body, sent_at}
 local function stored_message(msgs, stored, a)
-  if string.sub(stored, 1, 1) == '{' then
-    return stored
-  end
   local found = redis.call('XRANGE', msgs, stored, stored)
   if #found == 0 then
     return message_json(stored, a.conversation, a.from, a.to, a.body, a.sent_at)
@@ -60,61 +65,60 @@ local function stored_message(msgs, stored, a)
   return message_json(stored, a.conversation, f.f, f.t, f.b, f.s)
 end
 
--- Appends a message to a conversation unless its nonce was seen.
--- msgs, meta: keys; nonce_key: key or nil (no nonce).
--- a: {conversation, from, to, body, sent_at, nonce, nonce_ttl, max_len, max_age}
+-- Appends a message to a conversation unless its nonce was seen. Every entry has the
+-- same fields (n is '' without a nonce), so the stream stores their names once.
+-- msgs, meta: keys; nonce_key: key or nil (no nonce); a: {conversation, from, to,
+-- body, sent_at, nonce, nonce_ttl, tail}; o: {max_len, min_id (nil = no age limit)}
+-- (strings, as they came in: Redis formats every Lua number passed to it again).
 -- Returns dup (0 or 1), message JSON, and the new id (nil for a duplicate).
-local function conv_append(msgs, meta, nonce_key, a)
+local function conv_append(msgs, meta, nonce_key, a, o)
   if nonce_key then
     local stored = redis.call('GET', nonce_key)
     if stored then
       return 1, stored_message(msgs, stored, a)
     end
   end
-  local max_len = tonumber(a.max_len) or 0
-  local max_age = tonumber(a.max_age) or 0
-  local min_id = nil
-  if max_age > 0 then
-    local t = redis.call('TIME')
-    local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    min_id = string.format('%d', now_ms - max_age * 1000)
-  end
-  -- Numbers reach redis.call as the strings they came in as: every Lua number
-  -- passed to Redis is formatted again (snprintf), every string read as a number parsed.
-  local xadd
-  if max_len > 0 then
-    xadd = {'XADD', msgs, 'MAXLEN', '~', a.max_len}
-  elseif min_id then
-    xadd = {'XADD', msgs, 'MINID', '~', min_id}
-  else
-    xadd = {'XADD', msgs}
-  end
-  local n = #xadd
-  xadd[n + 1], xadd[n + 2], xadd[n + 3], xadd[n + 4], xadd[n + 5] = '*', 'f', a.from, 't', a.to
-  xadd[n + 6], xadd[n + 7], xadd[n + 8], xadd[n + 9] = 'b', a.body, 's', a.sent_at
-  n = n + 9
-  if nonce_key then
-    xadd[n + 1], xadd[n + 2] = 'n', a.nonce
-    n = n + 2
-  end
   local seq = tostring(redis.call('HINCRBY', meta, 's', 1))
-  xadd[n + 1], xadd[n + 2] = 'q', seq
-  local id = redis.call(unpack(xadd))
-  if max_len > 0 and min_id then
-    redis.call('XTRIM', msgs, 'MINID', '~', min_id)
+  local id
+  local trim = o.max_len ~= '0' and o.max_len ~= ''
+  if trim then
+    id = redis.call('XADD', msgs, 'MAXLEN', '~', o.max_len, '*', 'f', a.from, 't', a.to,
+      'b', a.body, 's', a.sent_at, 'n', a.nonce, 'q', seq)
+  elseif o.min_id then
+    id = redis.call('XADD', msgs, 'MINID', '~', o.min_id, '*', 'f', a.from, 't', a.to,
+      'b', a.body, 's', a.sent_at, 'n', a.nonce, 'q', seq)
+  else
+    id = redis.call('XADD', msgs, '*', 'f', a.from, 't', a.to, 'b', a.body, 's', a.sent_at,
+      'n', a.nonce, 'q', seq)
   end
-  local msg = message_json(id, a.conversation, a.from, a.to, a.body, a.sent_at)
+  if trim and o.min_id then
+    redis.call('XTRIM', msgs, 'MINID', '~', o.min_id)
+  end
+  local msg = message_from_tail(id, a.tail)
   -- One's own messages are never unread: the sender has read up to this one.
   redis.call('HSET', meta, 'last', id, 'lm', msg, 'r:' .. a.from, seq, 'ru:' .. a.from, id)
   if nonce_key then
-    local ttl = tonumber(a.nonce_ttl) or 0
-    if ttl > 0 then
+    if a.nonce_ttl ~= '0' and a.nonce_ttl ~= '' then
       redis.call('SET', nonce_key, id, 'EX', a.nonce_ttl)
     else
       redis.call('SET', nonce_key, id)
     end
   end
   return 0, msg, id
+end
+
+-- The oldest id that history_max_age_secs keeps, from the node's clock (ms), or nil.
+local function min_id(max_age, now_ms)
+  local age = tonumber(max_age) or 0
+  if age <= 0 then
+    return nil
+  end
+  local now = tonumber(now_ms)
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return string.format('%d', now - age * 1000)
 end
 
 -- Whether an inbox append must refresh the inbox's expiry. Refreshing on every append
@@ -146,39 +150,54 @@ local function elsewhere(pres, node)
   return false
 end
 
+-- The inbox's newest id: kept in the head key (a plain string, set with every append
+-- and expiring with the inbox), read from the stream only when the head key is missing.
+local function inbox_head(inbox, head)
+  local h = redis.call('GET', head)
+  if h then
+    return h
+  end
+  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    return last[1][1]
+  end
+  return '0-0'
+end
+
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
--- inbox, convs, ch: keys (convs nil: not a message, leave the index alone);
--- event: JSON; peer: the other participant; score: message ms.
+-- u: the user's keys {inbox, head, convs, ch} (convs nil: not a message, leave the
+-- index alone); event: JSON; peer: the other participant; score: message ms.
+-- o: {inbox_max_len, inbox_ttl} (strings).
 -- trace: a W3C traceparent carried only in the live payload ('' or nil = none).
 -- publish false: no live publish (the calling node delivers to the user's
 -- connections itself, and the user has none elsewhere).
 -- Returns the new entry id and the previous one ('0-0' for the first).
-local function inbox_append(inbox, convs, ch, event, peer, score, max_len, ttl, trace, publish)
-  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
-  local prev = '0-0'
-  if #last > 0 then
-    prev = last[1][1]
-  end
+local function inbox_append(u, event, peer, score, o, trace, publish)
+  local inbox, head = u.inbox, u.head
+  local prev = inbox_head(inbox, head)
   local id
-  if (tonumber(max_len) or 0) > 0 then
-    id = redis.call('XADD', inbox, 'MAXLEN', '~', max_len, '*', 'p', prev, 'e', event)
+  if o.inbox_max_len ~= '0' and o.inbox_max_len ~= '' then
+    id = redis.call('XADD', inbox, 'MAXLEN', '~', o.inbox_max_len, '*', 'p', prev, 'e', event)
   else
     id = redis.call('XADD', inbox, '*', 'p', prev, 'e', event)
   end
-  local ttl_secs = tonumber(ttl) or 0
+  -- The head key keeps the inbox's expiry: both are given the same one together.
+  redis.call('SET', head, id, 'KEEPTTL')
+  local ttl_secs = tonumber(o.inbox_ttl) or 0
   if ttl_secs > 0 and expiry_due(prev, id, ttl_secs) then
-    redis.call('EXPIRE', inbox, ttl)
+    redis.call('EXPIRE', inbox, o.inbox_ttl)
+    redis.call('EXPIRE', head, o.inbox_ttl)
   end
-  if convs then
-    redis.call('ZADD', convs, score, peer)
+  if u.convs then
+    redis.call('ZADD', u.convs, score, peer)
   end
   if publish == false then
     return id, prev
   end
   if trace and trace ~= '' then
-    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
+    redis.call('SPUBLISH', u.ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
   else
-    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
+    redis.call('SPUBLISH', u.ch, id .. ' ' .. prev .. ' ' .. event)
   end
   return id, prev
 end
@@ -232,90 +251,114 @@ local function read_event(conversation, reader, id)
     .. ',"by":' .. cjson.encode(reader) .. ',"up_to":' .. cjson.encode(id) .. '}'
 end
 
+-- The history options every send shares, from ARGV starting at `first`:
+-- history_max_len, history_max_age_secs, now_ms.
+local function conv_opts(args, first)
+  return {max_len = args[first], min_id = min_id(args[first + 1], args[first + 2])}
+end
+
+-- One message's arguments from ARGV starting at `first`: conversation, from, to, body,
+-- sent_at, nonce ('' = none), nonce_ttl, tail (the message JSON after its id).
 local function conv_args(args, first)
   return {
     conversation = args[first], from = args[first + 1], to = args[first + 2],
     body = args[first + 3], sent_at = args[first + 4], nonce = args[first + 5],
-    nonce_ttl = args[first + 6], max_len = args[first + 7], max_age = args[first + 8],
+    nonce_ttl = args[first + 6], tail = args[first + 7],
   }
 end
 
---[[ chat_send: a whole 1:1 send on a single Redis (all keys in one slot set).
-KEYS: 1 msgs, 2 meta, 3 nonce key (ignored when ARGV[6] is ''),
-      4 inbox(from), 5 convs(from), 6 ch(from), 7 inbox(to), 8 convs(to), 9 ch(to),
-      10 pres(from) (optional)
-ARGV: 1 conversation, 2 from, 3 to, 4 body, 5 sent_at, 6 nonce ('' = none),
-      7 nonce_ttl, 8 history_max_len, 9 history_max_age_secs,
-      10 inbox_max_len, 11 inbox_ttl_secs, 12 traceparent ('' = none),
-      13 sending node ('' or absent = none)
+--[[ chat_send: a batch of 1:1 sends on a single Redis (every key in one slot set), in
+order, in one atomic call. The node batches the sends that arrive while its previous
+call is in flight.
+KEYS: 12 per message, the message's keys starting at 12 * (i - 1) + 1:
+      1 msgs, 2 meta, 3 nonce key (ignored without a nonce), 4 inbox(from),
+      5 head(from), 6 convs(from), 7 ch(from), 8 pres(from), 9 inbox(to), 10 head(to),
+      11 convs(to), 12 ch(to)
+ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms (the node's clock, for the
+      age limit), 4 inbox_max_len, 5 inbox_ttl_secs, then 10 per message starting at
+      10 * (i - 1) + 6: conversation, from, to, body, sent_at, nonce ('' = none),
+      nonce_ttl, tail (the message JSON after its id), traceparent ('' = none),
+      sending node ('' = none)
 With a sending node, the sender's own live event is published only if the sender
 has connections on another node: the sending node delivers it to its own.
-Returns {dup, message JSON}; when dup = 1 nothing was written or published;
-otherwise also the sender's inbox entry id and the one before it:
-{0, message JSON, id, prev}. ]]
+Returns 4 values per message: dup (0 or 1), message JSON, the sender's new inbox
+entry id and the one before it ('' and '' for a duplicate: nothing was written or
+published). ]]
 redis.register_function('chat_send', function(keys, args)
-  local a = conv_args(args, 1)
-  local nonce_key = nil
-  if a.nonce ~= '' then
-    nonce_key = keys[3]
+  local o = conv_opts(args, 1)
+  local io = {inbox_max_len = args[4], inbox_ttl = args[5]}
+  local out = {}
+  local n = (#args - 5) / 10
+  for i = 0, n - 1 do
+    local k, j = 12 * i, 10 * i + 6
+    local a = conv_args(args, j)
+    local trace, node = args[j + 8], args[j + 9]
+    local nonce_key = nil
+    if a.nonce ~= '' then
+      nonce_key = keys[k + 3]
+    end
+    local dup, msg, mid = conv_append(keys[k + 1], keys[k + 2], nonce_key, a, o)
+    local r = 4 * i
+    if dup == 1 then
+      out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 1, msg, '', ''
+    else
+      local event = message_event(msg)
+      local score = string.match(mid, '^(%d+)')
+      local publish = node == '' or elsewhere(keys[k + 8], node)
+      local sender = {inbox = keys[k + 4], head = keys[k + 5], convs = keys[k + 6], ch = keys[k + 7]}
+      local id, prev = inbox_append(sender, event, a.to, score, io, trace, publish)
+      local recipient = {inbox = keys[k + 9], head = keys[k + 10], convs = keys[k + 11],
+        ch = keys[k + 12]}
+      inbox_append(recipient, event, a.from, score, io, trace, true)
+      out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 0, msg, id, prev
+    end
   end
-  local dup, msg, id = conv_append(keys[1], keys[2], nonce_key, a)
-  if dup == 1 then
-    return {1, msg}
-  end
-  local event = message_event(msg)
-  local score = string.match(id, '^(%d+)')
-  local node = args[13] or ''
-  local publish = node == '' or elsewhere(keys[10], node)
-  local id, prev = inbox_append(keys[4], keys[5], keys[6], event, a.to, score, args[10], args[11],
-    args[12], publish)
-  inbox_append(keys[7], keys[8], keys[9], event, a.from, score, args[10], args[11], args[12])
-  return {0, msg, id, prev}
+  return out
 end)
 
 --[[ chat_conv_append: the conversation half of a send (cluster mode).
-KEYS: 1 msgs, 2 meta, 3 nonce key (only when ARGV[6] is not '')
-ARGV: 1 conversation, 2 from, 3 to, 4 body, 5 sent_at, 6 nonce ('' = none),
-      7 nonce_ttl, 8 history_max_len, 9 history_max_age_secs
+KEYS: 1 msgs, 2 meta, 3 nonce key (ignored without a nonce)
+ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms, 4 conversation, 5 from,
+      6 to, 7 body, 8 sent_at, 9 nonce ('' = none), 10 nonce_ttl, 11 tail
 Returns {dup, message JSON}. ]]
 redis.register_function('chat_conv_append', function(keys, args)
-  local a = conv_args(args, 1)
+  local a = conv_args(args, 4)
   local nonce_key = nil
   if a.nonce ~= '' then
     nonce_key = keys[3]
   end
-  local dup, msg = conv_append(keys[1], keys[2], nonce_key, a)
+  local dup, msg = conv_append(keys[1], keys[2], nonce_key, a, conv_opts(args, 1))
   return {dup, msg}
 end)
 
 --[[ chat_inbox_append: one inbox append with its live publish (cluster mode).
-KEYS: 1 inbox, 2 convs, 3 ch, 4 pres (optional) (all of one user)
+KEYS: 1 inbox, 2 head, 3 convs, 4 ch, 5 pres (all of one user)
 ARGV: 1 event JSON, 2 peer id ('' = not a message: the conversation index is left
       alone), 3 score (message ms), 4 inbox_max_len, 5 inbox_ttl_secs,
       6 message id ('' = none), 7 window, 8 traceparent ('' = none),
-      9 calling node that delivers to the user's connections itself ('' or absent =
-      none: publish; otherwise publish only if the user has connections elsewhere)
+      9 calling node that delivers to the user's connections itself ('' = none:
+      publish; otherwise publish only if the user has connections elsewhere)
 With a message id, the append is skipped when one of the inbox's newest `window`
 entries already holds that message (a retried send, or fred writing the call again
 after a reconnect): the retry does not duplicate it.
 Returns {id, prev, appended (0 or 1)}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
-  local mid = args[6] or ''
+  local mid = args[6]
   if mid ~= '' then
-    local prefix = '{"type":"message","message":{"id":' .. cjson.encode(mid) .. ','
+    local prefix = '{"type":"message","message":{"id":"' .. mid .. '",'
     local id, prev = inbox_find(keys[1], prefix, tonumber(args[7]) or 16)
     if id then
       return {id, prev, 0}
     end
   end
-  local convs = keys[2]
+  local u = {inbox = keys[1], head = keys[2], convs = keys[3], ch = keys[4]}
   if args[2] == '' then
-    convs = nil
+    u.convs = nil
   end
-  local node = args[9] or ''
-  local publish = node == '' or elsewhere(keys[4], node)
-  local id, prev = inbox_append(keys[1], convs, keys[3], args[1], args[2], args[3], args[4], args[5],
-    args[8], publish)
+  local node = args[9]
+  local publish = node == '' or elsewhere(keys[5], node)
+  local id, prev = inbox_append(u, args[1], args[2], args[3],
+    {inbox_max_len = args[4], inbox_ttl = args[5]}, args[8], publish)
   return {id, prev, 1}
 end)
 
@@ -334,8 +377,8 @@ redis.register_function('chat_read_marker', function(keys, args)
 end)
 
 --[[ chat_read: moves a reader's read marker forward and tells both participants.
-KEYS: 1 msgs, 2 meta (the conversation), 3 inbox(reader), 4 ch(reader),
-      5 inbox(peer), 6 ch(peer)
+KEYS: 1 msgs, 2 meta (the conversation), 3 inbox(reader), 4 head(reader),
+      5 ch(reader), 6 inbox(peer), 7 head(peer), 8 ch(peer)
 ARGV: 1 conversation, 2 reader, 3 up_to (a message id), 4 inbox_max_len,
       5 inbox_ttl_secs
 The marker moves to the newest message at or before up_to (so it is clamped to the
@@ -348,7 +391,8 @@ redis.register_function('chat_read', function(keys, args)
     return false
   end
   local event = read_event(args[1], args[2], id)
-  inbox_append(keys[3], nil, keys[4], event, nil, nil, args[4], args[5])
-  inbox_append(keys[5], nil, keys[6], event, nil, nil, args[4], args[5])
+  local io = {inbox_max_len = args[4], inbox_ttl = args[5]}
+  inbox_append({inbox = keys[3], head = keys[4], ch = keys[5]}, event, nil, nil, io, '', true)
+  inbox_append({inbox = keys[6], head = keys[7], ch = keys[8]}, event, nil, nil, io, '', true)
   return id
 end)

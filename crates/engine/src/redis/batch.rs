@@ -1,0 +1,129 @@
+//! Batching of sends on a single Redis: one `FCALL chat_send` carries every send that
+//! arrived while the previous call was in flight.
+//!
+//! A send is queued with a reply channel; one task per engine takes the first queued
+//! send, everything queued behind it (up to [`MAX_BATCH`]), and issues them as one
+//! call. It never waits for more: an idle node sends a lone message at once, and under
+//! load the batch grows by itself with the round trip, so the function entry, the
+//! argument and reply conversions, and the socket reads and writes of Redis (its
+//! replies and the pub/sub deliveries to each subscribed node) are paid once per batch
+//! instead of once per message. The sends of one batch run in queue order, atomically,
+//! inside the function.
+
+use std::sync::Weak;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::RedisEngine;
+use crate::{EngineError, SendOutcome, SendRequest};
+
+/// The most sends one call carries.
+pub(crate) const MAX_BATCH: usize = 64;
+/// Sends that may wait for a call (callers wait for room beyond that).
+const QUEUE: usize = 4096;
+
+/// A queued send and where its outcome goes.
+struct Pending {
+    request: SendRequest,
+    reply: oneshot::Sender<Result<SendOutcome, EngineError>>,
+}
+
+/// The queue in front of the batching task.
+pub(crate) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Starts the batching task for `engine` (it ends when the engine is dropped).
+    pub(crate) fn start(engine: Weak<RedisEngine>) -> Batcher {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(engine, rx));
+        Batcher { queue }
+    }
+
+    /// Sends `request` in the next call and waits for its outcome.
+    pub(crate) async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || EngineError::Unavailable("the engine is shutting down".into());
+        self.queue
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// The batching loop: one call in flight at a time.
+async fn run(engine: Weak<RedisEngine>, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(engine) = engine.upgrade() else {
+            break;
+        };
+        let requests: Vec<&SendRequest> = batch.iter().map(|p| &p.request).collect();
+        let outcomes = engine.send_batch(&requests, now_ms()).await;
+        drop(requests);
+        drop(engine);
+        match outcomes {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(same_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// A copy of an error for every send of a failed batch.
+fn same_error(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Unavailable(why) => EngineError::Unavailable(why.clone()),
+        EngineError::NotFound(why) => EngineError::NotFound(why.clone()),
+        EngineError::Internal(why) => EngineError::Internal(why.clone()),
+    }
+}
+
+/// This node's clock in milliseconds (for the history age limit).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::functions;
+    use super::*;
+
+    #[test]
+    fn errors_are_copied_with_their_kind() {
+        assert!(matches!(
+            same_error(&EngineError::Unavailable("x".into())),
+            EngineError::Unavailable(w) if w == "x"
+        ));
+        assert!(matches!(
+            same_error(&EngineError::Internal("y".into())),
+            EngineError::Internal(w) if w == "y"
+        ));
+    }
+
+    #[test]
+    fn batches_fit_functions_limits() {
+        // Every key and argument of a full batch, well under Redis's and Lua's limits.
+        assert!(MAX_BATCH * (functions::SEND_KEYS + functions::SEND_ARGS) < 8000);
+    }
+}
