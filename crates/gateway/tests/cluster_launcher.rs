@@ -1,11 +1,14 @@
 //! `scripts/cluster`: `up` starts Redis, two nodes and nginx in front of them under a
 //! run folder; two guests chat through nginx (WebSocket upgrade through the proxy);
-//! connections land on both nodes; `down` stops exactly the recorded processes.
+//! connections land on both nodes; `down` stops exactly the recorded processes. With
+//! `--redis-cluster 3` Redis is a Cluster of three primaries, and a message crosses
+//! from one node to the other through it.
 //!
 //! Needs nginx (CI installs it; the script installs it itself when run as root). When it
 //! is missing the test fails with the script's message, never skips.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -53,6 +56,64 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|state| !state.starts_with('Z') && !state.starts_with('X'))
 }
 
+/// The variables of `<run>/cluster.env`.
+fn cluster_env(run: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(run.join("cluster.env"))
+        .expect("cluster.env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The PIDs recorded in `<run>/pids`, in start order.
+fn recorded_pids(run: &Path) -> Vec<u32> {
+    std::fs::read_to_string(run.join("pids"))
+        .expect("pids file")
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .expect("pid column")
+                .parse()
+                .expect("pid")
+        })
+        .collect()
+}
+
+/// Runs `down` and checks every one of `pids` is gone and the run folder forgets them.
+fn down_stops(run: &Path, pids: &[u32]) {
+    let out = cluster(&["down"], run);
+    assert!(
+        out.status.success(),
+        "scripts/cluster down failed\n{}",
+        text(&out)
+    );
+    for &pid in pids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(pid), "pid {pid} still runs after down");
+    }
+    assert!(
+        !run.join("pids").exists(),
+        "down forgets the processes it stopped"
+    );
+}
+
+/// The status line of `GET http://<host:port>/readyz` (empty when nothing answers).
+fn readyz(host_port: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(host_port) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = write!(s, "GET /readyz HTTP/1.0\r\nHost: {host_port}\r\n\r\n");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
 /// Two consecutive free ports for the nodes, one more for nginx.
 fn ports() -> (u16, u16) {
     loop {
@@ -88,25 +149,12 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
         text(&out)
     );
 
-    let env: BTreeMap<String, String> = std::fs::read_to_string(run.path().join("cluster.env"))
-        .expect("cluster.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env = cluster_env(run.path());
     let url = env["CLUSTER_URL"].clone();
     assert_eq!(url, format!("ws://127.0.0.1:{port}/ws"));
-    let pids: Vec<u32> = std::fs::read_to_string(run.path().join("pids"))
-        .expect("pids file")
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .expect("pid column")
-                .parse()
-                .expect("pid")
-        })
-        .collect();
+    assert_eq!(env["REDIS_PIDS"], env["REDIS_PID"], "one Redis: {env:?}");
+    assert_eq!(env["REDIS_ADDRS"], env["REDIS_ADDR"], "one Redis: {env:?}");
+    let pids = recorded_pids(run.path());
     assert_eq!(pids.len(), 4, "redis, two nodes, nginx");
     assert!(
         pids.iter().all(|&p| alive(p)),
@@ -156,23 +204,101 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
     }
     alice.close().await;
     bob.close().await;
-    let out = cluster(&["down"], run.path());
+    down_stops(run.path(), &pids);
+}
+
+#[tokio::test]
+async fn cluster_up_on_a_redis_cluster_of_three_primaries() {
+    let run = tempfile_dir();
+    let (port, node_port) = ports();
+    let out = cluster(
+        &[
+            "up",
+            "--nodes",
+            "2",
+            "--redis-cluster",
+            "3",
+            "--port",
+            &port.to_string(),
+            "--node-port",
+            &node_port.to_string(),
+        ],
+        run.path(),
+    );
+    let _down = Down(run.path());
     assert!(
         out.status.success(),
-        "scripts/cluster down failed\n{}",
+        "scripts/cluster up --redis-cluster 3 failed\n{}",
         text(&out)
     );
-    for &pid in &pids {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while alive(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(!alive(pid), "pid {pid} still runs after down");
-    }
-    assert!(
-        !run.path().join("pids").exists(),
-        "down forgets the processes it stopped"
+
+    // cluster.env lists the three primaries; the singular variables are the first.
+    let env = cluster_env(run.path());
+    let redis_pids: Vec<u32> = env["REDIS_PIDS"]
+        .split(',')
+        .map(|p| p.parse().expect("redis pid"))
+        .collect();
+    let redis_addrs: Vec<&str> = env["REDIS_ADDRS"].split(',').collect();
+    assert_eq!(redis_pids.len(), 3, "{env:?}");
+    assert_eq!(redis_addrs.len(), 3, "{env:?}");
+    assert_eq!(
+        redis_addrs.iter().collect::<BTreeSet<_>>().len(),
+        3,
+        "three distinct addresses: {env:?}"
     );
+    assert_eq!(env["REDIS_PID"], redis_pids[0].to_string());
+    assert_eq!(env["REDIS_ADDR"], redis_addrs[0]);
+    assert_eq!(
+        env["REDIS_URL"],
+        format!("redis-cluster://{}", env["REDIS_ADDRS"]),
+        "the URL the nodes were given"
+    );
+    let pids = recorded_pids(run.path());
+    assert_eq!(pids.len(), 6, "three redis, two nodes, nginx");
+    assert!(redis_pids.iter().all(|p| pids.contains(p)), "{pids:?}");
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "every recorded process runs"
+    );
+    let status = cluster(&["status"], run.path());
+    assert!(status.status.success(), "{}", text(&status));
+    let status = String::from_utf8_lossy(&status.stdout);
+    for addr in &redis_addrs {
+        assert!(
+            status.contains(&format!("redis {addr} cluster_state:ok")),
+            "status shows each primary's cluster state:\n{status}"
+        );
+    }
+
+    // Both nodes ready; a message from a user on gw-1 reaches a user on gw-2.
+    let node_urls: Vec<&str> = env["NODE_URLS"].split(',').collect();
+    assert_eq!(node_urls.len(), 2, "{env:?}");
+    for u in &node_urls {
+        let host_port = u.trim_start_matches("ws://").trim_end_matches("/ws");
+        let line = readyz(host_port);
+        assert!(line.contains(" 200"), "{u} not ready: {line:?}");
+    }
+    let mut alice = Client::connect(node_urls[0], Credential::Username("alice".into()), None)
+        .await
+        .expect("alice signs in on gw-1");
+    let mut bob = Client::connect(node_urls[1], Credential::Username("bob".into()), None)
+        .await
+        .expect("bob signs in on gw-2");
+    assert_eq!(alice.welcome().node, "gw-1");
+    assert_eq!(bob.welcome().node, "gw-2");
+    let sent = alice
+        .send(bob.user_id(), "hello across the redis cluster")
+        .await
+        .expect("alice's send is acked");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("bob receives alice's message on the other node");
+    assert_eq!(got, sent);
+    alice.close().await;
+    bob.close().await;
+
+    down_stops(run.path(), &pids);
 }
 
 fn tempfile_dir() -> TempDir {
