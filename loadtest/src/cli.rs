@@ -45,12 +45,14 @@ pub struct Global {
     /// PID of a local gateway to measure (RSS, CPU), repeatable, in target order.
     #[arg(long = "gateway-pid", global = true, value_delimiter = ',')]
     pub gateway_pids: Vec<u32>,
-    /// PID of the local redis-server, for its CPU time.
-    #[arg(long, global = true)]
-    pub redis_pid: Option<u32>,
-    /// host:port of Redis, to count its commands per message (INFO commandstats).
-    #[arg(long, global = true)]
-    pub redis_addr: Option<String>,
+    /// PID of a local redis-server, for its CPU time; repeatable or comma-separated
+    /// (every primary of a Redis Cluster: each one's CPU and their sum are reported).
+    #[arg(long = "redis-pid", global = true, value_delimiter = ',')]
+    pub redis_pids: Vec<u32>,
+    /// host:port of Redis, to count its commands per message (INFO commandstats);
+    /// repeatable or comma-separated (every primary of a Redis Cluster).
+    #[arg(long = "redis-addr", global = true, value_delimiter = ',')]
+    pub redis_addrs: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,4 +136,49 @@ pub struct DmArgs {
     /// New connections per second while signing users in.
     #[arg(long, default_value_t = 1000.0)]
     pub connect_rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Global, clap::Error> {
+        let argv = ["chat-loadtest"].iter().chain(args).chain(&["dm"]);
+        Cli::try_parse_from(argv).map(|c| c.global)
+    }
+
+    #[test]
+    fn one_redis_as_before() {
+        let g = parse(&["--redis-pid", "42", "--redis-addr", "127.0.0.1:6380"]).unwrap();
+        assert_eq!(g.redis_pids, [42]);
+        assert_eq!(g.redis_addrs, ["127.0.0.1:6380"]);
+        let g = parse(&[]).unwrap();
+        assert!(g.redis_pids.is_empty() && g.redis_addrs.is_empty());
+    }
+
+    #[test]
+    fn several_redis_comma_separated_or_repeated() {
+        let g = parse(&[
+            "--redis-pid",
+            "1,2,3",
+            "--redis-addr",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+        ])
+        .unwrap();
+        assert_eq!(g.redis_pids, [1, 2, 3]);
+        assert_eq!(g.redis_addrs, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        let g = parse(&["--redis-pid", "1", "--redis-pid", "2,3"]).unwrap();
+        assert_eq!(g.redis_pids, [1, 2, 3]);
+        // After the scenario too (the options are global).
+        let g = Cli::try_parse_from(["chat-loadtest", "dm", "--redis-pid", "7,8"])
+            .unwrap()
+            .global;
+        assert_eq!(g.redis_pids, [7, 8]);
+    }
+
+    #[test]
+    fn bad_redis_pid_is_refused() {
+        assert!(parse(&["--redis-pid", "1,x"]).is_err());
+        assert!(parse(&["--redis-pid", ""]).is_err());
+    }
 }

@@ -68,15 +68,47 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// CPU figures of one process (or of several summed) over a measured window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuFigures {
+    pub cpu_seconds: f64,
+    /// Percent of one core over the window.
+    pub percent_of_core: f64,
+    /// CPU milliseconds per 1,000 delivered messages (the same number as `us_per_message`;
+    /// kept so reports stay comparable with earlier ones).
+    pub cpu_ms_per_1000_messages: Option<f64>,
+    /// CPU microseconds per delivered message.
+    pub us_per_message: Option<f64>,
+}
+
+impl CpuFigures {
+    /// `used` CPU seconds over a window of `secs` in which `delivered` messages arrived.
+    pub fn new(used: f64, secs: f64, delivered: u64) -> CpuFigures {
+        let us = (delivered > 0).then(|| used * 1e6 / delivered as f64);
+        CpuFigures {
+            cpu_seconds: used,
+            percent_of_core: used / secs.max(1e-9) * 100.0,
+            cpu_ms_per_1000_messages: us,
+            us_per_message: us,
+        }
+    }
+}
+
 /// CPU use of one process over a measured window.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuUse {
     pub pid: u32,
-    pub cpu_seconds: f64,
-    /// Percent of one core over the window.
-    pub percent_of_core: f64,
-    /// CPU milliseconds per 1,000 delivered messages.
-    pub cpu_ms_per_1000_messages: Option<f64>,
+    #[serde(flatten)]
+    pub figures: CpuFigures,
+}
+
+/// Several processes' CPU summed (a Redis Cluster's primaries).
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuTotal {
+    /// How many processes were measured and summed.
+    pub processes: usize,
+    #[serde(flatten)]
+    pub figures: CpuFigures,
 }
 
 /// Snapshot of several processes' CPU time, to diff at the end of a window.
@@ -94,6 +126,8 @@ pub struct Context {
     pub window_secs: f64,
     /// The harness and its worker processes, percent of one core.
     pub harness_percent_of_core: Option<f64>,
+    /// The harness and its worker processes: CPU seconds, percent of a core, per message.
+    pub harness: Option<CpuFigures>,
     /// All cores busy, percent of the machine's capacity.
     pub machine_busy_percent: Option<f64>,
 }
@@ -108,38 +142,85 @@ impl CpuWindow {
         }
     }
 
-    pub fn context(&self) -> Context {
+    /// Each process's CPU over the window (those whose `/proc` could be read at both
+    /// ends, in the order given) and the harness's and machine's, per delivered message.
+    pub fn finish(&self, delivered: u64) -> (Vec<CpuUse>, Context) {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let own = own_cpu_seconds()
-            .zip(self.own)
-            .map(|(a, b)| (a - b) / secs * 100.0);
-        let machine = machine_ticks()
-            .zip(self.machine)
-            .and_then(|((b1, t1), (b0, t0))| {
-                (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
-            });
-        Context {
-            window_secs: secs,
-            harness_percent_of_core: own,
-            machine_busy_percent: machine,
-        }
-    }
-
-    pub fn finish(&self, delivered: u64) -> Vec<CpuUse> {
-        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        self.before
+        let uses = self
+            .before
             .iter()
             .filter_map(|&(pid, before)| {
                 let used = cpu_seconds(pid)? - before?;
                 Some(CpuUse {
                     pid,
-                    cpu_seconds: used,
-                    percent_of_core: used / secs * 100.0,
-                    cpu_ms_per_1000_messages: (delivered > 0)
-                        .then(|| used * 1000.0 / delivered as f64 * 1000.0),
+                    figures: CpuFigures::new(used, secs, delivered),
                 })
             })
-            .collect()
+            .collect();
+        let harness = own_cpu_seconds()
+            .zip(self.own)
+            .map(|(a, b)| CpuFigures::new(a - b, secs, delivered));
+        let machine = machine_ticks()
+            .zip(self.machine)
+            .and_then(|((b1, t1), (b0, t0))| {
+                (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
+            });
+        let context = Context {
+            window_secs: secs,
+            harness_percent_of_core: harness.map(|h| h.percent_of_core),
+            harness,
+            machine_busy_percent: machine,
+        };
+        (uses, context)
+    }
+}
+
+/// The CPU section of a `dm` report: each gateway, each Redis process and their sum,
+/// and the harness and machine around them.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    pub gateways: Vec<CpuUse>,
+    /// The Redis process when exactly one `--redis-pid` was given (the shape of earlier
+    /// reports); null with several, so a Cluster run never passes for one Redis.
+    pub redis: Option<CpuUse>,
+    /// Every Redis process measured, in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_processes: Vec<CpuUse>,
+    /// Their sum: the Redis CPU per message, whatever the topology.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_total: Option<CpuTotal>,
+    pub context: Context,
+}
+
+impl CpuReport {
+    /// Splits a window's processes into gateways and the Redis processes `redis_pids`.
+    pub fn new(
+        uses: Vec<CpuUse>,
+        redis_pids: &[u32],
+        context: Context,
+        delivered: u64,
+    ) -> CpuReport {
+        let (redis, gateways): (Vec<CpuUse>, Vec<CpuUse>) =
+            uses.into_iter().partition(|c| redis_pids.contains(&c.pid));
+        let redis_total = (!redis.is_empty()).then(|| CpuTotal {
+            processes: redis.len(),
+            figures: CpuFigures::new(
+                redis.iter().map(|c| c.figures.cpu_seconds).sum(),
+                context.window_secs,
+                delivered,
+            ),
+        });
+        CpuReport {
+            gateways,
+            redis: if redis_pids.len() == 1 {
+                redis.first().cloned()
+            } else {
+                None
+            },
+            redis_processes: redis,
+            redis_total,
+            context,
+        }
     }
 }
 
@@ -218,44 +299,115 @@ pub fn redis_calls(host_port: &str) -> Option<BTreeMap<String, u64>> {
     Some(calls)
 }
 
-/// Redis commands issued during a window, per command and per acked message.
+/// `INFO commandstats` of each Redis address at one moment (`None` where unreadable).
+pub struct RedisSnapshot(Vec<(String, Option<BTreeMap<String, u64>>)>);
+
+impl RedisSnapshot {
+    pub fn take(addrs: &[String]) -> RedisSnapshot {
+        RedisSnapshot(addrs.iter().map(|a| (a.clone(), redis_calls(a))).collect())
+    }
+}
+
+/// Commands counted by one Redis, or summed over several, and per acked message.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandCounts {
+    pub calls: BTreeMap<String, u64>,
+    pub total_calls: u64,
+    pub calls_per_message: Option<f64>,
+    pub per_message: BTreeMap<String, f64>,
+}
+
+impl CommandCounts {
+    /// The commands run between two `INFO commandstats` readings (but `info` itself).
+    fn between(
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+        messages: u64,
+    ) -> CommandCounts {
+        let calls = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+            .filter(|(k, v)| *v > 0 && k != "info")
+            .collect();
+        CommandCounts::of(calls, messages)
+    }
+
+    fn of(calls: BTreeMap<String, u64>, messages: u64) -> CommandCounts {
+        let total: u64 = calls.values().sum();
+        let per_message = calls
+            .iter()
+            .filter(|_| messages > 0)
+            .map(|(k, v)| (k.clone(), *v as f64 / messages as f64))
+            .collect();
+        CommandCounts {
+            calls,
+            total_calls: total,
+            calls_per_message: (messages > 0).then(|| total as f64 / messages as f64),
+            per_message,
+        }
+    }
+}
+
+/// One Redis address's share of [`RedisWork`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AddrCounts {
+    pub addr: String,
+    #[serde(flatten)]
+    pub counts: CommandCounts,
+}
+
+/// Redis commands issued during a window, per command and per acked message: summed over
+/// every address given (the fields of earlier reports), then address by address.
 /// Redis counts the commands a function or script runs (`xadd` inside `fcall`) as well
 /// as the call itself, so round trips from a node are the top-level commands only
 /// (`fcall`, `evalsha`, plain commands), not the total.
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisWork {
-    pub calls: BTreeMap<String, u64>,
-    pub total_calls: u64,
-    pub calls_per_message: Option<f64>,
-    pub per_message: BTreeMap<String, f64>,
+    #[serde(flatten)]
+    pub total: CommandCounts,
     pub note: &'static str,
+    /// Each address read at both ends of the window, in the order given.
+    pub per_address: Vec<AddrCounts>,
+    /// Addresses that did not answer `INFO commandstats` at one end: left out of the sum.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<String>,
 }
 
+/// What the Redis addresses ran between two snapshots; `None` when none could be read.
 pub fn redis_work(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
+    before: &RedisSnapshot,
+    after: &RedisSnapshot,
     messages: u64,
-) -> RedisWork {
-    let calls: BTreeMap<String, u64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
-        .filter(|(k, v)| *v > 0 && k != "info")
-        .collect();
-    let total: u64 = calls.values().sum();
-    let per_message = calls
-        .iter()
-        .filter(|_| messages > 0)
-        .map(|(k, v)| (k.clone(), *v as f64 / messages as f64))
-        .collect();
-    RedisWork {
-        calls,
-        total_calls: total,
-        calls_per_message: (messages > 0).then(|| total as f64 / messages as f64),
-        per_message,
+) -> Option<RedisWork> {
+    let mut per_address = Vec::new();
+    let mut unread = Vec::new();
+    for ((addr, b), (_, a)) in before.0.iter().zip(&after.0) {
+        match (b, a) {
+            (Some(b), Some(a)) => per_address.push(AddrCounts {
+                addr: addr.clone(),
+                counts: CommandCounts::between(b, a, messages),
+            }),
+            _ => unread.push(addr.clone()),
+        }
+    }
+    if per_address.is_empty() {
+        return None;
+    }
+    let mut calls = BTreeMap::new();
+    for a in &per_address {
+        for (k, v) in &a.counts.calls {
+            *calls.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    Some(RedisWork {
+        total: CommandCounts::of(calls, messages),
         note: "Redis also counts commands run inside functions/scripts (e.g. xadd inside fcall); \
                the window includes sign-in, presence heartbeats and the drain",
-    }
+        per_address,
+        unread,
+    })
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +417,109 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_seconds(pid).is_some());
+    }
+
+    #[test]
+    fn cpu_figures_per_message() {
+        let f = CpuFigures::new(0.5, 10.0, 1000);
+        assert!((f.percent_of_core - 5.0).abs() < 1e-9);
+        assert!((f.us_per_message.unwrap() - 500.0).abs() < 1e-9);
+        assert_eq!(f.cpu_ms_per_1000_messages, f.us_per_message);
+        assert_eq!(CpuFigures::new(0.5, 10.0, 0).us_per_message, None);
+    }
+
+    fn use_of(pid: u32, cpu_seconds: f64) -> CpuUse {
+        CpuUse {
+            pid,
+            figures: CpuFigures::new(cpu_seconds, 10.0, 1000),
+        }
+    }
+
+    fn context() -> Context {
+        Context {
+            window_secs: 10.0,
+            harness_percent_of_core: None,
+            harness: None,
+            machine_busy_percent: None,
+        }
+    }
+
+    #[test]
+    fn cpu_report_sums_several_redis_processes() {
+        let uses = vec![
+            use_of(1, 1.0),
+            use_of(2, 1.0),
+            use_of(10, 0.1),
+            use_of(11, 0.2),
+        ];
+        let r = CpuReport::new(uses, &[10, 11, 12], context(), 1000);
+        assert_eq!(r.gateways.iter().map(|c| c.pid).collect::<Vec<_>>(), [1, 2]);
+        assert!(r.redis.is_none(), "several Redis: no single `redis` entry");
+        assert_eq!(r.redis_processes.len(), 2, "pid 12 unreadable: left out");
+        let total = r.redis_total.expect("sum");
+        assert_eq!(total.processes, 2);
+        assert!((total.figures.us_per_message.unwrap() - 300.0).abs() < 1e-9);
+        let v = serde_json::to_value(&r.redis_processes[0]).unwrap();
+        assert_eq!(v["pid"], 10);
+        assert!((v["us_per_message"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_report_keeps_the_single_redis_shape() {
+        let r = CpuReport::new(
+            vec![use_of(1, 1.0), use_of(10, 0.1)],
+            &[10],
+            context(),
+            1000,
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["redis"]["pid"], 10);
+        assert!((v["redis"]["cpu_ms_per_1000_messages"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+        assert!((v["redis_total"]["us_per_message"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+        let r = CpuReport::new(vec![use_of(1, 1.0)], &[], context(), 1000);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["redis"].is_null());
+        assert!(v.get("redis_processes").is_none() && v.get("redis_total").is_none());
+    }
+
+    fn calls(pairs: &[(&str, u64)]) -> Option<BTreeMap<String, u64>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    }
+
+    #[test]
+    fn redis_work_sums_addresses_and_keeps_each() {
+        let before = RedisSnapshot(vec![
+            ("a:1".into(), calls(&[("fcall", 10), ("info", 5)])),
+            ("b:2".into(), calls(&[("fcall", 0)])),
+            ("c:3".into(), None),
+        ]);
+        let after = RedisSnapshot(vec![
+            (
+                "a:1".into(),
+                calls(&[("fcall", 110), ("info", 6), ("get", 4)]),
+            ),
+            ("b:2".into(), calls(&[("fcall", 200)])),
+            ("c:3".into(), calls(&[("fcall", 7)])),
+        ]);
+        let w = redis_work(&before, &after, 100).expect("work");
+        assert_eq!(
+            w.total.calls,
+            BTreeMap::from([("fcall".into(), 300), ("get".into(), 4)])
+        );
+        assert_eq!(w.total.per_message["fcall"], 3.0);
+        assert_eq!(w.per_address.len(), 2);
+        assert_eq!(w.per_address[0].addr, "a:1");
+        assert_eq!(w.per_address[0].counts.per_message["fcall"], 1.0);
+        assert_eq!(w.per_address[1].counts.per_message["fcall"], 2.0);
+        assert_eq!(w.unread, ["c:3"]);
+        let v = serde_json::to_value(&w).unwrap();
+        assert_eq!(
+            v["calls"]["fcall"], 300,
+            "summed counts where earlier reports had them"
+        );
+        assert_eq!(v["per_address"][1]["per_message"]["fcall"], 2.0);
+        let none = RedisSnapshot(vec![("c:3".into(), None)]);
+        assert!(redis_work(&none, &none, 100).is_none());
     }
 
     #[test]

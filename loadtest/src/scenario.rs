@@ -13,7 +13,7 @@ use crate::cli::{DmArgs, Global};
 use crate::connect::{self, ConnectOutcome, ConnectPlan};
 use crate::dm::{self, DmOutcome, DmPlan};
 use crate::fleet::{self, Fleet, Job, Outcome};
-use crate::probe::{self, CpuWindow};
+use crate::probe::{self, CpuReport, CpuWindow, RedisSnapshot};
 use crate::stats::{Hist, Timeline};
 
 /// What a scenario hands back to `main`.
@@ -219,9 +219,9 @@ async fn dm_step(
     let mut fleet = Fleet::start(jobs)?;
     fleet.ready().await;
     let mut pids = g.gateway_pids.clone();
-    pids.extend(g.redis_pid);
+    pids.extend(&g.redis_pids);
     let cpu = CpuWindow::start(&pids);
-    let redis_before = g.redis_addr.as_deref().and_then(probe::redis_calls);
+    let redis_before = RedisSnapshot::take(&g.redis_addrs);
     let mut out = DmOutcome::default();
     let handles = fleet.go();
     if let (Some(pid), Some(at)) = (kill_pid, storm_at) {
@@ -241,19 +241,17 @@ async fn dm_step(
             dm::merge(&mut out, *d)?;
         }
     }
-    let context = cpu.context();
-    let cpu = cpu.finish(out.received);
-    let redis_after = g.redis_addr.as_deref().and_then(probe::redis_calls);
-    let redis = match (redis_before, redis_after) {
-        (Some(b), Some(a)) => Some(probe::redis_work(&b, &a, out.acked)),
-        _ => None,
-    };
+    let (uses, context) = cpu.finish(out.received);
+    let cpu = CpuReport::new(uses, &g.redis_pids, context, out.received);
+    let redis = probe::redis_work(
+        &redis_before,
+        &RedisSnapshot::take(&g.redis_addrs),
+        out.acked,
+    );
     let window = a.warmup_secs + a.duration_secs;
     let latency = Hist::decode(&out.latency)?.summary();
     let ack = Hist::decode(&out.ack_latency)?.summary();
     let timeline = Timeline::decode(&out.timeline)?;
-    let (gw_cpu, redis_cpu): (Vec<_>, Vec<_>) =
-        cpu.into_iter().partition(|c| Some(c.pid) != g.redis_pid);
     let storm = out.storm.as_ref().map(|s| {
         let rec = Hist::decode(&s.recovery)
             .map(|h| h.summary())
@@ -299,7 +297,7 @@ async fn dm_step(
         "latency": latency,
         "ack_latency": ack,
         "timeline": timeline.rows(),
-        "cpu": { "gateways": gw_cpu, "redis": redis_cpu.first(), "context": context },
+        "cpu": cpu,
         "redis_commands": redis,
         "storm": storm,
         "warnings": out.warnings,
@@ -317,41 +315,53 @@ fn dm_summary(name: &str, v: &Value) -> String {
         v["target_rate"].as_f64().unwrap_or(0.0),
         pline(&v["latency"]), pline(&v["ack_latency"]),
     );
-    if let Some(cpus) = v["cpu"]["gateways"].as_array() {
-        for c in cpus {
-            s += &format!(
-                "  gateway pid {} CPU: {:.1}% of a core, {:.1} ms per 1000 messages\n",
-                c["pid"],
-                c["percent_of_core"].as_f64().unwrap_or(0.0),
-                c["cpu_ms_per_1000_messages"].as_f64().unwrap_or(0.0)
-            );
-        }
+    let cpu = &v["cpu"];
+    for c in cpu["gateways"].as_array().into_iter().flatten() {
+        s += &cpu_line(&format!("gateway pid {}", c["pid"]), c);
     }
-    if let Some(c) = v["cpu"]["redis"].as_object() {
-        s += &format!(
-            "  redis pid {} CPU: {:.1}% of a core, {:.1} ms per 1000 messages\n",
-            c["pid"],
-            c["percent_of_core"].as_f64().unwrap_or(0.0),
-            c["cpu_ms_per_1000_messages"].as_f64().unwrap_or(0.0)
+    let redis = cpu["redis_processes"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    for c in redis {
+        s += &cpu_line(&format!("redis pid {}", c["pid"]), c);
+    }
+    if redis.len() > 1 {
+        let total = &cpu["redis_total"];
+        s += &cpu_line(
+            &format!("redis, all {} processes", total["processes"]),
+            total,
         );
     }
-    let ctx = &v["cpu"]["context"];
+    let ctx = &cpu["context"];
     s += &format!(
-        "  harness CPU: {:.0}% of a core; whole machine busy: {:.0}% (over {:.1}s)\n",
-        ctx["harness_percent_of_core"].as_f64().unwrap_or(0.0),
+        "{}; whole machine busy: {:.0}% (over {:.1}s)\n",
+        cpu_line("harness (and its workers)", &ctx["harness"]).trim_end(),
         ctx["machine_busy_percent"].as_f64().unwrap_or(0.0),
         ctx["window_secs"].as_f64().unwrap_or(0.0)
     );
     if v["redis_commands"].is_object() {
         let r = &v["redis_commands"];
-        let per = |c: &str| r["per_message"][c].as_f64().unwrap_or(0.0);
         s += &format!(
-            "  redis: {:.2} commands per acked message (fcall {:.2}, evalsha {:.2}; counts include commands run inside functions), {}\n",
-            r["calls_per_message"].as_f64().unwrap_or(0.0),
-            per("fcall"),
-            per("evalsha"),
+            "  redis: {} (counts include commands run inside functions), {}\n",
+            commands_line(r),
             r["calls"]
         );
+        let addrs = r["per_address"].as_array().map_or(&[][..], Vec::as_slice);
+        if addrs.len() > 1 {
+            for a in addrs {
+                s += &format!(
+                    "  redis {}: {}\n",
+                    a["addr"].as_str().unwrap_or_default(),
+                    commands_line(a)
+                );
+            }
+        }
+        for a in r["unread"].as_array().into_iter().flatten() {
+            s += &format!(
+                "  warning: redis {} did not answer INFO commandstats: left out of the counts\n",
+                a.as_str().unwrap_or_default()
+            );
+        }
     }
     if let Some(st) = v["storm"].as_object() {
         s += &format!(
@@ -376,6 +386,27 @@ fn dm_summary(name: &str, v: &Value) -> String {
         if v["ok"] == true { "OK" } else { "FAILED" }
     );
     s
+}
+
+/// `  <who> CPU: x% of a core, y µs per message` from a report's CPU figures.
+fn cpu_line(who: &str, c: &Value) -> String {
+    let f = |k: &str| c[k].as_f64();
+    format!(
+        "  {who} CPU: {:.1}% of a core, {} per message\n",
+        f("percent_of_core").unwrap_or(0.0),
+        f("us_per_message").map_or_else(|| "- µs".to_string(), |us| format!("{us:.1} µs"))
+    )
+}
+
+/// Commands per acked message, in total and for the top-level calls.
+fn commands_line(r: &Value) -> String {
+    let per = |c: &str| r["per_message"][c].as_f64().unwrap_or(0.0);
+    format!(
+        "{:.2} commands per acked message (fcall {:.2}, evalsha {:.2})",
+        r["calls_per_message"].as_f64().unwrap_or(0.0),
+        per("fcall"),
+        per("evalsha")
+    )
 }
 
 fn pline(p: &Value) -> String {
@@ -488,8 +519,19 @@ pub fn params(g: &Global, extra: BTreeMap<&str, Value>) -> Value {
     m.insert("workers".into(), json!(g.workers));
     m.insert("source_ips".into(), json!(g.source_ips));
     m.insert("gateway_pids".into(), json!(g.gateway_pids));
-    m.insert("redis_pid".into(), json!(g.redis_pid));
-    m.insert("redis_addr".into(), json!(g.redis_addr));
+    // The singular fields, as in earlier reports, when exactly one was given; the lists
+    // always.
+    let only = |v: Value, n: usize| if n == 1 { v } else { Value::Null };
+    m.insert(
+        "redis_pid".into(),
+        only(json!(g.redis_pids.first()), g.redis_pids.len()),
+    );
+    m.insert(
+        "redis_addr".into(),
+        only(json!(g.redis_addrs.first()), g.redis_addrs.len()),
+    );
+    m.insert("redis_pids".into(), json!(g.redis_pids));
+    m.insert("redis_addrs".into(), json!(g.redis_addrs));
     for (k, v) in extra {
         m.insert(k.into(), v);
     }

@@ -10,7 +10,7 @@ use chat_testkit::{Gateway, RedisServer};
 use serde_json::Value;
 
 struct Cluster {
-    _redis: RedisServer,
+    redis: RedisServer,
     nodes: Vec<Gateway>,
 }
 
@@ -31,10 +31,23 @@ impl Cluster {
                 ])
             })
             .collect();
-        Cluster {
-            _redis: redis,
-            nodes,
-        }
+        Cluster { redis, nodes }
+    }
+
+    /// The redis-server's PID, from `INFO server` (the test kit does not expose it).
+    fn redis_pid(&self) -> u32 {
+        let info = self
+            .redis
+            .command(&["INFO", "server"])
+            .expect("INFO server");
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no process_id in {info}"))
+    }
+
+    fn redis_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.redis.port)
     }
 
     fn targets(&self) -> String {
@@ -54,8 +67,9 @@ impl Cluster {
     }
 }
 
-/// Runs the harness and returns its JSON report (the run must succeed: exit 0).
-fn harness(cluster: &Cluster, dir: &Path, name: &str, args: &[&str]) -> Value {
+/// Runs the harness and returns its JSON report and printed summary (the run must
+/// succeed: exit 0).
+fn harness(cluster: &Cluster, dir: &Path, name: &str, args: &[&str]) -> (Value, String) {
     let out_path = dir.join(format!("{name}.json"));
     let plots = dir.join(format!("{name}-plots"));
     let out = Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
@@ -86,7 +100,21 @@ fn harness(cluster: &Cluster, dir: &Path, name: &str, args: &[&str]) -> Value {
             .is_some_and(|a| a.iter().any(|v| v == args[0])),
         "the report holds the exact command line"
     );
-    report
+    (report, stdout.into_owned())
+}
+
+/// A CPU entry of the report with its µs per message (a number, above zero).
+fn assert_us_per_message(c: &Value, what: &str) -> f64 {
+    let us = c["us_per_message"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: no us_per_message in {c}"));
+    assert!(us > 0.0, "{what}: {c}");
+    assert_eq!(
+        c["cpu_ms_per_1000_messages"].as_f64(),
+        Some(us),
+        "{what}: the earlier field is kept: {c}"
+    );
+    us
 }
 
 fn assert_percentiles(p: &Value, what: &str) {
@@ -132,8 +160,10 @@ fn dm_storm_connect_and_node_kill_reports_are_correct() {
     let cluster = Cluster::start();
     let dir = tempfile::tempdir().expect("temp dir");
 
-    // dm: 10 users in pairs across both nodes, 50 msg/s for 3 s.
-    let report = harness(
+    // dm: 10 users in pairs across both nodes, 50 msg/s for 3 s, Redis watched too.
+    let redis_pid = cluster.redis_pid().to_string();
+    let redis_addr = cluster.redis_addr();
+    let (report, summary) = harness(
         &cluster,
         dir.path(),
         "dm",
@@ -147,6 +177,10 @@ fn dm_storm_connect_and_node_kill_reports_are_correct() {
             "3",
             "--drain-secs",
             "10",
+            "--redis-pid",
+            &redis_pid,
+            "--redis-addr",
+            &redis_addr,
         ],
     );
     assert_eq!(report["scenario"], "dm");
@@ -164,14 +198,63 @@ fn dm_storm_connect_and_node_kill_reports_are_correct() {
         r["nodes"]
     );
     assert!(r["timeline"].as_array().is_some_and(|t| !t.is_empty()));
-    assert_eq!(r["cpu"]["gateways"].as_array().map(Vec::len), Some(2));
+    // CPU per message of every process: each node, Redis (one: the earlier shape, and
+    // the sum), the harness itself; each printed as µs per message.
+    let cpu = &r["cpu"];
+    let gateways = cpu["gateways"].as_array().expect("gateways");
+    assert_eq!(gateways.len(), 2, "{cpu}");
+    for g in gateways {
+        assert_us_per_message(g, "gateway");
+        assert!(
+            summary.contains(&format!("gateway pid {} CPU:", g["pid"])),
+            "{summary}"
+        );
+    }
+    assert_eq!(cpu["redis"]["pid"].to_string(), redis_pid, "{cpu}");
+    let us = assert_us_per_message(&cpu["redis"], "redis");
+    assert_eq!(cpu["redis_processes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(cpu["redis_total"]["processes"], 1, "{cpu}");
+    assert_eq!(cpu["redis_total"]["us_per_message"].as_f64(), Some(us));
+    assert_us_per_message(&cpu["context"]["harness"], "harness");
+    assert!(
+        cpu["context"]["harness_percent_of_core"].as_f64().is_some(),
+        "{cpu}"
+    );
+    for who in [
+        format!("redis pid {redis_pid} CPU:"),
+        "harness (and its workers) CPU:".to_string(),
+    ] {
+        assert!(summary.contains(&who), "{who} missing in:\n{summary}");
+    }
+    assert_eq!(
+        summary.matches(" µs per message").count(),
+        4,
+        "two nodes, Redis and the harness:\n{summary}"
+    );
+    // FCALLs counted per message (a node may batch sends into one chat_send call, and
+    // sign-in and presence run in the same window: only that there are some).
+    let cmds = &r["redis_commands"];
+    assert!(
+        cmds["per_message"]["fcall"].as_f64().unwrap_or(0.0) > 0.0,
+        "{cmds}"
+    );
+    assert_eq!(
+        cmds["per_address"][0]["addr"],
+        redis_addr.as_str(),
+        "{cmds}"
+    );
+    assert_eq!(cmds["per_address"][0]["calls"], cmds["calls"], "{cmds}");
+    let params = &report["params"];
+    assert_eq!(params["redis_pid"].to_string(), redis_pid, "{params}");
+    assert_eq!(params["redis_addr"], redis_addr.as_str(), "{params}");
+    assert_eq!(params["redis_addrs"], serde_json::json!([redis_addr]));
     for plot in ["latency-over-time.svg", "latency-distribution.svg"] {
         let svg = std::fs::read_to_string(dir.path().join("dm-plots").join(plot)).expect("plot");
         assert!(svg.starts_with("<svg"), "{plot} is an SVG");
     }
 
     // reconnect-storm over two worker processes: everyone drops at once and resumes.
-    let report = harness(
+    let (report, _) = harness(
         &cluster,
         dir.path(),
         "storm",
@@ -200,7 +283,7 @@ fn dm_storm_connect_and_node_kill_reports_are_correct() {
     assert!(s["all_recovered_ms"].as_f64().is_some(), "{s}");
 
     // connect: 20 signed-in connections held briefly, RSS read for both nodes.
-    let report = harness(
+    let (report, _) = harness(
         &cluster,
         dir.path(),
         "connect",
@@ -226,7 +309,7 @@ fn dm_storm_connect_and_node_kill_reports_are_correct() {
     // Last, as it ends the second node: the storm is gw-b killed; its clients resume on
     // gw-a with their cursor, and nothing acked is lost.
     let gw_b = cluster.nodes[1].pid().expect("gw-b pid").to_string();
-    let report = harness(
+    let (report, _) = harness(
         &cluster,
         dir.path(),
         "kill",
