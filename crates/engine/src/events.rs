@@ -22,6 +22,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `{"type":"message","message":{…}}`, the inbox form of a message (the cursor is
+/// added per connection when it is sent).
+pub fn message_event_json(message: &chat_protocol::Message) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        message: &'a chat_protocol::Message,
+    }
+    serde_json::to_string(&Event {
+        kind: "message",
+        message,
+    })
+    .unwrap_or_default()
+}
+
 /// `{"type":"read","conversation":"…","by":"<reader>","up_to":"<id>"}`, the inbox
 /// form of a read receipt.
 pub fn read_event_json(conversation: &str, by: &str, up_to: &str) -> String {

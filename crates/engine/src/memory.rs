@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chat_protocol::{dm_conversation, Message, StreamId, User};
 
-use crate::events::now_ms;
+use crate::events::{message_event_json, now_ms};
 use crate::{
     ConversationSummary, Engine, EngineError, EventSink, InboxEvent, LiveEvent, PresenceInfo,
     ReadOutcome, Retention, SendOutcome, SendRequest,
@@ -447,21 +447,6 @@ impl Engine for MemoryEngine {
         }
         Ok(())
     }
-}
-
-/// `{"type":"message","message":{…}}`, the inbox form of a message event.
-pub fn message_event_json(message: &Message) -> String {
-    #[derive(serde::Serialize)]
-    struct Event<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        message: &'a Message,
-    }
-    serde_json::to_string(&Event {
-        kind: "message",
-        message,
-    })
-    .unwrap_or_default()
 }
 
 /// A fresh guest id: `g-` and 20 hex digits.

@@ -172,8 +172,8 @@ async fn send_stores_delivers_and_chains_inboxes() {
     for key in [
         "chat:{c:alice:bob}:msgs",
         "chat:{c:alice:bob}:meta",
-        "chat:{c:alice:bob}:n:alice:n-1",
         "chat:{u:alice}:inbox",
+        "chat:{u:alice}:head",
         "chat:{u:bob}:inbox",
         "chat:{u:alice}:convs",
         "chat:user:alice",
@@ -260,14 +260,26 @@ async fn nonce_retry_returns_the_original_and_stores_nothing() {
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message, first.message);
-    // The nonce key holds the message id, not a second copy of the message.
-    let stored = server
-        .command(&["GET", "chat:{c:alice:bob}:n:alice:nonce-1"])
+    // The nonce is a field of the conversation's hash of the current day (a client
+    // nonce is remembered 24 h: the hash of a window of 86,400 s of Redis's clock,
+    // expiring two windows after it starts), holding the message id. alice is the
+    // conversation's first participant: '<'.
+    let keys = server
+        .command(&["KEYS", "chat:{c:alice:bob}:n:86400:*"])
         .unwrap();
+    let key = keys
+        .lines()
+        .find(|l| l.starts_with("chat:"))
+        .expect("one nonce hash")
+        .to_string();
+    let window: u64 = key.rsplit(':').next().unwrap().parse().unwrap();
+    let stored = server.command(&["HGET", &key, "<nonce-1"]).unwrap();
     assert!(
         stored.ends_with(&format!("\r\n{}\r\n", first.message.id)),
         "{stored:?}"
     );
+    let expire_at = server.command(&["EXPIRETIME", &key]).unwrap();
+    assert_eq!(expire_at, format!(":{}\r\n", (window + 2) * 86_400));
     // Same nonce from the other participant is a different send.
     let other = engine
         .send(req("bob", "alice", "mine", Some("nonce-1")))
@@ -810,16 +822,22 @@ async fn redis_commands_per_send_are_pinned() {
     let expires = used.remove("expire").unwrap_or(0);
     assert!(expires <= 4, "{expires} EXPIRE");
     let per_send: std::collections::BTreeMap<&str, u64> = [
+        // one call per send here (sent one after the other, nothing to batch)
         ("fcall", 1),
-        // the nonce, each inbox's head
-        ("get", 3),
-        // the nonce, each inbox's head
-        ("set", 3),
+        // Redis's clock, once per call, for the nonce window
+        ("time", 1),
+        // the nonce in this window's and the previous window's hash
+        ("hget", 2),
+        // the nonce's hash and its expiry
+        ("expireat", 1),
+        // each inbox's head: read, then moved
+        ("get", 2),
+        ("set", 2),
         // the conversation, each inbox
         ("xadd", 3),
-        // the sequence; last id, last message, the sender's read marker
+        // the sequence; last id, last message, the sender's read marker; the nonce
         ("hincrby", 1),
-        ("hset", 1),
+        ("hset", 2),
         // each participant's conversation index
         ("zadd", 2),
         // both participants' channels (no sending node: the sender's is published too)
@@ -832,7 +850,7 @@ async fn redis_commands_per_send_are_pinned() {
         .map(|(k, v)| (k.to_string(), v * n))
         .collect();
     assert_eq!(used, expected, "commands for {n} sends");
-    assert_eq!(per_send.values().sum::<u64>(), 16);
+    assert_eq!(per_send.values().sum::<u64>(), 19);
 
     // From a node that delivers the sender's copy itself, with the sender connected
     // nowhere else: one HKEYS of the presence hash, one publish.
@@ -857,7 +875,7 @@ async fn redis_commands_per_send_are_pinned() {
     assert!(retry.duplicate);
     let used = commands_between(&before, &server.command_stats());
     let expected: std::collections::BTreeMap<String, u64> =
-        [("fcall", 1), ("get", 1), ("xrange", 1)]
+        [("fcall", 1), ("time", 1), ("hget", 1), ("xrange", 1)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();

@@ -11,11 +11,11 @@
 //! inside the function.
 
 use std::sync::Weak;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::RedisEngine;
+use crate::events::now_ms;
 use crate::{EngineError, SendOutcome, SendRequest};
 
 /// The most sends one call carries.
@@ -96,14 +96,6 @@ fn same_error(e: &EngineError) -> EngineError {
     }
 }
 
-/// This node's clock in milliseconds (for the history age limit).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::functions;
@@ -121,9 +113,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn batches_fit_functions_limits() {
-        // Every key and argument of a full batch, well under Redis's and Lua's limits.
-        assert!(MAX_BATCH * (functions::SEND_KEYS + functions::SEND_ARGS) < 8000);
-    }
+    // Every key and argument of a full batch, well under Redis's and Lua's limits.
+    const _: () = assert!(MAX_BATCH * (functions::SEND_KEYS + functions::SEND_ARGS) < 8000);
 }

@@ -61,8 +61,8 @@ pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), 
     Ok(())
 }
 
-/// Keys of one message in `chat_send` (and, first three, `chat_conv_append`).
-pub(crate) const SEND_KEYS: usize = 12;
+/// Keys of one message in `chat_send` (and, first two, `chat_conv_append`).
+pub(crate) const SEND_KEYS: usize = 11;
 /// Arguments of one message in `chat_send` after the batch's shared ones.
 pub(crate) const SEND_ARGS: usize = 10;
 /// Arguments of a `chat_send` batch before the messages'.
@@ -129,8 +129,6 @@ pub(crate) fn send_call<'a>(
         keys.extend([
             keys::conv_msgs(from, to),
             keys::conv_meta(from, to),
-            // Unused when there is no nonce, but always in the conversation's slot.
-            keys::conv_nonce(from, to, from, req.nonce.as_deref().unwrap_or("")),
             keys::inbox(from),
             keys::inbox_head(from),
             keys::convs(from),
@@ -148,7 +146,7 @@ pub(crate) fn send_call<'a>(
     (keys, args)
 }
 
-/// Keys and arguments of `chat_conv_append` (cluster mode): the conversation's three
+/// Keys and arguments of `chat_conv_append` (cluster mode): the conversation's two
 /// keys, the history options and the message.
 pub(crate) fn conv_append_call(
     req: &SendRequest,
@@ -156,29 +154,33 @@ pub(crate) fn conv_append_call(
     now_ms: u64,
 ) -> (Vec<String>, Vec<String>) {
     let (from, to) = (req.from.as_str(), req.to.as_str());
-    let keys = vec![
-        keys::conv_msgs(from, to),
-        keys::conv_meta(from, to),
-        keys::conv_nonce(from, to, from, req.nonce.as_deref().unwrap_or("")),
-    ];
+    let keys = vec![keys::conv_msgs(from, to), keys::conv_meta(from, to)];
     let mut args = Vec::with_capacity(11);
     args.extend(history_args(retention, now_ms));
     message_args(req, &mut args);
     (keys, args)
 }
 
-/// Keys and arguments of `chat_inbox_append` for `user`. `peer` empty: not a message
-/// (the conversation index is left alone). `message_id` non-empty: skip the append
-/// if one of the newest `window` entries already holds that message.
-// One parameter per Lua argument of `chat_inbox_append`, in its order.
+/// What an inbox append stores (`chat_inbox_append`, cluster mode): see
+/// [`super::inbox`] for the stored form.
+pub(crate) enum Stored<'a> {
+    /// A message; `sent`: the inbox's owner sent it.
+    Message { message: &'a Message, sent: bool },
+    /// A read receipt up to `up_to`; `read`: the inbox's owner read.
+    Read { up_to: &'a str, read: bool },
+}
+
+/// Keys and arguments of `chat_inbox_append` for `user` with the other participant
+/// `other`: `event` is published, `stored` appended. A message is skipped if one of
+/// the newest `window` entries already holds it.
+// One parameter per Lua argument group of `chat_inbox_append`, in its order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn inbox_append_call(
     user: &str,
+    other: &str,
     event: &str,
-    peer: &str,
-    score: u64,
+    stored: Stored<'_>,
     retention: &Retention,
-    message_id: &str,
     window: usize,
     trace: Option<&str>,
     node: Option<&str>,
@@ -190,13 +192,36 @@ pub(crate) fn inbox_append_call(
         keys::channel(user),
         keys::presence(user),
     ];
+    let dir = |own: bool| if own { ">" } else { "<" }.to_string();
+    let (kind, reference, dir, body, sent_at, score) = match stored {
+        Stored::Message { message, sent } => (
+            "m",
+            message.id.clone(),
+            dir(sent),
+            message.body.clone(),
+            message.sent_at.clone(),
+            StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0),
+        ),
+        Stored::Read { up_to, read } => (
+            "r",
+            up_to.to_string(),
+            dir(read),
+            String::new(),
+            String::new(),
+            0,
+        ),
+    };
     let args = vec![
         event.to_string(),
-        peer.to_string(),
+        kind.to_string(),
+        reference,
+        other.to_string(),
+        dir,
+        body,
+        sent_at,
         score.to_string(),
         retention.inbox_max_len.to_string(),
         retention.inbox_ttl_secs.to_string(),
-        message_id.to_string(),
         window.to_string(),
         trace_arg(trace),
         node.unwrap_or("").to_string(),
@@ -315,12 +340,11 @@ mod tests {
         let (keys, args) = send_call(two.iter(), &Retention::default(), 7);
         assert_eq!(keys.len(), 2 * SEND_KEYS);
         assert_eq!(args.len(), BATCH_ARGS + 2 * SEND_ARGS);
-        assert_eq!(keys[7], keys::presence("bob"));
-        assert_eq!(keys[SEND_KEYS + 7], keys::presence("bob"));
+        assert_eq!(keys[6], keys::presence("bob"));
+        assert_eq!(keys[SEND_KEYS + 6], keys::presence("bob"));
         let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
         assert_eq!(slot(&keys[0]), slot(&keys[1]));
-        assert_eq!(slot(&keys[0]), slot(&keys[2]));
-        for user_keys in [&keys[3..8], &keys[8..12]] {
+        for user_keys in [&keys[2..7], &keys[7..11]] {
             assert!(user_keys.iter().all(|k| slot(k) == slot(&user_keys[0])));
         }
         assert_eq!(args[2], "7");
@@ -370,20 +394,32 @@ mod tests {
             local_node: None,
         };
         let (keys, args) = conv_append_call(&req, &Retention::default(), 7);
-        assert_eq!((keys.len(), args.len()), (3, 11));
+        assert_eq!((keys.len(), args.len()), (2, 11));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
+        let message = Message {
+            id: "1-0".into(),
+            conversation: "dm:alice:bob".into(),
+            from: "bob".into(),
+            to: "alice".into(),
+            body: "hi".into(),
+            sent_at: "t".into(),
+        };
         let (keys, args) = inbox_append_call(
             "bob",
-            "{}",
             "alice",
-            1,
+            "{}",
+            Stored::Message {
+                message: &message,
+                sent: true,
+            },
             &Retention::default(),
-            "",
             16,
             None,
             None,
         );
-        assert_eq!((keys.len(), args.len()), (5, 9));
+        assert_eq!((keys.len(), args.len()), (5, 13));
+        assert_eq!(&args[1..5], ["m", "1-0", "alice", ">"]);
+        assert_eq!(args[7], "1");
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         assert_eq!(
             message_event(r#"{"id":"1-0"}"#),

@@ -40,10 +40,13 @@ pub fn conv_meta(a: &str, b: &str) -> String {
     format!("{}:meta", conv_tag(a, b))
 }
 
-/// Idempotency key of a send by `from` with `nonce` in the conversation of `a`, `b`.
-/// Value: the stored message's id.
-pub fn conv_nonce(a: &str, b: &str, from: &str, nonce: &str) -> String {
-    format!("{}:n:{from}:{nonce}", conv_tag(a, b))
+/// The nonces of the conversation of `a`, `b` remembered for `ttl` seconds, sent in
+/// window `window` (Redis's clock in seconds / `ttl`): a hash, field `<` or `>` (the
+/// sender is the first or the second of the sorted pair) followed by the nonce, value
+/// the message id. `chat.lua` (`nonce_place`) builds these names from the
+/// conversation's stream key; the `lua_builds_the_same_keys` test keeps both in step.
+pub fn conv_nonces(a: &str, b: &str, ttl: u64, window: u64) -> String {
+    format!("{}:n:{ttl}:{window}", conv_tag(a, b))
 }
 
 /// The user's hash tag.
@@ -140,8 +143,8 @@ mod tests {
         assert_eq!(conv_msgs("alice", "bob"), conv_msgs("bob", "alice"));
         assert_eq!(conv_meta("bob", "alice"), "chat:{c:alice:bob}:meta");
         assert_eq!(
-            conv_nonce("bob", "alice", "bob", "n1"),
-            "chat:{c:alice:bob}:n:bob:n1"
+            conv_nonces("bob", "alice", 60, 7),
+            "chat:{c:alice:bob}:n:60:7"
         );
         let slot = fred::util::redis_keyslot(conv_msgs("a", "b").as_bytes());
         assert_eq!(
@@ -150,7 +153,7 @@ mod tests {
         );
         assert_eq!(
             slot,
-            fred::util::redis_keyslot(conv_nonce("a", "b", "a", "x").as_bytes())
+            fred::util::redis_keyslot(conv_nonces("a", "b", 60, 1).as_bytes())
         );
     }
 
@@ -177,6 +180,12 @@ mod tests {
 
     #[test]
     fn lua_builds_the_same_keys() {
+        let chat = super::super::functions::LIBRARY;
+        // nonce_place: the stream key without "msgs", then n:<ttl>:<window>.
+        let msgs = conv_msgs("a", "b");
+        let base = &msgs[..msgs.len() - "msgs".len()];
+        assert_eq!(format!("{base}n:60:7"), conv_nonces("a", "b", 60, 7));
+        assert!(chat.contains("string.sub(msgs, 1, -5) .. 'n:' .. a.nonce_ttl .. ':'"));
         let lua = super::super::functions::PRESENCE_LIBRARY;
         assert_eq!(presence("u"), "chat:{u:u}:pres");
         assert!(lua.contains("'chat:{u:' .. user .. '}:pres'"));

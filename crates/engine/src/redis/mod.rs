@@ -25,6 +25,7 @@ mod batch;
 mod conn;
 pub use conn::RedisMode;
 mod functions;
+mod inbox;
 pub mod keys;
 mod presence;
 mod social;
@@ -42,6 +43,7 @@ use fred::types::{ClusterHash, CustomCommand, Expiration};
 
 use self::conn::{entries, map_err, text};
 use self::subscriber::Subscribers;
+use crate::events::now_ms;
 use crate::{
     ConversationSummary, Engine, EngineError, EventSink, InboxEvent, PresenceInfo, ReadOutcome,
     Retention, SendOutcome, SendRequest,
@@ -147,27 +149,25 @@ impl RedisEngine {
     async fn inbox_append(
         &self,
         user: &str,
+        other: &str,
         event: &str,
-        peer: &str,
-        score: u64,
-        message_id: &str,
+        stored: functions::Stored<'_>,
         window: usize,
         trace: Option<&str>,
         node: Option<&str>,
     ) -> Result<Option<(StreamId, StreamId)>, EngineError> {
         let (keys, args) = functions::inbox_append_call(
             user,
+            other,
             event,
-            peer,
-            score,
+            stored,
             &self.retention,
-            message_id,
             window,
             trace,
             node,
         );
-        // With a message id a written-twice call is caught by the Lua; a read event
-        // written twice is a harmless duplicate (same content, clients drop it).
+        // A message written twice is caught by the Lua; a read event written twice is
+        // a harmless duplicate (same content, clients drop it).
         let reply = self
             .fcall(functions::INBOX_APPEND, &keys, &args, &self.opts)
             .await?;
@@ -190,7 +190,7 @@ impl RedisEngine {
     /// in case the first attempt died between the two steps; they skip an inbox that
     /// already holds the message.
     async fn cluster_send(&self, request: &SendRequest) -> Result<SendOutcome, EngineError> {
-        let (keys, args) = functions::conv_append_call(request, &self.retention, batch::now_ms());
+        let (keys, args) = functions::conv_append_call(request, &self.retention, now_ms());
         let opts = if request.nonce.is_some() {
             &self.opts
         } else {
@@ -206,7 +206,6 @@ impl RedisEngine {
             ..
         } = functions::parse_conv_append_reply(reply)?;
         let event = functions::message_event(&json);
-        let score = StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0);
         let window = if duplicate {
             functions::RETRY_DEDUPE_WINDOW
         } else {
@@ -215,25 +214,30 @@ impl RedisEngine {
         let (from, to) = (request.from.as_str(), request.to.as_str());
         // A retry may follow an attempt that never published: publish as usual then.
         let node = request.local_node.as_deref().filter(|_| !duplicate);
+        let trace = request.trace.as_deref();
         let (a, b) = tokio::join!(
             self.inbox_append(
                 from,
-                &event,
                 to,
-                score,
-                &message.id,
+                &event,
+                functions::Stored::Message {
+                    message: &message,
+                    sent: true,
+                },
                 window,
-                request.trace.as_deref(),
+                trace,
                 node,
             ),
             self.inbox_append(
                 to,
-                &event,
                 from,
-                score,
-                &message.id,
+                &event,
+                functions::Stored::Message {
+                    message: &message,
+                    sent: false,
+                },
                 window,
-                request.trace.as_deref(),
+                trace,
                 None,
             ),
         );
@@ -497,13 +501,18 @@ impl Engine for RedisEngine {
         let messages = found
             .into_iter()
             .rev()
-            .map(|e| Message {
-                conversation: conversation.clone(),
-                from: e.text("f"),
-                to: e.text("t"),
-                body: e.text("b"),
-                sent_at: e.text("s"),
-                id: e.id,
+            .map(|e| {
+                // The stream stores the sender; the recipient is the other participant.
+                let from = e.text("f");
+                let to = if from == a { b } else { a }.to_string();
+                Message {
+                    conversation: conversation.clone(),
+                    from,
+                    to,
+                    body: e.text("b"),
+                    sent_at: e.text("s"),
+                    id: e.id,
+                }
             })
             .collect();
         Ok((messages, more))
@@ -544,16 +553,7 @@ impl Engine for RedisEngine {
             .map_err(map_err)?;
         entries(v)?
             .into_iter()
-            .map(|e| {
-                let bad =
-                    || EngineError::Internal(format!("corrupt inbox entry {} of {user_id}", e.id));
-                Ok(InboxEvent {
-                    id: StreamId::parse(&e.id).ok_or_else(bad)?,
-                    prev: StreamId::parse(&e.text("p")).ok_or_else(bad)?,
-                    json: e.bytes("e").cloned().ok_or_else(bad)?,
-                    trace: None,
-                })
-            })
+            .map(|e| inbox::event(user_id, &e))
             .collect()
     }
 

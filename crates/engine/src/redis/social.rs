@@ -62,6 +62,7 @@ impl RedisEngine {
             up_to.to_string(),
             self.retention.inbox_max_len.to_string(),
             self.retention.inbox_ttl_secs.to_string(),
+            peer.to_string(),
         ];
         // A retried call is harmless: the marker cannot move twice to the same place.
         let reply = self
@@ -96,9 +97,10 @@ impl RedisEngine {
                 "unexpected chat_read_marker reply".into(),
             ));
         };
+        let stored = |read| functions::Stored::Read { up_to: &id, read };
         let (a, b) = tokio::join!(
-            self.inbox_append(reader, &event, "", 0, "", 0, None, None),
-            self.inbox_append(peer, &event, "", 0, "", 0, None, None),
+            self.inbox_append(reader, peer, &event, stored(true), 0, None, None),
+            self.inbox_append(peer, reader, &event, stored(false), 0, None, None),
         );
         a?;
         b?;
