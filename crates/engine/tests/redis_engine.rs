@@ -826,18 +826,16 @@ async fn redis_commands_per_send_are_pinned() {
         ("fcall", 1),
         // Redis's clock, once per call, for the nonce window
         ("time", 1),
-        // the nonce in this window's and the previous window's hash
-        ("hget", 2),
-        // the nonce's hash and its expiry
-        ("expireat", 1),
-        // each inbox's head: read, then moved
-        ("get", 2),
-        ("set", 2),
+        // the conversation's sequence and nonce windows
+        ("hmget", 1),
+        // the nonce in this window's hash (the previous window had none)
+        ("hget", 1),
         // the conversation, each inbox
         ("xadd", 3),
-        // the sequence; last id, last message, the sender's read marker; the nonce
-        ("hincrby", 1),
+        // the nonce; the sequence, last id, last message, the sender's read marker
         ("hset", 2),
+        // each inbox's head, returning the one before
+        ("set", 2),
         // each participant's conversation index
         ("zadd", 2),
         // both participants' channels (no sending node: the sender's is published too)
@@ -850,7 +848,7 @@ async fn redis_commands_per_send_are_pinned() {
         .map(|(k, v)| (k.to_string(), v * n))
         .collect();
     assert_eq!(used, expected, "commands for {n} sends");
-    assert_eq!(per_send.values().sum::<u64>(), 19);
+    assert_eq!(per_send.values().sum::<u64>(), 15);
 
     // From a node that delivers the sender's copy itself, with the sender connected
     // nowhere else: one HKEYS of the presence hash, one publish.
@@ -874,11 +872,16 @@ async fn redis_commands_per_send_are_pinned() {
         .unwrap();
     assert!(retry.duplicate);
     let used = commands_between(&before, &server.command_stats());
-    let expected: std::collections::BTreeMap<String, u64> =
-        [("fcall", 1), ("time", 1), ("hget", 1), ("xrange", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("fcall", 1),
+        ("time", 1),
+        ("hmget", 1),
+        ("hget", 1),
+        ("xrange", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     assert_eq!(used, expected);
 }
 
@@ -975,4 +978,69 @@ async fn concurrent_sends_are_batched_into_fewer_calls() {
         used["fcall"], 2,
         "the first send alone, then the seven queued behind it"
     );
+}
+
+/// Redis's clock in seconds (`TIME`).
+fn redis_now(server: &RedisServer) -> u64 {
+    let reply = server.command(&["TIME"]).unwrap();
+    reply
+        .lines()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until Redis's clock is in window `w` (of `ttl` seconds) or later.
+async fn until_window(server: &RedisServer, ttl: u64, w: u64) {
+    while redis_now(server) / ttl < w {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A nonce is kept in its window's hash and found from the next window too (at least
+/// `ttl` seconds), then forgotten with its hash (less than 2 * `ttl`): no key per
+/// message, nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_windows_remember_at_least_the_ttl() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    let ttl = 2u64;
+    let send = |nonce: &str| {
+        let mut r = req("alice", "bob", "hi", Some(nonce));
+        r.nonce_ttl_secs = ttl;
+        engine.send(r)
+    };
+    let first = send("a").await.unwrap();
+    assert!(!first.duplicate);
+    let w0 = redis_now(&server) / ttl;
+    let hash = |w: u64| format!("chat:{{c:alice:bob}}:n:{ttl}:{w}");
+    // Sent in w0 or (if the window turned in between) w0 - 1 or w0: look in both.
+    let in_window = |w: u64| {
+        server
+            .command(&["HGET", &hash(w), "<a"])
+            .is_some_and(|r| r.contains(&first.message.id))
+    };
+    assert!(in_window(w0) || in_window(w0 - 1));
+
+    until_window(&server, ttl, w0 + 1).await;
+    let retry = send("a").await.unwrap();
+    assert!(retry.duplicate, "found in the previous window's hash");
+    assert_eq!(retry.message, first.message);
+    let b = send("b").await.unwrap();
+    assert!(!b.duplicate);
+    assert!(
+        send("b").await.unwrap().duplicate,
+        "found in the current window's hash"
+    );
+
+    until_window(&server, ttl, w0 + 3).await;
+    assert_eq!(
+        server.command(&["EXISTS", &hash(w0)]).as_deref(),
+        Some(":0\r\n"),
+        "a window's hash expires two windows after it starts"
+    );
+    let late = send("a").await.unwrap();
+    assert!(!late.duplicate, "forgotten after two windows");
+    assert_ne!(late.message.id, first.message.id);
 }

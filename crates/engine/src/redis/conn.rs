@@ -172,14 +172,6 @@ impl Entry {
     pub fn bytes(&self, name: &str) -> Option<&Bytes> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
-
-    /// The value of a field as text (empty when missing or not UTF-8).
-    pub fn text(&self, name: &str) -> String {
-        self.bytes(name)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or_default()
-            .to_string()
-    }
 }
 
 /// Parses an `XRANGE` / `XREVRANGE` reply.

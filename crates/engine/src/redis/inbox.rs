@@ -1,18 +1,22 @@
-//! The stored form of an inbox entry, and the event JSON the node rebuilds from it.
+//! The stored form of inbox and conversation entries, and what the node rebuilds from
+//! them.
 //!
-//! `chat.lua` appends each event to a user's inbox without what the inbox's owner
-//! implies (the conversation is the owner's and the other participant's; the sender of
-//! a message and the reader of a receipt are one of the two), so an entry costs about
-//! half of the event JSON it stands for. Fields after `p` (the previous entry's id):
+//! `chat.lua` appends each event to a user's inbox as one field holding the event
+//! without what the inbox's owner implies (the conversation is the owner's and the
+//! other participant's; the sender of a message and the reader of a receipt is one of
+//! the two), so an entry costs about half of the event JSON it stands for:
 //!
-//! - a message: `m` message id, `o` the other participant, `d` `>` (the owner sent it)
-//!   or `<` (received), `b` body, `s` sent_at;
-//! - a read receipt: `r` the id read up to, `o` the other participant, `d` `>` (the
-//!   owner read) or `<` (the other participant read).
+//! - a message: `m` = `<d><other> <message id> <sent_at> <body>`;
+//! - a read receipt: `r` = `<d><other> <id read up to>`;
 //!
-//! The live copy of an event is published as JSON by the same function; the JSON
-//! rebuilt here is byte for byte the same (the message through the protocol crate's
-//! serialization, as the node passes it to Lua).
+//! with `<d>` `>` when the owner sent (or read) and `<` when the other participant did.
+//! Entries carry no link to their predecessor: a read in order knows it (and the live
+//! copy, published by the same function, carries it). The JSON rebuilt here is byte
+//! for byte the one published live (the message through the protocol crate's
+//! serialization, which the node also passes to Lua).
+//!
+//! A conversation stream entry is one field `m` = `<sequence> <sender> <sent_at> <body>`
+//! ([`conversation_message`]).
 
 use bytes::Bytes;
 use chat_protocol::{dm_conversation, Message, StreamId};
@@ -21,40 +25,71 @@ use super::conn::Entry;
 use crate::events::{message_event_json, read_event_json};
 use crate::{EngineError, InboxEvent};
 
-/// The inbox event an entry of `owner`'s inbox stands for.
-pub(crate) fn event(owner: &str, entry: &Entry) -> Result<InboxEvent, EngineError> {
+/// The inbox event an entry of `owner`'s inbox stands for; `prev` is the id of the
+/// entry before it.
+pub(crate) fn event(owner: &str, entry: &Entry, prev: StreamId) -> Result<InboxEvent, EngineError> {
     let bad = || EngineError::Internal(format!("corrupt inbox entry {} of {owner}", entry.id));
-    let other = entry.text("o");
-    let sent_by_owner = match entry.text("d").as_str() {
-        ">" => true,
-        "<" => false,
+    let (kind, value) = entry.fields.first().ok_or_else(bad)?;
+    let value = std::str::from_utf8(value).map_err(|_| bad())?;
+    let (head, rest) = value.split_once(' ').ok_or_else(bad)?;
+    let (by_owner, other) = match head.split_at_checked(1) {
+        Some((">", other)) => (true, other),
+        Some(("<", other)) => (false, other),
         _ => return Err(bad()),
     };
-    let (actor, counterpart) = if sent_by_owner {
-        (owner.to_string(), other.clone())
+    let (actor, counterpart) = if by_owner {
+        (owner, other)
     } else {
-        (other.clone(), owner.to_string())
+        (other, owner)
     };
-    let conversation = dm_conversation(owner, &other);
-    let json = if let Some(id) = entry.bytes("m") {
-        message_event_json(&Message {
-            id: String::from_utf8_lossy(id).into_owned(),
-            conversation,
-            from: actor,
-            to: counterpart,
-            body: entry.text("b"),
-            sent_at: entry.text("s"),
-        })
-    } else if let Some(up_to) = entry.bytes("r") {
-        read_event_json(&conversation, &actor, &String::from_utf8_lossy(up_to))
-    } else {
-        return Err(bad());
+    let conversation = dm_conversation(owner, other);
+    let json = match kind.as_str() {
+        "m" => {
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(id), Some(sent_at), Some(body)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            message_event_json(&Message {
+                id: id.to_string(),
+                conversation,
+                from: actor.to_string(),
+                to: counterpart.to_string(),
+                body: body.to_string(),
+                sent_at: sent_at.to_string(),
+            })
+        }
+        "r" => read_event_json(&conversation, actor, rest),
+        _ => return Err(bad()),
     };
     Ok(InboxEvent {
         id: StreamId::parse(&entry.id).ok_or_else(bad)?,
-        prev: StreamId::parse(&entry.text("p")).ok_or_else(bad)?,
+        prev,
         json: Bytes::from(json),
         trace: None,
+    })
+}
+
+/// The message a conversation stream entry of the conversation between `a` and `b`
+/// holds (its recipient is the participant that is not the sender).
+pub(crate) fn conversation_message(a: &str, b: &str, entry: Entry) -> Result<Message, EngineError> {
+    let bad = || EngineError::Internal(format!("corrupt conversation entry {}", entry.id));
+    let value = entry.bytes("m").ok_or_else(bad)?;
+    let value = std::str::from_utf8(value).map_err(|_| bad())?;
+    let mut parts = value.splitn(4, ' ');
+    let (Some(_seq), Some(from), Some(sent_at), Some(body)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let to = if from == a { b } else { a };
+    Ok(Message {
+        conversation: dm_conversation(a, b),
+        from: from.to_string(),
+        to: to.to_string(),
+        body: body.to_string(),
+        sent_at: sent_at.to_string(),
+        id: entry.id,
     })
 }
 
@@ -74,60 +109,58 @@ mod tests {
 
     #[test]
     fn messages_are_rebuilt_for_either_side() {
+        let body = "say \"hi\" 👋 with  spaces\nand a line";
         let message = Message {
             id: "5-1".into(),
             conversation: "dm:alice:bob".into(),
             from: "bob".into(),
             to: "alice".into(),
-            body: "say \"hi\" 👋".into(),
+            body: body.into(),
             sent_at: "2026-01-01T00:00:00.000Z".into(),
         };
-        let fields = |other, dir| {
-            vec![
-                ("p", "4-0"),
-                ("m", "5-1"),
-                ("o", other),
-                ("d", dir),
-                ("b", "say \"hi\" 👋"),
-                ("s", "2026-01-01T00:00:00.000Z"),
-            ]
-        };
+        let stored = |who: &str| format!("{who} 5-1 2026-01-01T00:00:00.000Z {body}");
         let expected = message_event_json(&message);
-        let bob = event("bob", &entry("9-0", &fields("alice", ">"))).unwrap();
-        let alice = event("alice", &entry("9-0", &fields("bob", "<"))).unwrap();
+        let prev = StreamId::parse("4-0").unwrap();
+        let bob = event("bob", &entry("9-0", &[("m", &stored(">alice"))]), prev).unwrap();
+        let alice = event("alice", &entry("9-0", &[("m", &stored("<bob"))]), prev).unwrap();
         assert_eq!(bob.json, expected.as_bytes());
         assert_eq!(alice.json, expected.as_bytes());
-        assert_eq!(bob.prev, StreamId::parse("4-0").unwrap());
+        assert_eq!(bob.prev, prev);
         assert_eq!(bob.id, StreamId::parse("9-0").unwrap());
     }
 
     #[test]
     fn read_receipts_are_rebuilt_for_either_side() {
         let expected = read_event_json("dm:alice:bob", "alice", "5-1");
-        let alice = entry(
-            "9-0",
-            &[("p", "0-0"), ("r", "5-1"), ("o", "bob"), ("d", ">")],
+        let alice = entry("9-0", &[("r", ">bob 5-1")]);
+        let bob = entry("9-0", &[("r", "<alice 5-1")]);
+        let zero = StreamId::ZERO;
+        assert_eq!(
+            event("alice", &alice, zero).unwrap().json,
+            expected.as_bytes()
         );
-        let bob = entry(
-            "9-0",
-            &[("p", "0-0"), ("r", "5-1"), ("o", "alice"), ("d", "<")],
-        );
-        assert_eq!(event("alice", &alice).unwrap().json, expected.as_bytes());
-        assert_eq!(event("bob", &bob).unwrap().json, expected.as_bytes());
+        assert_eq!(event("bob", &bob, zero).unwrap().json, expected.as_bytes());
+    }
+
+    #[test]
+    fn conversation_entries_name_sender_and_recipient() {
+        let e = entry("7-0", &[("m", "3 bob 2026-01-01T00:00:00.000Z a b  c")]);
+        let m = conversation_message("alice", "bob", e).unwrap();
+        assert_eq!((m.from.as_str(), m.to.as_str()), ("bob", "alice"));
+        assert_eq!(m.body, "a b  c");
+        assert_eq!(m.conversation, "dm:alice:bob");
+        assert_eq!(m.id, "7-0");
+        let e = entry("7-0", &[("m", "3 bob 2026-01-01T00:00:00.000Z ")]);
+        assert_eq!(conversation_message("bob", "alice", e).unwrap().body, "");
+        assert!(conversation_message("a", "b", entry("1-0", &[("m", "3 a")])).is_err());
     }
 
     #[test]
     fn corrupt_entries_are_errors() {
-        assert!(event("a", &entry("1-0", &[("p", "0-0"), ("o", "b"), ("d", ">")])).is_err());
-        assert!(event(
-            "a",
-            &entry("1-0", &[("p", "0-0"), ("m", "1-0"), ("o", "b")])
-        )
-        .is_err());
-        assert!(event(
-            "a",
-            &entry("x", &[("p", "0-0"), ("r", "1-0"), ("o", "b"), ("d", "<")])
-        )
-        .is_err());
+        let zero = StreamId::ZERO;
+        assert!(event("a", &entry("1-0", &[("m", "b 1-0 t x")]), zero).is_err());
+        assert!(event("a", &entry("1-0", &[("m", ">b 1-0")]), zero).is_err());
+        assert!(event("a", &entry("1-0", &[("x", ">b 1-0")]), zero).is_err());
+        assert!(event("a", &entry("x", &[("r", "<b 1-0")]), zero).is_err());
     }
 }

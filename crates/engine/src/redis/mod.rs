@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_protocol::{dm_conversation, Message, StreamId, User};
+use chat_protocol::{Message, StreamId, User};
 use fred::clients::Pool;
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -321,6 +321,39 @@ impl RedisEngine {
         }
     }
 
+    /// Whether entries were ever trimmed from (or deleted in) the stream `key`:
+    /// `XINFO STREAM`'s `entries-added` above its `length`.
+    async fn inbox_trimmed(&self, key: &str) -> Result<bool, EngineError> {
+        let v: Value = self
+            .cmd()
+            .custom(
+                CustomCommand::new_static("XINFO", ClusterHash::FirstKey, false),
+                vec!["STREAM".to_string(), key.to_string()],
+            )
+            .await
+            .map_err(map_err)?;
+        let field = |name: &str| -> Option<i64> {
+            match &v {
+                Value::Array(items) => items
+                    .chunks(2)
+                    .find(|kv| kv[0].as_str().as_deref() == Some(name))
+                    .and_then(|kv| kv.get(1))
+                    .and_then(|n| n.as_i64()),
+                Value::Map(map) => map
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(name))
+                    .and_then(|(_, n)| n.as_i64()),
+                _ => None,
+            }
+        };
+        match (field("entries-added"), field("length")) {
+            (Some(added), Some(length)) => Ok(added > length),
+            _ => Err(EngineError::Internal(
+                "unexpected XINFO STREAM reply".into(),
+            )),
+        }
+    }
+
     async fn last_entry_id(&self, key: String) -> Result<StreamId, EngineError> {
         let v: Value = self
             .cmd()
@@ -497,24 +530,11 @@ impl Engine for RedisEngine {
         let mut found = entries(v)?;
         let more = found.len() > limit;
         found.truncate(limit);
-        let conversation = dm_conversation(a, b);
         let messages = found
             .into_iter()
             .rev()
-            .map(|e| {
-                // The stream stores the sender; the recipient is the other participant.
-                let from = e.text("f");
-                let to = if from == a { b } else { a }.to_string();
-                Message {
-                    conversation: conversation.clone(),
-                    from,
-                    to,
-                    body: e.text("b"),
-                    sent_at: e.text("s"),
-                    id: e.id,
-                }
-            })
-            .collect();
+            .map(|e| inbox::conversation_message(a, b, e))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((messages, more))
     }
 
@@ -541,19 +561,38 @@ impl Engine for RedisEngine {
         if count == 0 {
             return Ok(Vec::new());
         }
+        // Entries hold no link to their predecessor: read `after` itself too. If it is
+        // still there, every entry after it is (trimming removes the oldest first), so
+        // the first event's `prev` is `after`; if it is gone, the first event's `prev`
+        // is unknown and reported as [`UNKNOWN_PREV`], which proves nothing.
+        let key = keys::inbox(user_id);
+        let start = if after == StreamId::ZERO {
+            "-".to_string()
+        } else {
+            after.to_string()
+        };
         let v: Value = self
             .cmd()
-            .xrange(
-                keys::inbox(user_id),
-                format!("({after}"),
-                "+",
-                Some(count as u64),
-            )
+            .xrange(&key, start, "+", Some(count as u64 + 1))
             .await
             .map_err(map_err)?;
-        entries(v)?
-            .into_iter()
-            .map(|e| inbox::event(user_id, &e))
+        let mut found = entries(v)?.into_iter().peekable();
+        let mut prev = match found.peek() {
+            None => return Ok(Vec::new()),
+            Some(first) if StreamId::parse(&first.id) == Some(after) => {
+                found.next();
+                after
+            }
+            Some(_) if after == StreamId::ZERO && !self.inbox_trimmed(&key).await? => after,
+            Some(_) => UNKNOWN_PREV,
+        };
+        found
+            .take(count)
+            .map(|e| {
+                let event = inbox::event(user_id, &e, prev)?;
+                prev = event.id;
+                Ok(event)
+            })
             .collect()
     }
 
@@ -629,6 +668,13 @@ impl Engine for RedisEngine {
         self.disconnect(user_id).await
     }
 }
+
+/// The `prev` of the first event a read returns when the entry before it is gone
+/// (trimmed): it matches no cursor, so it proves no recovery.
+const UNKNOWN_PREV: StreamId = StreamId {
+    ms: u64::MAX,
+    seq: u64::MAX,
+};
 
 /// The sender's inbox entry of a send, for the sending node to deliver itself
 /// ([`SendOutcome::sender_event`]), when it asked to (`local`) and one was appended.

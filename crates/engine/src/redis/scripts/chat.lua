@@ -3,16 +3,17 @@
 The chat library: slot-local building blocks for storing and delivering messages.
 
 Key layout (see crates/engine/src/redis/keys.rs):
-  chat:{c:<a>:<b>}:msgs              conversation stream (fields f = sender, b, s, n =
-                                     nonce or '', q = the message's sequence number)
+  chat:{c:<a>:<b>}:msgs              conversation stream (one field m: the message's
+                                     sequence number, sender, sent_at, body; see
+                                     conv_entry)
   chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id,
                                      lm = last message JSON, r:<user> = read marker
                                      (sequence number), ru:<user> = its message id
   chat:{c:<a>:<b>}:n:<ttl>:<window>  nonces of one window of ttl seconds (a hash,
                                      see nonce_place)
-  chat:{u:<id>}:inbox                inbox stream (fields p = previous id, then the
-                                     event without what the owner implies: see
-                                     message_fields)
+  chat:{u:<id>}:inbox                inbox stream (one field m or r: the event
+                                     without what the owner implies; see
+                                     message_entry)
   chat:{u:<id>}:head                 the inbox's newest id (expires with the inbox)
   chat:{u:<id>}:convs                sorted set: peer id -> last message ms
   chat:{u:<id>}:ch                   sharded pub/sub channel
@@ -52,6 +53,14 @@ local function message_event(msg)
   return '{"type":"message","message":' .. msg .. '}'
 end
 
+-- A conversation stream entry is one field, m = '<sequence> <sender> <sent_at> <body>'
+-- (the recipient is the conversation's other participant; ids and times hold no
+-- spaces, the body is the rest). Parsed by the node in redis/mod.rs `history`.
+local function conv_entry(fields)
+  local seq, from, sent_at, body = string.match(fields[2], '^(%d+) (%S+) (%S+) (.*)$')
+  return seq, from, sent_at, body
+end
+
 -- The message a nonce named (`stored`: its id). If retention trimmed it from the
 -- conversation, it is rebuilt from the retried request, which carries the same body.
 -- a: {conversation, from, to, body, sent_at}
@@ -60,24 +69,23 @@ local function stored_message(msgs, stored, a)
   if #found == 0 then
     return message_json(stored, a.conversation, a.from, a.to, a.body, a.sent_at)
   end
-  local f = {}
-  local fields = found[1][2]
-  for i = 1, #fields, 2 do
-    f[fields[i]] = fields[i + 1]
-  end
+  local _, from, sent_at, body = conv_entry(found[1][2])
   local to = a.to
-  if f.f ~= a.from then
+  if from ~= a.from then
     to = a.from
   end
-  return message_json(stored, a.conversation, f.f, to, f.b, f.s)
+  return message_json(stored, a.conversation, from, to, body, sent_at)
 end
 
 -- Nonces live in hashes, one per conversation and window of `ttl` seconds of Redis's
--- clock (`now`, seconds): chat:{c:<a>:<b>}:n:<ttl>:<window>, field = '<' or '>' (the
--- sender is the conversation's first or second participant) .. nonce, value = the
--- message id. Each hash expires two windows after its own starts, so a nonce is
--- remembered at least `ttl` and less than 2 * `ttl` seconds, with no key per message.
--- Returns the current and the previous window's keys, their expiry and the field.
+-- clock: chat:{c:<a>:<b>}:n:<ttl>:<window>, field = '<' or '>' (the sender is the
+-- conversation's first or second participant) .. nonce, value = the message id. Each
+-- hash expires two windows after its own starts, so a nonce is remembered at least
+-- `ttl` and less than 2 * `ttl` seconds, with no key per message. The conversation's
+-- meta hash records, per ttl, the newest window that got a nonce (nw:<ttl>) and the
+-- one before it (np:<ttl>), so only hashes that exist are read and a hash's expiry is
+-- set once, when it is created.
+-- Returns {key = function(window), field, w, ttl (number)}.
 local function nonce_place(msgs, a, now)
   local ttl = tonumber(a.nonce_ttl) or 0
   local w = 0
@@ -89,58 +97,69 @@ local function nonce_place(msgs, a, now)
   if string.sub(a.conversation, 4, 3 + #a.from + 1) == a.from .. ':' then
     side = '<'
   end
-  local expire_at = nil
-  if ttl > 0 then
-    expire_at = string.format('%d', (w + 2) * ttl)
-  end
-  return base .. string.format('%d', w), base .. string.format('%d', w - 1), expire_at,
-    side .. a.nonce
+  return {
+    key = function(window) return base .. string.format('%d', window) end,
+    field = side .. a.nonce, w = w, ttl = ttl,
+  }
 end
 
--- Appends a message to a conversation unless its nonce was seen. Every entry has the
--- same fields (n is '' without a nonce), so the stream stores their names once; the
--- recipient is not stored (it is the conversation's other participant).
+-- Appends a message to a conversation unless its nonce was seen (see conv_entry).
 -- msgs, meta: keys; a: {conversation, from, to, body, sent_at, nonce ('' = none),
 -- nonce_ttl, tail}; o: {max_len, min_id (nil = no age limit), now (Redis's clock, s)}
 -- (strings, as they came in: Redis formats every Lua number passed to it again).
 -- Returns dup (0 or 1), message JSON, and the new id (nil for a duplicate).
 local function conv_append(msgs, meta, a, o)
-  local nonce_key, field, expire_at
+  local n = nil
+  local state
   if a.nonce ~= '' then
-    local previous
-    nonce_key, previous, expire_at, field = nonce_place(msgs, a, o.now)
-    local stored = redis.call('HGET', nonce_key, field)
-    if not stored and expire_at then
-      stored = redis.call('HGET', previous, field)
+    n = nonce_place(msgs, a, o.now)
+    state = redis.call('HMGET', meta, 's', 'nw:' .. a.nonce_ttl, 'np:' .. a.nonce_ttl)
+    local nw, np = tonumber(state[2]), tonumber(state[3])
+    local stored = nil
+    if nw == n.w then
+      stored = redis.call('HGET', n.key(n.w), n.field)
+    end
+    if not stored and (nw == n.w - 1 or (nw == n.w and np == n.w - 1)) then
+      stored = redis.call('HGET', n.key(n.w - 1), n.field)
     end
     if stored then
       return 1, stored_message(msgs, stored, a)
     end
+  else
+    state = redis.call('HMGET', meta, 's')
   end
-  local seq = tostring(redis.call('HINCRBY', meta, 's', 1))
+  local seq = tostring((tonumber(state[1]) or 0) + 1)
   local id
   local trim = o.max_len ~= '0' and o.max_len ~= ''
+  local entry = seq .. ' ' .. a.from .. ' ' .. a.sent_at .. ' ' .. a.body
   if trim then
-    id = redis.call('XADD', msgs, 'MAXLEN', '~', o.max_len, '*', 'f', a.from,
-      'b', a.body, 's', a.sent_at, 'n', a.nonce, 'q', seq)
+    id = redis.call('XADD', msgs, 'MAXLEN', '~', o.max_len, '*', 'm', entry)
   elseif o.min_id then
-    id = redis.call('XADD', msgs, 'MINID', '~', o.min_id, '*', 'f', a.from,
-      'b', a.body, 's', a.sent_at, 'n', a.nonce, 'q', seq)
+    id = redis.call('XADD', msgs, 'MINID', '~', o.min_id, '*', 'm', entry)
   else
-    id = redis.call('XADD', msgs, '*', 'f', a.from, 'b', a.body, 's', a.sent_at,
-      'n', a.nonce, 'q', seq)
+    id = redis.call('XADD', msgs, '*', 'm', entry)
   end
   if trim and o.min_id then
     redis.call('XTRIM', msgs, 'MINID', '~', o.min_id)
   end
   local msg = message_from_tail(id, a.tail)
   -- One's own messages are never unread: the sender has read up to this one.
-  redis.call('HSET', meta, 'last', id, 'lm', msg, 'r:' .. a.from, seq, 'ru:' .. a.from, id)
-  if nonce_key then
-    redis.call('HSET', nonce_key, field, id)
-    if expire_at then
-      redis.call('EXPIREAT', nonce_key, expire_at)
+  if n and tonumber(state[2]) ~= n.w then
+    -- The first nonce of a new window: its hash is created, with its expiry.
+    local key = n.key(n.w)
+    redis.call('HSET', key, n.field, id)
+    if n.ttl > 0 then
+      redis.call('EXPIREAT', key, string.format('%d', (n.w + 2) * n.ttl))
     end
+    redis.call('HSET', meta, 's', seq, 'last', id, 'lm', msg, 'r:' .. a.from, seq,
+      'ru:' .. a.from, id, 'nw:' .. a.nonce_ttl, string.format('%d', n.w),
+      'np:' .. a.nonce_ttl, state[2] or '')
+  else
+    if n then
+      redis.call('HSET', n.key(n.w), n.field, id)
+    end
+    redis.call('HSET', meta, 's', seq, 'last', id, 'lm', msg, 'r:' .. a.from, seq,
+      'ru:' .. a.from, id)
   end
   return 0, msg, id
 end
@@ -193,40 +212,42 @@ local function elsewhere(pres, node)
   return false
 end
 
--- The inbox's newest id: kept in the head key (a plain string, set with every append
--- and expiring with the inbox), read from the stream only when the head key is missing.
-local function inbox_head(inbox, head)
-  local h = redis.call('GET', head)
-  if h then
-    return h
+-- Moves the inbox's head key (a plain string: the newest id, expiring with the inbox)
+-- to `id`, the entry just appended, and returns the previous head: the id before
+-- `id`. Without a head key (a new inbox, or one whose key was lost) the stream says.
+local function move_head(inbox, head, id)
+  local prev = redis.call('SET', head, id, 'GET', 'KEEPTTL')
+  if prev then
+    return prev
   end
-  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    return last[1][1]
+  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 2)
+  if #last > 1 then
+    return last[2][1]
   end
   return '0-0'
 end
 
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
 -- u: the user's keys {inbox, head, convs, ch} (convs nil: not a message, leave the
--- index alone); event: the event JSON, published live; stored: the entry's fields
--- after p (see inbox_fields); peer: the other participant; score: message ms.
+-- index alone); event: the event JSON, published live; kind, entry: the stored form
+-- (see message_entry, read_entry); peer: the other participant; score: message ms.
 -- o: {inbox_max_len, inbox_ttl} (strings).
 -- trace: a W3C traceparent carried only in the live payload ('' or nil = none).
 -- publish false: no live publish (the calling node delivers to the user's
 -- connections itself, and the user has none elsewhere).
+-- The live payload carries the entry's id and the previous one, so a node sees a gap;
+-- the stream itself needs no link (its entries are in order: the node reading it
+-- knows each entry's predecessor).
 -- Returns the new entry id and the previous one ('0-0' for the first).
-local function inbox_append(u, event, stored, peer, score, o, trace, publish)
+local function inbox_append(u, event, kind, entry, peer, score, o, trace, publish)
   local inbox, head = u.inbox, u.head
-  local prev = inbox_head(inbox, head)
   local id
   if o.inbox_max_len ~= '0' and o.inbox_max_len ~= '' then
-    id = redis.call('XADD', inbox, 'MAXLEN', '~', o.inbox_max_len, '*', 'p', prev, unpack(stored))
+    id = redis.call('XADD', inbox, 'MAXLEN', '~', o.inbox_max_len, '*', kind, entry)
   else
-    id = redis.call('XADD', inbox, '*', 'p', prev, unpack(stored))
+    id = redis.call('XADD', inbox, '*', kind, entry)
   end
-  -- The head key keeps the inbox's expiry: both are given the same one together.
-  redis.call('SET', head, id, 'KEEPTTL')
+  local prev = move_head(inbox, head, id)
   local ttl_secs = tonumber(o.inbox_ttl) or 0
   if ttl_secs > 0 and expiry_due(prev, id, ttl_secs) then
     redis.call('EXPIRE', inbox, o.inbox_ttl)
@@ -246,36 +267,32 @@ local function inbox_append(u, event, stored, peer, score, o, trace, publish)
   return id, prev
 end
 
--- An inbox entry stores the event without what the inbox's owner implies (the node
--- rebuilds the JSON when it reads the inbox, chat-engine's redis/inbox.rs):
---   a message: m = message id, o = the other participant, d = '>' sent / '<' received,
---              b = body, s = sent_at
---   a read receipt: r = the id read up to, o = the other participant,
---              d = '>' the owner read / '<' the other participant read
-local function message_fields(mid, other, dir, body, sent_at)
-  return {'m', mid, 'o', other, 'd', dir, 'b', body, 's', sent_at}
+-- An inbox entry is one field holding the event without what the inbox's owner
+-- implies (the node rebuilds the JSON when it reads the inbox: redis/inbox.rs):
+--   m = '<d><other> <message id> <sent_at> <body>'  a message
+--   r = '<d><other> <id read up to>'                a read receipt
+-- where <other> is the conversation's other participant and <d> is '>' when the owner
+-- sent (or read) and '<' when the other participant did.
+local function message_entry(mid, other, dir, body, sent_at)
+  return dir .. other .. ' ' .. mid .. ' ' .. sent_at .. ' ' .. body
 end
 
-local function read_fields(up_to, other, dir)
-  return {'r', up_to, 'o', other, 'd', dir}
+local function read_entry(up_to, other, dir)
+  return dir .. other .. ' ' .. up_to
 end
 
--- The entry among the inbox's newest `window` that holds message `mid` (id, prev),
--- or nil.
+-- The entry among the inbox's newest `window` that holds message `mid`: its id and
+-- the id before it, or nil.
 local function inbox_find(inbox, mid, window)
-  for _, entry in ipairs(redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', window)) do
-    local fields = entry[2]
-    local prev = nil
-    local found = false
-    for i = 1, #fields, 2 do
-      if fields[i] == 'p' then
-        prev = fields[i + 1]
-      elseif fields[i] == 'm' and fields[i + 1] == mid then
-        found = true
+  local entries = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', window + 1)
+  for i = 1, math.min(window, #entries) do
+    local fields = entries[i][2]
+    if fields[1] == 'm' and string.match(fields[2], '^%S+ (%S+)') == mid then
+      local prev = '0-0'
+      if entries[i + 1] then
+        prev = entries[i + 1][1]
       end
-    end
-    if found then
-      return entry[1], prev
+      return entries[i][1], prev
     end
   end
   return nil
@@ -288,13 +305,8 @@ local function read_marker(msgs, meta, reader, up_to)
   if #found == 0 then
     return nil
   end
-  local id, fields = found[1][1], found[1][2]
-  local seq = 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 'q' then
-      seq = tonumber(fields[i + 1]) or 0
-    end
-  end
+  local id = found[1][1]
+  local seq = tonumber((conv_entry(found[1][2]))) or 0
   local marker = tonumber(redis.call('HGET', meta, 'r:' .. reader)) or 0
   if seq <= marker then
     return nil
@@ -361,11 +373,11 @@ redis.register_function('chat_send', function(keys, args)
       local score = string.match(mid, '^(%d+)')
       local publish = node == '' or elsewhere(keys[k + 7], node)
       local sender = {inbox = keys[k + 3], head = keys[k + 4], convs = keys[k + 5], ch = keys[k + 6]}
-      local id, prev = inbox_append(sender, event,
-        message_fields(mid, a.to, '>', a.body, a.sent_at), a.to, score, io, trace, publish)
+      local id, prev = inbox_append(sender, event, 'm',
+        message_entry(mid, a.to, '>', a.body, a.sent_at), a.to, score, io, trace, publish)
       local recipient = {inbox = keys[k + 8], head = keys[k + 9], convs = keys[k + 10],
         ch = keys[k + 11]}
-      inbox_append(recipient, event, message_fields(mid, a.from, '<', a.body, a.sent_at),
+      inbox_append(recipient, event, 'm', message_entry(mid, a.from, '<', a.body, a.sent_at),
         a.from, score, io, trace, true)
       out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 0, msg, id, prev
     end
@@ -398,20 +410,21 @@ Returns {id, prev, appended (0 or 1)}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
   local kind, ref, other, dir = args[2], args[3], args[4], args[5]
   local u = {inbox = keys[1], head = keys[2], convs = keys[3], ch = keys[4]}
-  local stored
+  local entry
   if kind == 'm' then
     local id, prev = inbox_find(keys[1], ref, tonumber(args[11]) or 16)
     if id then
       return {id, prev, 0}
     end
-    stored = message_fields(ref, other, dir, args[6], args[7])
+    entry = message_entry(ref, other, dir, args[6], args[7])
   else
+    kind = 'r'
     u.convs = nil
-    stored = read_fields(ref, other, dir)
+    entry = read_entry(ref, other, dir)
   end
   local node = args[13]
   local publish = node == '' or elsewhere(keys[5], node)
-  local id, prev = inbox_append(u, args[1], stored, other, args[8],
+  local id, prev = inbox_append(u, args[1], kind, entry, other, args[8],
     {inbox_max_len = args[9], inbox_ttl = args[10]}, args[12], publish)
   return {id, prev, 1}
 end)
@@ -447,9 +460,9 @@ redis.register_function('chat_read', function(keys, args)
   end
   local event = read_event(args[1], reader, id)
   local io = {inbox_max_len = args[4], inbox_ttl = args[5]}
-  inbox_append({inbox = keys[3], head = keys[4], ch = keys[5]}, event,
-    read_fields(id, peer, '>'), nil, nil, io, '', true)
-  inbox_append({inbox = keys[6], head = keys[7], ch = keys[8]}, event,
-    read_fields(id, reader, '<'), nil, nil, io, '', true)
+  inbox_append({inbox = keys[3], head = keys[4], ch = keys[5]}, event, 'r',
+    read_entry(id, peer, '>'), nil, nil, io, '', true)
+  inbox_append({inbox = keys[6], head = keys[7], ch = keys[8]}, event, 'r',
+    read_entry(id, reader, '<'), nil, nil, io, '', true)
   return id
 end)
