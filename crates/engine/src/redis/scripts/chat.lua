@@ -85,7 +85,8 @@ end
 -- meta hash records, per ttl, the newest window that got a nonce (nw:<ttl>) and the
 -- one before it (np:<ttl>), so only hashes that exist are read and a hash's expiry is
 -- set once, when it is created.
--- Returns {key = function(window), field, w, ttl (number)}.
+-- Returns the hashes' key prefix (append the window), the field, the current window
+-- and the ttl in seconds.
 local function nonce_place(msgs, a, now)
   local ttl = tonumber(a.nonce_ttl) or 0
   local w = 0
@@ -97,10 +98,7 @@ local function nonce_place(msgs, a, now)
   if string.sub(a.conversation, 4, 3 + #a.from + 1) == a.from .. ':' then
     side = '<'
   end
-  return {
-    key = function(window) return base .. string.format('%d', window) end,
-    field = side .. a.nonce, w = w, ttl = ttl,
-  }
+  return base, side .. a.nonce, w, ttl
 end
 
 -- Appends a message to a conversation unless its nonce was seen (see conv_entry).
@@ -109,18 +107,18 @@ end
 -- (strings, as they came in: Redis formats every Lua number passed to it again).
 -- Returns dup (0 or 1), message JSON, and the new id (nil for a duplicate).
 local function conv_append(msgs, meta, a, o)
-  local n = nil
+  local base, field, w, ttl
   local state
   if a.nonce ~= '' then
-    n = nonce_place(msgs, a, o.now)
+    base, field, w, ttl = nonce_place(msgs, a, o.now)
     state = redis.call('HMGET', meta, 's', 'nw:' .. a.nonce_ttl, 'np:' .. a.nonce_ttl)
     local nw, np = tonumber(state[2]), tonumber(state[3])
     local stored = nil
-    if nw == n.w then
-      stored = redis.call('HGET', n.key(n.w), n.field)
+    if nw == w then
+      stored = redis.call('HGET', base .. state[2], field)
     end
-    if not stored and (nw == n.w - 1 or (nw == n.w and np == n.w - 1)) then
-      stored = redis.call('HGET', n.key(n.w - 1), n.field)
+    if not stored and (nw == w - 1 or (nw == w and np == w - 1)) then
+      stored = redis.call('HGET', base .. string.format('%d', w - 1), field)
     end
     if stored then
       return 1, stored_message(msgs, stored, a)
@@ -130,33 +128,31 @@ local function conv_append(msgs, meta, a, o)
   end
   local seq = tostring((tonumber(state[1]) or 0) + 1)
   local id
-  local trim = o.max_len ~= '0' and o.max_len ~= ''
   local entry = seq .. ' ' .. a.from .. ' ' .. a.sent_at .. ' ' .. a.body
-  if trim then
+  if o.trim then
     id = redis.call('XADD', msgs, 'MAXLEN', '~', o.max_len, '*', 'm', entry)
   elseif o.min_id then
     id = redis.call('XADD', msgs, 'MINID', '~', o.min_id, '*', 'm', entry)
   else
     id = redis.call('XADD', msgs, '*', 'm', entry)
   end
-  if trim and o.min_id then
+  if o.trim and o.min_id then
     redis.call('XTRIM', msgs, 'MINID', '~', o.min_id)
   end
   local msg = message_from_tail(id, a.tail)
   -- One's own messages are never unread: the sender has read up to this one.
-  if n and tonumber(state[2]) ~= n.w then
+  if base and tonumber(state[2]) ~= w then
     -- The first nonce of a new window: its hash is created, with its expiry.
-    local key = n.key(n.w)
-    redis.call('HSET', key, n.field, id)
-    if n.ttl > 0 then
-      redis.call('EXPIREAT', key, string.format('%d', (n.w + 2) * n.ttl))
+    local window = string.format('%d', w)
+    redis.call('HSET', base .. window, field, id)
+    if ttl > 0 then
+      redis.call('EXPIREAT', base .. window, string.format('%d', (w + 2) * ttl))
     end
     redis.call('HSET', meta, 's', seq, 'last', id, 'lm', msg, 'r:' .. a.from, seq,
-      'ru:' .. a.from, id, 'nw:' .. a.nonce_ttl, string.format('%d', n.w),
-      'np:' .. a.nonce_ttl, state[2] or '')
+      'ru:' .. a.from, id, 'nw:' .. a.nonce_ttl, window, 'np:' .. a.nonce_ttl, state[2] or '')
   else
-    if n then
-      redis.call('HSET', n.key(n.w), n.field, id)
+    if base then
+      redis.call('HSET', base .. state[2], field, id)
     end
     redis.call('HSET', meta, 's', seq, 'last', id, 'lm', msg, 'r:' .. a.from, seq,
       'ru:' .. a.from, id)
@@ -183,19 +179,6 @@ local function min_id(max_age, now_ms)
   return string.format('%d', now - age * 1000)
 end
 
--- Whether an inbox append must refresh the inbox's expiry. Refreshing on every append
--- costs a command per event; refreshing when the append starts a new slice of ttl/64
--- (or the inbox is new) keeps an idle inbox between 63/64 and all of `ttl` seconds.
-local function expiry_due(prev, id, ttl)
-  if prev == '0-0' then
-    return true
-  end
-  local step = math.max(1, math.floor(ttl * 1000 / 64))
-  local before = tonumber(string.match(prev, '^(%d+)')) or 0
-  local now = tonumber(string.match(id, '^(%d+)')) or 0
-  return math.floor(before / step) ~= math.floor(now / step)
-end
-
 -- Whether the user of presence hash `pres` has connections on a node other than
 -- `node`. With `node` '' or nil (the caller does not deliver locally): always true.
 -- A connection counts from before it reads its inbox (it subscribes, then counts
@@ -212,13 +195,31 @@ local function elsewhere(pres, node)
   return false
 end
 
--- Moves the inbox's head key (a plain string: the newest id, expiring with the inbox)
--- to `id`, the entry just appended, and returns the previous head: the id before
--- `id`. Without a head key (a new inbox, or one whose key was lost) the stream says.
-local function move_head(inbox, head, id)
+-- The inbox options of a call: {max_len, ttl, head_ttl} (strings; head_ttl nil
+-- without an inbox ttl).
+local function inbox_opts(max_len, ttl)
+  local o = {max_len = max_len, ttl = ttl}
+  local secs = tonumber(ttl) or 0
+  if secs > 0 then
+    o.head_ttl = string.format('%d', math.max(1, math.floor(secs / 64)))
+  end
+  return o
+end
+
+-- Moves the inbox's head key (a plain string: the newest id) to `id`, the entry just
+-- appended, and returns the previous head: the id before `id`. The head key expires
+-- after ttl/64; when it is missing (a new inbox, or the last refresh is that old) it
+-- is made again from the stream, and the inbox's expiry is refreshed with it: an idle
+-- inbox lives between 63/64 and all of its ttl after its last append, for one EXPIRE
+-- per ttl/64 instead of one per append.
+local function move_head(inbox, head, id, o)
   local prev = redis.call('SET', head, id, 'GET', 'KEEPTTL')
   if prev then
     return prev
+  end
+  if o.head_ttl then
+    redis.call('EXPIRE', head, o.head_ttl)
+    redis.call('EXPIRE', inbox, o.ttl)
   end
   local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 2)
   if #last > 1 then
@@ -228,10 +229,10 @@ local function move_head(inbox, head, id)
 end
 
 -- Appends an event to a user's inbox, indexes the conversation and publishes it live.
--- u: the user's keys {inbox, head, convs, ch} (convs nil: not a message, leave the
--- index alone); event: the event JSON, published live; kind, entry: the stored form
--- (see message_entry, read_entry); peer: the other participant; score: message ms.
--- o: {inbox_max_len, inbox_ttl} (strings).
+-- inbox, head, convs, ch: the user's keys (convs nil: not a message, leave the index
+-- alone); event: the event JSON, published live; kind, entry: the stored form (see
+-- message_entry, read_entry); peer: the other participant; score: message ms;
+-- o: inbox_opts.
 -- trace: a W3C traceparent carried only in the live payload ('' or nil = none).
 -- publish false: no live publish (the calling node delivers to the user's
 -- connections itself, and the user has none elsewhere).
@@ -239,30 +240,25 @@ end
 -- the stream itself needs no link (its entries are in order: the node reading it
 -- knows each entry's predecessor).
 -- Returns the new entry id and the previous one ('0-0' for the first).
-local function inbox_append(u, event, kind, entry, peer, score, o, trace, publish)
-  local inbox, head = u.inbox, u.head
+local function inbox_append(inbox, head, convs, ch, event, kind, entry, peer, score, o,
+                            trace, publish)
   local id
-  if o.inbox_max_len ~= '0' and o.inbox_max_len ~= '' then
-    id = redis.call('XADD', inbox, 'MAXLEN', '~', o.inbox_max_len, '*', kind, entry)
+  if o.max_len ~= '0' and o.max_len ~= '' then
+    id = redis.call('XADD', inbox, 'MAXLEN', '~', o.max_len, '*', kind, entry)
   else
     id = redis.call('XADD', inbox, '*', kind, entry)
   end
-  local prev = move_head(inbox, head, id)
-  local ttl_secs = tonumber(o.inbox_ttl) or 0
-  if ttl_secs > 0 and expiry_due(prev, id, ttl_secs) then
-    redis.call('EXPIRE', inbox, o.inbox_ttl)
-    redis.call('EXPIRE', head, o.inbox_ttl)
-  end
-  if u.convs then
-    redis.call('ZADD', u.convs, score, peer)
+  local prev = move_head(inbox, head, id, o)
+  if convs then
+    redis.call('ZADD', convs, score, peer)
   end
   if publish == false then
     return id, prev
   end
   if trace and trace ~= '' then
-    redis.call('SPUBLISH', u.ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
+    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
   else
-    redis.call('SPUBLISH', u.ch, id .. ' ' .. prev .. ' ' .. event)
+    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
   end
   return id, prev
 end
@@ -324,8 +320,8 @@ end
 -- history_max_len, history_max_age_secs, now_ms; and Redis's clock for the nonces.
 local function conv_opts(args, first)
   return {
-    max_len = args[first], min_id = min_id(args[first + 1], args[first + 2]),
-    now = now_secs(),
+    max_len = args[first], trim = args[first] ~= '0' and args[first] ~= '',
+    min_id = min_id(args[first + 1], args[first + 2]), now = now_secs(),
   }
 end
 
@@ -357,7 +353,7 @@ entry id and the one before it ('' and '' for a duplicate: nothing was written o
 published). ]]
 redis.register_function('chat_send', function(keys, args)
   local o = conv_opts(args, 1)
-  local io = {inbox_max_len = args[4], inbox_ttl = args[5]}
+  local io = inbox_opts(args[4], args[5])
   local out = {}
   local n = (#args - 5) / 10
   for i = 0, n - 1 do
@@ -372,13 +368,10 @@ redis.register_function('chat_send', function(keys, args)
       local event = message_event(msg)
       local score = string.match(mid, '^(%d+)')
       local publish = node == '' or elsewhere(keys[k + 7], node)
-      local sender = {inbox = keys[k + 3], head = keys[k + 4], convs = keys[k + 5], ch = keys[k + 6]}
-      local id, prev = inbox_append(sender, event, 'm',
-        message_entry(mid, a.to, '>', a.body, a.sent_at), a.to, score, io, trace, publish)
-      local recipient = {inbox = keys[k + 8], head = keys[k + 9], convs = keys[k + 10],
-        ch = keys[k + 11]}
-      inbox_append(recipient, event, 'm', message_entry(mid, a.from, '<', a.body, a.sent_at),
-        a.from, score, io, trace, true)
+      local id, prev = inbox_append(keys[k + 3], keys[k + 4], keys[k + 5], keys[k + 6], event,
+        'm', message_entry(mid, a.to, '>', a.body, a.sent_at), a.to, score, io, trace, publish)
+      inbox_append(keys[k + 8], keys[k + 9], keys[k + 10], keys[k + 11], event,
+        'm', message_entry(mid, a.from, '<', a.body, a.sent_at), a.from, score, io, trace, true)
       out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 0, msg, id, prev
     end
   end
@@ -409,7 +402,7 @@ already holds it (a retried send, or fred writing the call again after a reconne
 Returns {id, prev, appended (0 or 1)}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
   local kind, ref, other, dir = args[2], args[3], args[4], args[5]
-  local u = {inbox = keys[1], head = keys[2], convs = keys[3], ch = keys[4]}
+  local convs = keys[3]
   local entry
   if kind == 'm' then
     local id, prev = inbox_find(keys[1], ref, tonumber(args[11]) or 16)
@@ -419,13 +412,13 @@ redis.register_function('chat_inbox_append', function(keys, args)
     entry = message_entry(ref, other, dir, args[6], args[7])
   else
     kind = 'r'
-    u.convs = nil
+    convs = nil
     entry = read_entry(ref, other, dir)
   end
   local node = args[13]
   local publish = node == '' or elsewhere(keys[5], node)
-  local id, prev = inbox_append(u, args[1], kind, entry, other, args[8],
-    {inbox_max_len = args[9], inbox_ttl = args[10]}, args[12], publish)
+  local id, prev = inbox_append(keys[1], keys[2], convs, keys[4], args[1], kind, entry, other,
+    args[8], inbox_opts(args[9], args[10]), args[12], publish)
   return {id, prev, 1}
 end)
 
@@ -459,10 +452,10 @@ redis.register_function('chat_read', function(keys, args)
     return false
   end
   local event = read_event(args[1], reader, id)
-  local io = {inbox_max_len = args[4], inbox_ttl = args[5]}
-  inbox_append({inbox = keys[3], head = keys[4], ch = keys[5]}, event, 'r',
-    read_entry(id, peer, '>'), nil, nil, io, '', true)
-  inbox_append({inbox = keys[6], head = keys[7], ch = keys[8]}, event, 'r',
-    read_entry(id, reader, '<'), nil, nil, io, '', true)
+  local io = inbox_opts(args[4], args[5])
+  inbox_append(keys[3], keys[4], nil, keys[5], event, 'r', read_entry(id, peer, '>'), nil, nil,
+    io, '', true)
+  inbox_append(keys[6], keys[7], nil, keys[8], event, 'r', read_entry(id, reader, '<'), nil, nil,
+    io, '', true)
   return id
 end)
