@@ -1,18 +1,19 @@
 //! Batching of sends on a single Redis: one `FCALL chat_send` carries every send that
-//! arrived while the previous call was in flight.
+//! arrived while the previous calls were in flight.
 //!
 //! A send is queued with a reply channel; one task per engine takes the first queued
 //! send, everything queued behind it (up to [`MAX_BATCH`]), and issues them as one
-//! call. It never waits for more: an idle node sends a lone message at once, and under
-//! load the batch grows by itself with the round trip, so the function entry, the
+//! call, with at most [`IN_FLIGHT`] calls in flight. It never waits for more: an idle
+//! node sends a lone message at once, and under load the batch grows by itself with
+//! the round trip, so the function entry, the
 //! argument and reply conversions, and the socket reads and writes of Redis (its
 //! replies and the pub/sub deliveries to each subscribed node) are paid once per batch
 //! instead of once per message. The sends of one batch run in queue order, atomically,
 //! inside the function.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::RedisEngine;
 use crate::events::now_ms;
@@ -20,6 +21,10 @@ use crate::{EngineError, SendOutcome, SendRequest};
 
 /// The most sends one call carries.
 pub(crate) const MAX_BATCH: usize = 64;
+/// Calls in flight at once: with one, a send arriving just after a call left waits a
+/// whole round trip before its own call starts; with two it starts at once unless the
+/// node is busy enough that two calls are already out, and batches still form.
+pub(crate) const IN_FLIGHT: usize = 2;
 /// Sends that may wait for a call (callers wait for room beyond that).
 const QUEUE: usize = 4096;
 
@@ -54,10 +59,17 @@ impl Batcher {
     }
 }
 
-/// The batching loop: one call in flight at a time.
+/// The batching loop: at most [`IN_FLIGHT`] calls at a time.
 async fn run(engine: Weak<RedisEngine>, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -68,22 +80,25 @@ async fn run(engine: Weak<RedisEngine>, mut rx: mpsc::Receiver<Pending>) {
         let Some(engine) = engine.upgrade() else {
             break;
         };
-        let requests: Vec<&SendRequest> = batch.iter().map(|p| &p.request).collect();
-        let outcomes = engine.send_batch(&requests, now_ms()).await;
-        drop(requests);
-        drop(engine);
-        match outcomes {
-            Ok(outcomes) => {
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
+        tokio::spawn(async move {
+            let requests: Vec<&SendRequest> = batch.iter().map(|p| &p.request).collect();
+            let outcomes = engine.send_batch(&requests, now_ms()).await;
+            drop(requests);
+            drop(engine);
+            drop(slot);
+            match outcomes {
+                Ok(outcomes) => {
+                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = pending.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    for pending in batch {
+                        let _ = pending.reply.send(Err(same_error(&e)));
+                    }
                 }
             }
-            Err(e) => {
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(same_error(&e)));
-                }
-            }
-        }
+        });
     }
 }
 

@@ -44,9 +44,9 @@ pub(crate) const PRES_CLOSE: &str = "chat_pres_close";
 pub(crate) const PRES_DROP: &str = "chat_pres_drop";
 
 /// How many of an inbox's newest entries `chat_inbox_append` searches for the message
-/// before appending it: a small window for a first attempt (it only catches fred
-/// writing the call twice), a larger one when the send was a nonce retry.
-pub(crate) const DEDUPE_WINDOW: usize = 16;
+/// before appending it when the send was a nonce retry (the first attempt may have
+/// appended it). A first attempt searches nothing: its appends are written once
+/// (never resent by fred), so they cannot have run before.
 pub(crate) const RETRY_DEDUPE_WINDOW: usize = 256;
 
 /// Loads (or replaces) both libraries; on Redis Cluster on every primary (fred's

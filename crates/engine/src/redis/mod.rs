@@ -156,6 +156,10 @@ impl RedisEngine {
         trace: Option<&str>,
         node: Option<&str>,
     ) -> Result<Option<(StreamId, StreamId)>, EngineError> {
+        let stored_kind = match stored {
+            functions::Stored::Message { .. } => StoredKind::Message,
+            functions::Stored::Read { .. } => StoredKind::Read,
+        };
         let (keys, args) = functions::inbox_append_call(
             user,
             other,
@@ -166,10 +170,16 @@ impl RedisEngine {
             trace,
             node,
         );
-        // A message written twice is caught by the Lua; a read event written twice is
-        // a harmless duplicate (same content, clients drop it).
+        // With a search window a resent message is caught by the Lua, and a read event
+        // written twice is a harmless duplicate (same content, clients drop it); a
+        // message's first attempt searches nothing, so it is never written twice.
+        let opts = if window == 0 && matches!(stored_kind, StoredKind::Message) {
+            &self.once
+        } else {
+            &self.opts
+        };
         let reply = self
-            .fcall(functions::INBOX_APPEND, &keys, &args, &self.opts)
+            .fcall(functions::INBOX_APPEND, &keys, &args, opts)
             .await?;
         // {id, prev, appended}
         let entry = match reply {
@@ -209,7 +219,7 @@ impl RedisEngine {
         let window = if duplicate {
             functions::RETRY_DEDUPE_WINDOW
         } else {
-            functions::DEDUPE_WINDOW
+            0
         };
         let (from, to) = (request.from.as_str(), request.to.as_str());
         // A retry may follow an attempt that never published: publish as usual then.
@@ -667,6 +677,12 @@ impl Engine for RedisEngine {
     async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError> {
         self.disconnect(user_id).await
     }
+}
+
+/// Which kind of entry an inbox append stores (for its retry policy).
+enum StoredKind {
+    Message,
+    Read,
 }
 
 /// The `prev` of the first event a read returns when the entry before it is gone

@@ -398,16 +398,19 @@ ARGV: 1 event JSON (published), 2 kind ('m' a message: the conversation index is
       13 calling node that delivers to the user's connections itself ('' = none:
       publish; otherwise publish only if the user has connections elsewhere)
 A message is not appended again when one of the inbox's newest `window` entries
-already holds it (a retried send, or fred writing the call again after a reconnect).
+already holds it (a retried send; window 0: a first attempt, not searched).
 Returns {id, prev, appended (0 or 1)}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
   local kind, ref, other, dir = args[2], args[3], args[4], args[5]
   local convs = keys[3]
   local entry
   if kind == 'm' then
-    local id, prev = inbox_find(keys[1], ref, tonumber(args[11]) or 16)
-    if id then
-      return {id, prev, 0}
+    local window = tonumber(args[11]) or 0
+    if window > 0 then
+      local id, prev = inbox_find(keys[1], ref, window)
+      if id then
+        return {id, prev, 0}
+      end
     end
     entry = message_entry(ref, other, dir, args[6], args[7])
   else
