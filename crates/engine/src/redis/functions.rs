@@ -260,11 +260,10 @@ fn bad_reply(what: &str) -> EngineError {
     EngineError::Internal(format!("unexpected chat_send reply: {what}"))
 }
 
-/// Parses one message's `dup, message JSON[, sender entry id, its prev]`.
-fn parse_one(
+/// Parses `dup, message JSON` (a duplicate's, or `chat_conv_append`'s).
+fn parse_stored(
     parts: &mut impl Iterator<Item = Value>,
-    with_entry: bool,
-) -> Result<SendReply, EngineError> {
+) -> Result<(bool, Message, String), EngineError> {
     let duplicate = match parts.next() {
         Some(Value::Integer(n)) => n == 1,
         _ => return Err(bad_reply("flag")),
@@ -275,38 +274,71 @@ fn parse_one(
         .ok_or_else(|| bad_reply("json"))?;
     let message: Message =
         serde_json::from_str(&json).map_err(|e| bad_reply(&format!("message json: {e}")))?;
-    let sender_entry = if with_entry {
+    Ok((duplicate, message, json))
+}
+
+/// Parses a `chat_send` reply for `requests`, sent with `args` ([`send_call`]): 4
+/// values per message: `1`, the stored message JSON, `''`, `''` for a duplicate;
+/// `0`, the new message's id, the sender's new inbox entry id and the one before it
+/// otherwise. A new message's JSON is its id and the tail the node passed, so it
+/// crosses neither the Lua reply nor a JSON parser.
+pub(crate) fn parse_send_reply(
+    reply: Value,
+    requests: &[&SendRequest],
+    args: &[String],
+) -> Result<Vec<SendReply>, EngineError> {
+    let Value::Array(parts) = reply else {
+        return Err(bad_reply("not an array"));
+    };
+    if parts.len() != 4 * requests.len() || args.len() != BATCH_ARGS + SEND_ARGS * requests.len() {
+        return Err(bad_reply("length"));
+    }
+    let mut parts = parts.into_iter();
+    let mut out = Vec::with_capacity(requests.len());
+    for (i, req) in requests.iter().enumerate() {
+        let new_id = match parts.next() {
+            Some(Value::Integer(0)) => {
+                parts.next().and_then(text).ok_or_else(|| bad_reply("id"))?
+            }
+            Some(flag) => {
+                let mut stored = std::iter::once(flag).chain(parts.by_ref().take(1));
+                let (duplicate, message, json) = parse_stored(&mut stored)?;
+                parts.next();
+                parts.next();
+                out.push(SendReply {
+                    duplicate,
+                    message,
+                    json,
+                    sender_entry: None,
+                });
+                continue;
+            }
+            None => return Err(bad_reply("flag")),
+        };
+        let tail = &args[BATCH_ARGS + SEND_ARGS * i + 7];
+        let json = format!(r#"{{"id":"{new_id}"{tail}"#);
         let mut id = || {
             parts
                 .next()
                 .and_then(text)
                 .and_then(|t| StreamId::parse(&t))
         };
-        match (id(), id()) {
-            (Some(id), Some(prev)) => Some((id, prev)),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    Ok(SendReply {
-        duplicate,
-        message,
-        json,
-        sender_entry,
-    })
-}
-
-/// Parses a `chat_send` reply of `n` messages: 4 values per message.
-pub(crate) fn parse_send_reply(reply: Value, n: usize) -> Result<Vec<SendReply>, EngineError> {
-    let Value::Array(parts) = reply else {
-        return Err(bad_reply("not an array"));
-    };
-    if parts.len() != 4 * n {
-        return Err(bad_reply("length"));
+        let sender_entry = id().zip(id());
+        out.push(SendReply {
+            duplicate: false,
+            message: Message {
+                id: new_id,
+                conversation: dm_conversation(&req.from, &req.to),
+                from: req.from.clone(),
+                to: req.to.clone(),
+                body: req.body.clone(),
+                sent_at: req.sent_at.clone(),
+            },
+            json,
+            sender_entry,
+        });
     }
-    let mut parts = parts.into_iter();
-    (0..n).map(|_| parse_one(&mut parts, true)).collect()
+    Ok(out)
 }
 
 /// Parses a `chat_conv_append` reply `{dup, message JSON}`.
@@ -317,7 +349,13 @@ pub(crate) fn parse_conv_append_reply(reply: Value) -> Result<SendReply, EngineE
     if parts.len() != 2 {
         return Err(bad_reply("length"));
     }
-    parse_one(&mut parts.into_iter(), false)
+    let (duplicate, message, json) = parse_stored(&mut parts.into_iter())?;
+    Ok(SendReply {
+        duplicate,
+        message,
+        json,
+        sender_entry: None,
+    })
 }
 
 #[cfg(test)]
@@ -353,6 +391,63 @@ mod tests {
         assert_eq!(first[5], "");
         assert_eq!(first[8], "");
         assert_eq!(first[9], "");
+    }
+
+    #[test]
+    fn send_replies_rebuild_new_messages_and_parse_duplicates() {
+        let req = |nonce: &str| SendRequest {
+            from: "bob".into(),
+            to: "alice".into(),
+            body: "hi \"there\"".into(),
+            nonce: Some(nonce.into()),
+            nonce_ttl_secs: 60,
+            sent_at: "2026-01-01T00:00:00.000Z".into(),
+            trace: None,
+            local_node: None,
+        };
+        let (new, retry) = (req("n1"), req("n0"));
+        let requests = [&new, &retry];
+        let (_, args) = send_call(requests.iter().copied(), &Retention::default(), 7);
+        let stored = Message {
+            id: "3-0".into(),
+            conversation: "dm:alice:bob".into(),
+            from: "bob".into(),
+            to: "alice".into(),
+            body: "earlier".into(),
+            sent_at: "2025-12-31T00:00:00.000Z".into(),
+        };
+        let s = |t: &str| Value::String(t.into());
+        let reply = Value::Array(vec![
+            Value::Integer(0),
+            s("5-1"),
+            s("9-0"),
+            s("8-0"),
+            Value::Integer(1),
+            s(&serde_json::to_string(&stored).unwrap()),
+            s(""),
+            s(""),
+        ]);
+        let out = parse_send_reply(reply, &requests, &args).unwrap();
+        let expected = Message {
+            id: "5-1".into(),
+            body: new.body.clone(),
+            sent_at: new.sent_at.clone(),
+            ..stored.clone()
+        };
+        assert!(!out[0].duplicate);
+        assert_eq!(out[0].message, expected);
+        assert_eq!(out[0].json, serde_json::to_string(&expected).unwrap());
+        assert_eq!(
+            out[0].sender_entry,
+            Some((
+                StreamId::parse("9-0").unwrap(),
+                StreamId::parse("8-0").unwrap()
+            ))
+        );
+        assert!(out[1].duplicate);
+        assert_eq!(out[1].message, stored);
+        assert_eq!(out[1].sender_entry, None);
+        assert!(parse_send_reply(Value::Array(vec![]), &requests, &args).is_err());
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl RedisEngine {
             &self.once
         };
         let reply = self.fcall(functions::SEND, &keys, &args, opts).await?;
-        let replies = functions::parse_send_reply(reply, requests.len())?;
+        let replies = functions::parse_send_reply(reply, requests, &args)?;
         Ok(requests
             .iter()
             .zip(replies)

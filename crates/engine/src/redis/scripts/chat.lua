@@ -348,9 +348,10 @@ ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms (the node's clock, for
       sending node ('' = none)
 With a sending node, the sender's own live event is published only if the sender
 has connections on another node: the sending node delivers it to its own.
-Returns 4 values per message: dup (0 or 1), message JSON, the sender's new inbox
-entry id and the one before it ('' and '' for a duplicate: nothing was written or
-published). ]]
+Returns 4 values per message: 0, the new message's id, the sender's new inbox entry
+id and the one before it; or for a duplicate (nothing written or published) 1, the
+stored message's JSON, '', ''. The node builds a new message's JSON from its id and
+the tail it passed. ]]
 redis.register_function('chat_send', function(keys, args)
   local o = conv_opts(args, 1)
   local io = inbox_opts(args[4], args[5])
@@ -372,7 +373,7 @@ redis.register_function('chat_send', function(keys, args)
         'm', message_entry(mid, a.to, '>', a.body, a.sent_at), a.to, score, io, trace, publish)
       inbox_append(keys[k + 8], keys[k + 9], keys[k + 10], keys[k + 11], event,
         'm', message_entry(mid, a.from, '<', a.body, a.sent_at), a.from, score, io, trace, true)
-      out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 0, msg, id, prev
+      out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 0, mid, id, prev
     end
   end
   return out
