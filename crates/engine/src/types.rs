@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chat_protocol::{Message, StreamId};
 
 /// Why an engine call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// The backend could not be reached or did not answer in time. Nothing was stored.
     #[error("backend unavailable: {0}")]

@@ -126,28 +126,54 @@ fn ports() -> (u16, u16) {
     }
 }
 
+/// `scripts/cluster up --nodes 2 <extra> --port P --node-port N` in `run` on free ports;
+/// checks it succeeded (a guard runs `down` however the test ends). Returns nginx's
+/// port and the guard.
+fn up<'a>(run: &'a Path, extra: &[&str]) -> (u16, Down<'a>) {
+    let (port, node_port) = ports();
+    let (port_arg, node_arg) = (port.to_string(), node_port.to_string());
+    let mut args = vec!["up", "--nodes", "2"];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--port",
+        port_arg.as_str(),
+        "--node-port",
+        node_arg.as_str(),
+    ]);
+    let out = cluster(&args, run);
+    let down = Down(run);
+    assert!(
+        out.status.success(),
+        "scripts/cluster up {extra:?} failed (is nginx installed?)\n{}",
+        text(&out)
+    );
+    (port, down)
+}
+
+/// alice signs in at `alice_url`, bob at `bob_url`, and alice's message reaches bob.
+async fn alice_to_bob(alice_url: &str, bob_url: &str, body: &str) -> (Client, Client) {
+    let mut alice = Client::connect(alice_url, Credential::Username("alice".into()), None)
+        .await
+        .expect("alice signs in");
+    let mut bob = Client::connect(bob_url, Credential::Username("bob".into()), None)
+        .await
+        .expect("bob signs in");
+    let sent = alice
+        .send(bob.user_id(), body)
+        .await
+        .expect("alice's send is acked");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("bob receives alice's message");
+    assert_eq!(got, sent);
+    (alice, bob)
+}
+
 #[tokio::test]
 async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
     let run = tempfile_dir();
-    let (port, node_port) = ports();
-    let out = cluster(
-        &[
-            "up",
-            "--nodes",
-            "2",
-            "--port",
-            &port.to_string(),
-            "--node-port",
-            &node_port.to_string(),
-        ],
-        run.path(),
-    );
-    let _down = Down(run.path());
-    assert!(
-        out.status.success(),
-        "scripts/cluster up failed (is nginx installed?)\n{}",
-        text(&out)
-    );
+    let (port, _down) = up(run.path(), &[]);
 
     let env = cluster_env(run.path());
     let url = env["CLUSTER_URL"].clone();
@@ -162,21 +188,7 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
     );
 
     // Two guests chat through nginx.
-    let mut alice = Client::connect(&url, Credential::Username("alice".into()), None)
-        .await
-        .expect("alice signs in through nginx");
-    let mut bob = Client::connect(&url, Credential::Username("bob".into()), None)
-        .await
-        .expect("bob signs in through nginx");
-    let sent = alice
-        .send(bob.user_id(), "hello through nginx")
-        .await
-        .expect("alice's send is acked");
-    let got = bob
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("bob receives alice's message");
-    assert_eq!(got, sent);
+    let (alice, bob) = alice_to_bob(&url, &url, "hello through nginx").await;
 
     // least_conn spreads the open connections over both nodes.
     let mut nodes: BTreeSet<String> =
@@ -210,27 +222,7 @@ async fn cluster_up_chats_through_nginx_and_down_stops_every_process() {
 #[tokio::test]
 async fn cluster_up_on_a_redis_cluster_of_three_primaries() {
     let run = tempfile_dir();
-    let (port, node_port) = ports();
-    let out = cluster(
-        &[
-            "up",
-            "--nodes",
-            "2",
-            "--redis-cluster",
-            "3",
-            "--port",
-            &port.to_string(),
-            "--node-port",
-            &node_port.to_string(),
-        ],
-        run.path(),
-    );
-    let _down = Down(run.path());
-    assert!(
-        out.status.success(),
-        "scripts/cluster up --redis-cluster 3 failed\n{}",
-        text(&out)
-    );
+    let (_, _down) = up(run.path(), &["--redis-cluster", "3"]);
 
     // cluster.env lists the three primaries; the singular variables are the first.
     let env = cluster_env(run.path());
@@ -278,23 +270,10 @@ async fn cluster_up_on_a_redis_cluster_of_three_primaries() {
         let line = readyz(host_port);
         assert!(line.contains(" 200"), "{u} not ready: {line:?}");
     }
-    let mut alice = Client::connect(node_urls[0], Credential::Username("alice".into()), None)
-        .await
-        .expect("alice signs in on gw-1");
-    let mut bob = Client::connect(node_urls[1], Credential::Username("bob".into()), None)
-        .await
-        .expect("bob signs in on gw-2");
+    let (alice, bob) =
+        alice_to_bob(node_urls[0], node_urls[1], "hello across the redis cluster").await;
     assert_eq!(alice.welcome().node, "gw-1");
     assert_eq!(bob.welcome().node, "gw-2");
-    let sent = alice
-        .send(bob.user_id(), "hello across the redis cluster")
-        .await
-        .expect("alice's send is acked");
-    let got = bob
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("bob receives alice's message on the other node");
-    assert_eq!(got, sent);
     alice.close().await;
     bob.close().await;
 

@@ -96,20 +96,11 @@ async fn run(engine: Weak<RedisEngine>, mut rx: mpsc::Receiver<Pending>) {
                 }
                 Err(e) => {
                     for pending in batch {
-                        let _ = pending.reply.send(Err(same_error(&e)));
+                        let _ = pending.reply.send(Err(e.clone()));
                     }
                 }
             }
         });
-    }
-}
-
-/// A copy of an error for every send of a failed batch.
-fn same_error(e: &EngineError) -> EngineError {
-    match e {
-        EngineError::Unavailable(why) => EngineError::Unavailable(why.clone()),
-        EngineError::NotFound(why) => EngineError::NotFound(why.clone()),
-        EngineError::Internal(why) => EngineError::Internal(why.clone()),
     }
 }
 
@@ -121,11 +112,11 @@ mod tests {
     #[test]
     fn errors_are_copied_with_their_kind() {
         assert!(matches!(
-            same_error(&EngineError::Unavailable("x".into())),
+            EngineError::Unavailable("x".into()).clone(),
             EngineError::Unavailable(w) if w == "x"
         ));
         assert!(matches!(
-            same_error(&EngineError::Internal("y".into())),
+            EngineError::Internal("y".into()).clone(),
             EngineError::Internal(w) if w == "y"
         ));
     }

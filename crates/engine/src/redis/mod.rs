@@ -156,10 +156,7 @@ impl RedisEngine {
         trace: Option<&str>,
         node: Option<&str>,
     ) -> Result<Option<(StreamId, StreamId)>, EngineError> {
-        let stored_kind = match stored {
-            functions::Stored::Message { .. } => StoredKind::Message,
-            functions::Stored::Read { .. } => StoredKind::Read,
-        };
+        let message = matches!(stored, functions::Stored::Message { .. });
         let (keys, args) = functions::inbox_append_call(
             user,
             other,
@@ -173,7 +170,7 @@ impl RedisEngine {
         // With a search window a resent message is caught by the Lua, and a read event
         // written twice is a harmless duplicate (same content, clients drop it); a
         // message's first attempt searches nothing, so it is never written twice.
-        let opts = if window == 0 && matches!(stored_kind, StoredKind::Message) {
+        let opts = if window == 0 && message {
             &self.once
         } else {
             &self.opts
@@ -677,12 +674,6 @@ impl Engine for RedisEngine {
     async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError> {
         self.disconnect(user_id).await
     }
-}
-
-/// Which kind of entry an inbox append stores (for its retry policy).
-enum StoredKind {
-    Message,
-    Read,
 }
 
 /// The `prev` of the first event a read returns when the entry before it is gone
