@@ -8,6 +8,7 @@
 //!   `reconnect-storm`).
 //! - [`net`]: sockets from spread 127.0.0.0/8 source addresses, `hello` / `welcome`.
 //! - [`record`], [`stats`]: counters, HDR histograms, progress lines.
+//! - [`report`]: the JSON report (`--out`) as typed structs.
 //! - [`probe`]: RSS and CPU from `/proc`, `/metrics`, Redis `INFO commandstats`.
 //! - [`plot`]: SVG plots.
 //!
@@ -22,16 +23,15 @@ mod net;
 mod plot;
 mod probe;
 mod record;
+mod report;
 mod scenario;
 mod stats;
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
 use clap::Parser;
-use serde_json::json;
 
 use cli::{Cli, DmArgs, Scenario};
+use report::{ConnectParams, DmParams, Environment, RampParams, Report, Run, StormParams};
 
 /// jemalloc: the harness shares the machine with what it measures; glibc's malloc
 /// cost it noticeably more CPU per message.
@@ -79,24 +79,31 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
     );
     let started_at = record::now_us() / 1000;
     let loadavg_at_start = loadavg();
-    let (name, params, done) = match &cli.scenario {
+    let (name, done) = match &cli.scenario {
         Scenario::Connect {
             connections,
             rate,
             hold_secs,
         } => {
-            let p = BTreeMap::from([
-                ("connections", json!(connections)),
-                ("rate", json!(rate)),
-                ("hold_secs", json!(hold_secs)),
-            ]);
+            let params = scenario::params(
+                g,
+                ConnectParams {
+                    connections: *connections,
+                    rate: *rate,
+                    hold_secs: *hold_secs,
+                },
+            );
+            let done = scenario::connect(g, *connections, *rate, *hold_secs).await?;
             (
                 "connect",
-                p,
-                scenario::connect(g, *connections, *rate, *hold_secs).await?,
+                done.map(|result| Run::Connect { params, result }),
             )
         }
-        Scenario::Dm(a) => ("dm", dm_params(a), scenario::dm(g, a).await?),
+        Scenario::Dm(a) => {
+            let params = scenario::params(g, dm_params(a));
+            let done = scenario::dm(g, a).await?;
+            ("dm", done.map(|result| Run::Dm { params, result }))
+        }
         Scenario::Ramp {
             users,
             start,
@@ -116,11 +123,16 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
                 body_bytes: 0,
                 connect_rate: 1000.0,
             };
-            let mut p = dm_params(&base);
-            p.insert("start", json!(start));
-            p.insert("step", json!(step));
-            p.insert("max", json!(max));
-            p.insert("p99_ms", json!(p99_ms));
+            let params = scenario::params(
+                g,
+                RampParams {
+                    dm: dm_params(&base),
+                    start: *start,
+                    step: *step,
+                    max: *max,
+                    p99_ms: *p99_ms,
+                },
+            );
             let r = scenario::RampArgs {
                 base,
                 start: *start,
@@ -128,7 +140,8 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
                 max: *max,
                 p99_ms: *p99_ms,
             };
-            ("ramp", p, scenario::ramp(g, r).await?)
+            let done = scenario::ramp(g, r).await?;
+            ("ramp", done.map(|result| Run::Ramp { params, result }))
         }
         Scenario::ReconnectStorm {
             users,
@@ -149,11 +162,19 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
                 connect_rate: *connect_rate,
             };
             let at = storm_at_secs.unwrap_or(duration_secs / 3.0);
-            let mut p = dm_params(&a);
-            p.insert("storm_at_secs", json!(at));
-            p.insert("kill_gateway_pid", json!(kill_gateway_pid));
+            let params = scenario::params(
+                g,
+                StormParams {
+                    dm: dm_params(&a),
+                    storm_at_secs: at,
+                    kill_gateway_pid: *kill_gateway_pid,
+                },
+            );
             let done = scenario::storm(g, &a, at, *kill_gateway_pid).await?;
-            ("reconnect-storm", p, done)
+            (
+                "reconnect-storm",
+                done.map(|result| Run::ReconnectStorm { params, result }),
+            )
         }
         Scenario::Worker => unreachable!("handled above"),
     };
@@ -166,39 +187,36 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
             &done.hist,
         )?;
     }
-    let report = json!({
-        "tool": concat!("chat-loadtest ", env!("CARGO_PKG_VERSION")),
-        "scenario": name,
-        "command_line": std::env::args().collect::<Vec<_>>(),
-        "started_at_unix_ms": started_at,
-        "finished_at_unix_ms": record::now_us() / 1000,
-        "params": scenario::params(g, params),
-        "environment": environment(nofile, &loadavg_at_start),
-        "result": done.result,
-        "plots": plots,
-    });
+    let report = Report {
+        tool: concat!("chat-loadtest ", env!("CARGO_PKG_VERSION")).to_string(),
+        command_line: std::env::args().collect(),
+        started_at_unix_ms: started_at,
+        finished_at_unix_ms: record::now_us() / 1000,
+        environment: environment(nofile, loadavg_at_start),
+        plots,
+        run: done.result,
+    };
     println!("{}", done.summary.trim_end());
-    for p in &plots {
+    for p in &report.plots {
         println!("  plot: {p}");
     }
     if let Some(path) = &g.out {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {path}"))?;
+        std::fs::write(path, report.to_json()?).with_context(|| format!("writing {path}"))?;
         println!("  report: {path}");
     }
     Ok(done.ok)
 }
 
-fn dm_params(a: &DmArgs) -> BTreeMap<&'static str, serde_json::Value> {
-    BTreeMap::from([
-        ("users", json!(a.users)),
-        ("rate", json!(a.rate)),
-        ("duration_secs", json!(a.duration_secs)),
-        ("warmup_secs", json!(a.warmup_secs)),
-        ("drain_secs", json!(a.drain_secs)),
-        ("body_bytes", json!(a.body_bytes)),
-        ("connect_rate", json!(a.connect_rate)),
-    ])
+fn dm_params(a: &DmArgs) -> DmParams {
+    DmParams {
+        users: a.users,
+        rate: a.rate,
+        duration_secs: a.duration_secs,
+        warmup_secs: a.warmup_secs,
+        drain_secs: a.drain_secs,
+        body_bytes: a.body_bytes,
+        connect_rate: a.connect_rate,
+    }
 }
 
 fn loadavg() -> String {
@@ -209,11 +227,12 @@ fn loadavg() -> String {
 }
 
 /// What the numbers depend on: cores, the machine's load around the run, the fd limit.
-fn environment(nofile: u64, loadavg_at_start: &str) -> serde_json::Value {
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "loadavg_at_start": loadavg_at_start,
-        "loadavg_at_end": loadavg(),
-        "nofile_limit": nofile,
-    })
+fn environment(nofile: u64, loadavg_at_start: String) -> Environment {
+    Environment {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg_at_start,
+        loadavg_at_end: loadavg(),
+        nofile_limit: nofile,
+        loadavg: None,
+    }
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Resident set size of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -69,7 +69,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// CPU figures of one process (or of several summed) over a measured window.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CpuFigures {
     pub cpu_seconds: f64,
     /// Percent of one core over the window.
@@ -95,7 +95,7 @@ impl CpuFigures {
 }
 
 /// CPU use of one process over a measured window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CpuUse {
     pub pid: u32,
     #[serde(flatten)]
@@ -103,7 +103,7 @@ pub struct CpuUse {
 }
 
 /// Several processes' CPU summed (a Redis Cluster's primaries).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CpuTotal {
     /// How many processes were measured and summed.
     pub processes: usize,
@@ -121,7 +121,7 @@ pub struct CpuWindow {
 
 /// What else used the CPU during the window: the harness itself, and the whole machine
 /// (other processes on a shared machine included).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Context {
     pub window_secs: f64,
     /// The harness and its worker processes, percent of one core.
@@ -177,14 +177,14 @@ impl CpuWindow {
 
 /// The CPU section of a `dm` report: each gateway, each Redis process and their sum,
 /// and the harness and machine around them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CpuReport {
     pub gateways: Vec<CpuUse>,
     /// The Redis process when exactly one `--redis-pid` was given (the shape of earlier
     /// reports); null with several, so a Cluster run never passes for one Redis.
     pub redis: Option<CpuUse>,
     /// Every Redis process measured, in the order given.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redis_processes: Vec<CpuUse>,
     /// Their sum: the Redis CPU per message, whatever the topology.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -309,7 +309,7 @@ impl RedisSnapshot {
 }
 
 /// Commands counted by one Redis, or summed over several, and per acked message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandCounts {
     pub calls: BTreeMap<String, u64>,
     pub total_calls: u64,
@@ -349,7 +349,7 @@ impl CommandCounts {
 }
 
 /// One Redis address's share of [`RedisWork`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AddrCounts {
     pub addr: String,
     #[serde(flatten)]
@@ -361,15 +361,17 @@ pub struct AddrCounts {
 /// Redis counts the commands a function or script runs (`xadd` inside `fcall`) as well
 /// as the call itself, so round trips from a node are the top-level commands only
 /// (`fcall`, `evalsha`, plain commands), not the total.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RedisWork {
     #[serde(flatten)]
     pub total: CommandCounts,
-    pub note: &'static str,
-    /// Each address read at both ends of the window, in the order given.
+    pub note: String,
+    /// Each address read at both ends of the window, in the order given (absent from
+    /// reports written before there could be several).
+    #[serde(default)]
     pub per_address: Vec<AddrCounts>,
     /// Addresses that did not answer `INFO commandstats` at one end: left out of the sum.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unread: Vec<String>,
 }
 
@@ -402,7 +404,8 @@ pub fn redis_work(
     Some(RedisWork {
         total: CommandCounts::of(calls, messages),
         note: "Redis also counts commands run inside functions/scripts (e.g. xadd inside fcall); \
-               the window includes sign-in, presence heartbeats and the drain",
+               the window includes sign-in, presence heartbeats and the drain"
+            .into(),
         per_address,
         unread,
     })

@@ -1,24 +1,24 @@
 //! Each scenario as the parent process runs it: split the load into jobs, start the
 //! fleet, take the outside measurements (RSS, CPU, Redis commands) around the right
-//! window, merge the outcomes and turn them into the report's `result` and the
-//! readable summary.
-
-use std::collections::BTreeMap;
+//! window, merge the outcomes and turn them into the report's `result` (typed, see
+//! [`report`](crate::report)) and the readable summary.
 
 use anyhow::{bail, Result};
-use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::cli::{DmArgs, Global};
 use crate::connect::{self, ConnectOutcome, ConnectPlan};
 use crate::dm::{self, DmOutcome, DmPlan};
 use crate::fleet::{self, Fleet, Job, Outcome};
-use crate::probe::{self, CpuReport, CpuWindow, RedisSnapshot};
+use crate::probe::{self, CpuFigures, CpuReport, CpuWindow, RedisSnapshot};
+use crate::report::{
+    ConnectResult, DmResult, Params, RampResult, RampStep, RssRow, StormResult, Throughput,
+};
 use crate::stats::{Hist, Timeline};
 
-/// What a scenario hands back to `main`.
-pub struct Done {
-    pub result: Value,
+/// What a scenario hands back to `main`: its report `result` (`R`) and what goes
+/// around it.
+pub struct Done<R> {
+    pub result: R,
     pub summary: String,
     /// For the plots: per-second timeline and the main latency histogram.
     pub timeline: Timeline,
@@ -27,21 +27,29 @@ pub struct Done {
     pub ok: bool,
 }
 
+impl<R> Done<R> {
+    /// The same run with its result turned into `S` (the report's [`Run`](crate::report::Run)).
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Done<S> {
+        Done {
+            result: f(self.result),
+            summary: self.summary,
+            timeline: self.timeline,
+            hist: self.hist,
+            ok: self.ok,
+        }
+    }
+}
+
 fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
-#[derive(Serialize)]
-struct RssRow {
-    pid: Option<u32>,
-    target: Option<String>,
-    before_bytes: u64,
-    after_bytes: u64,
+pub async fn connect(
+    g: &Global,
     connections: u64,
-    bytes_per_connection: Option<f64>,
-}
-
-pub async fn connect(g: &Global, connections: u64, rate: f64, hold_secs: f64) -> Result<Done> {
+    rate: f64,
+    hold_secs: f64,
+) -> Result<Done<ConnectResult>> {
     let id = run_id();
     let parts = fleet::split(connections, g.workers);
     let k = parts.len() as f64;
@@ -155,19 +163,19 @@ pub async fn connect(g: &Global, connections: u64, rate: f64, hold_secs: f64) ->
         summary += &format!("  error: {e}\n");
     }
     let ok = out.failures == 0 && out.dropped_during_hold == 0;
-    let result = json!({
-        "attempted": out.attempted,
-        "connections": out.established,
-        "failures": out.failures,
-        "errors": out.errors,
-        "dropped_during_hold": out.dropped_during_hold,
-        "ramp_secs": out.ramp_secs,
-        "nodes": out.nodes,
-        "per_target": out.per_target,
-        "latency": lat,
-        "gateway_rss": rss,
-        "ok": ok,
-    });
+    let result = ConnectResult {
+        attempted: out.attempted,
+        connections: out.established,
+        failures: out.failures,
+        errors: out.errors,
+        dropped_during_hold: out.dropped_during_hold,
+        ramp_secs: out.ramp_secs,
+        nodes: out.nodes,
+        per_target: out.per_target,
+        latency: lat,
+        gateway_rss: rss,
+        ok,
+    };
     Ok(Done {
         result,
         summary,
@@ -184,7 +192,7 @@ async fn dm_step(
     storm_at: Option<f64>,
     kill_pid: Option<u32>,
     label: &str,
-) -> Result<(DmOutcome, Value)> {
+) -> Result<(DmOutcome, DmResult)> {
     let id = run_id();
     let users = a.users + a.users % 2;
     if users < 2 {
@@ -252,16 +260,19 @@ async fn dm_step(
     let latency = Hist::decode(&out.latency)?.summary();
     let ack = Hist::decode(&out.ack_latency)?.summary();
     let timeline = Timeline::decode(&out.timeline)?;
-    let storm = out.storm.as_ref().map(|s| {
-        let rec = Hist::decode(&s.recovery)
+    let storm = out.storm.as_ref().map(|s| StormResult {
+        dropped: s.dropped,
+        reconnected: s.reconnected,
+        not_recovered: s.not_recovered,
+        reconnect_failures: s.reconnect_failures,
+        all_recovered_ms: s.all_recovered_ms,
+        recovery: Hist::decode(&s.recovery)
             .map(|h| h.summary())
-            .unwrap_or_default();
-        json!({
-            "dropped": s.dropped, "reconnected": s.reconnected, "not_recovered": s.not_recovered,
-            "reconnect_failures": s.reconnect_failures, "all_recovered_ms": s.all_recovered_ms,
-            "recovery": rec, "sent_during": s.sent_during, "acked_during": s.acked_during,
-            "received_during": s.received_during, "lost_during": s.lost_during,
-        })
+            .unwrap_or_default(),
+        sent_during: s.sent_during,
+        acked_during: s.acked_during,
+        received_during: s.received_during,
+        lost_during: s.lost_during,
     });
     let ok = out.lost == 0
         && out.duplicated == 0
@@ -272,162 +283,138 @@ async fn dm_step(
             .storm
             .as_ref()
             .is_none_or(|s| s.reconnect_failures == 0 && s.not_recovered == 0);
-    let value = json!({
-        "users": out.users,
-        "connected": out.connected,
-        "connect_failures": out.connect_failures,
-        "connect_errors": out.connect_errors,
-        "nodes": out.nodes,
-        "target_rate": a.rate,
-        "window_secs": window,
-        "sent": out.sent,
-        "acked": out.acked,
-        "send_errors": out.send_errors,
-        "unacked": out.unacked,
-        "received": out.received,
-        "lost": out.lost,
-        "duplicated": out.duplicated,
-        "redelivered": out.redelivered,
-        "unexpected_disconnects": out.unexpected_disconnects,
-        "throughput": {
-            "sent_per_sec": out.sent as f64 / window.max(1e-9),
-            "delivered_per_sec": out.received as f64 / window.max(1e-9),
-            "elapsed_secs": out.elapsed_secs,
+    let result = DmResult {
+        users: out.users,
+        connected: out.connected,
+        connect_failures: out.connect_failures,
+        connect_errors: out.connect_errors.clone(),
+        nodes: out.nodes.clone(),
+        target_rate: a.rate,
+        window_secs: window,
+        sent: out.sent,
+        acked: out.acked,
+        send_errors: out.send_errors.clone(),
+        unacked: out.unacked,
+        received: out.received,
+        lost: out.lost,
+        duplicated: out.duplicated,
+        redelivered: out.redelivered,
+        unexpected_disconnects: out.unexpected_disconnects,
+        throughput: Throughput {
+            sent_per_sec: out.sent as f64 / window.max(1e-9),
+            delivered_per_sec: out.received as f64 / window.max(1e-9),
+            elapsed_secs: out.elapsed_secs,
         },
-        "latency": latency,
-        "ack_latency": ack,
-        "timeline": timeline.rows(),
-        "cpu": cpu,
-        "redis_commands": redis,
-        "storm": storm,
-        "warnings": out.warnings,
-        "ok": ok,
-    });
-    Ok((out, value))
+        latency,
+        ack_latency: ack,
+        timeline: timeline.rows(),
+        cpu,
+        redis_commands: redis,
+        storm,
+        warnings: out.warnings.clone(),
+        ok,
+    };
+    Ok((out, result))
 }
 
-fn dm_summary(name: &str, v: &Value) -> String {
+/// JSON text of a value, as earlier summaries printed maps and quoted strings.
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn dm_summary(name: &str, v: &DmResult) -> String {
     let mut s = format!(
         "{name}: {} users ({} failed to connect) on nodes {}\n  sent {} acked {} received {} | lost {} duplicated {} unacked {} redelivered {} errors {}\n  throughput: {:.0} msg/s delivered (target {:.0})\n  send->receive: {}\n  ack:           {}\n",
-        v["users"], v["connect_failures"], v["nodes"], v["sent"], v["acked"], v["received"],
-        v["lost"], v["duplicated"], v["unacked"], v["redelivered"], v["send_errors"],
-        v["throughput"]["delivered_per_sec"].as_f64().unwrap_or(0.0),
-        v["target_rate"].as_f64().unwrap_or(0.0),
-        pline(&v["latency"]), pline(&v["ack_latency"]),
+        v.users, v.connect_failures, json_text(&v.nodes), v.sent, v.acked, v.received,
+        v.lost, v.duplicated, v.unacked, v.redelivered, json_text(&v.send_errors),
+        v.throughput.delivered_per_sec,
+        v.target_rate,
+        v.latency.line(), v.ack_latency.line(),
     );
-    let cpu = &v["cpu"];
-    for c in cpu["gateways"].as_array().into_iter().flatten() {
-        s += &cpu_line(&format!("gateway pid {}", c["pid"]), c);
+    let cpu = &v.cpu;
+    for c in &cpu.gateways {
+        s += &cpu_line(&format!("gateway pid {}", c.pid), Some(&c.figures));
     }
-    let redis = cpu["redis_processes"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    for c in redis {
-        s += &cpu_line(&format!("redis pid {}", c["pid"]), c);
+    for c in &cpu.redis_processes {
+        s += &cpu_line(&format!("redis pid {}", c.pid), Some(&c.figures));
     }
-    if redis.len() > 1 {
-        let total = &cpu["redis_total"];
-        s += &cpu_line(
-            &format!("redis, all {} processes", total["processes"]),
-            total,
-        );
-    }
-    let ctx = &cpu["context"];
-    s += &format!(
-        "{}; whole machine busy: {:.0}% (over {:.1}s)\n",
-        cpu_line("harness (and its workers)", &ctx["harness"]).trim_end(),
-        ctx["machine_busy_percent"].as_f64().unwrap_or(0.0),
-        ctx["window_secs"].as_f64().unwrap_or(0.0)
-    );
-    if v["redis_commands"].is_object() {
-        let r = &v["redis_commands"];
-        s += &format!(
-            "  redis: {} (counts include commands run inside functions), {}\n",
-            commands_line(r),
-            r["calls"]
-        );
-        let addrs = r["per_address"].as_array().map_or(&[][..], Vec::as_slice);
-        if addrs.len() > 1 {
-            for a in addrs {
-                s += &format!(
-                    "  redis {}: {}\n",
-                    a["addr"].as_str().unwrap_or_default(),
-                    commands_line(a)
-                );
-            }
-        }
-        for a in r["unread"].as_array().into_iter().flatten() {
-            s += &format!(
-                "  warning: redis {} did not answer INFO commandstats: left out of the counts\n",
-                a.as_str().unwrap_or_default()
+    if cpu.redis_processes.len() > 1 {
+        if let Some(total) = &cpu.redis_total {
+            s += &cpu_line(
+                &format!("redis, all {} processes", total.processes),
+                Some(&total.figures),
             );
         }
     }
-    if let Some(st) = v["storm"].as_object() {
+    let ctx = &cpu.context;
+    s += &format!(
+        "{}; whole machine busy: {:.0}% (over {:.1}s)\n",
+        cpu_line("harness (and its workers)", ctx.harness.as_ref()).trim_end(),
+        ctx.machine_busy_percent.unwrap_or(0.0),
+        ctx.window_secs
+    );
+    if let Some(r) = &v.redis_commands {
+        s += &format!(
+            "  redis: {} (counts include commands run inside functions), {}\n",
+            commands_line(&r.total),
+            json_text(&r.total.calls)
+        );
+        if r.per_address.len() > 1 {
+            for a in &r.per_address {
+                s += &format!("  redis {}: {}\n", a.addr, commands_line(&a.counts));
+            }
+        }
+        for a in &r.unread {
+            s += &format!(
+                "  warning: redis {a} did not answer INFO commandstats: left out of the counts\n"
+            );
+        }
+    }
+    if let Some(st) = &v.storm {
         s += &format!(
             "  storm: {} dropped, {} reconnected ({} not recovered, {} failed), all back after {:.0} ms\n  during the storm: sent {} acked {} received {} lost {}\n",
-            st["dropped"], st["reconnected"], st["not_recovered"], st["reconnect_failures"],
-            st["all_recovered_ms"].as_f64().unwrap_or(0.0), st["sent_during"], st["acked_during"],
-            st["received_during"], st["lost_during"]
+            st.dropped, st.reconnected, st.not_recovered, st.reconnect_failures,
+            st.all_recovered_ms, st.sent_during, st.acked_during,
+            st.received_during, st.lost_during
         );
     }
-    if let Some(errs) = v["connect_errors"].as_array() {
-        for e in errs {
-            s += &format!("  connect error: {e}\n");
-        }
+    for e in &v.connect_errors {
+        s += &format!("  connect error: {}\n", json_text(e));
     }
-    if let Some(ws) = v["warnings"].as_array() {
-        for w in ws {
-            s += &format!("  warning: {}\n", w.as_str().unwrap_or_default());
-        }
+    for w in &v.warnings {
+        s += &format!("  warning: {w}\n");
     }
-    s += &format!(
-        "  correctness: {}\n",
-        if v["ok"] == true { "OK" } else { "FAILED" }
-    );
+    s += &format!("  correctness: {}\n", if v.ok { "OK" } else { "FAILED" });
     s
 }
 
 /// `  <who> CPU: x% of a core, y µs per message` from a report's CPU figures.
-fn cpu_line(who: &str, c: &Value) -> String {
-    let f = |k: &str| c[k].as_f64();
+fn cpu_line(who: &str, c: Option<&CpuFigures>) -> String {
     format!(
         "  {who} CPU: {:.1}% of a core, {} per message\n",
-        f("percent_of_core").unwrap_or(0.0),
-        f("us_per_message").map_or_else(|| "- µs".to_string(), |us| format!("{us:.1} µs"))
+        c.map_or(0.0, |c| c.percent_of_core),
+        c.and_then(|c| c.us_per_message)
+            .map_or_else(|| "- µs".to_string(), |us| format!("{us:.1} µs"))
     )
 }
 
 /// Commands per acked message, in total and for the top-level calls.
-fn commands_line(r: &Value) -> String {
-    let per = |c: &str| r["per_message"][c].as_f64().unwrap_or(0.0);
+fn commands_line(r: &probe::CommandCounts) -> String {
+    let per = |c: &str| r.per_message.get(c).copied().unwrap_or(0.0);
     format!(
         "{:.2} commands per acked message (fcall {:.2}, evalsha {:.2})",
-        r["calls_per_message"].as_f64().unwrap_or(0.0),
+        r.calls_per_message.unwrap_or(0.0),
         per("fcall"),
         per("evalsha")
     )
 }
 
-fn pline(p: &Value) -> String {
-    let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
-    format!(
-        "n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms",
-        p["count"],
-        f("p50_ms"),
-        f("p90_ms"),
-        f("p99_ms"),
-        f("p999_ms"),
-        f("max_ms")
-    )
-}
-
-pub async fn dm(g: &Global, a: &DmArgs) -> Result<Done> {
-    let (out, value) = dm_step(g, a, None, None, "dm").await?;
+pub async fn dm(g: &Global, a: &DmArgs) -> Result<Done<DmResult>> {
+    let (out, result) = dm_step(g, a, None, None, "dm").await?;
     Ok(Done {
-        summary: dm_summary("dm", &value),
-        ok: value["ok"] == true,
-        result: value,
+        summary: dm_summary("dm", &result),
+        ok: result.ok,
+        result,
         timeline: Timeline::decode(&out.timeline)?,
         hist: Hist::decode(&out.latency)?,
     })
@@ -435,12 +422,17 @@ pub async fn dm(g: &Global, a: &DmArgs) -> Result<Done> {
 
 /// Every client drops its socket at `storm_at`, or, with `kill_pid`, that node is
 /// killed then and its clients resume elsewhere.
-pub async fn storm(g: &Global, a: &DmArgs, storm_at: f64, kill_pid: Option<u32>) -> Result<Done> {
-    let (out, value) = dm_step(g, a, Some(storm_at), kill_pid, "storm").await?;
+pub async fn storm(
+    g: &Global,
+    a: &DmArgs,
+    storm_at: f64,
+    kill_pid: Option<u32>,
+) -> Result<Done<DmResult>> {
+    let (out, result) = dm_step(g, a, Some(storm_at), kill_pid, "storm").await?;
     Ok(Done {
-        summary: dm_summary("reconnect-storm", &value),
-        ok: value["ok"] == true,
-        result: value,
+        summary: dm_summary("reconnect-storm", &result),
+        ok: result.ok,
+        result,
         timeline: Timeline::decode(&out.timeline)?,
         hist: Hist::decode(&out.latency)?,
     })
@@ -454,7 +446,7 @@ pub struct RampArgs {
     pub p99_ms: f64,
 }
 
-pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
+pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done<RampResult>> {
     let mut steps = Vec::new();
     let mut best: Option<f64> = None;
     let mut summary = String::from("ramp:\n");
@@ -466,20 +458,22 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
             ..r.base.clone()
         };
         let (out, value) = dm_step(g, &a, None, None, &format!("ramp {rate:.0}/s")).await?;
-        let p99 = value["latency"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
-        let passed = value["ok"] == true && p99 <= r.p99_ms;
+        let p99 = value.latency.p99_ms;
+        let passed = value.ok && p99 <= r.p99_ms;
         summary += &format!(
             "  {:>8.0} msg/s: delivered {:>8.0}/s p99 {:>8.2} ms lost {} duplicated {} -> {}\n",
             rate,
-            value["throughput"]["delivered_per_sec"]
-                .as_f64()
-                .unwrap_or(0.0),
+            value.throughput.delivered_per_sec,
             p99,
-            value["lost"],
-            value["duplicated"],
+            value.lost,
+            value.duplicated,
             if passed { "pass" } else { "FAIL" }
         );
-        steps.push(json!({ "rate": rate, "passed": passed, "result": value }));
+        steps.push(RampStep {
+            rate,
+            passed,
+            result: value,
+        });
         last = (
             Timeline::decode(&out.timeline)?,
             Hist::decode(&out.latency)?,
@@ -497,12 +491,12 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
         ),
         None => format!("  no rate kept p99 <= {} ms with nothing lost\n", r.p99_ms),
     };
-    let result = json!({
-        "p99_bound_ms": r.p99_ms,
-        "best_rate": best,
-        "steps": steps,
-        "ok": best.is_some(),
-    });
+    let result = RampResult {
+        p99_bound_ms: r.p99_ms,
+        best_rate: best,
+        steps,
+        ok: best.is_some(),
+    };
     Ok(Done {
         result,
         summary,
@@ -512,28 +506,28 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done> {
     })
 }
 
-/// Parameters echoed into the report, by scenario.
-pub fn params(g: &Global, extra: BTreeMap<&str, Value>) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("targets".into(), json!(g.targets));
-    m.insert("workers".into(), json!(g.workers));
-    m.insert("source_ips".into(), json!(g.source_ips));
-    m.insert("gateway_pids".into(), json!(g.gateway_pids));
+/// Parameters echoed into the report: the global ones and the scenario's own.
+pub fn params<S>(g: &Global, scenario: S) -> Params<S> {
     // The singular fields, as in earlier reports, when exactly one was given; the lists
     // always.
-    let only = |v: Value, n: usize| if n == 1 { v } else { Value::Null };
-    m.insert(
-        "redis_pid".into(),
-        only(json!(g.redis_pids.first()), g.redis_pids.len()),
-    );
-    m.insert(
-        "redis_addr".into(),
-        only(json!(g.redis_addrs.first()), g.redis_addrs.len()),
-    );
-    m.insert("redis_pids".into(), json!(g.redis_pids));
-    m.insert("redis_addrs".into(), json!(g.redis_addrs));
-    for (k, v) in extra {
-        m.insert(k.into(), v);
+    let only = |n: usize| n == 1;
+    Params {
+        targets: g.targets.clone(),
+        workers: g.workers,
+        source_ips: g.source_ips,
+        gateway_pids: g.gateway_pids.clone(),
+        redis_pid: g
+            .redis_pids
+            .first()
+            .copied()
+            .filter(|_| only(g.redis_pids.len())),
+        redis_addr: g
+            .redis_addrs
+            .first()
+            .cloned()
+            .filter(|_| only(g.redis_addrs.len())),
+        redis_pids: g.redis_pids.clone(),
+        redis_addrs: g.redis_addrs.clone(),
+        scenario,
     }
-    Value::Object(m)
 }

@@ -90,7 +90,7 @@ impl Hist {
 }
 
 /// Percentiles of one histogram, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub min_ms: f64,
@@ -167,7 +167,7 @@ impl Timeline {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineRow {
     pub second: usize,
     pub count: u64,

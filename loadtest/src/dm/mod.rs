@@ -225,7 +225,7 @@ pub async fn run(
     let mut out = outcome::combine(outcomes, storm_at_us);
     if per_user > f64::from(send_limit) {
         out.warnings.push(format!(
-            "each user sends {per_user:.1} msg/s but the nodes allow {send_limit}/s per user: \
+            "each user sends {per_user:.1} msg/s on its one connection but the nodes allow {send_limit}/s per connection: \
              raise CHAT_LIMITS__SEND_PER_SECOND / SEND_BURST or add users"
         ));
     }
