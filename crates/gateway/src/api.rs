@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chat_engine::{EngineError, SendRequest};
-use chat_protocol::{valid_user_id, StreamId, User, MAX_NONCE};
+use chat_protocol::{valid_user_id, ErrorCode, StreamId, User, MAX_NONCE};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::connection::now_rfc3339;
+use crate::errors::{self, Refused};
 use crate::state::Shared;
 
 /// The API routes, with the key check in front of them.
@@ -28,42 +29,34 @@ pub fn routes(state: Shared) -> Router<Shared> {
         .route_layer(middleware::from_fn_with_state(state, require_key))
 }
 
-/// An API error: status, wire code and message, as `{"error":{"code","message"}}`.
-struct ApiError(StatusCode, &'static str, String);
+/// An API error: wire code (its HTTP status from the error map) and message, as
+/// `{"error":{"code","message"}}`.
+struct ApiError(ErrorCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
-            self.0,
-            Json(json!({"error": {"code": self.1, "message": self.2}})),
+            errors::http_status(self.0),
+            Json(json!({"error": {"code": self.0.as_str(), "message": self.1}})),
         )
             .into_response()
     }
 }
 
+impl From<Refused> for ApiError {
+    fn from((code, message): Refused) -> Self {
+        ApiError(code, message)
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Unavailable(_) => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "backend unavailable, retry later".into(),
-            ),
-            EngineError::NotFound(what) => ApiError(StatusCode::NOT_FOUND, "not_found", what),
-            EngineError::Internal(what) => {
-                tracing::error!(error = %what, "engine error in API call");
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error".into(),
-                )
-            }
-        }
+        errors::on_api(e).into()
     }
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "bad_request", message.into())
+    ApiError(ErrorCode::BadRequest, message.into())
 }
 
 async fn require_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -78,12 +71,8 @@ async fn require_key(State(state): State<Shared>, request: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API key".into(),
-        )
-        .into_response();
+        return ApiError(ErrorCode::Unauthorized, "missing or wrong API key".into())
+            .into_response();
     }
     next.run(request).await
 }
@@ -124,8 +113,7 @@ async fn send_message(
     let max = state.settings.server.max_body;
     if req.body.chars().count() > max {
         return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("body is longer than {max} characters"),
         ));
     }
@@ -137,8 +125,7 @@ async fn send_message(
     for (id, field) in [(&req.from, "from"), (&req.to, "to")] {
         if !state.user_exists(id).await? {
             return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("{field}: no such user"),
             ));
         }
@@ -160,7 +147,7 @@ async fn send_message(
             local_node: None,
         })
         .await?;
-    metrics::counter!("chat_messages_received_total").increment(1);
+    metrics::counter!(crate::metric::MESSAGES_RECEIVED).increment(1);
     Ok((StatusCode::CREATED, Json(outcome.message)).into_response())
 }
 

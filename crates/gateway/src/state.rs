@@ -57,6 +57,8 @@ impl AppState {
         router: Arc<Router>,
         metrics: PrometheusHandle,
     ) -> AppState {
+        // The recorder behind `metrics` is installed: list every metric from now on.
+        crate::metric::register();
         let limits = Limits {
             max_body: settings.server.max_body,
             max_frame: settings.server.max_frame,
@@ -125,7 +127,7 @@ impl AppState {
             match self.engine.drop_presence(&user, &self.node_id).await {
                 Ok(()) => {
                     lock(&self.presence_repairs).remove(&user);
-                    metrics::counter!("chat_presence_repairs_total").increment(1);
+                    metrics::counter!(crate::metric::PRESENCE_REPAIRS).increment(1);
                     tracing::info!(user.id = %user, "presence count repaired after a failed close");
                 }
                 Err(e) => {

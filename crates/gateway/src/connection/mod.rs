@@ -72,9 +72,9 @@ pub async fn serve(state: Shared, socket: WebSocket) {
     let conn_id = state.router.next_conn_id();
     let span = tracing::info_span!("conn", conn.id = conn_id, node = %state.node_id, user.id = tracing::field::Empty);
     async move {
-        metrics::gauge!("chat_connections_open").increment(1.0);
+        metrics::gauge!(crate::metric::CONNECTIONS_OPEN).increment(1.0);
         run(state, socket, conn_id).await;
-        metrics::gauge!("chat_connections_open").decrement(1.0);
+        metrics::gauge!(crate::metric::CONNECTIONS_OPEN).decrement(1.0);
     }
     .instrument(span)
     .await
