@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chat_engine::{EngineError, SendRequest};
-use chat_protocol::{valid_user_id, ErrorCode, StreamId, User, MAX_NONCE};
+use chat_protocol::{valid_user_id, ErrorCode, StreamId, User};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::connection::now_rfc3339;
 use crate::errors::{self, Refused};
+use crate::send_policy::{self, Origin, Violation};
 use crate::state::Shared;
 
 /// The API routes, with the key check in front of them.
@@ -103,24 +104,12 @@ async fn send_message(
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     check_id(&req.from, "from")?;
-    check_id(&req.to, "to")?;
-    if req.from == req.to {
-        return Err(bad("from and to must differ"));
-    }
-    if req.body.trim().is_empty() {
-        return Err(bad("body is empty"));
-    }
+    // The socket's rules, `from` standing for the signed-in user.
     let max = state.settings.server.max_body;
-    if req.body.chars().count() > max {
-        return Err(ApiError(
-            ErrorCode::TooLarge,
-            format!("body is longer than {max} characters"),
-        ));
-    }
-    if let Some(n) = &req.nonce {
-        if n.is_empty() || n.chars().count() > MAX_NONCE {
-            return Err(bad(format!("nonce must be 1-{MAX_NONCE} characters")));
-        }
+    match send_policy::check_send(&req.from, &req.to, &req.body, req.nonce.as_deref(), max) {
+        Ok(()) => {}
+        Err(Violation::SelfPeer { .. }) => return Err(bad("from and to must differ")),
+        Err(v) => return Err(Refused::from(v).into()),
     }
     for (id, field) in [(&req.from, "from"), (&req.to, "to")] {
         if !state.user_exists(id).await? {
@@ -130,10 +119,7 @@ async fn send_message(
             ));
         }
     }
-    let (nonce, ttl) = match req.nonce {
-        Some(n) => (format!("p:{n}"), 24 * 3600),
-        None => (format!("a:{}", uuid::Uuid::new_v4().simple()), 60),
-    };
+    let (nonce, ttl) = send_policy::stored_nonce(Origin::Api, req.nonce);
     let outcome = state
         .engine
         .send(SendRequest {

@@ -17,6 +17,7 @@ mod http;
 mod limiter;
 mod metric;
 mod router;
+mod send_policy;
 mod state;
 mod telemetry;
 mod web;

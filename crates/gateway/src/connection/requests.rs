@@ -7,20 +7,15 @@ use std::sync::Arc;
 
 use chat_engine::{EventSink, LiveEvent, SendRequest};
 use chat_protocol::{
-    close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame,
-    StreamId, MAX_NONCE,
+    close, dm_conversation, parse_client_frame, ClientFrame, ErrorCode, ServerFrame, StreamId,
 };
 
 use tracing::Instrument;
 
 use super::{Conn, Stop};
 use crate::errors::{on_socket, refuse, Refused};
+use crate::send_policy::{self, Origin};
 
-/// How long a client nonce is remembered (protocol: 24 h).
-const CLIENT_NONCE_TTL: u64 = 24 * 3600;
-/// How long a gateway-generated nonce is remembered: long enough to cover the
-/// engine's own retries, short enough to cost little memory.
-const AUTO_NONCE_TTL: u64 = 60;
 /// Refusals in a row after which a sender is closed with 4008.
 const ABUSE_REFUSALS: u32 = 50;
 
@@ -98,20 +93,8 @@ impl Conn {
     }
 
     /// Checks a peer id named by the client: valid and not the client itself.
-    pub(super) fn peer(&self, id: &str, field: &str) -> Result<(), Refused> {
-        if !valid_user_id(id) {
-            return Err(refuse(
-                ErrorCode::BadRequest,
-                format!("{field} is not a valid user id"),
-            ));
-        }
-        if id == self.user.id {
-            return Err(refuse(
-                ErrorCode::BadRequest,
-                format!("{field} cannot be yourself"),
-            ));
-        }
-        Ok(())
+    pub(super) fn peer(&self, id: &str, field: &'static str) -> Result<(), Refused> {
+        send_policy::check_peer(&self.user.id, id, field).map_err(Refused::from)
     }
 
     async fn send(
@@ -121,25 +104,14 @@ impl Conn {
         body: String,
         nonce: Option<String>,
     ) -> Result<Option<ServerFrame>, Refused> {
-        self.peer(&to, "to")?;
-        if body.trim().is_empty() {
-            return Err(refuse(ErrorCode::BadRequest, "body is empty"));
-        }
-        let max = self.state.settings.server.max_body;
-        if body.chars().count() > max {
-            return Err(refuse(
-                ErrorCode::TooLarge,
-                format!("body is longer than {max} characters"),
-            ));
-        }
-        if let Some(n) = &nonce {
-            if n.is_empty() || n.chars().count() > MAX_NONCE || n.contains(char::is_whitespace) {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("nonce must be 1-{MAX_NONCE} characters without spaces"),
-                ));
-            }
-        }
+        send_policy::check_send(
+            &self.user.id,
+            &to,
+            &body,
+            nonce.as_deref(),
+            self.state.settings.server.max_body,
+        )
+        .map_err(Refused::from)?;
         if !self.sends.try_take() {
             metrics::counter!(crate::metric::RATE_LIMITED).increment(1);
             return Err(refuse(
@@ -150,13 +122,7 @@ impl Conn {
         if !self.state.user_exists(&to).await.map_err(on_socket)? {
             return Err(refuse(ErrorCode::NotFound, "no such user"));
         }
-        let (nonce, nonce_ttl_secs) = match nonce {
-            Some(n) => (format!("c:{n}"), CLIENT_NONCE_TTL),
-            None => (
-                format!("a:{}", uuid::Uuid::new_v4().simple()),
-                AUTO_NONCE_TTL,
-            ),
-        };
+        let (nonce, nonce_ttl_secs) = send_policy::stored_nonce(Origin::Socket, nonce);
         let request = SendRequest {
             from: self.user.id.clone(),
             to,
