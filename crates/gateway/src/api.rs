@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chat_engine::{EngineError, SendRequest};
+use chat_protocol::api as wire;
 use chat_protocol::{valid_user_id, ErrorCode, StreamId, User};
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::connection::now_rfc3339;
 use crate::errors::{self, Refused};
@@ -38,7 +37,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             errors::http_status(self.0),
-            Json(json!({"error": {"code": self.0.as_str(), "message": self.1}})),
+            Json(wire::ApiError::new(self.0, self.1)),
         )
             .into_response()
     }
@@ -90,17 +89,9 @@ fn check_id(id: &str, field: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    from: String,
-    to: String,
-    body: String,
-    nonce: Option<String>,
-}
-
 async fn send_message(
     State(state): State<Shared>,
-    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<wire::SendMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     check_id(&req.from, "from")?;
@@ -137,16 +128,10 @@ async fn send_message(
     Ok((StatusCode::CREATED, Json(outcome.message)).into_response())
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
-    before: Option<String>,
-    limit: Option<u32>,
-}
-
 async fn history(
     State(state): State<Shared>,
     Path((a, b)): Path<(String, String)>,
-    Query(q): Query<HistoryQuery>,
+    Query(q): Query<wire::HistoryQuery>,
 ) -> Result<Response, ApiError> {
     check_id(&a, "user_a")?;
     check_id(&b, "user_b")?;
@@ -159,7 +144,7 @@ async fn history(
         None => None,
     };
     let (messages, more) = state.engine.history(&a, &b, before, limit as usize).await?;
-    Ok(Json(json!({"messages": messages, "more": more})).into_response())
+    Ok(Json(wire::HistoryPage { messages, more }).into_response())
 }
 
 async fn clear(
@@ -172,15 +157,10 @@ async fn clear(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct UserBody {
-    name: String,
-}
-
 async fn put_user(
     State(state): State<Shared>,
     Path(id): Path<String>,
-    body: Result<Json<UserBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<wire::PutUser>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check_id(&id, "id")?;
     let Json(body) = body.map_err(|e| bad(e.body_text()))?;
