@@ -1,8 +1,11 @@
 //! The one error map: what a client is told when the engine fails, on the socket and
 //! over the HTTP API, and the HTTP status of every wire [`ErrorCode`].
 //!
-//! Engine errors are logged and counted here, once, whatever the caller; callers only
-//! pass the refusal on.
+//! An engine error that a client is told about is logged and counted
+//! (`chat_redis_errors_total`) here, once, whatever the path; callers only pass the
+//! refusal on. (Failures of a connection's own bookkeeping — registering and counting
+//! it at sign-in, a recovery read — close the socket and are logged where they
+//! happen: `presence.rs`, `connection/`.)
 
 use axum::http::StatusCode;
 use chat_engine::EngineError;
