@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chat_engine::{EngineError, SendRequest};
-use chat_protocol::{valid_user_id, StreamId, User, MAX_NONCE};
-use serde::Deserialize;
-use serde_json::json;
+use chat_protocol::api as wire;
+use chat_protocol::{valid_user_id, ErrorCode, StreamId, User};
 
 use crate::connection::now_rfc3339;
+use crate::errors::{self, Refused};
+use crate::send_policy::{self, Origin, Violation};
 use crate::state::Shared;
 
 /// The API routes, with the key check in front of them.
@@ -28,42 +29,34 @@ pub fn routes(state: Shared) -> Router<Shared> {
         .route_layer(middleware::from_fn_with_state(state, require_key))
 }
 
-/// An API error: status, wire code and message, as `{"error":{"code","message"}}`.
-struct ApiError(StatusCode, &'static str, String);
+/// An API error: wire code (its HTTP status from the error map) and message, as
+/// `{"error":{"code","message"}}`.
+struct ApiError(ErrorCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
-            self.0,
-            Json(json!({"error": {"code": self.1, "message": self.2}})),
+            errors::http_status(self.0),
+            Json(wire::ApiError::new(self.0, self.1)),
         )
             .into_response()
     }
 }
 
+impl From<Refused> for ApiError {
+    fn from((code, message): Refused) -> Self {
+        ApiError(code, message)
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Unavailable(_) => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "backend unavailable, retry later".into(),
-            ),
-            EngineError::NotFound(what) => ApiError(StatusCode::NOT_FOUND, "not_found", what),
-            EngineError::Internal(what) => {
-                tracing::error!(error = %what, "engine error in API call");
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error".into(),
-                )
-            }
-        }
+        errors::on_api(e).into()
     }
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "bad_request", message.into())
+    ApiError(ErrorCode::BadRequest, message.into())
 }
 
 async fn require_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -78,12 +71,8 @@ async fn require_key(State(state): State<Shared>, request: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API key".into(),
-        )
-        .into_response();
+        return ApiError(ErrorCode::Unauthorized, "missing or wrong API key".into())
+            .into_response();
     }
     next.run(request).await
 }
@@ -100,53 +89,28 @@ fn check_id(id: &str, field: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    from: String,
-    to: String,
-    body: String,
-    nonce: Option<String>,
-}
-
 async fn send_message(
     State(state): State<Shared>,
-    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<wire::SendMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     check_id(&req.from, "from")?;
-    check_id(&req.to, "to")?;
-    if req.from == req.to {
-        return Err(bad("from and to must differ"));
-    }
-    if req.body.trim().is_empty() {
-        return Err(bad("body is empty"));
-    }
+    // The socket's rules, `from` standing for the signed-in user.
     let max = state.settings.server.max_body;
-    if req.body.chars().count() > max {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body is longer than {max} characters"),
-        ));
-    }
-    if let Some(n) = &req.nonce {
-        if n.is_empty() || n.chars().count() > MAX_NONCE {
-            return Err(bad(format!("nonce must be 1-{MAX_NONCE} characters")));
-        }
+    match send_policy::check_send(&req.from, &req.to, &req.body, req.nonce.as_deref(), max) {
+        Ok(()) => {}
+        Err(Violation::SelfPeer { .. }) => return Err(bad("from and to must differ")),
+        Err(v) => return Err(Refused::from(v).into()),
     }
     for (id, field) in [(&req.from, "from"), (&req.to, "to")] {
         if !state.user_exists(id).await? {
             return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("{field}: no such user"),
             ));
         }
     }
-    let (nonce, ttl) = match req.nonce {
-        Some(n) => (format!("p:{n}"), 24 * 3600),
-        None => (format!("a:{}", uuid::Uuid::new_v4().simple()), 60),
-    };
+    let (nonce, ttl) = send_policy::stored_nonce(Origin::Api, req.nonce);
     let outcome = state
         .engine
         .send(SendRequest {
@@ -160,20 +124,14 @@ async fn send_message(
             local_node: None,
         })
         .await?;
-    metrics::counter!("chat_messages_received_total").increment(1);
+    metrics::counter!(crate::metric::MESSAGES_RECEIVED).increment(1);
     Ok((StatusCode::CREATED, Json(outcome.message)).into_response())
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    before: Option<String>,
-    limit: Option<u32>,
 }
 
 async fn history(
     State(state): State<Shared>,
     Path((a, b)): Path<(String, String)>,
-    Query(q): Query<HistoryQuery>,
+    Query(q): Query<wire::HistoryQuery>,
 ) -> Result<Response, ApiError> {
     check_id(&a, "user_a")?;
     check_id(&b, "user_b")?;
@@ -186,7 +144,7 @@ async fn history(
         None => None,
     };
     let (messages, more) = state.engine.history(&a, &b, before, limit as usize).await?;
-    Ok(Json(json!({"messages": messages, "more": more})).into_response())
+    Ok(Json(wire::HistoryPage { messages, more }).into_response())
 }
 
 async fn clear(
@@ -199,15 +157,10 @@ async fn clear(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct UserBody {
-    name: String,
-}
-
 async fn put_user(
     State(state): State<Shared>,
     Path(id): Path<String>,
-    body: Result<Json<UserBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<wire::PutUser>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check_id(&id, "id")?;
     let Json(body) = body.map_err(|e| bad(e.body_text()))?;

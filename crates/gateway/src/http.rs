@@ -31,7 +31,7 @@ async fn ws_upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     if !origin_allowed(&state.origins, &headers) {
-        metrics::counter!("chat_origin_refusals_total").increment(1);
+        metrics::counter!(crate::metric::ORIGIN_REFUSALS).increment(1);
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let max = state.settings.server.max_frame;

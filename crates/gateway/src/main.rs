@@ -12,9 +12,13 @@ mod api;
 mod auth;
 mod config;
 mod connection;
+mod errors;
 mod http;
 mod limiter;
+mod metric;
+mod presence;
 mod router;
+mod send_policy;
 mod state;
 mod telemetry;
 mod web;
@@ -121,10 +125,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     let router = Router::new();
     let engine = connect_engine(&settings, router.clone()).await;
     let state = Arc::new(AppState::new(settings, engine, router, metrics));
-    // A node restarted with the same id must not leave its old users online.
-    if let Err(e) = state.engine.reset_node(&state.node_id).await {
-        tracing::warn!(error = %e, "could not clear presence left by an earlier run of this node");
-    }
+    presence::reset_node(&state).await;
 
     let listener = tokio::net::TcpListener::bind(&state.settings.server.listen).await?;
     let addr = listener.local_addr()?;
@@ -140,7 +141,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         "listening on {addr}"
     );
 
-    spawn_heartbeat(state.clone());
+    presence::spawn_heartbeat(state.clone());
     let app = http::routes(state.clone());
     let stop_accepting = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn({
@@ -222,35 +223,6 @@ async fn drain(state: &AppState) {
             tokio::time::sleep(step).await;
         }
     }
-}
-
-/// How often a node proves it is alive, and how long the proof lasts: a node that
-/// died is noticed by the others within `HEARTBEAT_TTL + HEARTBEAT_EVERY` (< 30 s).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-const HEARTBEAT_TTL: u64 = 15;
-
-/// Heartbeats this node and reaps nodes that stopped heartbeating, so a crashed
-/// node's users do not stay online.
-fn spawn_heartbeat(state: Arc<AppState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-        loop {
-            tokio::select! {
-                _ = state.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = state.engine.heartbeat(&state.node_id, HEARTBEAT_TTL).await {
-                tracing::warn!(error = %e, "heartbeat failed");
-                continue;
-            }
-            state.repair_presence().await;
-            match state.engine.reap_dead_nodes().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(nodes = n, "reaped dead nodes: their users are offline"),
-                Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),
-            }
-        }
-    });
 }
 
 async fn shutdown_signal() {

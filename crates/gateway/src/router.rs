@@ -81,7 +81,7 @@ impl ConnHandle {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.closer.code().is_none() {
-                    metrics::counter!("chat_slow_consumer_closes_total").increment(1);
+                    metrics::counter!(crate::metric::SLOW_CONSUMER_CLOSES).increment(1);
                     tracing::info!(conn.id = self.id, "closing slow consumer: outbox full");
                 }
                 self.closer.close(close::SLOW_CONSUMER);
@@ -144,7 +144,7 @@ impl Router {
                 return Err(e);
             }
             *subscribed = true;
-            metrics::gauge!("chat_pubsub_subscriptions").increment(1.0);
+            metrics::gauge!(crate::metric::PUBSUB_SUBSCRIPTIONS).increment(1.0);
         }
         Ok(())
     }
@@ -166,7 +166,7 @@ impl Router {
                     tracing::warn!(user.id = user, error = %e, "unsubscribe failed");
                 }
                 *subscribed = false;
-                metrics::gauge!("chat_pubsub_subscriptions").decrement(1.0);
+                metrics::gauge!(crate::metric::PUBSUB_SUBSCRIPTIONS).decrement(1.0);
             }
             let mut users = lock(&self.users);
             if lock(&slot.conns).is_empty()

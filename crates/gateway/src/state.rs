@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::JwtVerifier;
 use crate::config::Settings;
+use crate::presence::Presence;
 use crate::router::Router;
 
 /// Largest number of user ids remembered as known before the cache is cleared.
@@ -40,14 +41,8 @@ pub struct AppState {
     /// User ids known to exist, so a send to a known peer costs no extra lookup.
     /// Users are never deleted, so a positive entry never goes stale.
     known_users: Mutex<HashSet<String>>,
-    /// Users whose presence count this node failed to decrement (the backend was
-    /// unreachable when a connection closed): dropped once they have no connection
-    /// here any more (see [`AppState::repair_presence`]).
-    presence_repairs: Mutex<HashSet<String>>,
-    /// Held shared by a sign-in while it registers and counts its connection, and
-    /// exclusively by a presence repair, so a repair never drops the count of a
-    /// connection that is being opened.
-    pub presence_gate: tokio::sync::RwLock<()>,
+    /// Presence bookkeeping: repairs pending and the per-user gates.
+    pub presence: Presence,
 }
 
 impl AppState {
@@ -57,6 +52,8 @@ impl AppState {
         router: Arc<Router>,
         metrics: PrometheusHandle,
     ) -> AppState {
+        // The recorder behind `metrics` is installed: list every metric from now on.
+        crate::metric::register();
         let limits = Limits {
             max_body: settings.server.max_body,
             max_frame: settings.server.max_frame,
@@ -76,8 +73,7 @@ impl AppState {
             tracker: TaskTracker::new(),
             metrics,
             known_users: Mutex::new(HashSet::new()),
-            presence_repairs: Mutex::new(HashSet::new()),
-            presence_gate: tokio::sync::RwLock::new(()),
+            presence: Presence::default(),
         }
     }
 
@@ -101,39 +97,6 @@ impl AppState {
     /// trace contexts are built only then.
     pub fn traces_exported(&self) -> bool {
         !self.settings.telemetry.otlp_endpoint.is_empty()
-    }
-
-    /// A connection of `user` closed but its presence count could not be decremented.
-    pub fn presence_repair_needed(&self, user: &str) {
-        lock(&self.presence_repairs).insert(user.to_string());
-    }
-
-    /// For each user whose count could not be decremented and who has no connection
-    /// on this node any more: drops this node's count (idempotent, unlike retrying a
-    /// decrement that may have run after all). Stops at the first backend error; the
-    /// rest waits for the next call (every heartbeat).
-    pub async fn repair_presence(&self) {
-        let pending: Vec<String> = lock(&self.presence_repairs).iter().cloned().collect();
-        for user in pending {
-            if self.router.has_connections(&user) {
-                continue;
-            }
-            let _gate = self.presence_gate.write().await;
-            if self.router.has_connections(&user) {
-                continue;
-            }
-            match self.engine.drop_presence(&user, &self.node_id).await {
-                Ok(()) => {
-                    lock(&self.presence_repairs).remove(&user);
-                    metrics::counter!("chat_presence_repairs_total").increment(1);
-                    tracing::info!(user.id = %user, "presence count repaired after a failed close");
-                }
-                Err(e) => {
-                    tracing::warn!(user.id = %user, error = %e, "presence repair failed; will retry");
-                    return;
-                }
-            }
-        }
     }
 
     pub fn remember_user(&self, id: &str) {

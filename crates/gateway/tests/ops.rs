@@ -16,6 +16,51 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     body
 }
 
+/// Every counter and gauge a node exports (`crates/gateway/src/metric.rs`).
+const COUNTERS_AND_GAUGES: [&str; 13] = [
+    "chat_hello_total",
+    "chat_sign_ins_total",
+    "chat_messages_received_total",
+    "chat_messages_delivered_total",
+    "chat_recovery_replays_total",
+    "chat_gap_reads_total",
+    "chat_presence_repairs_total",
+    "chat_rate_limited_total",
+    "chat_slow_consumer_closes_total",
+    "chat_origin_refusals_total",
+    "chat_redis_errors_total",
+    "chat_connections_open",
+    "chat_pubsub_subscriptions",
+];
+
+/// A fresh node's first scrape lists every counter and gauge, described and at zero
+/// (and the latency histograms, empty), before anything happened on it.
+async fn fresh_node_lists_every_metric(engine: Engine) {
+    let cluster = Cluster::single(engine, &[]);
+    let text = scrape(cluster.addr(0)).await;
+    for name in COUNTERS_AND_GAUGES {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} described on a fresh node:\n{text}"
+        );
+        assert_eq!(metric(&text, name), Some(0.0), "{name} at 0:\n{text}");
+    }
+    for name in ["chat_send_ack_seconds", "chat_redis_command_seconds"] {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+        assert_eq!(metric(&text, &format!("{name}_count")), Some(0.0), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_node_lists_every_metric_memory() {
+    fresh_node_lists_every_metric(Engine::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_node_lists_every_metric_redis() {
+    fresh_node_lists_every_metric(Engine::Redis).await;
+}
+
 async fn metrics_move(engine: Engine) {
     let cluster = Cluster::single(engine, &[]);
     let addr = cluster.addr(0);

@@ -5,6 +5,7 @@
 //! the Rust client, the load-test harness and the tests all speak through it, so a
 //! frame means the same thing everywhere.
 
+pub mod api;
 pub mod codes;
 pub mod frames;
 pub mod ids;

@@ -102,11 +102,11 @@ impl Conn {
         };
         self.write_frame(&welcome).await?;
         if recovered {
-            metrics::counter!("chat_recovery_replays_total").increment(1);
+            metrics::counter!(crate::metric::RECOVERY_REPLAYS).increment(1);
             let full = first_page.len() == PAGE;
             for event in first_page {
                 self.last_sent = event.id;
-                metrics::counter!("chat_messages_delivered_total").increment(1);
+                metrics::counter!(crate::metric::MESSAGES_DELIVERED).increment(1);
                 self.write_bytes(event.frame()).await?;
             }
             if full {
@@ -145,14 +145,14 @@ impl Conn {
                 }
                 return Ok(());
             }
-            metrics::counter!("chat_gap_reads_total").increment(1);
+            metrics::counter!(crate::metric::GAP_READS).increment(1);
             self.catch_up().await?;
             if event.id <= self.last_sent {
                 return Ok(());
             }
         }
         self.last_sent = event.id;
-        metrics::counter!("chat_messages_delivered_total").increment(1);
+        metrics::counter!(crate::metric::MESSAGES_DELIVERED).increment(1);
         self.write_bytes(event.frame.clone()).await?;
         self.write_held_in_order().await
     }
@@ -170,7 +170,7 @@ impl Conn {
                 }
             };
             self.last_sent = next.id;
-            metrics::counter!("chat_messages_delivered_total").increment(1);
+            metrics::counter!(crate::metric::MESSAGES_DELIVERED).increment(1);
             self.write_bytes(next.frame.clone()).await?;
         }
         Ok(())
@@ -178,7 +178,7 @@ impl Conn {
 
     /// The held events waited long enough: read the gap from the inbox.
     pub(super) async fn release_held(&mut self) -> Result<(), Stop> {
-        metrics::counter!("chat_gap_reads_total").increment(1);
+        metrics::counter!(crate::metric::GAP_READS).increment(1);
         self.catch_up().await?;
         self.write_held_in_order().await?;
         if let Some(held) = self.held.as_mut() {
@@ -204,7 +204,7 @@ impl Conn {
             for event in page {
                 if event.id > self.last_sent {
                     self.last_sent = event.id;
-                    metrics::counter!("chat_messages_delivered_total").increment(1);
+                    metrics::counter!(crate::metric::MESSAGES_DELIVERED).increment(1);
                     self.write_bytes(event.frame()).await?;
                 }
             }

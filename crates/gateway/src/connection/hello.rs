@@ -13,6 +13,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
 use super::{read_error_stop, text, Stop};
+use crate::errors::{self, Refused};
 use crate::state::Shared;
 
 /// A signed-in user, before `welcome` is sent.
@@ -29,13 +30,13 @@ enum Refusal {
     /// Fixable by the client on the same connection (e.g. an invalid guest name).
     BadRequest(String),
     Unauthorized(String),
-    Unavailable,
+    /// The backend failed: told as the error map says, then the socket closes 1011.
+    Backend(Refused),
 }
 
 impl From<EngineError> for Refusal {
     fn from(e: EngineError) -> Self {
-        tracing::warn!(error = %e, "sign-in failed on the backend");
-        Refusal::Unavailable
+        Refusal::Backend(errors::on_sign_in(e))
     }
 }
 
@@ -111,7 +112,7 @@ pub(crate) async fn sign_in(
             .await;
             return Err(Stop::Close(close::UNAUTHORIZED, "unauthorized"));
         };
-        metrics::counter!("chat_hello_total").increment(1);
+        metrics::counter!(crate::metric::HELLOS).increment(1);
         match authenticate(state, token, session, username).await {
             Ok((user, session, resumed)) => {
                 state.remember_user(&user.id);
@@ -138,16 +139,8 @@ pub(crate) async fn sign_in(
                 .await;
                 return Err(Stop::Close(close::UNAUTHORIZED, "unauthorized"));
             }
-            Err(Refusal::Unavailable) => {
-                reply(
-                    sink,
-                    ServerFrame::error(
-                        reference,
-                        ErrorCode::Unavailable,
-                        "backend unavailable, retry later",
-                    ),
-                )
-                .await;
+            Err(Refusal::Backend((code, message))) => {
+                reply(sink, ServerFrame::error(reference, code, message)).await;
                 return Err(Stop::Close(close::INTERNAL, "backend unavailable"));
             }
         }
@@ -190,7 +183,7 @@ async fn authenticate(
             .unwrap_or_else(|| claims.sub.clone());
         let existed = engine.upsert_user(&claims.sub, &name).await?;
         let session = engine.create_session(&claims.sub, ttl).await?;
-        metrics::counter!("chat_sign_ins_total", "kind" => "token").increment(1);
+        metrics::counter!(crate::metric::SIGN_INS, "kind" => "token").increment(1);
         return Ok((
             User {
                 id: claims.sub,
@@ -208,7 +201,7 @@ async fn authenticate(
             .resume_session(&session, ttl)
             .await?
             .ok_or_else(|| Refusal::Unauthorized("session unknown or expired".into()))?;
-        metrics::counter!("chat_sign_ins_total", "kind" => "session").increment(1);
+        metrics::counter!(crate::metric::SIGN_INS, "kind" => "session").increment(1);
         return Ok((user, session, true));
     }
     let raw = username.unwrap_or_default();
@@ -224,6 +217,6 @@ async fn authenticate(
     })?;
     let user = engine.create_guest(&name).await?;
     let session = engine.create_session(&user.id, ttl).await?;
-    metrics::counter!("chat_sign_ins_total", "kind" => "guest").increment(1);
+    metrics::counter!(crate::metric::SIGN_INS, "kind" => "guest").increment(1);
     Ok((user, session, false))
 }

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::limiter::TokenBucket;
+use crate::presence;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
 pub(crate) use requests::now_rfc3339;
@@ -72,9 +73,9 @@ pub async fn serve(state: Shared, socket: WebSocket) {
     let conn_id = state.router.next_conn_id();
     let span = tracing::info_span!("conn", conn.id = conn_id, node = %state.node_id, user.id = tracing::field::Empty);
     async move {
-        metrics::gauge!("chat_connections_open").increment(1.0);
+        metrics::gauge!(crate::metric::CONNECTIONS_OPEN).increment(1.0);
         run(state, socket, conn_id).await;
-        metrics::gauge!("chat_connections_open").decrement(1.0);
+        metrics::gauge!(crate::metric::CONNECTIONS_OPEN).decrement(1.0);
     }
     .instrument(span)
     .await
@@ -99,40 +100,14 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         tx,
         closer: Arc::new(Closer::default()),
     };
-    // Registering and counting the connection hold the presence gate (shared): a
-    // presence repair never drops the count of a connection being opened.
-    let gate = state.presence_gate.read().await;
-    // Subscribe before reading the inbox: whatever is published from now on lands
-    // in the outbox, so recovery then live leaves no gap.
-    if let Err(e) = state
-        .router
-        .attach(&*state.engine, &signed.user.id, handle.clone())
-        .await
-    {
-        tracing::warn!(error = %e, "subscribe failed during sign-in");
-        drop(gate);
-        refuse_unavailable(&mut sink, &mut stream).await;
-        return;
-    }
     let user_id = signed.user.id.clone();
-    // Presence counts connections cluster-wide; it also enforces the per-user cap.
-    let opened = match state
-        .engine
-        .connection_opened(&user_id, &state.node_id)
-        .await
-    {
+    let opened = match presence::open(&state, &user_id, handle.clone()).await {
         Ok(count) => count,
-        Err(e) => {
-            tracing::warn!(error = %e, "presence update failed during sign-in");
-            state.router.detach(&*state.engine, &user_id, conn_id).await;
-            drop(gate);
-            // The increment may have run after all (a timeout): repair it.
-            state.presence_repair_needed(&user_id);
+        Err(_) => {
             refuse_unavailable(&mut sink, &mut stream).await;
             return;
         }
     };
-    drop(gate);
     let limits = &state.settings.limits;
     let (mut sink, mut stream, stop) = if opened > limits.max_connections_per_user as u64 {
         let frame = ServerFrame::error(
@@ -175,17 +150,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
         state.router.set_watch(&conn.handle, &conn.watching, &[]);
         (conn.sink, conn.stream, stop)
     };
-    state.router.detach(&*state.engine, &user_id, conn_id).await;
-    if let Err(e) = state
-        .engine
-        .connection_closed(&user_id, &state.node_id)
-        .await
-    {
-        // Retrying the decrement is not safe (it may have run): the heartbeat task
-        // drops this node's count once the user has no connection here.
-        tracing::warn!(error = %e, "presence update failed on close; will repair");
-        state.presence_repair_needed(&user_id);
-    }
+    presence::close(&state, &user_id, conn_id).await;
     finish(&mut sink, &mut stream, stop).await;
 }
 

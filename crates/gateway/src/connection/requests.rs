@@ -5,45 +5,19 @@
 
 use std::sync::Arc;
 
-use chat_engine::{EngineError, EventSink, LiveEvent, SendRequest};
+use chat_engine::{EventSink, LiveEvent, SendRequest};
 use chat_protocol::{
-    close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame,
-    StreamId, MAX_NONCE,
+    close, dm_conversation, parse_client_frame, ClientFrame, ErrorCode, ServerFrame, StreamId,
 };
 
 use tracing::Instrument;
 
 use super::{Conn, Stop};
+use crate::errors::{on_socket, refuse, Refused};
+use crate::send_policy::{self, Origin};
 
-/// How long a client nonce is remembered (protocol: 24 h).
-const CLIENT_NONCE_TTL: u64 = 24 * 3600;
-/// How long a gateway-generated nonce is remembered: long enough to cover the
-/// engine's own retries, short enough to cost little memory.
-const AUTO_NONCE_TTL: u64 = 60;
 /// Refusals in a row after which a sender is closed with 4008.
 const ABUSE_REFUSALS: u32 = 50;
-
-/// A refused request: code and human-readable message.
-pub(super) type Refused = (ErrorCode, String);
-
-pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> Refused {
-    (code, message.into())
-}
-
-pub(super) fn engine_error(e: EngineError) -> Refused {
-    metrics::counter!("chat_redis_errors_total").increment(1);
-    match e {
-        EngineError::Unavailable(_) => refuse(
-            ErrorCode::Unavailable,
-            "backend unavailable, retry later; nothing was stored",
-        ),
-        EngineError::NotFound(what) => refuse(ErrorCode::NotFound, what),
-        EngineError::Internal(what) => {
-            tracing::error!(error = %what, "engine error");
-            refuse(ErrorCode::Internal, "internal error")
-        }
-    }
-}
 
 impl Conn {
     pub(super) async fn on_text(&mut self, raw: &str) -> Result<(), Stop> {
@@ -119,20 +93,8 @@ impl Conn {
     }
 
     /// Checks a peer id named by the client: valid and not the client itself.
-    pub(super) fn peer(&self, id: &str, field: &str) -> Result<(), Refused> {
-        if !valid_user_id(id) {
-            return Err(refuse(
-                ErrorCode::BadRequest,
-                format!("{field} is not a valid user id"),
-            ));
-        }
-        if id == self.user.id {
-            return Err(refuse(
-                ErrorCode::BadRequest,
-                format!("{field} cannot be yourself"),
-            ));
-        }
-        Ok(())
+    pub(super) fn peer(&self, id: &str, field: &'static str) -> Result<(), Refused> {
+        send_policy::check_peer(&self.user.id, id, field).map_err(Refused::from)
     }
 
     async fn send(
@@ -142,42 +104,25 @@ impl Conn {
         body: String,
         nonce: Option<String>,
     ) -> Result<Option<ServerFrame>, Refused> {
-        self.peer(&to, "to")?;
-        if body.trim().is_empty() {
-            return Err(refuse(ErrorCode::BadRequest, "body is empty"));
-        }
-        let max = self.state.settings.server.max_body;
-        if body.chars().count() > max {
-            return Err(refuse(
-                ErrorCode::TooLarge,
-                format!("body is longer than {max} characters"),
-            ));
-        }
-        if let Some(n) = &nonce {
-            if n.is_empty() || n.chars().count() > MAX_NONCE || n.contains(char::is_whitespace) {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("nonce must be 1-{MAX_NONCE} characters without spaces"),
-                ));
-            }
-        }
+        send_policy::check_send(
+            &self.user.id,
+            &to,
+            &body,
+            nonce.as_deref(),
+            self.state.settings.server.max_body,
+        )
+        .map_err(Refused::from)?;
         if !self.sends.try_take() {
-            metrics::counter!("chat_rate_limited_total").increment(1);
+            metrics::counter!(crate::metric::RATE_LIMITED).increment(1);
             return Err(refuse(
                 ErrorCode::RateLimited,
                 "sending too fast; the message was not stored",
             ));
         }
-        if !self.state.user_exists(&to).await.map_err(engine_error)? {
+        if !self.state.user_exists(&to).await.map_err(on_socket)? {
             return Err(refuse(ErrorCode::NotFound, "no such user"));
         }
-        let (nonce, nonce_ttl_secs) = match nonce {
-            Some(n) => (format!("c:{n}"), CLIENT_NONCE_TTL),
-            None => (
-                format!("a:{}", uuid::Uuid::new_v4().simple()),
-                AUTO_NONCE_TTL,
-            ),
-        };
+        let (nonce, nonce_ttl_secs) = send_policy::stored_nonce(Origin::Socket, nonce);
         let request = SendRequest {
             from: self.user.id.clone(),
             to,
@@ -195,12 +140,7 @@ impl Conn {
             local_node: Some(self.state.node_id.clone()),
         };
         let started = std::time::Instant::now();
-        let outcome = self
-            .state
-            .engine
-            .send(request)
-            .await
-            .map_err(engine_error)?;
+        let outcome = self.state.engine.send(request).await.map_err(on_socket)?;
         tracing::Span::current().record("message.id", outcome.message.id.as_str());
         if let Some(event) = outcome.sender_event {
             // Queued behind the ack on this connection.
@@ -209,10 +149,10 @@ impl Conn {
                 .deliver(&self.user.id, LiveEvent::Inbox(Arc::new(event)));
         }
         let elapsed = started.elapsed().as_secs_f64();
-        metrics::histogram!("chat_redis_command_seconds", "op" => "send").record(elapsed);
-        metrics::histogram!("chat_send_ack_seconds")
+        metrics::histogram!(crate::metric::REDIS_COMMAND_SECONDS, "op" => "send").record(elapsed);
+        metrics::histogram!(crate::metric::SEND_ACK_SECONDS)
             .record(self.received_at.elapsed().as_secs_f64());
-        metrics::counter!("chat_messages_received_total").increment(1);
+        metrics::counter!(crate::metric::MESSAGES_RECEIVED).increment(1);
         Ok(Some(ServerFrame::Ack {
             reference,
             message: outcome.message,
@@ -245,7 +185,7 @@ impl Conn {
             .engine
             .history(&self.user.id, &with, before, limit as usize)
             .await
-            .map_err(engine_error)?;
+            .map_err(on_socket)?;
         Ok(Some(ServerFrame::History {
             reference,
             conversation: dm_conversation(&self.user.id, &with),
@@ -264,7 +204,7 @@ impl Conn {
             .engine
             .publish_ephemeral(&to, &frame)
             .await
-            .map_err(engine_error)?;
+            .map_err(on_socket)?;
         Ok(None)
     }
 }

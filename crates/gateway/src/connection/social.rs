@@ -4,8 +4,8 @@
 use chat_engine::ConversationSummary;
 use chat_protocol::{ConversationItem, ErrorCode, ServerFrame, StreamId, Unread, User, UserInfo};
 
-use super::requests::{engine_error, refuse, Refused};
 use super::Conn;
+use crate::errors::{on_socket, refuse, Refused};
 use crate::state::AppState;
 
 /// Most conversations listed (and unread entries in `welcome`).
@@ -35,7 +35,7 @@ impl Conn {
             .engine
             .mark_read(&self.user.id, &with, up_to)
             .await
-            .map_err(engine_error)?;
+            .map_err(on_socket)?;
         Ok(None)
     }
 
@@ -61,7 +61,7 @@ impl Conn {
             .engine
             .search_users(query, limit as usize)
             .await
-            .map_err(engine_error)?;
+            .map_err(on_socket)?;
         let items = with_presence(&self.state, users).await?;
         Ok(Some(ServerFrame::Users { reference, items }))
     }
@@ -91,7 +91,7 @@ impl Conn {
             .engine
             .presence(&users)
             .await
-            .map_err(engine_error)?;
+            .map_err(on_socket)?;
         self.state
             .router
             .set_watch(&self.handle, &self.watching, &users);
@@ -122,9 +122,9 @@ async fn conversation_items(
         .engine
         .conversations(user, MAX_CONVERSATIONS)
         .await
-        .map_err(engine_error)?;
+        .map_err(on_socket)?;
     let peers: Vec<String> = list.iter().map(|c| c.peer.id.clone()).collect();
-    let presence = state.engine.presence(&peers).await.map_err(engine_error)?;
+    let presence = state.engine.presence(&peers).await.map_err(on_socket)?;
     Ok(list
         .into_iter()
         .zip(presence)
@@ -145,7 +145,7 @@ async fn conversation_items(
 
 async fn with_presence(state: &AppState, users: Vec<User>) -> Result<Vec<UserInfo>, Refused> {
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-    let presence = state.engine.presence(&ids).await.map_err(engine_error)?;
+    let presence = state.engine.presence(&ids).await.map_err(on_socket)?;
     Ok(users
         .into_iter()
         .zip(presence)
