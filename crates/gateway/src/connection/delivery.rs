@@ -20,7 +20,7 @@ use chat_protocol::{ServerFrame, StreamId};
 use tokio::time::Instant;
 
 use super::hello::SignedIn;
-use super::{Conn, Stop};
+use super::{Conn, Socket, Stop};
 use crate::router::{Out, Routed};
 
 /// Inbox entries read per round trip during replay and catch-up.
@@ -47,7 +47,7 @@ pub(super) fn held_deadline(held: &Option<Box<Held>>) -> impl Future<Output = ()
     }
 }
 
-impl Conn {
+impl<S: Socket> Conn<S> {
     /// Sends `welcome`, then replays what the client missed since `last_seen`.
     pub(super) async fn welcome(&mut self, signed: &SignedIn) -> Result<(), Stop> {
         let engine = self.state.engine.clone();

@@ -13,7 +13,7 @@ use chat_protocol::{
 
 use tracing::Instrument;
 
-use super::{Conn, Stop};
+use super::{Conn, Socket, Stop};
 
 /// How long a client nonce is remembered (protocol: 24 h).
 const CLIENT_NONCE_TTL: u64 = 24 * 3600;
@@ -45,7 +45,7 @@ pub(super) fn engine_error(e: EngineError) -> Refused {
     }
 }
 
-impl Conn {
+impl<S: Socket> Conn<S> {
     pub(super) async fn on_text(&mut self, raw: &str) -> Result<(), Stop> {
         let frame = match parse_client_frame(raw) {
             Ok(frame) => frame,

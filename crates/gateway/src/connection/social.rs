@@ -5,7 +5,7 @@ use chat_engine::ConversationSummary;
 use chat_protocol::{ConversationItem, ErrorCode, ServerFrame, StreamId, Unread, User, UserInfo};
 
 use super::requests::{engine_error, refuse, Refused};
-use super::Conn;
+use super::{Conn, Socket};
 use crate::state::AppState;
 
 /// Most conversations listed (and unread entries in `welcome`).
@@ -13,7 +13,7 @@ const MAX_CONVERSATIONS: usize = 100;
 /// Most users one connection may watch.
 const MAX_WATCH: usize = 200;
 
-impl Conn {
+impl<S: Socket> Conn<S> {
     pub(super) async fn conversations(
         &mut self,
         reference: Option<String>,
