@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
+use axum::extract::ws::Message as WsMessage;
 use futures_util::{Sink, Stream};
 use tokio::sync::mpsc;
 
@@ -17,7 +17,8 @@ pub(crate) struct MemSocket {
 
 /// The client's end, driven by the test.
 pub(crate) struct Peer {
-    tx: mpsc::UnboundedSender<WsMessage>,
+    /// Kept open: the connection reads the end of its stream as the client leaving.
+    _tx: mpsc::UnboundedSender<WsMessage>,
     rx: mpsc::UnboundedReceiver<WsMessage>,
 }
 
@@ -28,20 +29,13 @@ pub(crate) fn pair() -> (MemSocket, Peer) {
     (
         MemSocket { incoming, outgoing },
         Peer {
-            tx: to_conn,
+            _tx: to_conn,
             rx: to_peer,
         },
     )
 }
 
 impl Peer {
-    /// Sends a text frame to the connection.
-    pub(crate) fn send_text(&self, text: &str) {
-        let _ = self
-            .tx
-            .send(WsMessage::Text(Utf8Bytes::from(text.to_string())));
-    }
-
     /// Every frame the connection has written so far, without waiting.
     pub(crate) fn written(&mut self) -> Vec<WsMessage> {
         let mut out = Vec::new();
@@ -85,4 +79,42 @@ impl Sink<WsMessage> for MemSocket {
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// A signed-in [`Conn`](super::Conn) of `user` on an in-memory socket, before
+/// `welcome`: its outbox sender (what the router would push into) and the client's
+/// end of the socket.
+pub(crate) fn conn(
+    state: crate::state::Shared,
+    user: chat_protocol::User,
+) -> (
+    super::Conn<MemSocket>,
+    mpsc::Sender<crate::router::Out>,
+    Peer,
+) {
+    let (socket, peer) = pair();
+    let (sink, stream) = futures_util::StreamExt::split(socket);
+    let (tx, rx) = mpsc::channel(state.settings.server.outbox);
+    let handle = crate::router::ConnHandle {
+        id: state.router.next_conn_id(),
+        tx: tx.clone(),
+        closer: std::sync::Arc::new(crate::router::Closer::default()),
+    };
+    let limits = &state.settings.limits;
+    let conn = super::Conn {
+        sends: crate::limiter::TokenBucket::new(limits.send_per_second, limits.send_burst),
+        state: state.clone(),
+        user,
+        sink,
+        stream,
+        rx,
+        handle,
+        watching: Vec::new(),
+        last_sent: chat_protocol::StreamId::ZERO,
+        last_heard: std::time::Instant::now(),
+        received_at: std::time::Instant::now(),
+        unflushed: false,
+        held: None,
+    };
+    (conn, tx, peer)
 }
