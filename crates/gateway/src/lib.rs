@@ -19,7 +19,7 @@ pub mod config;
 mod connection;
 mod http;
 mod limiter;
-mod router;
+pub mod router;
 pub mod state;
 mod telemetry;
 mod web;
@@ -42,7 +42,8 @@ use crate::router::Router;
 use crate::state::AppState;
 
 /// Every route of a node on `state`: the WebSocket upgrade, health and readiness,
-/// metrics, the server API and the web client.
+/// metrics, the server API and the web client. The state's engine must deliver its
+/// live events to the state's router (the engine's sink).
 pub fn app(state: Arc<AppState>) -> axum::Router {
     http::routes(state)
 }
