@@ -231,8 +231,7 @@ mod tests {
     use std::time::Duration;
 
     use axum::extract::ws::Message as WsMessage;
-    use chat_engine::memory::MemoryEngine;
-    use chat_engine::{EventSink, InboxEvent, SendRequest};
+    use chat_engine::{InboxEvent, SendRequest};
     use chat_protocol::{StreamId, User};
     use tokio::sync::mpsc;
     use tokio::time::Instant;
@@ -242,19 +241,13 @@ mod tests {
     use super::super::{Conn, Stop};
     use super::{HOLD, MAX_HELD, PAGE};
     use crate::config::Settings;
-    use crate::router::{Out, Routed, Router};
-    use crate::state::{AppState, Shared};
+    use crate::router::{Out, Routed};
+    use crate::state::Shared;
 
-    /// A node state on the in-memory engine; the engine's live events go to a router
-    /// nobody is attached to, so the test alone decides what reaches the outbox.
+    /// A node state on the in-memory engine. Nobody is attached to its router, so
+    /// the test alone decides what reaches the outbox.
     fn state() -> Shared {
-        let router = Router::new();
-        let sink: Arc<dyn EventSink> = router.clone();
-        let engine = MemoryEngine::new(Settings::default().retention.to_engine(), sink);
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle();
-        Arc::new(AppState::new(Settings::default(), engine, router, metrics))
+        test_socket::state(Settings::default())
     }
 
     fn user(id: &str) -> User {

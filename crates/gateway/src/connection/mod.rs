@@ -412,3 +412,42 @@ async fn finish<S: Socket>(
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message as WsMessage;
+    use bytes::Bytes;
+    use chat_protocol::close;
+
+    use super::test_socket;
+    use crate::config::Settings;
+
+    /// A whole connection on the in-memory socket: sign-in, `welcome`, then a binary
+    /// frame closes it with 1003 and its registration is released.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_signs_in_and_closes_on_the_in_memory_socket() {
+        let mut settings = Settings::default();
+        settings.auth.guests = Some(true);
+        let state = test_socket::state(settings);
+        let (socket, mut peer) = test_socket::pair();
+        let task = tokio::spawn(super::serve(state.clone(), socket));
+
+        peer.send(super::text(r#"{"type":"hello","username":"alice"}"#.into()));
+        let Some(WsMessage::Text(welcome)) = peer.next().await else {
+            panic!("welcome expected");
+        };
+        let welcome: serde_json::Value = serde_json::from_str(welcome.as_str()).unwrap();
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["user"]["name"], "alice", "{welcome}");
+        let user = welcome["user"]["id"].as_str().expect("user id").to_string();
+        assert!(state.router.has_connections(&user));
+
+        peer.send(WsMessage::Binary(Bytes::from_static(b"\x00")));
+        match peer.next().await {
+            Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, close::UNSUPPORTED),
+            other => panic!("close 1003 expected, got {other:?}"),
+        }
+        task.await.expect("the connection task ends");
+        assert!(!state.router.has_connections(&user));
+    }
+}

@@ -17,8 +17,7 @@ pub(crate) struct MemSocket {
 
 /// The client's end, driven by the test.
 pub(crate) struct Peer {
-    /// Kept open: the connection reads the end of its stream as the client leaving.
-    _tx: mpsc::UnboundedSender<WsMessage>,
+    tx: mpsc::UnboundedSender<WsMessage>,
     rx: mpsc::UnboundedReceiver<WsMessage>,
 }
 
@@ -29,13 +28,18 @@ pub(crate) fn pair() -> (MemSocket, Peer) {
     (
         MemSocket { incoming, outgoing },
         Peer {
-            _tx: to_conn,
+            tx: to_conn,
             rx: to_peer,
         },
     )
 }
 
 impl Peer {
+    /// Sends a frame to the connection.
+    pub(crate) fn send(&self, msg: WsMessage) {
+        let _ = self.tx.send(msg);
+    }
+
     /// Every frame the connection has written so far, without waiting.
     pub(crate) fn written(&mut self) -> Vec<WsMessage> {
         let mut out = Vec::new();
@@ -79,6 +83,20 @@ impl Sink<WsMessage> for MemSocket {
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// A node state on the in-memory engine with these settings; the engine's live
+/// events go to the state's router.
+pub(crate) fn state(settings: crate::config::Settings) -> crate::state::Shared {
+    let router = crate::router::Router::new();
+    let sink: std::sync::Arc<dyn chat_engine::EventSink> = router.clone();
+    let engine = chat_engine::memory::MemoryEngine::new(settings.retention.to_engine(), sink);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    std::sync::Arc::new(crate::state::AppState::new(
+        settings, engine, router, metrics,
+    ))
 }
 
 /// A signed-in [`Conn`](super::Conn) of `user` on an in-memory socket, before
