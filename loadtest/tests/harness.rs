@@ -6,65 +6,51 @@
 use std::path::Path;
 use std::process::Command;
 
-use chat_testkit::{Gateway, RedisServer};
+use chat_testkit::{Cluster, Engine};
 use serde_json::Value;
 
-struct Cluster {
-    redis: RedisServer,
-    nodes: Vec<Gateway>,
+/// Two nodes on one fresh Redis, taking any origin and sends as fast as the
+/// scenarios make them.
+fn start_cluster() -> Cluster {
+    Cluster::start(
+        Engine::Redis,
+        2,
+        &[
+            ("CHAT_SERVER__ALLOWED_ORIGINS", "*"),
+            ("CHAT_LIMITS__SEND_PER_SECOND", "1000"),
+            ("CHAT_LIMITS__SEND_BURST", "1000"),
+        ],
+    )
 }
 
-impl Cluster {
-    fn start() -> Cluster {
-        let redis = RedisServer::start();
-        let url = redis.url();
-        let nodes = ["gw-a", "gw-b"]
-            .iter()
-            .map(|id| {
-                Gateway::start(&[
-                    ("CHAT_REDIS__URL", url.as_str()),
-                    ("CHAT_SERVER__NODE_ID", id),
-                    ("CHAT_AUTH__GUESTS", "true"),
-                    ("CHAT_SERVER__ALLOWED_ORIGINS", "*"),
-                    ("CHAT_LIMITS__SEND_PER_SECOND", "1000"),
-                    ("CHAT_LIMITS__SEND_BURST", "1000"),
-                ])
-            })
-            .collect();
-        Cluster { redis, nodes }
-    }
+/// The redis-server's PID, from `INFO server` (the test kit does not expose it).
+fn redis_pid(cluster: &Cluster) -> u32 {
+    let info = redis(cluster)
+        .command(&["INFO", "server"])
+        .expect("INFO server");
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no process_id in {info}"))
+}
 
-    /// The redis-server's PID, from `INFO server` (the test kit does not expose it).
-    fn redis_pid(&self) -> u32 {
-        let info = self
-            .redis
-            .command(&["INFO", "server"])
-            .expect("INFO server");
-        info.lines()
-            .find_map(|l| l.trim().strip_prefix("process_id:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no process_id in {info}"))
-    }
+fn redis_addr(cluster: &Cluster) -> String {
+    format!("127.0.0.1:{}", redis(cluster).port)
+}
 
-    fn redis_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.redis.port)
-    }
+fn redis(cluster: &Cluster) -> &chat_testkit::RedisServer {
+    cluster
+        .redis
+        .as_ref()
+        .expect("the cluster runs its own redis-server")
+}
 
-    fn targets(&self) -> String {
-        self.nodes
-            .iter()
-            .map(Gateway::ws_url)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn pids(&self) -> String {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.pid().map(|p| p.to_string()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs the harness and returns its JSON report and printed summary (the run must
@@ -74,9 +60,9 @@ fn harness(cluster: &Cluster, dir: &Path, name: &str, args: &[&str]) -> (Value, 
     let plots = dir.join(format!("{name}-plots"));
     let out = Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
         .arg("--target")
-        .arg(cluster.targets())
+        .arg(join(&cluster.urls()))
         .arg("--gateway-pid")
-        .arg(cluster.pids())
+        .arg(join(&cluster.pids()))
         .arg("--out")
         .arg(&out_path)
         .arg("--plot-dir")
@@ -157,12 +143,12 @@ fn assert_exactly_once(r: &Value) {
 
 #[test]
 fn dm_storm_connect_and_node_kill_reports_are_correct() {
-    let cluster = Cluster::start();
+    let cluster = start_cluster();
     let dir = tempfile::tempdir().expect("temp dir");
 
     // dm: 10 users in pairs across both nodes, 50 msg/s for 3 s, Redis watched too.
-    let redis_pid = cluster.redis_pid().to_string();
-    let redis_addr = cluster.redis_addr();
+    let redis_pid = redis_pid(&cluster).to_string();
+    let redis_addr = redis_addr(&cluster);
     let (report, summary) = harness(
         &cluster,
         dir.path(),

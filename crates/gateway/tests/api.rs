@@ -255,15 +255,7 @@ async fn api_routes(engine: Engine) {
     }
 }
 
-#[tokio::test]
-async fn api_routes_memory() {
-    api_routes(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn api_routes_redis() {
-    api_routes(Engine::Redis).await;
-}
+both_engines!(api_routes);
 
 /// Without `CHAT_API__KEY` the API does not exist: 404 on every route, key or not.
 #[tokio::test]

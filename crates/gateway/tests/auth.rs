@@ -61,15 +61,7 @@ async fn session_resumes(engine: Engine) {
     .await;
 }
 
-#[tokio::test]
-async fn session_resumes_memory() {
-    session_resumes(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn session_resumes_on_other_node_redis() {
-    session_resumes(Engine::Redis).await;
-}
+both_engines!(session_resumes);
 
 /// With a 1 s session TTL, a session unused for longer is refused.
 async fn session_expires(engine: Engine) {
@@ -94,15 +86,7 @@ async fn session_expires(engine: Engine) {
     .await;
 }
 
-#[tokio::test]
-async fn session_expires_memory() {
-    session_expires(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn session_expires_redis() {
-    session_expires(Engine::Redis).await;
-}
+both_engines!(session_expires);
 
 /// JWTs: a valid HS256 token signs the `sub` in; forged, expired, unsigned and
 /// other-algorithm tokens are refused.
@@ -190,15 +174,7 @@ async fn jwt_tokens(engine: Engine) {
     assert_refused(&url, Credential::Token("not.a.jwt".into()), "garbage token").await;
 }
 
-#[tokio::test]
-async fn jwt_tokens_memory() {
-    jwt_tokens(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn jwt_tokens_redis() {
-    jwt_tokens(Engine::Redis).await;
-}
+both_engines!(jwt_tokens);
 
 /// Every known request type before `hello`, and a `hello` with no or several
 /// credentials: `error` `unauthorized` (with the request's ref), then close 4001.
@@ -270,15 +246,7 @@ async fn requests_before_hello(engine: Engine) {
     );
 }
 
-#[tokio::test]
-async fn requests_before_hello_memory() {
-    requests_before_hello(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn requests_before_hello_redis() {
-    requests_before_hello(Engine::Redis).await;
-}
+both_engines!(requests_before_hello);
 
 /// `chat-gateway token --user u1 --name U` prints a token the gateway accepts.
 #[tokio::test]

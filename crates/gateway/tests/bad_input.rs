@@ -211,12 +211,7 @@ async fn bad_input(engine: Engine) {
     assert!(rounds >= 3, "carol and dave made {rounds} round trips");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_memory() {
-    bad_input(Engine::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_redis() {
-    bad_input(Engine::Redis).await;
-}
+both_engines!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    bad_input
+);

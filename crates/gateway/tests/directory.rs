@@ -83,12 +83,4 @@ async fn prefix_search(engine: Engine) {
     drop(alice);
 }
 
-#[tokio::test]
-async fn prefix_search_memory() {
-    prefix_search(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn prefix_search_redis() {
-    prefix_search(Engine::Redis).await;
-}
+both_engines!(prefix_search);

@@ -74,15 +74,7 @@ async fn pages_backwards(engine: Engine) {
     assert!(!more);
 }
 
-#[tokio::test]
-async fn pages_backwards_memory() {
-    pages_backwards(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn pages_backwards_redis() {
-    pages_backwards(Engine::Redis).await;
-}
+both_engines!(pages_backwards);
 
 /// Carol cannot read or write Alice and Bob's conversation by any id she can forge.
 async fn outsiders_read_nothing(engine: Engine) {
@@ -159,12 +151,4 @@ async fn outsiders_read_nothing(engine: Engine) {
     assert_eq!(messages, vec![secret]);
 }
 
-#[tokio::test]
-async fn outsiders_read_nothing_memory() {
-    outsiders_read_nothing(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn outsiders_read_nothing_redis() {
-    outsiders_read_nothing(Engine::Redis).await;
-}
+both_engines!(outsiders_read_nothing);

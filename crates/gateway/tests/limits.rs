@@ -73,15 +73,7 @@ async fn rate_limit(engine: Engine) {
         .expect("a fresh connection has a full bucket");
 }
 
-#[tokio::test]
-async fn rate_limit_memory() {
-    rate_limit(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn rate_limit_redis() {
-    rate_limit(Engine::Redis).await;
-}
+both_engines!(rate_limit);
 
 /// 50 refusals in a row close the connection with 4008.
 async fn rate_limit_abuse(engine: Engine) {
@@ -140,15 +132,7 @@ async fn rate_limit_abuse(engine: Engine) {
     assert!(other.is_empty(), "unexpected frames: {other:#?}");
 }
 
-#[tokio::test]
-async fn rate_limit_abuse_memory() {
-    rate_limit_abuse(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn rate_limit_abuse_redis() {
-    rate_limit_abuse(Engine::Redis).await;
-}
+both_engines!(rate_limit_abuse);
 
 /// At most 2 connections per user, counted across the cluster.
 async fn connection_cap(engine: Engine) {
@@ -196,15 +180,7 @@ async fn connection_cap(engine: Engine) {
     assert_eq!(third.user_id(), alice2.user_id());
 }
 
-#[tokio::test]
-async fn connection_cap_memory() {
-    connection_cap(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn connection_cap_redis() {
-    connection_cap(Engine::Redis).await;
-}
+both_engines!(connection_cap);
 
 /// `welcome.limits` reflects every configured value.
 #[tokio::test]

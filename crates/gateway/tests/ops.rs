@@ -99,15 +99,10 @@ async fn metrics_move(engine: Engine) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_move_memory() {
-    metrics_move(Engine::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_move_redis() {
-    metrics_move(Engine::Redis).await;
-}
+both_engines!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    metrics_move
+);
 
 /// SIGTERM with a grace period: `/readyz` fails first while sockets stay open, then
 /// every socket is closed with 1001; the clients resume on the other node and get

@@ -19,15 +19,7 @@ fn directory_entry(items: &[chat_protocol::UserInfo], id: &str) -> chat_protocol
         .unwrap_or_else(|| panic!("{id} not in the directory answer {items:#?}"))
 }
 
-#[tokio::test]
-async fn online_while_any_tab_is_open_memory() {
-    online_while_any_tab_is_open(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn online_while_any_tab_is_open_redis() {
-    online_while_any_tab_is_open(Engine::Redis).await;
-}
+both_engines!(online_while_any_tab_is_open);
 
 async fn online_while_any_tab_is_open(engine: Engine) {
     let nodes = if engine == Engine::Redis { 2 } else { 1 };

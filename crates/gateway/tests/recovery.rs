@@ -128,15 +128,10 @@ async fn recovers_while_live(engine: Engine) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovers_while_live_memory() {
-    recovers_while_live(Engine::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovers_on_other_node_while_live_redis() {
-    recovers_while_live(Engine::Redis).await;
-}
+both_engines!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    recovers_while_live
+);
 
 /// With an inbox of 10 events, a cursor 250 events back cannot be proven complete
 /// (250, not 11: approximate stream trimming may keep a few dozen extra):
@@ -190,12 +185,4 @@ async fn cursor_older_than_inbox(engine: Engine) {
     }
 }
 
-#[tokio::test]
-async fn cursor_older_than_inbox_memory() {
-    cursor_older_than_inbox(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn cursor_older_than_inbox_redis() {
-    cursor_older_than_inbox(Engine::Redis).await;
-}
+both_engines!(cursor_older_than_inbox);

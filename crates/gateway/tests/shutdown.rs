@@ -68,12 +68,7 @@ async fn sigterm(engine: Engine) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_closes_1001_and_exits_0_memory() {
-    sigterm(Engine::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_closes_1001_and_exits_0_redis() {
-    sigterm(Engine::Redis).await;
-}
+both_engines!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    sigterm
+);

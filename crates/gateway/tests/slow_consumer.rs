@@ -112,12 +112,7 @@ async fn slow_consumer(engine: Engine) {
     alice.ping().await.expect("alice still connected");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_consumer_is_cut_off_memory() {
-    slow_consumer(Engine::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_consumer_is_cut_off_redis() {
-    slow_consumer(Engine::Redis).await;
-}
+both_engines!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    slow_consumer
+);

@@ -114,15 +114,7 @@ async fn typing_is_live_and_ephemeral(engine: Engine) {
     );
 }
 
-#[tokio::test]
-async fn typing_is_live_and_ephemeral_memory() {
-    typing_is_live_and_ephemeral(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn typing_is_live_and_ephemeral_redis() {
-    typing_is_live_and_ephemeral(Engine::Redis).await;
-}
+both_engines!(typing_is_live_and_ephemeral);
 
 /// Typing to oneself or to a malformed id is refused with `bad_request`.
 #[tokio::test]

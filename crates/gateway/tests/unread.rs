@@ -137,15 +137,7 @@ async fn unread_and_read_receipts(engine: Engine) {
     );
 }
 
-#[tokio::test]
-async fn unread_and_read_receipts_memory() {
-    unread_and_read_receipts(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn unread_and_read_receipts_redis() {
-    unread_and_read_receipts(Engine::Redis).await;
-}
+both_engines!(unread_and_read_receipts);
 
 const PER_SENDER: usize = 50;
 /// The reader stops marking after this many messages, so the final marker is
@@ -237,12 +229,4 @@ async fn concurrent_sends_and_reads(engine: Engine) {
     assert_eq!(Some(&entry.last), history.last(), "welcome.unread last");
 }
 
-#[tokio::test]
-async fn concurrent_sends_and_reads_memory() {
-    concurrent_sends_and_reads(Engine::Memory).await;
-}
-
-#[tokio::test]
-async fn concurrent_sends_and_reads_redis() {
-    concurrent_sends_and_reads(Engine::Redis).await;
-}
+both_engines!(concurrent_sends_and_reads);

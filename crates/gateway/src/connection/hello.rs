@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
+use axum::extract::ws::Message as WsMessage;
 use chat_engine::EngineError;
 use chat_protocol::{
     close, normalize_username, parse_client_frame, valid_user_id, ClientFrame, ErrorCode,
@@ -12,7 +12,7 @@ use chat_protocol::{
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
-use super::{read_error_stop, text, Stop};
+use super::{read_error_stop, text, Socket, Stop};
 use crate::errors::{self, Refused};
 use crate::state::Shared;
 
@@ -41,10 +41,10 @@ impl From<EngineError> for Refusal {
 }
 
 /// Reads frames until a valid `hello`; refuses everything else per the protocol.
-pub(crate) async fn sign_in(
+pub(crate) async fn sign_in<S: Socket>(
     state: &Shared,
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    stream: &mut SplitStream<WebSocket>,
+    sink: &mut SplitSink<S, WsMessage>,
+    stream: &mut SplitStream<S>,
 ) -> Result<SignedIn, Stop> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(state.settings.server.hello_timeout_secs);
@@ -147,7 +147,7 @@ pub(crate) async fn sign_in(
     }
 }
 
-async fn reply(sink: &mut SplitSink<WebSocket, WsMessage>, frame: ServerFrame) {
+async fn reply<S: Socket>(sink: &mut SplitSink<S, WsMessage>, frame: ServerFrame) {
     let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(text(frame.to_json()))).await;
 }
 

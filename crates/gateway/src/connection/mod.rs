@@ -5,20 +5,26 @@
 //! One task per connection keeps an idle socket cheap. Every write is cancellable by
 //! the connection's [`Closer`], so a client that stops reading can never wedge its
 //! task: the router's `try_send` fails, the closer fires, the socket is closed 4010.
+//!
+//! The connection is generic over its [`Socket`]: axum's `WebSocket` in a node, an
+//! in-memory socket in unit tests (`test_socket`), so its logic is tested without a
+//! network or a process.
 
 mod delivery;
 mod hello;
 mod requests;
 mod social;
+#[cfg(test)]
+mod test_socket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
 use chat_protocol::{close, ErrorCode, ServerFrame, StreamId, User};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -37,12 +43,33 @@ pub(crate) enum Stop {
     Close(u16, &'static str),
 }
 
+/// What a connection reads client frames from and writes server frames to: axum's
+/// `WebSocket`, or an in-memory socket in tests. Errors are axum's, so a read error
+/// maps to a close code the same way whatever the socket.
+pub(crate) trait Socket:
+    Stream<Item = Result<WsMessage, axum::Error>>
+    + Sink<WsMessage, Error = axum::Error>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> Socket for T where
+    T: Stream<Item = Result<WsMessage, axum::Error>>
+        + Sink<WsMessage, Error = axum::Error>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// A signed-in connection.
-pub(crate) struct Conn {
+pub(crate) struct Conn<S: Socket> {
     state: Shared,
     user: User,
-    sink: SplitSink<WebSocket, WsMessage>,
-    stream: SplitStream<WebSocket>,
+    sink: SplitSink<S, WsMessage>,
+    stream: SplitStream<S>,
     /// Live events and frames routed to this connection; bounded (`server.outbox`).
     rx: mpsc::Receiver<Out>,
     /// The router's handle on this connection (its outbox sender and closer).
@@ -69,7 +96,7 @@ pub(crate) struct Conn {
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded socket until it closes.
-pub async fn serve(state: Shared, socket: WebSocket) {
+pub(crate) async fn serve<S: Socket>(state: Shared, socket: S) {
     let conn_id = state.router.next_conn_id();
     let span = tracing::info_span!("conn", conn.id = conn_id, node = %state.node_id, user.id = tracing::field::Empty);
     async move {
@@ -81,7 +108,7 @@ pub async fn serve(state: Shared, socket: WebSocket) {
     .await
 }
 
-async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
+async fn run<S: Socket>(state: Shared, socket: S, conn_id: u64) {
     let (mut sink, mut stream) = socket.split();
     // Boxed: the sign-in state is large and short-lived; an idle connection's future
     // should not carry room for it (likewise below for each handled frame).
@@ -154,7 +181,7 @@ async fn run(state: Shared, socket: WebSocket, conn_id: u64) {
     finish(&mut sink, &mut stream, stop).await;
 }
 
-impl Conn {
+impl<S: Socket> Conn<S> {
     /// The main loop: client frames, outbox, pings, close requests.
     async fn run(&mut self) -> Stop {
         let interval = Duration::from_secs(self.state.settings.server.ping_interval_secs);
@@ -297,9 +324,9 @@ pub(crate) fn text(s: String) -> WsMessage {
 }
 
 /// The backend failed while signing in: say `unavailable` (retry later) and close 1011.
-async fn refuse_unavailable(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    stream: &mut SplitStream<WebSocket>,
+async fn refuse_unavailable<S: Socket>(
+    sink: &mut SplitSink<S, WsMessage>,
+    stream: &mut SplitStream<S>,
 ) {
     let frame = ServerFrame::error(
         None,
@@ -321,9 +348,9 @@ async fn refuse_unavailable(
 /// (or a short timeout): closing the TCP socket with unread data in it would make the
 /// kernel send a reset, which can destroy our Close frame (and the last frames before
 /// it) before the client reads them.
-async fn finish(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    stream: &mut SplitStream<WebSocket>,
+async fn finish<S: Socket>(
+    sink: &mut SplitSink<S, WsMessage>,
+    stream: &mut SplitStream<S>,
     stop: Stop,
 ) {
     if let Stop::Close(code, reason) = stop {
@@ -349,4 +376,43 @@ async fn finish(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message as WsMessage;
+    use bytes::Bytes;
+    use chat_protocol::close;
+
+    use super::test_socket;
+    use crate::config::Settings;
+
+    /// A whole connection on the in-memory socket: sign-in, `welcome`, then a binary
+    /// frame closes it with 1003 and its registration is released.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_signs_in_and_closes_on_the_in_memory_socket() {
+        let mut settings = Settings::default();
+        settings.auth.guests = Some(true);
+        let state = test_socket::state(settings);
+        let (socket, mut peer) = test_socket::pair();
+        let task = tokio::spawn(super::serve(state.clone(), socket));
+
+        peer.send(super::text(r#"{"type":"hello","username":"alice"}"#.into()));
+        let Some(WsMessage::Text(welcome)) = peer.next().await else {
+            panic!("welcome expected");
+        };
+        let welcome: serde_json::Value = serde_json::from_str(welcome.as_str()).unwrap();
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["user"]["name"], "alice", "{welcome}");
+        let user = welcome["user"]["id"].as_str().expect("user id").to_string();
+        assert!(state.router.has_connections(&user));
+
+        peer.send(WsMessage::Binary(Bytes::from_static(b"\x00")));
+        match peer.next().await {
+            Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, close::UNSUPPORTED),
+            other => panic!("close 1003 expected, got {other:?}"),
+        }
+        task.await.expect("the connection task ends");
+        assert!(!state.router.has_connections(&user));
+    }
 }

@@ -12,14 +12,14 @@ use chat_protocol::{
 
 use tracing::Instrument;
 
-use super::{Conn, Stop};
+use super::{Conn, Socket, Stop};
 use crate::errors::{on_socket, refuse, Refused};
 use crate::send_policy::{self, Origin};
 
 /// Refusals in a row after which a sender is closed with 4008.
 const ABUSE_REFUSALS: u32 = 50;
 
-impl Conn {
+impl<S: Socket> Conn<S> {
     pub(super) async fn on_text(&mut self, raw: &str) -> Result<(), Stop> {
         let frame = match parse_client_frame(raw) {
             Ok(frame) => frame,

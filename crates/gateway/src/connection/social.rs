@@ -4,7 +4,7 @@
 use chat_engine::ConversationSummary;
 use chat_protocol::{ConversationItem, ErrorCode, ServerFrame, StreamId, Unread, User, UserInfo};
 
-use super::Conn;
+use super::{Conn, Socket};
 use crate::errors::{on_socket, refuse, Refused};
 use crate::state::AppState;
 
@@ -13,7 +13,7 @@ const MAX_CONVERSATIONS: usize = 100;
 /// Most users one connection may watch.
 const MAX_WATCH: usize = 200;
 
-impl Conn {
+impl<S: Socket> Conn<S> {
     pub(super) async fn conversations(
         &mut self,
         reference: Option<String>,

@@ -1,11 +1,12 @@
-//! Shared helpers of the gateway's integration tests: start a cluster on either
-//! engine (in-memory single node, or a real `redis-server` with N nodes), sign users
-//! in, wait for expected frames with deadlines, talk plain HTTP, sign JWTs.
+//! Shared helpers of the gateway's integration tests: the testkit's cluster on either
+//! engine (in-memory single node, or a real `redis-server` with N nodes) and
+//! [`both_engines!`] to run a scenario on both; sign users in, wait for expected
+//! frames with deadlines, talk plain HTTP, sign JWTs.
 //!
 //! Never a fixed port, never a sleep standing in for an event: every wait is a
 //! deadline on the frame or state the test expects.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,24 +15,11 @@ pub use chat_client::{
     Client, ClientError, Connection, Credential, ErrorCode, Message, RawFrame, ServerFrame,
 };
 pub use chat_protocol::{close, ClientFrame, StreamId};
-pub use chat_testkit::{eventually, Gateway, RedisServer};
+pub use chat_testkit::{eventually, Cluster, Engine, Gateway, RedisServer, API_KEY, JWT_SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// HS256 secret every test node is configured with.
-pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
-/// Bearer key of the server HTTP API on every test node.
-pub const API_KEY: &str = "integration-test-api-key";
 /// Deadline for a frame the test expects.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Which engine the nodes run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// One node, no Redis: the in-memory engine.
-    Memory,
-    /// A fresh `redis-server` shared by the nodes.
-    Redis,
-}
 
 /// Settings that let a test send as fast as it likes.
 pub const NO_RATE_LIMIT: &[(&str, &str)] = &[
@@ -39,94 +27,51 @@ pub const NO_RATE_LIMIT: &[(&str, &str)] = &[
     ("CHAT_LIMITS__SEND_BURST", "100000"),
 ];
 
-/// Nodes (and their Redis) for one test. Everything is killed on drop.
-pub struct Cluster {
-    pub engine: Engine,
-    /// `None` on the memory engine.
-    pub redis: Option<RedisServer>,
-    pub nodes: Vec<Gateway>,
-}
+/// Runs an `async fn scenario(engine: Engine)` as two tests, `scenario::memory` and
+/// `scenario::redis`. An optional test attribute replaces `#[tokio::test]`:
+/// `both_engines!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] bad_input);`
+macro_rules! both_engines {
+    (#[$test:meta] $scenario:ident) => {
+        mod $scenario {
+            #[$test]
+            async fn memory() {
+                super::$scenario($crate::common::Engine::Memory).await;
+            }
 
-impl Cluster {
-    /// One node on `engine`.
-    pub fn single(engine: Engine, extra: &[(&str, &str)]) -> Cluster {
-        Self::start(engine, 1, extra)
-    }
-
-    /// `nodes` nodes on a Redis the caller runs (a Redis Cluster or Sentinel set-up
-    /// from the testkit), reached through `redis_url`.
-    pub fn on_redis_url(redis_url: &str, nodes: usize, extra: &[(&str, &str)]) -> Cluster {
-        let mut cluster = Cluster {
-            engine: Engine::Redis,
-            redis: None,
-            nodes: Vec::new(),
-        };
-        let mut env = vec![("CHAT_REDIS__URL", redis_url)];
-        env.extend_from_slice(extra);
-        for i in 0..nodes {
-            cluster.add_node(i, &env);
+            #[$test]
+            async fn redis() {
+                super::$scenario($crate::common::Engine::Redis).await;
+            }
         }
-        cluster
-    }
-
-    /// `nodes` nodes (named gw-a, gw-b, …); the memory engine supports only one.
-    pub fn start(engine: Engine, nodes: usize, extra: &[(&str, &str)]) -> Cluster {
-        assert!(
-            engine == Engine::Redis || nodes == 1,
-            "the memory engine is a single node"
+    };
+    ($scenario:ident) => {
+        both_engines!(
+            #[tokio::test]
+            $scenario
         );
-        let redis = (engine == Engine::Redis).then(RedisServer::start);
-        let mut cluster = Cluster {
-            engine,
-            redis,
-            nodes: Vec::new(),
-        };
-        for i in 0..nodes {
-            cluster.add_node(i, extra);
-        }
-        cluster
-    }
+    };
+}
+pub(crate) use both_engines;
 
-    fn add_node(&mut self, i: usize, extra: &[(&str, &str)]) {
-        let node_id = format!("gw-{}", (b'a' + i as u8) as char);
-        let redis_url = self.redis.as_ref().map(|r| r.url());
-        let mut env: Vec<(&str, &str)> = vec![
-            ("CHAT_SERVER__NODE_ID", &node_id),
-            ("CHAT_AUTH__GUESTS", "true"),
-            ("CHAT_AUTH__JWT_SECRET", JWT_SECRET),
-            ("CHAT_API__KEY", API_KEY),
-        ];
-        if let Some(url) = &redis_url {
-            env.push(("CHAT_REDIS__URL", url));
-        }
-        env.extend_from_slice(extra);
-        self.nodes.push(Gateway::start(&env));
+/// A node in the test's own process, from the gateway library, on 127.0.0.1 with a
+/// free port: the in-memory engine, or Redis at `redis_url`. It takes the settings
+/// of [`Cluster`]'s nodes (guests, [`JWT_SECRET`], [`API_KEY`]) and no drain spread.
+/// Its `/metrics` is empty (the process's metrics recorder is not its own), so tests
+/// of metrics, logs, signals and the command line start processes; so do tests with
+/// several nodes, which must share nothing but Redis.
+pub async fn in_process_node(redis_url: Option<&str>) -> chat_gateway::Node {
+    let mut settings = chat_gateway::config::Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.drain_spread_secs = 0;
+    settings.auth.guests = Some(true);
+    settings.auth.jwt_secret = JWT_SECRET.into();
+    settings.api.key = API_KEY.into();
+    if let Some(url) = redis_url {
+        settings.redis.url = url.into();
     }
-
-    /// `ws://…/ws` of node `i`.
-    pub fn url(&self, i: usize) -> String {
-        self.nodes[i].ws_url()
-    }
-
-    /// Node `i`, or the last node when the cluster is smaller (the memory engine's
-    /// single node stands in for "the other node").
-    pub fn other(&self, i: usize) -> usize {
-        i.min(self.nodes.len() - 1)
-    }
-
-    pub fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].addr
-    }
-
-    /// Every node's log, for failure messages.
-    pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("--- node {i} ---\n{}", n.log_text()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
+    chat_gateway::start(settings)
+        .await
+        .expect("start an in-process node")
 }
 
 /// A unique, valid guest name with this prefix.
