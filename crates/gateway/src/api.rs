@@ -157,7 +157,6 @@ async fn send_message(
             nonce_ttl_secs: ttl,
             sent_at: now_rfc3339(),
             trace: None,
-            local_node: None,
         })
         .await?;
     metrics::counter!("chat_messages_received_total").increment(1);

@@ -112,9 +112,12 @@ fn message_args(req: &SendRequest, args: &mut Vec<String>) {
 }
 
 /// Keys and arguments of `chat_send` for a batch of requests, in order (see the
-/// function's comment in `chat.lua`). `now_ms`: this node's clock.
+/// function's comment in `chat.lua`). Each request comes with whether its sender is
+/// subscribed on this node, `node` (then the sender's own event is published only for
+/// their connections elsewhere). `now_ms`: this node's clock.
 pub(crate) fn send_call<'a>(
-    requests: impl ExactSizeIterator<Item = &'a SendRequest>,
+    requests: impl ExactSizeIterator<Item = (&'a SendRequest, bool)>,
+    node: &str,
     retention: &Retention,
     now_ms: u64,
 ) -> (Vec<String>, Vec<String>) {
@@ -124,7 +127,7 @@ pub(crate) fn send_call<'a>(
     args.extend(history_args(retention, now_ms));
     args.push(retention.inbox_max_len.to_string());
     args.push(retention.inbox_ttl_secs.to_string());
-    for req in requests {
+    for (req, local) in requests {
         let (from, to) = (req.from.as_str(), req.to.as_str());
         keys.extend([
             keys::conv_msgs(from, to),
@@ -141,7 +144,7 @@ pub(crate) fn send_call<'a>(
         ]);
         message_args(req, &mut args);
         args.push(trace_arg(req.trace.as_deref()));
-        args.push(req.local_node.clone().unwrap_or_default());
+        args.push(if local { node } else { "" }.to_string());
     }
     (keys, args)
 }
@@ -170,63 +173,70 @@ pub(crate) enum Stored<'a> {
     Read { up_to: &'a str, read: bool },
 }
 
-/// Keys and arguments of `chat_inbox_append` for `user` with the other participant
-/// `other`: `event` is published, `stored` appended. A message is skipped if one of
-/// the newest `window` entries already holds it.
-// One parameter per Lua argument group of `chat_inbox_append`, in its order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn inbox_append_call(
-    user: &str,
-    other: &str,
-    event: &str,
-    stored: Stored<'_>,
-    retention: &Retention,
-    window: usize,
-    trace: Option<&str>,
-    node: Option<&str>,
-) -> (Vec<String>, Vec<String>) {
-    let keys = vec![
-        keys::inbox(user),
-        keys::inbox_head(user),
-        keys::convs(user),
-        keys::channel(user),
-        keys::presence(user),
-    ];
-    let dir = |own: bool| if own { ">" } else { "<" }.to_string();
-    let (kind, reference, dir, body, sent_at, score) = match stored {
-        Stored::Message { message, sent } => (
-            "m",
-            message.id.clone(),
-            dir(sent),
-            message.body.clone(),
-            message.sent_at.clone(),
-            StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0),
-        ),
-        Stored::Read { up_to, read } => (
-            "r",
-            up_to.to_string(),
-            dir(read),
-            String::new(),
-            String::new(),
-            0,
-        ),
-    };
-    let args = vec![
-        event.to_string(),
-        kind.to_string(),
-        reference,
-        other.to_string(),
-        dir,
-        body,
-        sent_at,
-        score.to_string(),
-        retention.inbox_max_len.to_string(),
-        retention.inbox_ttl_secs.to_string(),
-        window.to_string(),
-        trace_arg(trace),
-        node.unwrap_or("").to_string(),
-    ];
-    (keys, args)
+/// One `chat_inbox_append` (cluster mode): `event` appended to `user`'s inbox as
+/// `stored` and published, `other` being the conversation's other participant.
+pub(crate) struct InboxAppend<'a> {
+    pub user: &'a str,
+    pub other: &'a str,
+    /// The event JSON, published live.
+    pub event: &'a str,
+    pub stored: Stored<'a>,
+    /// A message is skipped if one of the inbox's newest `window` entries already
+    /// holds it (a retried send; 0: not searched).
+    pub window: usize,
+    pub trace: Option<&'a str>,
+    /// The node that delivers to `user`'s connections itself: then the event is
+    /// published only if `user` has connections on another node.
+    pub node: Option<&'a str>,
+}
+
+impl InboxAppend<'_> {
+    /// Keys and arguments of the call, in the order `chat_inbox_append` documents.
+    pub(crate) fn call(&self, retention: &Retention) -> (Vec<String>, Vec<String>) {
+        let user = self.user;
+        let keys = vec![
+            keys::inbox(user),
+            keys::inbox_head(user),
+            keys::convs(user),
+            keys::channel(user),
+            keys::presence(user),
+        ];
+        let dir = |own: bool| if own { ">" } else { "<" }.to_string();
+        let (kind, reference, dir, body, sent_at, score) = match &self.stored {
+            Stored::Message { message, sent } => (
+                "m",
+                message.id.clone(),
+                dir(*sent),
+                message.body.clone(),
+                message.sent_at.clone(),
+                StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0),
+            ),
+            Stored::Read { up_to, read } => (
+                "r",
+                up_to.to_string(),
+                dir(*read),
+                String::new(),
+                String::new(),
+                0,
+            ),
+        };
+        let args = vec![
+            self.event.to_string(),
+            kind.to_string(),
+            reference,
+            self.other.to_string(),
+            dir,
+            body,
+            sent_at,
+            score.to_string(),
+            retention.inbox_max_len.to_string(),
+            retention.inbox_ttl_secs.to_string(),
+            self.window.to_string(),
+            trace_arg(self.trace),
+            self.node.unwrap_or("").to_string(),
+        ];
+        (keys, args)
+    }
 }
 
 /// A `traceparent` as a Lua argument: `''` when absent or not a plain token (it is
@@ -284,7 +294,7 @@ fn parse_stored(
 /// crosses neither the Lua reply nor a JSON parser.
 pub(crate) fn parse_send_reply(
     reply: Value,
-    requests: &[&SendRequest],
+    requests: &[(&SendRequest, bool)],
     args: &[String],
 ) -> Result<Vec<SendReply>, EngineError> {
     let Value::Array(parts) = reply else {
@@ -295,7 +305,7 @@ pub(crate) fn parse_send_reply(
     }
     let mut parts = parts.into_iter();
     let mut out = Vec::with_capacity(requests.len());
-    for (i, req) in requests.iter().enumerate() {
+    for (i, (req, _)) in requests.iter().enumerate() {
         let new_id = match parts.next() {
             Some(Value::Integer(0)) => {
                 parts.next().and_then(text).ok_or_else(|| bad_reply("id"))?
@@ -372,10 +382,14 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let two = [req.clone(), req.clone()];
-        let (keys, args) = send_call(two.iter(), &Retention::default(), 7);
+        let (keys, args) = send_call(
+            [(&two[0], false), (&two[1], true)].into_iter(),
+            "n1",
+            &Retention::default(),
+            7,
+        );
         assert_eq!(keys.len(), 2 * SEND_KEYS);
         assert_eq!(args.len(), BATCH_ARGS + 2 * SEND_ARGS);
         assert_eq!(keys[6], keys::presence("bob"));
@@ -390,7 +404,12 @@ mod tests {
         assert_eq!(first[0], "dm:alice:bob");
         assert_eq!(first[5], "");
         assert_eq!(first[8], "");
-        assert_eq!(first[9], "");
+        assert_eq!(first[9], "", "the sender is not subscribed here");
+        assert_eq!(
+            args[BATCH_ARGS + SEND_ARGS + 9],
+            "n1",
+            "the sender is local"
+        );
     }
 
     #[test]
@@ -403,11 +422,10 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let (new, retry) = (req("n1"), req("n0"));
-        let requests = [&new, &retry];
-        let (_, args) = send_call(requests.iter().copied(), &Retention::default(), 7);
+        let requests = [(&new, true), (&retry, true)];
+        let (_, args) = send_call(requests.iter().copied(), "n1", &Retention::default(), 7);
         let stored = Message {
             id: "3-0".into(),
             conversation: "dm:alice:bob".into(),
@@ -460,7 +478,6 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let message = Message {
             id: "1733212312000-3".into(),
@@ -486,7 +503,6 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let (keys, args) = conv_append_call(&req, &Retention::default(), 7);
         assert_eq!((keys.len(), args.len()), (2, 11));
@@ -499,22 +515,23 @@ mod tests {
             body: "hi".into(),
             sent_at: "t".into(),
         };
-        let (keys, args) = inbox_append_call(
-            "bob",
-            "alice",
-            "{}",
-            Stored::Message {
+        let (keys, args) = InboxAppend {
+            user: "bob",
+            other: "alice",
+            event: "{}",
+            stored: Stored::Message {
                 message: &message,
                 sent: true,
             },
-            &Retention::default(),
-            16,
-            None,
-            None,
-        );
+            window: 16,
+            trace: None,
+            node: Some("n1"),
+        }
+        .call(&Retention::default());
         assert_eq!((keys.len(), args.len()), (5, 13));
         assert_eq!(&args[1..5], ["m", "1-0", "alice", ">"]);
         assert_eq!(args[7], "1");
+        assert_eq!((args[10].as_str(), args[12].as_str()), ("16", "n1"));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
         assert_eq!(
             message_event(r#"{"id":"1-0"}"#),

@@ -235,6 +235,11 @@ impl Subscribers {
         result
     }
 
+    /// Whether the user's channel is subscribed on this node (or being subscribed).
+    pub(crate) fn is_subscribed(&self, user: &str) -> bool {
+        self.shard(user).users().contains(user)
+    }
+
     /// Unsubscribes from the user's channel.
     pub(crate) async fn unsubscribe(&self, user: &str) -> Result<(), EngineError> {
         let shard = self.shard(user);

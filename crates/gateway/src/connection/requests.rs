@@ -3,9 +3,7 @@
 //! Every refusal is an `error` frame carrying the request's `ref`; nothing here
 //! closes the connection except persistent rate-limit abuse (4008).
 
-use std::sync::Arc;
-
-use chat_engine::{EngineError, EventSink, LiveEvent, SendRequest};
+use chat_engine::{EngineError, SendRequest};
 use chat_protocol::{
     close, dm_conversation, parse_client_frame, valid_user_id, ClientFrame, ErrorCode, ServerFrame,
     StreamId, MAX_NONCE,
@@ -190,9 +188,6 @@ impl Conn {
                 .traces_exported()
                 .then(|| crate::telemetry::traceparent(&tracing::Span::current()))
                 .flatten(),
-            // This node hands the sender's own event to its local connections (below);
-            // Redis publishes it only for the sender's connections on other nodes.
-            local_node: Some(self.state.node_id.clone()),
         };
         let started = std::time::Instant::now();
         let outcome = self
@@ -201,13 +196,9 @@ impl Conn {
             .send(request)
             .await
             .map_err(engine_error)?;
+        // The engine handed the sender's own event to the router before `send`
+        // returned, so before the ack below is written.
         tracing::Span::current().record("message.id", outcome.message.id.as_str());
-        if let Some(event) = outcome.sender_event {
-            // Queued behind the ack on this connection.
-            self.state
-                .router
-                .deliver(&self.user.id, LiveEvent::Inbox(Arc::new(event)));
-        }
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("chat_redis_command_seconds", "op" => "send").record(elapsed);
         metrics::histogram!("chat_send_ack_seconds")

@@ -1,0 +1,209 @@
+//! Single Redis (and Sentinel): every write of [`Shape`] is one atomic `FCALL`
+//! combining the slots it touches (`chat_send`, `chat_read`, `chat_conn_open`,
+//! `chat_conn_close`, `chat_conn_drop`, `chat_heartbeat`, `chat_reap_batch`); sends are
+//! batched into `chat_send` calls by [`super::batch`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_protocol::{dm_conversation, StreamId};
+
+use super::batch::Batcher;
+use super::conn::{number, text};
+use super::shape::{Sent, Shape, REAP_BATCH};
+use super::{functions, keys, Core};
+use crate::events::now_rfc3339;
+use crate::{EngineError, InboxEvent, ReadOutcome, SendOutcome, SendRequest};
+
+/// The single-Redis writes.
+pub(crate) struct Single {
+    core: Arc<Core>,
+    /// The queue that batches sends into `chat_send` calls.
+    batcher: Batcher,
+}
+
+impl Single {
+    pub(crate) fn new(core: &Arc<Core>) -> Single {
+        Single {
+            core: core.clone(),
+            batcher: Batcher::start(Arc::downgrade(core)),
+        }
+    }
+}
+
+/// One `chat_send` call storing and delivering `requests` in order (see
+/// [`super::batch`]); each request with whether its sender is subscribed on this node.
+/// `now_ms`: this node's clock, for the history age limit.
+pub(crate) async fn send_batch(
+    core: &Core,
+    requests: &[(&SendRequest, bool)],
+    now_ms: u64,
+) -> Result<Vec<Sent>, EngineError> {
+    let (keys, args) = functions::send_call(
+        requests.iter().copied(),
+        &core.node_id,
+        &core.retention,
+        now_ms,
+    );
+    // With nonces a retried call is harmless; without one, never write it twice.
+    let opts = if requests.iter().all(|(r, _)| r.nonce.is_some()) {
+        &core.opts
+    } else {
+        &core.once
+    };
+    let reply = core.fcall(functions::SEND, &keys, &args, opts).await?;
+    let replies = functions::parse_send_reply(reply, requests, &args)?;
+    Ok(requests
+        .iter()
+        .zip(replies)
+        .map(|((_, local), reply)| {
+            let functions::SendReply {
+                duplicate,
+                message,
+                json,
+                sender_entry,
+            } = reply;
+            let own = sender_entry
+                .filter(|_| *local && !duplicate)
+                .map(|(id, prev)| InboxEvent {
+                    id,
+                    prev,
+                    json: bytes::Bytes::from(functions::message_event(&json)),
+                    trace: None,
+                });
+            Sent {
+                outcome: SendOutcome { message, duplicate },
+                own,
+            }
+        })
+        .collect())
+}
+
+/// Keys and arguments of `chat_conn_close` and `chat_conn_drop`.
+fn node_user_call(user: &str, node: &str) -> (Vec<String>, Vec<String>) {
+    let keys = vec![
+        keys::presence(user),
+        keys::node_users(node),
+        keys::convs(user),
+        keys::user(user),
+    ];
+    let args = vec![
+        user.to_string(),
+        node.to_string(),
+        keys::PRESENCE_CHANNEL.to_string(),
+        now_rfc3339(),
+    ];
+    (keys, args)
+}
+
+#[async_trait]
+impl Shape for Single {
+    async fn send(&self, request: SendRequest, local: bool) -> Result<Sent, EngineError> {
+        self.batcher.send(request, local).await
+    }
+
+    async fn mark_read(
+        &self,
+        reader: &str,
+        peer: &str,
+        up_to: StreamId,
+    ) -> Result<Option<ReadOutcome>, EngineError> {
+        let conversation = dm_conversation(reader, peer);
+        let retention = &self.core.retention;
+        let keys = vec![
+            keys::conv_msgs(reader, peer),
+            keys::conv_meta(reader, peer),
+            keys::inbox(reader),
+            keys::inbox_head(reader),
+            keys::channel(reader),
+            keys::inbox(peer),
+            keys::inbox_head(peer),
+            keys::channel(peer),
+        ];
+        let args = vec![
+            conversation.clone(),
+            reader.to_string(),
+            up_to.to_string(),
+            retention.inbox_max_len.to_string(),
+            retention.inbox_ttl_secs.to_string(),
+            peer.to_string(),
+        ];
+        // A retried call is harmless: the marker cannot move twice to the same place.
+        let reply = self
+            .core
+            .fcall(functions::READ, &keys, &args, &self.core.opts)
+            .await?;
+        Ok(text(reply).map(|up_to| ReadOutcome {
+            conversation,
+            up_to,
+        }))
+    }
+
+    async fn connection_opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
+        let keys = vec![
+            keys::presence(user),
+            keys::node_users(node),
+            keys::convs(user),
+        ];
+        let args = vec![
+            user.to_string(),
+            node.to_string(),
+            keys::PRESENCE_CHANNEL.to_string(),
+        ];
+        // Not idempotent: never written twice.
+        let reply = self
+            .core
+            .fcall(functions::CONN_OPEN, &keys, &args, &self.core.once)
+            .await?;
+        Ok(number(&reply))
+    }
+
+    async fn connection_closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
+        let (keys, args) = node_user_call(user, node);
+        self.core
+            .fcall(functions::CONN_CLOSE, &keys, &args, &self.core.once)
+            .await?;
+        Ok(())
+    }
+
+    async fn drop_presence(&self, user: &str, node: &str) -> Result<(), EngineError> {
+        let (keys, args) = node_user_call(user, node);
+        // Idempotent: a resent call finds nothing left to drop.
+        self.core
+            .fcall(functions::CONN_DROP, &keys, &args, &self.core.opts)
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError> {
+        let keys = vec![keys::node_alive(node), keys::NODES.to_string()];
+        let args = vec![
+            node.to_string(),
+            ttl_secs.max(1).to_string(),
+            crate::events::now_ms().to_string(),
+        ];
+        self.core
+            .fcall(functions::HEARTBEAT, &keys, &args, &self.core.opts)
+            .await?;
+        Ok(())
+    }
+
+    async fn drop_node_users(&self, node: &str) -> Result<(), EngineError> {
+        let keys = vec![keys::node_users(node)];
+        let args = vec![
+            node.to_string(),
+            keys::PRESENCE_CHANNEL.to_string(),
+            now_rfc3339(),
+            REAP_BATCH.to_string(),
+        ];
+        loop {
+            let left = self
+                .core
+                .fcall(functions::REAP_BATCH, &keys, &args, &self.core.opts)
+                .await?;
+            if number(&left) == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
