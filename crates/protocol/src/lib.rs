@@ -6,9 +6,11 @@
 //! frame means the same thing everywhere.
 
 pub mod codes;
+pub mod events;
 pub mod frames;
 pub mod ids;
 
 pub use codes::{close, ErrorCode};
+pub use events::Event;
 pub use frames::*;
 pub use ids::{dm_conversation, normalize_username, valid_user_id, StreamId};

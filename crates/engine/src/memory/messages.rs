@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chat_protocol::{dm_conversation, Message, StreamId};
+use chat_protocol::{dm_conversation, Event, Message, StreamId};
 
 use super::MemoryEngine;
-use crate::events::{message_event_json, now_ms};
+use crate::events::now_ms;
 use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest};
 
 #[async_trait]
@@ -79,7 +79,7 @@ impl Messages for MemoryEngine {
                 ),
             );
         }
-        let json = Bytes::from(message_event_json(&message));
+        let json = Bytes::from(Event::Message { message: &message }.to_json());
         for user in [&message.from, &message.to] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
             if st.subscribed.contains(user.as_str()) {

@@ -5,9 +5,10 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chat_protocol::Event;
 
 use super::{MemoryEngine, State};
-use crate::events::{now_rfc3339, presence_frame};
+use crate::events::now_rfc3339;
 use crate::{EngineError, LiveEvent, Presence, PresenceInfo};
 
 impl State {
@@ -39,7 +40,12 @@ impl MemoryEngine {
         st.connections.remove(user);
         let now = now_rfc3339();
         st.seen.insert(user.to_string(), now.clone());
-        self.announce(&st, user, presence_frame(user, false, Some(&now)));
+        let frame = Event::Presence {
+            user,
+            online: false,
+            last_seen_at: Some(&now),
+        };
+        self.announce(&st, user, frame.to_json());
     }
 
     /// Sends a presence frame to every subscribed partner and to the sink's watchers.
@@ -64,7 +70,12 @@ impl Presence for MemoryEngine {
         *count += 1;
         let count = *count;
         if count == 1 {
-            self.announce(&st, user_id, presence_frame(user_id, true, None));
+            let frame = Event::Presence {
+                user: user_id,
+                online: true,
+                last_seen_at: None,
+            };
+            self.announce(&st, user_id, frame.to_json());
         }
         Ok(count)
     }

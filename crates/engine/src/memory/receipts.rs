@@ -6,10 +6,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chat_protocol::{dm_conversation, StreamId, User};
+use chat_protocol::{dm_conversation, Event, StreamId, User};
 
 use super::{MemoryEngine, State};
-use crate::events::read_event_json;
 use crate::{ConversationSummary, EngineError, LiveEvent, ReadOutcome, Receipts};
 
 impl State {
@@ -77,7 +76,14 @@ impl Receipts for MemoryEngine {
         }
         meta.reads.insert(reader.to_string(), (seq, id));
         let up_to = id.to_string();
-        let json = Bytes::from(read_event_json(&conversation, reader, &up_to));
+        let json = Bytes::from(
+            Event::Read {
+                conversation: &conversation,
+                by: reader,
+                up_to: &up_to,
+            }
+            .to_json(),
+        );
         for user in [reader, peer] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
             if st.subscribed.contains(user) {

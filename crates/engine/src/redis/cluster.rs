@@ -14,15 +14,16 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_protocol::{dm_conversation, StreamId};
+use chat_protocol::{dm_conversation, Event, StreamId};
 use fred::prelude::*;
 use fred::types::Expiration;
 
 use super::conn::{all_ok, map_err, number, strings, text};
 use super::functions::{self, InboxAppend, Stored};
+use super::payload::Transition;
 use super::shape::{Sent, Shape, REAP_BATCH};
 use super::{keys, Core};
-use crate::events::{now_ms, now_rfc3339, presence_frame};
+use crate::events::{now_ms, now_rfc3339};
 use crate::{EngineError, InboxEvent, ReadOutcome, SendOutcome, SendRequest};
 
 /// The cluster writes.
@@ -78,7 +79,7 @@ impl Cluster {
             .hset(keys::user(user), ("seen", now.as_str()))
             .await
             .map_err(map_err)?;
-        self.announce(user, &presence_frame(user, false, Some(&now)), partners)
+        self.announce(&Transition::new(user, false, Some(&now)), partners)
             .await
     }
 
@@ -87,20 +88,18 @@ impl Cluster {
     /// every node: meant for a channel every node listens to). One pipeline.
     async fn announce(
         &self,
-        user: &str,
-        frame: &str,
+        transition: &Transition,
         partners: &[String],
     ) -> Result<(), EngineError> {
         let pipeline = self.core.pool.next_connected().pipeline();
-        let payload = format!("- - {frame}");
         for peer in partners {
             let _: () = pipeline
-                .spublish(keys::channel(peer), payload.as_str())
+                .spublish(keys::channel(peer), transition.partner.as_str())
                 .await
                 .map_err(map_err)?;
         }
         let _: () = pipeline
-            .publish(keys::PRESENCE_CHANNEL, format!("{user} {frame}"))
+            .publish(keys::PRESENCE_CHANNEL, transition.global.as_str())
             .await
             .map_err(map_err)?;
         all_ok(pipeline.try_all::<Value>().await)?;
@@ -143,12 +142,9 @@ impl Shape for Cluster {
             .fcall(functions::CONV_APPEND, &keys, &args, opts)
             .await?;
         let functions::SendReply {
-            duplicate,
-            message,
-            json,
-            ..
-        } = functions::parse_conv_append_reply(reply)?;
-        let event = functions::message_event(&json);
+            duplicate, message, ..
+        } = functions::parse_conv_append_reply(reply, &request)?;
+        let event = Event::Message { message: &message }.to_json();
         let window = if duplicate {
             functions::RETRY_DEDUPE_WINDOW
         } else {
@@ -208,20 +204,20 @@ impl Shape for Cluster {
     ) -> Result<Option<ReadOutcome>, EngineError> {
         let conversation = dm_conversation(reader, peer);
         let keys = vec![keys::conv_msgs(reader, peer), keys::conv_meta(reader, peer)];
-        let args = vec![conversation.clone(), reader.to_string(), up_to.to_string()];
+        let args = vec![reader.to_string(), up_to.to_string()];
         let reply = self
             .core
             .fcall(functions::READ_MARKER, &keys, &args, &self.core.opts)
             .await?;
-        let Value::Array(parts) = reply else {
+        let Some(id) = functions::parse_read_reply(reply)? else {
             return Ok(None); // nothing moved
         };
-        let mut parts = parts.into_iter().map(text);
-        let (Some(Some(id)), Some(Some(event))) = (parts.next(), parts.next()) else {
-            return Err(EngineError::Internal(
-                "unexpected chat_read_marker reply".into(),
-            ));
-        };
+        let event = Event::Read {
+            conversation: &conversation,
+            by: reader,
+            up_to: &id,
+        }
+        .to_json();
         let append = |user, other, read| InboxAppend {
             user,
             other,
@@ -265,7 +261,7 @@ impl Shape for Cluster {
         let cmd = self.core.cmd();
         let (added, announced) = tokio::join!(cmd.sadd::<i64, _, _>(&node_set, user), async {
             if n == 1 {
-                self.announce(user, &presence_frame(user, true, None), &partners)
+                self.announce(&Transition::new(user, true, None), &partners)
                     .await
             } else {
                 Ok(())

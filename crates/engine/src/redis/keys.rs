@@ -43,7 +43,7 @@ pub fn conv_meta(a: &str, b: &str) -> String {
 /// The nonces of the conversation of `a`, `b` remembered for `ttl` seconds, sent in
 /// window `window` (Redis's clock in seconds / `ttl`): a hash, field `<` or `>` (the
 /// sender is the first or the second of the sorted pair) followed by the nonce, value
-/// the message id. `chat.lua` (`nonce_place`) builds these names from the
+/// the message id. `send.lua` (`nonce_place`) builds these names from the
 /// conversation's stream key; the `lua_builds_the_same_keys` test keeps both in step.
 pub fn conv_nonces(a: &str, b: &str, ttl: u64, window: u64) -> String {
     format!("{}:n:{ttl}:{window}", conv_tag(a, b))
@@ -186,7 +186,7 @@ mod tests {
         let base = &msgs[..msgs.len() - "msgs".len()];
         assert_eq!(format!("{base}n:60:7"), conv_nonces("a", "b", 60, 7));
         assert!(chat.contains("string.sub(msgs, 1, -5) .. 'n:' .. a.nonce_ttl .. ':'"));
-        let lua = super::super::functions::PRESENCE_LIBRARY;
+        let lua = chat;
         assert_eq!(presence("u"), "chat:{u:u}:pres");
         assert!(lua.contains("'chat:{u:' .. user .. '}:pres'"));
         assert_eq!(channel("u"), "chat:{u:u}:ch");

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use fred::prelude::*;
 
 use super::conn::map_err;
-use super::{keys, RedisEngine};
+use super::{keys, payload, RedisEngine};
 use crate::{EngineError, Live};
 
 #[async_trait]
@@ -25,7 +25,7 @@ impl Live for RedisEngine {
             .pool
             .next_connected()
             .with_options(&self.core.opts)
-            .spublish(keys::channel(user_id), format!("- - {frame}"))
+            .spublish(keys::channel(user_id), payload::ephemeral(frame))
             .await
             .map_err(map_err)?;
         Ok(())
@@ -37,7 +37,7 @@ impl Live for RedisEngine {
             .pool
             .next_connected()
             .with_options(&self.core.opts)
-            .spublish(keys::channel(user_id), "! disconnect")
+            .spublish(keys::channel(user_id), payload::DISCONNECT)
             .await
             .map_err(map_err)?;
         Ok(())

@@ -34,6 +34,7 @@ mod inbox;
 pub mod keys;
 mod live;
 mod messages;
+mod payload;
 mod presence;
 mod receipts;
 mod shape;

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_protocol::{dm_conversation, StreamId};
+use chat_protocol::{dm_conversation, Event, StreamId};
 
 use super::batch::Batcher;
-use super::conn::{number, text};
+use super::conn::number;
+use super::payload::{ReapTemplate, Transition};
 use super::shape::{Sent, Shape, REAP_BATCH};
 use super::{functions, keys, Core};
 use crate::events::now_rfc3339;
@@ -52,7 +53,7 @@ pub(crate) async fn send_batch(
         &core.once
     };
     let reply = core.fcall(functions::SEND, &keys, &args, opts).await?;
-    let replies = functions::parse_send_reply(reply, requests, &args)?;
+    let replies = functions::parse_send_reply(reply, requests)?;
     Ok(requests
         .iter()
         .zip(replies)
@@ -60,7 +61,6 @@ pub(crate) async fn send_batch(
             let functions::SendReply {
                 duplicate,
                 message,
-                json,
                 sender_entry,
             } = reply;
             let own = sender_entry
@@ -68,7 +68,7 @@ pub(crate) async fn send_batch(
                 .map(|(id, prev)| InboxEvent {
                     id,
                     prev,
-                    json: bytes::Bytes::from(functions::message_event(&json)),
+                    json: bytes::Bytes::from(Event::Message { message: &message }.to_json()),
                     trace: None,
                 });
             Sent {
@@ -79,7 +79,8 @@ pub(crate) async fn send_batch(
         .collect())
 }
 
-/// Keys and arguments of `chat_conn_close` and `chat_conn_drop`.
+/// Keys and arguments of `chat_conn_close` and `chat_conn_drop`: the offline payloads
+/// are built here, for now.
 fn node_user_call(user: &str, node: &str) -> (Vec<String>, Vec<String>) {
     let keys = vec![
         keys::presence(user),
@@ -87,11 +88,15 @@ fn node_user_call(user: &str, node: &str) -> (Vec<String>, Vec<String>) {
         keys::convs(user),
         keys::user(user),
     ];
+    let now = now_rfc3339();
+    let offline = Transition::new(user, false, Some(&now));
     let args = vec![
         user.to_string(),
         node.to_string(),
         keys::PRESENCE_CHANNEL.to_string(),
-        now_rfc3339(),
+        now,
+        offline.partner,
+        offline.global,
     ];
     (keys, args)
 }
@@ -108,35 +113,18 @@ impl Shape for Single {
         peer: &str,
         up_to: StreamId,
     ) -> Result<Option<ReadOutcome>, EngineError> {
-        let conversation = dm_conversation(reader, peer);
-        let retention = &self.core.retention;
-        let keys = vec![
-            keys::conv_msgs(reader, peer),
-            keys::conv_meta(reader, peer),
-            keys::inbox(reader),
-            keys::inbox_head(reader),
-            keys::channel(reader),
-            keys::inbox(peer),
-            keys::inbox_head(peer),
-            keys::channel(peer),
-        ];
-        let args = vec![
-            conversation.clone(),
-            reader.to_string(),
-            up_to.to_string(),
-            retention.inbox_max_len.to_string(),
-            retention.inbox_ttl_secs.to_string(),
-            peer.to_string(),
-        ];
+        let (keys, args) = functions::read_call(reader, peer, up_to, &self.core.retention);
         // A retried call is harmless: the marker cannot move twice to the same place.
         let reply = self
             .core
             .fcall(functions::READ, &keys, &args, &self.core.opts)
             .await?;
-        Ok(text(reply).map(|up_to| ReadOutcome {
-            conversation,
-            up_to,
-        }))
+        Ok(
+            functions::parse_read_reply(reply)?.map(|up_to| ReadOutcome {
+                conversation: dm_conversation(reader, peer),
+                up_to,
+            }),
+        )
     }
 
     async fn connection_opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
@@ -145,10 +133,13 @@ impl Shape for Single {
             keys::node_users(node),
             keys::convs(user),
         ];
+        let online = Transition::new(user, true, None);
         let args = vec![
             user.to_string(),
             node.to_string(),
             keys::PRESENCE_CHANNEL.to_string(),
+            online.partner,
+            online.global,
         ];
         // Not idempotent: never written twice.
         let reply = self
@@ -190,11 +181,16 @@ impl Shape for Single {
 
     async fn drop_node_users(&self, node: &str) -> Result<(), EngineError> {
         let keys = vec![keys::node_users(node)];
+        let now = now_rfc3339();
+        let offline = ReapTemplate::offline(&now);
         let args = vec![
             node.to_string(),
             keys::PRESENCE_CHANNEL.to_string(),
-            now_rfc3339(),
+            now,
             REAP_BATCH.to_string(),
+            offline.before,
+            offline.between,
+            offline.after,
         ];
         loop {
             let left = self
