@@ -33,6 +33,8 @@ mod functions;
 mod inbox;
 pub mod keys;
 mod live;
+#[cfg(test)]
+mod lua_shapes;
 mod messages;
 mod payload;
 mod presence;
