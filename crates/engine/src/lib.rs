@@ -1,12 +1,21 @@
 //! The engine: everything the cluster stores and how live events reach a node.
 //!
-//! [`Engine`] is the one interface the gateway talks to. [`memory::MemoryEngine`]
-//! keeps everything in this process (a single node, `cargo run` with no Redis);
-//! [`redis::RedisEngine`] keeps everything in Redis, so any number of nodes share it.
-//! Both promise the same behaviour and the same tests run against both.
+//! [`Engine`] is the one interface the gateway talks to. It is a set of small traits,
+//! one per concern ([`Accounts`], [`Messages`], [`Live`], [`Receipts`], [`Presence`],
+//! [`Directory`], and [`Node`] for what the backend is), and `Engine` is every one of
+//! them together, implemented for any type that implements them all. Callers write
+//! `use chat_engine::prelude::*;` to call any method of an `Arc<dyn Engine>`.
+//!
+//! [`memory::MemoryEngine`] keeps everything in this process (a single node,
+//! `cargo run` with no Redis); [`redis::RedisEngine`] keeps everything in Redis, so any
+//! number of nodes share it. Both implement each trait in the file that owns its
+//! concern (`memory/accounts.rs`, `redis/accounts.rs`, …), promise the same behaviour,
+//! and the same tests run against both.
 //!
 //! The engine never knows about WebSockets: it hands live events for the users a node
-//! subscribed to to an [`EventSink`] (the gateway's router) as ready-to-send bytes.
+//! subscribed to to an [`EventSink`] (the gateway's router) as ready-to-send bytes. It
+//! knows the id of the node it runs on (given at construction), and hands the sender's
+//! own event of a send to the sink itself, before `send` returns.
 
 pub mod events;
 pub mod memory;
@@ -18,19 +27,28 @@ pub use types::*;
 use async_trait::async_trait;
 use chat_protocol::{Message, StreamId, User};
 
-/// What the cluster stores and how events move between nodes.
-///
-/// Ordering promise: for one user, inbox events get strictly increasing ids in the
-/// order the cluster accepted them, and every event carries the id of the event
-/// before it (`prev`), so a reader can prove it saw every one.
+/// Every engine trait, for `use chat_engine::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Accounts, Directory, Engine, Live, Messages, Node, Presence, Receipts};
+}
+
+/// What the backend is and whether it answers.
 #[async_trait]
-pub trait Engine: Send + Sync + 'static {
+pub trait Node: Send + Sync + 'static {
     /// `"redis"` or `"memory"`, for logs and `/readyz`.
     fn kind(&self) -> &'static str;
 
     /// Whether the backend answers right now.
     async fn ready(&self) -> bool;
 
+    /// The id of the node this engine runs on (given at construction): the node the
+    /// sender's own event of a send is delivered on directly.
+    fn node_id(&self) -> &str;
+}
+
+/// Users and sessions.
+#[async_trait]
+pub trait Accounts: Send + Sync + 'static {
     /// The user with this id, if the cluster knows them.
     async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError>;
 
@@ -53,11 +71,23 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Revokes every session of the user.
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError>;
+}
 
+/// Messages: sending, history and the per-user inboxes.
+///
+/// Ordering promise: for one user, inbox events get strictly increasing ids in the
+/// order the cluster accepted them, and every event carries the id of the event
+/// before it (`prev`), so a reader can prove it saw every one.
+#[async_trait]
+pub trait Messages: Send + Sync + 'static {
     /// Stores a 1:1 message and delivers it to both participants' inboxes and live
     /// channels, atomically with respect to idempotency: a send with a nonce already
     /// seen from this sender (within `nonce_ttl`) returns the stored message with
     /// `duplicate: true` and stores and delivers nothing.
+    ///
+    /// When the sender is subscribed on this node, their own event is handed to the
+    /// sink before this returns (so a caller that answers the send afterwards answers
+    /// behind it); other nodes get it only when the sender has connections there.
     async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError>;
 
     /// Up to `limit` messages of the conversation between `a` and `b` older than
@@ -83,7 +113,11 @@ pub trait Engine: Send + Sync + 'static {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<InboxEvent>, EngineError>;
+}
 
+/// Live delivery of a user's events to the nodes they are connected to.
+#[async_trait]
+pub trait Live: Send + Sync + 'static {
     /// Starts live delivery of the user's events to the sink. Returns once the
     /// subscription is confirmed, so anything published afterwards is delivered.
     async fn subscribe(&self, user_id: &str) -> Result<(), EngineError>;
@@ -95,8 +129,13 @@ pub trait Engine: Send + Sync + 'static {
     /// every node.
     async fn publish_ephemeral(&self, user_id: &str, frame: &str) -> Result<(), EngineError>;
 
-    // ----- conversations, unread and read receipts -----
+    /// Closes every connection of the user on every node ([`LiveEvent::Disconnect`]).
+    async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError>;
+}
 
+/// Conversations, unread counts and read receipts.
+#[async_trait]
+pub trait Receipts: Send + Sync + 'static {
     /// Moves `reader`'s read marker in the conversation with `peer` forward to
     /// `up_to` (clamped to the last message; never backwards). When it moved, a
     /// `{"type":"read","conversation","by","up_to"}` event is appended to both
@@ -117,9 +156,11 @@ pub trait Engine: Send + Sync + 'static {
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<ConversationSummary>, EngineError>;
+}
 
-    // ----- presence -----
-
+/// Who is online across the cluster, and the nodes' liveness.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
     /// A connection of the user opened on `node`. Returns the user's connection
     /// count across the cluster after it. On the 0 → 1 transition the user goes
     /// online: a `presence` frame is published to every conversation partner
@@ -151,13 +192,23 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Presence of each user, in order.
     async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError>;
+}
 
-    // ----- directory and administration -----
-
+/// The user directory.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
     /// Users whose name starts with `prefix` (case-insensitive), sorted by name, at
     /// most `limit`; from an index, never a key scan.
     async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError>;
-
-    /// Closes every connection of the user on every node ([`LiveEvent::Disconnect`]).
-    async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError>;
 }
+
+// A future `Rooms` trait (group conversations: create, join, leave, members, send to
+// a room) goes next to the traits above, gets one file per engine
+// (`memory/rooms.rs`, `redis/rooms.rs`) and joins the supertrait list of `Engine`
+// and the prelude. Rooms do not exist yet.
+
+/// What the cluster stores and how events move between nodes: every concern's trait.
+/// Implemented for any type that implements them all; used as `Arc<dyn Engine>`.
+pub trait Engine: Node + Accounts + Messages + Live + Receipts + Presence + Directory {}
+
+impl<T> Engine for T where T: Node + Accounts + Messages + Live + Receipts + Presence + Directory {}

@@ -34,26 +34,15 @@ pub struct SendRequest {
     /// W3C `traceparent` of the send's span, carried with the live event so the
     /// recipients' nodes continue the same trace. Not stored.
     pub trace: Option<String>,
-    /// The node handling the send when it delivers the sender's own event to its
-    /// local connections itself ([`SendOutcome::sender_event`]): the engine then
-    /// publishes that event only if the sender has connections on other nodes.
-    /// `None`: the engine publishes it as usual (e.g. the HTTP API).
-    pub local_node: Option<String>,
 }
 
-/// The result of [`crate::Engine::send`].
+/// The result of [`crate::Messages::send`].
 #[derive(Debug, Clone)]
 pub struct SendOutcome {
     pub message: Message,
     /// True when the nonce was seen before: `message` is the original, nothing new
     /// was stored or delivered.
     pub duplicate: bool,
-    /// With [`SendRequest::local_node`]: the event appended to the sender's inbox,
-    /// for the caller to deliver to the sender's connections on its node (it may not
-    /// have been published). `None` for a duplicate, or when the engine publishes
-    /// everything itself (the in-memory engine). Carries no trace: the sending node
-    /// already holds the send's span.
-    pub sender_event: Option<InboxEvent>,
 }
 
 /// One entry of a user's inbox: an event that concerns the user, in the order the
@@ -132,7 +121,7 @@ pub struct ConversationSummary {
     pub peer_read_up_to: Option<String>,
 }
 
-/// The result of [`crate::Engine::mark_read`] when the marker moved.
+/// The result of [`crate::Receipts::mark_read`] when the marker moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOutcome {
     pub conversation: String,

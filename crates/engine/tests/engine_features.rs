@@ -11,14 +11,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chat_engine::memory::MemoryEngine;
+use chat_engine::prelude::*;
 use chat_engine::redis::{RedisConfig, RedisEngine};
-use chat_engine::{Engine, Retention};
+use chat_engine::Retention;
 use chat_testkit::{eventually, RedisServer};
 use common::*;
 
 fn memory() -> (Arc<dyn Engine>, Arc<Rec>) {
     let sink = Arc::new(Rec::default());
-    (MemoryEngine::new(Retention::default(), sink.clone()), sink)
+    (
+        MemoryEngine::new("node", Retention::default(), sink.clone()),
+        sink,
+    )
 }
 
 async fn redis(server: &RedisServer) -> (Arc<RedisEngine>, Arc<Rec>) {

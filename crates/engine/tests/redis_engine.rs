@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chat_engine::prelude::*;
 use chat_engine::redis::{RedisConfig, RedisEngine};
-use chat_engine::{Engine, EngineError, EventSink, InboxEvent, LiveEvent, Retention, SendRequest};
+use chat_engine::{EngineError, EventSink, InboxEvent, LiveEvent, Retention, SendRequest};
 use chat_protocol::StreamId;
 use chat_testkit::{eventually, RedisServer};
 
@@ -79,6 +80,7 @@ async fn engine_with(
         retention,
         subscribers,
         command_timeout_ms: timeout_ms,
+        node_id: "node-1".into(),
     };
     let engine = RedisEngine::connect(config, sink.clone())
         .await
@@ -99,7 +101,6 @@ fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
         nonce_ttl_secs: 86_400,
         sent_at: "2026-01-01T00:00:00.000Z".into(),
         trace: None,
-        local_node: None,
     }
 }
 
@@ -203,17 +204,21 @@ async fn send_stores_delivers_and_chains_inboxes() {
         assert_eq!(engine.inbox_head(user).await.unwrap(), events[2].id);
     }
 
-    // Live: alice (subscribed) got exactly her inbox; bob (not subscribed) nothing.
+    // Live: alice (subscribed) got exactly her inbox, each event once; bob (not
+    // subscribed) nothing. Alice's own events are handed to the sink by `send` itself,
+    // so one may come ahead of bob's still on its way through pub/sub (a node orders
+    // them by `prev`): compare in id order.
     barrier(&engine, &sink, "carol", "1").await;
     let stored = engine
         .read_inbox("alice", StreamId::ZERO, 100)
         .await
         .unwrap();
-    let live: Vec<InboxEvent> = sink
+    let mut live: Vec<InboxEvent> = sink
         .inbox("alice")
         .iter()
         .map(|e| InboxEvent::clone(e))
         .collect();
+    live.sort_by_key(|e| e.id);
     assert_eq!(live, stored);
     assert!(sink.inbox("bob").is_empty());
 
@@ -666,77 +671,83 @@ async fn inbox_expiry_is_refreshed_by_later_appends() {
     }
 }
 
-/// A send from a node that delivers locally (`local_node`) gets the sender's inbox
-/// entry back, and that entry is published only while the sender has connections on
-/// another node; the recipient's always is.
+/// A send whose sender is subscribed on the sending node hands the sender's own event
+/// to the sink itself, before `send` returns; Redis publishes that event only while
+/// the sender has connections on another node (the recipient's always is). A sender
+/// not subscribed here (an API send) has it published as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sender_entry_is_published_only_for_connections_elsewhere() {
+async fn sender_event_is_delivered_here_and_published_only_for_connections_elsewhere() {
     let server = RedisServer::start();
     let (engine, sink) = engine(&server).await;
+    assert_eq!(engine.node_id(), "node-1");
     for user in ["alice", "bob", "carol"] {
         engine.subscribe(user).await.unwrap();
     }
-    engine.connection_opened("alice", "n1").await.unwrap();
-    let local = |body: &str| SendRequest {
-        local_node: Some("n1".into()),
-        ..req("alice", "bob", body, None)
-    };
+    engine.connection_opened("alice", "node-1").await.unwrap();
+    let send = |body: &str| req("alice", "bob", body, None);
 
-    // Only on n1: n1 gets the entry to deliver, nothing is published for alice.
-    let first = engine.send(local("one")).await.unwrap();
-    let own = first.sender_event.expect("sender entry returned");
+    // Only on node-1: delivered here before `send` returned, not published.
+    engine.send(send("one")).await.unwrap();
+    let own = sink.inbox("alice");
+    assert_eq!(own.len(), 1, "delivered before send returned");
+    assert_eq!(own[0].trace, None);
     let stored = engine
         .read_inbox("alice", StreamId::ZERO, 10)
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!((own.id, own.prev), (stored[0].id, StreamId::ZERO));
-    assert_eq!(own.json, stored[0].json);
-    assert_eq!(own.frame(), stored[0].frame());
+    assert_eq!((own[0].id, own[0].prev), (stored[0].id, StreamId::ZERO));
+    assert_eq!(own[0].json, stored[0].json);
+    assert_eq!(own[0].frame(), stored[0].frame());
     barrier(&engine, &sink, "carol", "1").await;
-    assert!(sink.inbox("alice").is_empty(), "not published for alice");
+    assert_eq!(sink.inbox("alice").len(), 1, "not published for alice");
     assert_eq!(sink.inbox("bob").len(), 1, "always published for bob");
 
-    // A second connection on n2: now alice's entry is published (for n2).
-    engine.connection_opened("alice", "n2").await.unwrap();
-    let second = engine.send(local("two")).await.unwrap();
-    let own2 = second.sender_event.expect("sender entry returned");
-    assert_eq!(own2.prev, own.id);
+    // A connection on node-2 as well: delivered here and published (for node-2), so
+    // this node's subscription sees it a second time.
+    engine.connection_opened("alice", "node-2").await.unwrap();
+    engine.send(send("two")).await.unwrap();
     barrier(&engine, &sink, "carol", "2").await;
-    let published = sink.inbox("alice");
-    assert_eq!(published.len(), 1);
-    assert_eq!((published[0].id, published[0].prev), (own2.id, own.id));
+    let got = sink.inbox("alice");
+    assert_eq!(got.len(), 3);
+    assert_eq!((got[1].id, got[1].prev), (got[2].id, got[2].prev));
+    assert_eq!(got[1].prev, own[0].id);
 
-    // n2's connection gone again: back to not publishing. Without a local node
-    // (the HTTP API) it is always published and nothing is returned.
-    engine.connection_closed("alice", "n2").await.unwrap();
-    engine.send(local("three")).await.unwrap();
-    let api = engine
-        .send(req("alice", "bob", "four", None))
+    // node-2's connection gone again: back to not publishing.
+    engine.connection_closed("alice", "node-2").await.unwrap();
+    engine.send(send("three")).await.unwrap();
+    barrier(&engine, &sink, "carol", "3").await;
+    assert_eq!(sink.inbox("alice").len(), 4);
+    assert_eq!(sink.inbox("bob").len(), 3);
+
+    // A retried send (same nonce) delivers nothing new.
+    let with_nonce = req("alice", "bob", "four", Some("n-1"));
+    assert!(!engine.send(with_nonce.clone()).await.unwrap().duplicate);
+    assert_eq!(sink.inbox("alice").len(), 5);
+    assert!(engine.send(with_nonce).await.unwrap().duplicate);
+    barrier(&engine, &sink, "carol", "4").await;
+    assert_eq!(sink.inbox("alice").len(), 5);
+
+    // Not subscribed here: published as usual, so another node subscribed to alice
+    // gets it even though alice's presence is only on node-1.
+    let other_sink = Arc::new(TestSink::default());
+    let config = RedisConfig {
+        url: server.url(),
+        node_id: "node-2".into(),
+        ..RedisConfig::default()
+    };
+    let other = RedisEngine::connect(config, other_sink.clone())
         .await
         .unwrap();
-    assert!(api.sender_event.is_none());
-    barrier(&engine, &sink, "carol", "3").await;
-    let published = sink.inbox("alice");
-    assert_eq!(published.len(), 2);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&published[1].json).unwrap()["message"]["body"],
-        "four"
-    );
-    assert_eq!(sink.inbox("bob").len(), 4);
-    // A retried send (same nonce) returns no entry: nothing new was appended.
-    let with_nonce = SendRequest {
-        nonce: Some("n-1".into()),
-        ..local("five")
-    };
-    assert!(engine
-        .send(with_nonce.clone())
-        .await
-        .unwrap()
-        .sender_event
-        .is_some());
-    let retry = engine.send(with_nonce).await.unwrap();
-    assert!(retry.duplicate && retry.sender_event.is_none());
+    other.subscribe("alice").await.unwrap();
+    engine.unsubscribe("alice").await.unwrap();
+    engine.send(send("five")).await.unwrap();
+    eventually("published for alice", WAIT, || {
+        let got = other_sink.inbox("alice");
+        async move { (got.len() == 1).then_some(got) }
+    })
+    .await;
+    assert_eq!(sink.inbox("alice").len(), 5, "not delivered here");
 }
 
 /// A retry whose original was trimmed from the history by retention is still
@@ -850,12 +861,12 @@ async fn redis_commands_per_send_are_pinned() {
     assert_eq!(used, expected, "commands for {n} sends");
     assert_eq!(per_send.values().sum::<u64>(), 15);
 
-    // From a node that delivers the sender's copy itself, with the sender connected
-    // nowhere else: one HKEYS of the presence hash, one publish.
+    // With the sender subscribed on this node, which delivers the sender's copy
+    // itself, and connected nowhere else: one HKEYS of the presence hash, one publish.
+    engine.subscribe("alice").await.unwrap();
     let before = server.command_stats();
     for i in 0..n {
-        let mut r = req("alice", "bob", "hello", Some(&format!("m{i}")));
-        r.local_node = Some("node-1".into());
+        let r = req("alice", "bob", "hello", Some(&format!("m{i}")));
         engine.send(r).await.unwrap();
     }
     let mut used = commands_between(&before, &server.command_stats());

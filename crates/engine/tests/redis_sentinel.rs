@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chat_engine::prelude::*;
 use chat_engine::redis::{RedisConfig, RedisEngine, RedisMode};
-use chat_engine::{Engine, EngineError};
+use chat_engine::EngineError;
 use chat_protocol::StreamId;
 use chat_testkit::{eventually, RedisSentinel};
 use common::*;

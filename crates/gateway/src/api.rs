@@ -121,7 +121,6 @@ async fn send_message(
             nonce_ttl_secs: ttl,
             sent_at: now_rfc3339(),
             trace: None,
-            local_node: None,
         })
         .await?;
     metrics::counter!(crate::metric::MESSAGES_RECEIVED).increment(1);

@@ -182,7 +182,7 @@ async fn connect_engine(settings: &Settings, router: Arc<Router>) -> Arc<dyn Eng
     let retention = settings.retention.to_engine();
     if settings.redis.url.is_empty() {
         tracing::info!("no redis.url: single node with the in-memory engine");
-        return MemoryEngine::new(retention, sink);
+        return MemoryEngine::new(settings.server.node_id.clone(), retention, sink);
     }
     let mut delay = Duration::from_millis(200);
     loop {
@@ -191,6 +191,7 @@ async fn connect_engine(settings: &Settings, router: Arc<Router>) -> Arc<dyn Eng
             retention: retention.clone(),
             subscribers: settings.redis.subscribers,
             command_timeout_ms: settings.redis.command_timeout_ms,
+            node_id: settings.server.node_id.clone(),
         };
         match RedisEngine::connect(config, sink.clone()).await {
             Ok(engine) => return engine,

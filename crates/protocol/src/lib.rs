@@ -7,9 +7,11 @@
 
 pub mod api;
 pub mod codes;
+pub mod events;
 pub mod frames;
 pub mod ids;
 
 pub use codes::{close, ErrorCode};
+pub use events::Event;
 pub use frames::*;
 pub use ids::{dm_conversation, normalize_username, valid_user_id, StreamId};

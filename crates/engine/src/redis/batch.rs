@@ -15,9 +15,10 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::RedisEngine;
+use super::shape::Sent;
+use super::{single, Core};
 use crate::events::now_ms;
-use crate::{EngineError, SendOutcome, SendRequest};
+use crate::{EngineError, SendRequest};
 
 /// The most sends one call carries.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -33,7 +34,9 @@ const QUEUE: usize = 4096;
 /// A queued send and where its outcome goes.
 struct Pending {
     request: SendRequest,
-    reply: oneshot::Sender<Result<SendOutcome, EngineError>>,
+    /// The sender is subscribed on this node (see [`super::shape::Shape::send`]).
+    local: bool,
+    reply: oneshot::Sender<Result<Sent, EngineError>>,
 }
 
 /// The queue in front of the batching task.
@@ -43,18 +46,26 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// Starts the batching task for `engine` (it ends when the engine is dropped).
-    pub(crate) fn start(engine: Weak<RedisEngine>) -> Batcher {
+    pub(crate) fn start(engine: Weak<Core>) -> Batcher {
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(engine, rx));
         Batcher { queue }
     }
 
     /// Sends `request` in the next call and waits for its outcome.
-    pub(crate) async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
+    pub(crate) async fn send(
+        &self,
+        request: SendRequest,
+        local: bool,
+    ) -> Result<Sent, EngineError> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || EngineError::Unavailable("the engine is shutting down".into());
         self.queue
-            .send(Pending { request, reply })
+            .send(Pending {
+                request,
+                local,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
@@ -62,7 +73,7 @@ impl Batcher {
 }
 
 /// The batching loop: at most [`IN_FLIGHT`] calls at a time.
-async fn run(engine: Weak<RedisEngine>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(engine: Weak<Core>, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -83,8 +94,9 @@ async fn run(engine: Weak<RedisEngine>, mut rx: mpsc::Receiver<Pending>) {
             break;
         };
         tokio::spawn(async move {
-            let requests: Vec<&SendRequest> = batch.iter().map(|p| &p.request).collect();
-            let outcomes = engine.send_batch(&requests, now_ms()).await;
+            let requests: Vec<(&SendRequest, bool)> =
+                batch.iter().map(|p| (&p.request, p.local)).collect();
+            let outcomes = single::send_batch(&engine, &requests, now_ms()).await;
             drop(requests);
             drop(engine);
             drop(slot);

@@ -161,6 +161,26 @@ pub(crate) fn text(v: Value) -> Option<String> {
     }
 }
 
+/// The results of a pipeline, or the first error.
+pub(crate) fn all_ok(
+    results: Vec<Result<Value, fred::error::Error>>,
+) -> Result<Vec<Value>, EngineError> {
+    results.into_iter().map(|r| r.map_err(map_err)).collect()
+}
+
+/// An integer reply or a numeric string; 0 when missing.
+pub(crate) fn number(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// An array reply of strings (an empty or missing one: none).
+pub(crate) fn strings(v: Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.into_iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// One stream entry: its id and its field/value pairs.
 pub(crate) struct Entry {
     pub id: String,

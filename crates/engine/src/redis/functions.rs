@@ -1,25 +1,35 @@
-//! The `chat` Redis Function libraries (`scripts/chat.lua` for messages and read
-//! receipts, `scripts/presence.lua` for presence) and how the engine calls them.
+//! The `chat` Redis Function library and how the engine calls it.
 //!
-//! The libraries are loaded with `FUNCTION LOAD REPLACE` when the engine connects, and
-//! again whenever a call fails with "Function not found" (a restarted Redis without
-//! persistence has lost it). Functions, unlike the `EVALSHA` script cache, survive
-//! restarts with persistence and failovers. This file builds the keys and arguments of
-//! each function in the order documented at the top of each function in the Lua file,
-//! and parses their replies.
+//! The library is assembled from one file per concern, concatenated in this order
+//! under one `#!lua name=chat` header: `scripts/inbox.lua` (inbox appends and their
+//! publish), `scripts/send.lua` (messages), `scripts/receipts.lua` (read markers) and
+//! `scripts/presence.lua` (connection counts, heartbeats, reaping). It is loaded with
+//! `FUNCTION LOAD REPLACE` when the engine connects, and again whenever a call fails
+//! with "Function not found" (a restarted Redis without persistence has lost it).
+//! Functions, unlike the `EVALSHA` script cache, survive restarts with persistence
+//! and failovers. This file builds the keys and arguments of each function in the
+//! order documented at the top of each function in the Lua files, and parses their
+//! replies (each function replies with a fixed number of values).
 
-use chat_protocol::{dm_conversation, Message, StreamId};
+use bytes::Bytes;
+use chat_protocol::{dm_conversation, Event, Message, StreamId};
 use fred::prelude::*;
 
-use super::conn::{map_err, text};
-use super::keys;
+use super::conn::{map_err, text, Entry};
+use super::{inbox, keys};
 use crate::{EngineError, Retention, SendRequest};
 
-/// The Lua source of the message library.
-pub(crate) const LIBRARY: &str = include_str!("scripts/chat.lua");
-
-/// The Lua source of the presence library.
-pub(crate) const PRESENCE_LIBRARY: &str = include_str!("scripts/presence.lua");
+/// The Lua source of the library.
+pub(crate) const LIBRARY: &str = concat!(
+    "#!lua name=chat\n",
+    include_str!("scripts/inbox.lua"),
+    "\n",
+    include_str!("scripts/send.lua"),
+    "\n",
+    include_str!("scripts/receipts.lua"),
+    "\n",
+    include_str!("scripts/presence.lua"),
+);
 
 /// The function doing a whole send on a single Redis.
 pub(crate) const SEND: &str = "chat_send";
@@ -49,15 +59,13 @@ pub(crate) const PRES_DROP: &str = "chat_pres_drop";
 /// (never resent by fred), so they cannot have run before.
 pub(crate) const RETRY_DEDUPE_WINDOW: usize = 256;
 
-/// Loads (or replaces) both libraries; on Redis Cluster on every primary (fred's
+/// Loads (or replaces) the library; on Redis Cluster on every primary (fred's
 /// `FUNCTION LOAD` to each primary node).
 pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), EngineError> {
-    for library in [LIBRARY, PRESENCE_LIBRARY] {
-        let _: Value = client
-            .function_load_cluster(true, library)
-            .await
-            .map_err(map_err)?;
-    }
+    let _: Value = client
+        .function_load_cluster(true, LIBRARY)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -112,9 +120,12 @@ fn message_args(req: &SendRequest, args: &mut Vec<String>) {
 }
 
 /// Keys and arguments of `chat_send` for a batch of requests, in order (see the
-/// function's comment in `chat.lua`). `now_ms`: this node's clock.
+/// function's comment in `send.lua`). Each request comes with whether its sender is
+/// subscribed on this node, `node` (then the sender's own event is published only for
+/// their connections elsewhere). `now_ms`: this node's clock.
 pub(crate) fn send_call<'a>(
-    requests: impl ExactSizeIterator<Item = &'a SendRequest>,
+    requests: impl ExactSizeIterator<Item = (&'a SendRequest, bool)>,
+    node: &str,
     retention: &Retention,
     now_ms: u64,
 ) -> (Vec<String>, Vec<String>) {
@@ -124,7 +135,7 @@ pub(crate) fn send_call<'a>(
     args.extend(history_args(retention, now_ms));
     args.push(retention.inbox_max_len.to_string());
     args.push(retention.inbox_ttl_secs.to_string());
-    for req in requests {
+    for (req, local) in requests {
         let (from, to) = (req.from.as_str(), req.to.as_str());
         keys.extend([
             keys::conv_msgs(from, to),
@@ -141,7 +152,7 @@ pub(crate) fn send_call<'a>(
         ]);
         message_args(req, &mut args);
         args.push(trace_arg(req.trace.as_deref()));
-        args.push(req.local_node.clone().unwrap_or_default());
+        args.push(if local { node } else { "" }.to_string());
     }
     (keys, args)
 }
@@ -170,63 +181,70 @@ pub(crate) enum Stored<'a> {
     Read { up_to: &'a str, read: bool },
 }
 
-/// Keys and arguments of `chat_inbox_append` for `user` with the other participant
-/// `other`: `event` is published, `stored` appended. A message is skipped if one of
-/// the newest `window` entries already holds it.
-// One parameter per Lua argument group of `chat_inbox_append`, in its order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn inbox_append_call(
-    user: &str,
-    other: &str,
-    event: &str,
-    stored: Stored<'_>,
-    retention: &Retention,
-    window: usize,
-    trace: Option<&str>,
-    node: Option<&str>,
-) -> (Vec<String>, Vec<String>) {
-    let keys = vec![
-        keys::inbox(user),
-        keys::inbox_head(user),
-        keys::convs(user),
-        keys::channel(user),
-        keys::presence(user),
-    ];
-    let dir = |own: bool| if own { ">" } else { "<" }.to_string();
-    let (kind, reference, dir, body, sent_at, score) = match stored {
-        Stored::Message { message, sent } => (
-            "m",
-            message.id.clone(),
-            dir(sent),
-            message.body.clone(),
-            message.sent_at.clone(),
-            StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0),
-        ),
-        Stored::Read { up_to, read } => (
-            "r",
-            up_to.to_string(),
-            dir(read),
-            String::new(),
-            String::new(),
-            0,
-        ),
-    };
-    let args = vec![
-        event.to_string(),
-        kind.to_string(),
-        reference,
-        other.to_string(),
-        dir,
-        body,
-        sent_at,
-        score.to_string(),
-        retention.inbox_max_len.to_string(),
-        retention.inbox_ttl_secs.to_string(),
-        window.to_string(),
-        trace_arg(trace),
-        node.unwrap_or("").to_string(),
-    ];
-    (keys, args)
+/// One `chat_inbox_append` (cluster mode): `event` appended to `user`'s inbox as
+/// `stored` and published, `other` being the conversation's other participant.
+pub(crate) struct InboxAppend<'a> {
+    pub user: &'a str,
+    pub other: &'a str,
+    /// The event JSON, published live.
+    pub event: &'a str,
+    pub stored: Stored<'a>,
+    /// A message is skipped if one of the inbox's newest `window` entries already
+    /// holds it (a retried send; 0: not searched).
+    pub window: usize,
+    pub trace: Option<&'a str>,
+    /// The node that delivers to `user`'s connections itself: then the event is
+    /// published only if `user` has connections on another node.
+    pub node: Option<&'a str>,
+}
+
+impl InboxAppend<'_> {
+    /// Keys and arguments of the call, in the order `chat_inbox_append` documents.
+    pub(crate) fn call(&self, retention: &Retention) -> (Vec<String>, Vec<String>) {
+        let user = self.user;
+        let keys = vec![
+            keys::inbox(user),
+            keys::inbox_head(user),
+            keys::convs(user),
+            keys::channel(user),
+            keys::presence(user),
+        ];
+        let dir = |own: bool| if own { ">" } else { "<" }.to_string();
+        let (kind, reference, dir, body, sent_at, score) = match &self.stored {
+            Stored::Message { message, sent } => (
+                "m",
+                message.id.clone(),
+                dir(*sent),
+                message.body.clone(),
+                message.sent_at.clone(),
+                StreamId::parse(&message.id).map(|id| id.ms).unwrap_or(0),
+            ),
+            Stored::Read { up_to, read } => (
+                "r",
+                up_to.to_string(),
+                dir(*read),
+                String::new(),
+                String::new(),
+                0,
+            ),
+        };
+        let args = vec![
+            self.event.to_string(),
+            kind.to_string(),
+            reference,
+            self.other.to_string(),
+            dir,
+            body,
+            sent_at,
+            score.to_string(),
+            retention.inbox_max_len.to_string(),
+            retention.inbox_ttl_secs.to_string(),
+            self.window.to_string(),
+            trace_arg(self.trace),
+            self.node.unwrap_or("").to_string(),
+        ];
+        (keys, args)
+    }
 }
 
 /// A `traceparent` as a Lua argument: `''` when absent or not a plain token (it is
@@ -240,17 +258,63 @@ fn trace_arg(trace: Option<&str>) -> String {
     }
 }
 
-/// The inbox event of a message, exactly as `chat.lua` writes it.
-pub(crate) fn message_event(message_json: &str) -> String {
-    format!(r#"{{"type":"message","message":{message_json}}}"#)
+/// Keys and arguments of `chat_read` (single Redis): the read event is passed as
+/// the bytes around its `up_to` id, which only the function knows.
+pub(crate) fn read_call(
+    reader: &str,
+    peer: &str,
+    up_to: StreamId,
+    retention: &Retention,
+) -> (Vec<String>, Vec<String>) {
+    let keys = vec![
+        keys::conv_msgs(reader, peer),
+        keys::conv_meta(reader, peer),
+        keys::inbox(reader),
+        keys::inbox_head(reader),
+        keys::channel(reader),
+        keys::inbox(peer),
+        keys::inbox_head(peer),
+        keys::channel(peer),
+    ];
+    let conversation = dm_conversation(reader, peer);
+    let (head, tail) = Event::Read {
+        conversation: &conversation,
+        by: reader,
+        up_to: "",
+    }
+    .split_at_id()
+    .expect("a read event with a blank up_to splits");
+    let args = vec![
+        reader.to_string(),
+        peer.to_string(),
+        up_to.to_string(),
+        retention.inbox_max_len.to_string(),
+        retention.inbox_ttl_secs.to_string(),
+        head,
+        tail,
+    ];
+    (keys, args)
+}
+
+/// Parses the reply of `chat_read` or `chat_read_marker`: `{1, id}` when the marker
+/// moved to `id`, `{0, ''}` when nothing moved.
+pub(crate) fn parse_read_reply(reply: Value) -> Result<Option<String>, EngineError> {
+    let bad = || EngineError::Internal("unexpected chat_read reply".into());
+    let Value::Array(parts) = reply else {
+        return Err(bad());
+    };
+    let [moved, id] = <[Value; 2]>::try_from(parts).map_err(|_| bad())?;
+    match moved {
+        Value::Integer(1) => text(id).map(Some).ok_or_else(bad),
+        Value::Integer(0) => Ok(None),
+        _ => Err(bad()),
+    }
 }
 
 /// One message's part of a `chat_send` reply, or a `chat_conv_append` reply.
 pub(crate) struct SendReply {
     pub duplicate: bool,
     pub message: Message,
-    /// The message JSON as stored.
-    pub json: String,
     /// `chat_send` only, not for a duplicate: the sender's new inbox entry id and
     /// the one before it.
     pub sender_entry: Option<(StreamId, StreamId)>,
@@ -260,100 +324,98 @@ fn bad_reply(what: &str) -> EngineError {
     EngineError::Internal(format!("unexpected chat_send reply: {what}"))
 }
 
-/// Parses `dup, message JSON` (a duplicate's, or `chat_conv_append`'s).
-fn parse_stored(
-    parts: &mut impl Iterator<Item = Value>,
-) -> Result<(bool, Message, String), EngineError> {
-    let duplicate = match parts.next() {
-        Some(Value::Integer(n)) => n == 1,
-        _ => return Err(bad_reply("flag")),
+/// The message `req` stored (or a retry of it found) with id `id`: from the stored
+/// conversation entry when there is one, else from the request itself (a new
+/// message, or a duplicate whose original retention trimmed: the retry carries the
+/// same body).
+fn stored_message(req: &SendRequest, id: String, entry: &str) -> Result<Message, EngineError> {
+    if entry.is_empty() {
+        return Ok(Message {
+            id,
+            conversation: dm_conversation(&req.from, &req.to),
+            from: req.from.clone(),
+            to: req.to.clone(),
+            body: req.body.clone(),
+            sent_at: req.sent_at.clone(),
+        });
+    }
+    let entry = Entry {
+        id,
+        fields: vec![("m".to_string(), Bytes::from(entry.to_string()))],
     };
-    let json = parts
-        .next()
-        .and_then(text)
-        .ok_or_else(|| bad_reply("json"))?;
-    let message: Message =
-        serde_json::from_str(&json).map_err(|e| bad_reply(&format!("message json: {e}")))?;
-    Ok((duplicate, message, json))
+    inbox::conversation_message(&req.from, &req.to, entry)
 }
 
-/// Parses a `chat_send` reply for `requests`, sent with `args` ([`send_call`]): 4
-/// values per message: `1`, the stored message JSON, `''`, `''` for a duplicate;
-/// `0`, the new message's id, the sender's new inbox entry id and the one before it
-/// otherwise. A new message's JSON is its id and the tail the node passed, so it
-/// crosses neither the Lua reply nor a JSON parser.
+/// Parses `dup, id, entry` (the first three values of a `chat_send` message part, or
+/// a `chat_conv_append` reply) into whether it was a duplicate and the message.
+fn parse_stored(
+    req: &SendRequest,
+    parts: &mut impl Iterator<Item = Value>,
+) -> Result<(bool, Message), EngineError> {
+    let duplicate = match parts.next() {
+        Some(Value::Integer(0)) => false,
+        Some(Value::Integer(1)) => true,
+        _ => return Err(bad_reply("flag")),
+    };
+    let id = parts.next().and_then(text).ok_or_else(|| bad_reply("id"))?;
+    let entry = parts.next().and_then(text).unwrap_or_default();
+    // A new message's third value is not an entry (chat_send: the sender's entry id).
+    let entry = if duplicate { entry.as_str() } else { "" };
+    Ok((duplicate, stored_message(req, id, entry)?))
+}
+
+/// Parses a `chat_send` reply for `requests` ([`send_call`]): 4 values per message:
+/// `0`, the new message's id, the sender's new inbox entry id and the one before it;
+/// or for a duplicate `1`, the stored message's id, its conversation entry (`''` if
+/// trimmed), `''`. A new message is the request with its id: its JSON crosses
+/// neither the Lua reply nor a JSON parser.
 pub(crate) fn parse_send_reply(
     reply: Value,
-    requests: &[&SendRequest],
-    args: &[String],
+    requests: &[(&SendRequest, bool)],
 ) -> Result<Vec<SendReply>, EngineError> {
     let Value::Array(parts) = reply else {
         return Err(bad_reply("not an array"));
     };
-    if parts.len() != 4 * requests.len() || args.len() != BATCH_ARGS + SEND_ARGS * requests.len() {
+    if parts.len() != 4 * requests.len() {
         return Err(bad_reply("length"));
     }
     let mut parts = parts.into_iter();
     let mut out = Vec::with_capacity(requests.len());
-    for (i, req) in requests.iter().enumerate() {
-        let new_id = match parts.next() {
-            Some(Value::Integer(0)) => {
-                parts.next().and_then(text).ok_or_else(|| bad_reply("id"))?
-            }
-            Some(flag) => {
-                let mut stored = std::iter::once(flag).chain(parts.by_ref().take(1));
-                let (duplicate, message, json) = parse_stored(&mut stored)?;
-                parts.next();
-                parts.next();
-                out.push(SendReply {
-                    duplicate,
-                    message,
-                    json,
-                    sender_entry: None,
-                });
-                continue;
-            }
-            None => return Err(bad_reply("flag")),
+    for (req, _) in requests {
+        let mut four: Vec<Value> = parts.by_ref().take(4).collect();
+        let prev = four.pop().and_then(text);
+        let third = four.get(2).cloned().and_then(text);
+        let (duplicate, message) = parse_stored(req, &mut four.into_iter())?;
+        let sender_entry = if duplicate {
+            None
+        } else {
+            let id = |t: Option<String>| t.and_then(|t| StreamId::parse(&t));
+            id(third).zip(id(prev))
         };
-        let tail = &args[BATCH_ARGS + SEND_ARGS * i + 7];
-        let json = format!(r#"{{"id":"{new_id}"{tail}"#);
-        let mut id = || {
-            parts
-                .next()
-                .and_then(text)
-                .and_then(|t| StreamId::parse(&t))
-        };
-        let sender_entry = id().zip(id());
         out.push(SendReply {
-            duplicate: false,
-            message: Message {
-                id: new_id,
-                conversation: dm_conversation(&req.from, &req.to),
-                from: req.from.clone(),
-                to: req.to.clone(),
-                body: req.body.clone(),
-                sent_at: req.sent_at.clone(),
-            },
-            json,
+            duplicate,
+            message,
             sender_entry,
         });
     }
     Ok(out)
 }
 
-/// Parses a `chat_conv_append` reply `{dup, message JSON}`.
-pub(crate) fn parse_conv_append_reply(reply: Value) -> Result<SendReply, EngineError> {
+/// Parses a `chat_conv_append` reply `{dup, id, entry}` for `req`.
+pub(crate) fn parse_conv_append_reply(
+    reply: Value,
+    req: &SendRequest,
+) -> Result<SendReply, EngineError> {
     let Value::Array(parts) = reply else {
         return Err(bad_reply("not an array"));
     };
-    if parts.len() != 2 {
+    if parts.len() != 3 {
         return Err(bad_reply("length"));
     }
-    let (duplicate, message, json) = parse_stored(&mut parts.into_iter())?;
+    let (duplicate, message) = parse_stored(req, &mut parts.into_iter())?;
     Ok(SendReply {
         duplicate,
         message,
-        json,
         sender_entry: None,
     })
 }
@@ -372,10 +434,14 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let two = [req.clone(), req.clone()];
-        let (keys, args) = send_call(two.iter(), &Retention::default(), 7);
+        let (keys, args) = send_call(
+            [(&two[0], false), (&two[1], true)].into_iter(),
+            "n1",
+            &Retention::default(),
+            7,
+        );
         assert_eq!(keys.len(), 2 * SEND_KEYS);
         assert_eq!(args.len(), BATCH_ARGS + 2 * SEND_ARGS);
         assert_eq!(keys[6], keys::presence("bob"));
@@ -390,7 +456,12 @@ mod tests {
         assert_eq!(first[0], "dm:alice:bob");
         assert_eq!(first[5], "");
         assert_eq!(first[8], "");
-        assert_eq!(first[9], "");
+        assert_eq!(first[9], "", "the sender is not subscribed here");
+        assert_eq!(
+            args[BATCH_ARGS + SEND_ARGS + 9],
+            "n1",
+            "the sender is local"
+        );
     }
 
     #[test]
@@ -403,11 +474,9 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let (new, retry) = (req("n1"), req("n0"));
-        let requests = [&new, &retry];
-        let (_, args) = send_call(requests.iter().copied(), &Retention::default(), 7);
+        let requests = [(&new, true), (&retry, true)];
         let stored = Message {
             id: "3-0".into(),
             conversation: "dm:alice:bob".into(),
@@ -423,11 +492,11 @@ mod tests {
             s("9-0"),
             s("8-0"),
             Value::Integer(1),
-            s(&serde_json::to_string(&stored).unwrap()),
-            s(""),
+            s("3-0"),
+            s("7 bob 2025-12-31T00:00:00.000Z earlier"),
             s(""),
         ]);
-        let out = parse_send_reply(reply, &requests, &args).unwrap();
+        let out = parse_send_reply(reply, &requests).unwrap();
         let expected = Message {
             id: "5-1".into(),
             body: new.body.clone(),
@@ -436,7 +505,6 @@ mod tests {
         };
         assert!(!out[0].duplicate);
         assert_eq!(out[0].message, expected);
-        assert_eq!(out[0].json, serde_json::to_string(&expected).unwrap());
         assert_eq!(
             out[0].sender_entry,
             Some((
@@ -447,7 +515,45 @@ mod tests {
         assert!(out[1].duplicate);
         assert_eq!(out[1].message, stored);
         assert_eq!(out[1].sender_entry, None);
-        assert!(parse_send_reply(Value::Array(vec![]), &requests, &args).is_err());
+        assert!(parse_send_reply(Value::Array(vec![]), &requests).is_err());
+        // A duplicate whose original was trimmed: rebuilt from the retried request.
+        let trimmed = Value::Array(vec![Value::Integer(1), s("3-0"), s(""), s("")]);
+        let out = parse_send_reply(trimmed, &requests[1..]).unwrap();
+        assert!(out[0].duplicate);
+        assert_eq!(
+            out[0].message,
+            Message {
+                id: "3-0".into(),
+                body: retry.body.clone(),
+                sent_at: retry.sent_at.clone(),
+                ..stored.clone()
+            }
+        );
+        let conv = Value::Array(vec![Value::Integer(0), s("4-0"), s("")]);
+        let out = parse_conv_append_reply(conv, &new).unwrap();
+        assert_eq!((out.duplicate, out.message.id.as_str()), (false, "4-0"));
+        assert_eq!(out.message.body, new.body);
+        assert!(parse_conv_append_reply(Value::Array(vec![]), &new).is_err());
+    }
+
+    #[test]
+    fn read_calls_pass_the_event_around_its_id() {
+        let up_to = StreamId::parse("5-1").unwrap();
+        let (keys, args) = read_call("bob", "alice", up_to, &Retention::default());
+        assert_eq!(keys.len(), 8);
+        assert_eq!(&args[..3], ["bob", "alice", "5-1"]);
+        let event = Event::Read {
+            conversation: "dm:alice:bob",
+            by: "bob",
+            up_to: "7-0",
+        };
+        assert_eq!(format!("{}7-0{}", args[5], args[6]), event.to_json());
+        let s = |t: &str| Value::String(t.into());
+        let moved = Value::Array(vec![Value::Integer(1), s("7-0")]);
+        assert_eq!(parse_read_reply(moved).unwrap().as_deref(), Some("7-0"));
+        let still = Value::Array(vec![Value::Integer(0), s("")]);
+        assert_eq!(parse_read_reply(still).unwrap(), None);
+        assert!(parse_read_reply(Value::Null).is_err());
     }
 
     #[test]
@@ -460,7 +566,6 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let message = Message {
             id: "1733212312000-3".into(),
@@ -470,7 +575,7 @@ mod tests {
             body: req.body.clone(),
             sent_at: req.sent_at.clone(),
         };
-        // What chat.lua's message_from_tail builds.
+        // What send.lua's message_from_tail builds.
         let built = format!(r#"{{"id":"{}"{}"#, message.id, message_tail(&req));
         assert_eq!(built, serde_json::to_string(&message).unwrap());
     }
@@ -486,7 +591,6 @@ mod tests {
             nonce_ttl_secs: 60,
             sent_at: "2026-01-01T00:00:00.000Z".into(),
             trace: None,
-            local_node: None,
         };
         let (keys, args) = conv_append_call(&req, &Retention::default(), 7);
         assert_eq!((keys.len(), args.len()), (2, 11));
@@ -499,44 +603,46 @@ mod tests {
             body: "hi".into(),
             sent_at: "t".into(),
         };
-        let (keys, args) = inbox_append_call(
-            "bob",
-            "alice",
-            "{}",
-            Stored::Message {
+        let (keys, args) = InboxAppend {
+            user: "bob",
+            other: "alice",
+            event: "{}",
+            stored: Stored::Message {
                 message: &message,
                 sent: true,
             },
-            &Retention::default(),
-            16,
-            None,
-            None,
-        );
+            window: 16,
+            trace: None,
+            node: Some("n1"),
+        }
+        .call(&Retention::default());
         assert_eq!((keys.len(), args.len()), (5, 13));
         assert_eq!(&args[1..5], ["m", "1-0", "alice", ">"]);
         assert_eq!(args[7], "1");
+        assert_eq!((args[10].as_str(), args[12].as_str()), ("16", "n1"));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
-        assert_eq!(
-            message_event(r#"{"id":"1-0"}"#),
-            r#"{"type":"message","message":{"id":"1-0"}}"#
-        );
     }
 
     #[test]
     fn library_declares_every_function() {
         assert!(LIBRARY.starts_with("#!lua name=chat\n"));
-        for f in [SEND, CONV_APPEND, INBOX_APPEND, READ, READ_MARKER] {
-            assert!(LIBRARY.contains(&format!("register_function('{f}'")), "{f}");
-        }
-        assert!(PRESENCE_LIBRARY.starts_with("#!lua name=chat_presence\n"));
+        assert_eq!(LIBRARY.matches("#!lua").count(), 1, "one library");
         for f in [
-            CONN_OPEN, CONN_CLOSE, CONN_DROP, HEARTBEAT, REAP_BATCH, PRES_OPEN, PRES_CLOSE,
+            SEND,
+            CONV_APPEND,
+            INBOX_APPEND,
+            READ,
+            READ_MARKER,
+            CONN_OPEN,
+            CONN_CLOSE,
+            CONN_DROP,
+            HEARTBEAT,
+            REAP_BATCH,
+            PRES_OPEN,
+            PRES_CLOSE,
             PRES_DROP,
         ] {
-            assert!(
-                PRESENCE_LIBRARY.contains(&format!("register_function('{f}'")),
-                "{f}"
-            );
+            assert!(LIBRARY.contains(&format!("register_function('{f}'")), "{f}");
         }
     }
 }

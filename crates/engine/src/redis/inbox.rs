@@ -1,7 +1,7 @@
 //! The stored form of inbox and conversation entries, and what the node rebuilds from
 //! them.
 //!
-//! `chat.lua` appends each event to a user's inbox as one field holding the event
+//! `inbox.lua` appends each event to a user's inbox as one field holding the event
 //! without what the inbox's owner implies (the conversation is the owner's and the
 //! other participant's; the sender of a message and the reader of a receipt is one of
 //! the two), so an entry costs about half of the event JSON it stands for:
@@ -19,10 +19,9 @@
 //! ([`conversation_message`]).
 
 use bytes::Bytes;
-use chat_protocol::{dm_conversation, Message, StreamId};
+use chat_protocol::{dm_conversation, Event, Message, StreamId};
 
 use super::conn::Entry;
-use crate::events::{message_event_json, read_event_json};
 use crate::{EngineError, InboxEvent};
 
 /// The inbox event an entry of `owner`'s inbox stands for; `prev` is the id of the
@@ -50,16 +49,22 @@ pub(crate) fn event(owner: &str, entry: &Entry, prev: StreamId) -> Result<InboxE
             else {
                 return Err(bad());
             };
-            message_event_json(&Message {
+            let message = Message {
                 id: id.to_string(),
                 conversation,
                 from: actor.to_string(),
                 to: counterpart.to_string(),
                 body: body.to_string(),
                 sent_at: sent_at.to_string(),
-            })
+            };
+            Event::Message { message: &message }.to_json()
         }
-        "r" => read_event_json(&conversation, actor, rest),
+        "r" => Event::Read {
+            conversation: &conversation,
+            by: actor,
+            up_to: rest,
+        }
+        .to_json(),
         _ => return Err(bad()),
     };
     Ok(InboxEvent {
@@ -119,7 +124,7 @@ mod tests {
             sent_at: "2026-01-01T00:00:00.000Z".into(),
         };
         let stored = |who: &str| format!("{who} 5-1 2026-01-01T00:00:00.000Z {body}");
-        let expected = message_event_json(&message);
+        let expected = Event::Message { message: &message }.to_json();
         let prev = StreamId::parse("4-0").unwrap();
         let bob = event("bob", &entry("9-0", &[("m", &stored(">alice"))]), prev).unwrap();
         let alice = event("alice", &entry("9-0", &[("m", &stored("<bob"))]), prev).unwrap();
@@ -131,7 +136,12 @@ mod tests {
 
     #[test]
     fn read_receipts_are_rebuilt_for_either_side() {
-        let expected = read_event_json("dm:alice:bob", "alice", "5-1");
+        let expected = Event::Read {
+            conversation: "dm:alice:bob",
+            by: "alice",
+            up_to: "5-1",
+        }
+        .to_json();
         let alice = entry("9-0", &[("r", ">bob 5-1")]);
         let bob = entry("9-0", &[("r", "<alice 5-1")]);
         let zero = StreamId::ZERO;

@@ -7,14 +7,15 @@
 //! (`chat_send`, `chat_read`, `chat_conn_open`/`close`, `chat_heartbeat`,
 //! `chat_reap_batch`) combine slots and are never called on a cluster; there the
 //! untagged keys (`chat:names`, `chat:nodes`, `chat:node:<n>:*`, `chat:user:<id>`,
-//! `chat:sess:*`, `chat:usess:*`) are only touched by plain single-key commands. User ids never contain `:` or braces
-//! (`chat_protocol::valid_user_id`), so joining them needs no escaping. Users and
-//! sessions are looked up one key at a time and need no tag.
+//! `chat:sess:*`, `chat:usess:*`) are only touched by plain single-key commands. User
+//! ids never contain `:` or braces (`chat_protocol::valid_user_id`), so joining them
+//! needs no escaping. Users and sessions are looked up one key at a time and need no
+//! tag.
 //!
 //! Presence keeps a per-user hash (node → open connections) in the user's slot, and
 //! per node a set of its users and a heartbeat key; `chat:nodes` lists every node that
-//! ever heartbeated (until it is reaped). The presence functions and the read receipt
-//! build some user keys themselves (`chat:{u:<id>}:ch`, `chat:{u:<id>}:pres`,
+//! ever heartbeated (until it is reaped). The presence functions build some user keys
+//! themselves (`chat:{u:<id>}:ch`, `chat:{u:<id>}:pres`,
 //! `chat:user:<id>`) for users they discover (conversation partners, a dead node's
 //! users): the `lua_builds_the_same_keys` test keeps those in step with this file.
 
@@ -35,7 +36,7 @@ pub fn conv_msgs(a: &str, b: &str) -> String {
 /// Conversation metadata hash: `s` (message count), `last` (last message id), `lm`
 /// (last message JSON), and per participant `r:<user>` (read marker: the sequence
 /// number of the last read message) and `ru:<user>` (its id). Stream entries carry
-/// their sequence number in field `q`.
+/// their sequence number first in their one field `m` (see `redis/inbox.rs`).
 pub fn conv_meta(a: &str, b: &str) -> String {
     format!("{}:meta", conv_tag(a, b))
 }
@@ -43,7 +44,7 @@ pub fn conv_meta(a: &str, b: &str) -> String {
 /// The nonces of the conversation of `a`, `b` remembered for `ttl` seconds, sent in
 /// window `window` (Redis's clock in seconds / `ttl`): a hash, field `<` or `>` (the
 /// sender is the first or the second of the sorted pair) followed by the nonce, value
-/// the message id. `chat.lua` (`nonce_place`) builds these names from the
+/// the message id. `send.lua` (`nonce_place`) builds these names from the
 /// conversation's stream key; the `lua_builds_the_same_keys` test keeps both in step.
 pub fn conv_nonces(a: &str, b: &str, ttl: u64, window: u64) -> String {
     format!("{}:n:{ttl}:{window}", conv_tag(a, b))
@@ -54,7 +55,8 @@ fn user_tag(user: &str) -> String {
     format!("{PREFIX}{{u:{user}}}")
 }
 
-/// The user's inbox stream: entries `p` (previous id) and `e` (event JSON).
+/// The user's inbox stream: one field per entry, `m` (a message) or `r` (a read
+/// receipt), in the stored form of `redis/inbox.rs`.
 pub fn inbox(user: &str) -> String {
     format!("{}:inbox", user_tag(user))
 }
@@ -186,7 +188,7 @@ mod tests {
         let base = &msgs[..msgs.len() - "msgs".len()];
         assert_eq!(format!("{base}n:60:7"), conv_nonces("a", "b", 60, 7));
         assert!(chat.contains("string.sub(msgs, 1, -5) .. 'n:' .. a.nonce_ttl .. ':'"));
-        let lua = super::super::functions::PRESENCE_LIBRARY;
+        let lua = chat;
         assert_eq!(presence("u"), "chat:{u:u}:pres");
         assert!(lua.contains("'chat:{u:' .. user .. '}:pres'"));
         assert_eq!(channel("u"), "chat:{u:u}:ch");

@@ -8,9 +8,7 @@
 //! re-subscribes the connection's users in batches, grouped by hash slot, and then calls
 //! `sink.resync()` so the node catches up on what it missed while disconnected.
 //!
-//! Payloads, as the Lua library publishes them: `"<id> <prev> <event json>"` for an
-//! inbox event, `"- - <frame json>"` for an ephemeral frame, and `"! disconnect"` to
-//! close the user's connections on every node.
+//! The payloads' forms are [`super::payload`]'s, which parses them here.
 //!
 //! On Redis Cluster fred's subscriber keeps a connection to every primary and sends
 //! each `SSUBSCRIBE` to the node owning the channel's slot (batches are grouped by
@@ -20,8 +18,7 @@
 //! follows the primary the same way.
 //!
 //! The first connection also subscribes (plain `SUBSCRIBE`) to the global presence
-//! channel, at start and after every reconnect; its payloads `"<user id> <frame>"` go
-//! to `sink.presence`.
+//! channel, at start and after every reconnect; its payloads go to `sink.presence`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -29,8 +26,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
-use chat_protocol::StreamId;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -38,8 +33,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::conn::{self, map_err};
-use super::keys;
-use crate::{EngineError, EventSink, InboxEvent, LiveEvent};
+use super::{keys, payload};
+use crate::{EngineError, EventSink};
 
 /// Channels per `SSUBSCRIBE` when re-subscribing: keeps each batch of confirmations
 /// well inside Redis's pub/sub output buffer.
@@ -98,11 +93,7 @@ impl Shard {
 
     fn handle(&self, message: fred::types::Message) {
         if message.channel == keys::PRESENCE_CHANNEL {
-            let parsed = message.value.into_bytes().and_then(|payload| {
-                let space = payload.iter().position(|&b| b == b' ')?;
-                let user = std::str::from_utf8(&payload[..space]).ok()?.to_string();
-                Some((user, payload.slice(space + 1..)))
-            });
+            let parsed = message.value.into_bytes().and_then(payload::parse_presence);
             match parsed {
                 Some((user, frame)) => self.sink.presence(&user, frame),
                 None => tracing::warn!("unparsable presence payload"),
@@ -120,41 +111,11 @@ impl Shard {
         let Some(payload) = message.value.into_bytes() else {
             return;
         };
-        match parse_payload(payload) {
+        match payload::parse(payload) {
             Some(event) => self.sink.deliver(user, event),
             None => tracing::warn!(channel = %message.channel, "unparsable live payload"),
         }
     }
-}
-
-/// Parses `"<id> <prev> [t=<traceparent> ]<json>"`, `"- - <json>"` or `"! disconnect"`.
-pub(crate) fn parse_payload(payload: Bytes) -> Option<LiveEvent> {
-    if payload.as_ref() == b"! disconnect" {
-        return Some(LiveEvent::Disconnect);
-    }
-    let first = payload.iter().position(|&b| b == b' ')?;
-    let second = first + 1 + payload[first + 1..].iter().position(|&b| b == b' ')?;
-    let json = payload.slice(second + 1..);
-    let id = &payload[..first];
-    if id == b"-" {
-        return Some(LiveEvent::Ephemeral(json));
-    }
-    let id = StreamId::parse(std::str::from_utf8(id).ok()?)?;
-    let prev = StreamId::parse(std::str::from_utf8(&payload[first + 1..second]).ok()?)?;
-    let (trace, json) = match json.strip_prefix(b"t=") {
-        Some(rest) => {
-            let end = rest.iter().position(|&b| b == b' ')?;
-            let trace = std::str::from_utf8(&rest[..end]).ok()?.to_string();
-            (Some(trace), json.slice(2 + end + 1..))
-        }
-        None => (None, json),
-    };
-    Some(LiveEvent::Inbox(Arc::new(InboxEvent {
-        id,
-        prev,
-        json,
-        trace,
-    })))
 }
 
 /// A stable shard index for a user.
@@ -233,6 +194,11 @@ impl Subscribers {
             shard.users().remove(user);
         }
         result
+    }
+
+    /// Whether the user's channel is subscribed on this node (or being subscribed).
+    pub(crate) fn is_subscribed(&self, user: &str) -> bool {
+        self.shard(user).users().contains(user)
     }
 
     /// Unsubscribes from the user's channel.
@@ -345,36 +311,6 @@ async fn watch_reconnects(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payloads() {
-        match parse_payload(Bytes::from_static(b"5-1 0-0 {\"a\":1}")) {
-            Some(LiveEvent::Inbox(e)) => {
-                assert_eq!(e.id, StreamId { ms: 5, seq: 1 });
-                assert_eq!(e.prev, StreamId::ZERO);
-                assert_eq!(&e.json[..], b"{\"a\":1}");
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse_payload(Bytes::from_static(b"- - {\"type\":\"typing\"}")) {
-            Some(LiveEvent::Ephemeral(b)) => assert_eq!(&b[..], b"{\"type\":\"typing\"}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            parse_payload(Bytes::from_static(b"! disconnect")),
-            Some(LiveEvent::Disconnect)
-        ));
-        match parse_payload(Bytes::from_static(b"5-2 5-1 t=00-abc-def-01 {\"a\":2}")) {
-            Some(LiveEvent::Inbox(e)) => {
-                assert_eq!(e.prev, StreamId { ms: 5, seq: 1 });
-                assert_eq!(e.trace.as_deref(), Some("00-abc-def-01"));
-                assert_eq!(&e.json[..], b"{\"a\":2}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse_payload(Bytes::from_static(b"! other")).is_none());
-        assert!(parse_payload(Bytes::from_static(b"garbage")).is_none());
-    }
 
     #[test]
     fn shards_are_stable() {

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_engine::{Engine, EventSink, InboxEvent, LiveEvent, SendRequest};
+use chat_engine::prelude::*;
+use chat_engine::{EventSink, InboxEvent, LiveEvent, SendRequest};
 use chat_protocol::{Message, StreamId};
 use chat_testkit::eventually;
 
@@ -102,7 +103,6 @@ pub fn req(from: &str, to: &str, body: &str) -> SendRequest {
         nonce_ttl_secs: 60,
         sent_at: "2026-01-01T00:00:00.000Z".into(),
         trace: None,
-        local_node: None,
     }
 }
 

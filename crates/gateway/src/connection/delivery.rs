@@ -273,7 +273,6 @@ mod tests {
                     nonce_ttl_secs: 60,
                     sent_at: "2026-12-04T00:00:00.000Z".into(),
                     trace: None,
-                    local_node: None,
                 })
                 .await
                 .expect("send");
@@ -453,7 +452,6 @@ mod tests {
                 nonce_ttl_secs: 60,
                 sent_at: "2026-12-04T00:00:00.000Z".into(),
                 trace: None,
-                local_node: None,
             })
             .await
             .expect("send");

@@ -3,9 +3,7 @@
 //! Every refusal is an `error` frame carrying the request's `ref`; nothing here
 //! closes the connection except persistent rate-limit abuse (4008).
 
-use std::sync::Arc;
-
-use chat_engine::{EventSink, LiveEvent, SendRequest};
+use chat_engine::SendRequest;
 use chat_protocol::{
     close, dm_conversation, parse_client_frame, ClientFrame, ErrorCode, ServerFrame, StreamId,
 };
@@ -135,19 +133,12 @@ impl<S: Socket> Conn<S> {
                 .traces_exported()
                 .then(|| crate::telemetry::traceparent(&tracing::Span::current()))
                 .flatten(),
-            // This node hands the sender's own event to its local connections (below);
-            // Redis publishes it only for the sender's connections on other nodes.
-            local_node: Some(self.state.node_id.clone()),
         };
         let started = std::time::Instant::now();
         let outcome = self.state.engine.send(request).await.map_err(on_socket)?;
+        // The engine handed the sender's own event to the router before `send`
+        // returned, so before the ack below is written.
         tracing::Span::current().record("message.id", outcome.message.id.as_str());
-        if let Some(event) = outcome.sender_event {
-            // Queued behind the ack on this connection.
-            self.state
-                .router
-                .deliver(&self.user.id, LiveEvent::Inbox(Arc::new(event)));
-        }
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!(crate::metric::REDIS_COMMAND_SECONDS, "op" => "send").record(elapsed);
         metrics::histogram!(crate::metric::SEND_ACK_SECONDS)

@@ -90,7 +90,11 @@ impl Sink<WsMessage> for MemSocket {
 pub(crate) fn state(settings: crate::config::Settings) -> crate::state::Shared {
     let router = crate::router::Router::new();
     let sink: std::sync::Arc<dyn chat_engine::EventSink> = router.clone();
-    let engine = chat_engine::memory::MemoryEngine::new(settings.retention.to_engine(), sink);
+    let engine = chat_engine::memory::MemoryEngine::new(
+        settings.server.node_id.clone(),
+        settings.retention.to_engine(),
+        sink,
+    );
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();

@@ -1,40 +1,22 @@
-#!lua name=chat_presence
---[[
-Presence: who is online, across the cluster, and the transitions' announcements.
-
-Key layout (see crates/engine/src/redis/keys.rs):
-  chat:{u:<id>}:pres        hash: node -> open connections of the user on that node
-  chat:{u:<id>}:convs       the user's conversation index (its members are the
-                            partners told about transitions)
-  chat:{u:<id>}:ch          a user's live channel (sharded pub/sub)
-  chat:user:<id>            user hash; seen = RFC 3339 time the user went offline
-  chat:node:<node>:users    set: users with connections on the node
-  chat:node:<node>:alive    heartbeat, SET EX ttl
-  chat:nodes                sorted set: node -> last heartbeat ms
+--[[ presence.lua: who is online, across the cluster, and the transitions'
+announcements.
 
 A user is online while their pres hash is not empty. On the transitions 0 -> 1 and
 1 -> 0 (of the whole hash) the presence frame is published to every partner's
-channel as an ephemeral payload ("- - <frame>") and on the global presence channel
-(plain PUBLISH, "<user id> <frame>"), within the same atomic call, so two nodes can
-never both announce (or both miss) a transition. Keys of partners and of a dead
-node's users are built here from their ids.
-]]
+channel (the ephemeral payload) and on the global presence channel (plain PUBLISH,
+the presence payload), within the same atomic call, so two nodes can never both
+announce (or both miss) a transition. The node passes both payloads ready-made
+(redis/payload.rs); only chat_reap_batch, whose users it learns here, splices each
+user id between bytes the node passed. Keys of partners and of a dead node's users
+are built here from their ids. ]]
 
-local function presence_frame(user, online, seen)
-  local frame = '{"type":"presence","user":' .. cjson.encode(user)
-  if online then
-    return frame .. ',"online":true}'
-  end
-  return frame .. ',"online":false,"last_seen_at":' .. cjson.encode(seen) .. '}'
-end
-
--- Publishes a transition of `user` to its partners and on the global channel.
-local function announce(convs, user, frame, global)
-  local payload = '- - ' .. frame
+-- Publishes a transition: `partner` to each partner's channel, `global` on the
+-- global channel `channel`.
+local function announce(convs, partner, channel, global)
   for _, peer in ipairs(redis.call('ZRANGE', convs, 0, -1)) do
-    redis.call('SPUBLISH', 'chat:{u:' .. peer .. '}:ch', payload)
+    redis.call('SPUBLISH', 'chat:{u:' .. peer .. '}:ch', partner)
   end
-  redis.call('PUBLISH', global, user .. ' ' .. frame)
+  redis.call('PUBLISH', channel, global)
 end
 
 -- The user's open connections across the cluster.
@@ -46,31 +28,34 @@ local function total(pres)
   return n
 end
 
--- After the node's field of a user went away: goes offline if it was the last.
-local function maybe_offline(pres, convs, user_hash, user, now, global)
+-- After the node's field of a user went away: goes offline if it was the last
+-- (`seen` = now, the offline payloads published).
+local function maybe_offline(pres, convs, user_hash, now, partner, channel, global)
   if redis.call('HLEN', pres) == 0 then
     redis.call('HSET', user_hash, 'seen', now)
-    announce(convs, user, presence_frame(user, false, now), global)
+    announce(convs, partner, channel, global)
   end
 end
 
 --[[ chat_conn_open: a connection of the user opened on a node.
 KEYS: 1 pres(user), 2 node users set, 3 convs(user)
-ARGV: 1 user id, 2 node, 3 global presence channel
+ARGV: 1 user id, 2 node, 3 global presence channel, 4 the online partner payload,
+      5 the online global payload
 Returns the user's open connections across the cluster, after this one. ]]
 redis.register_function('chat_conn_open', function(keys, args)
   redis.call('HINCRBY', keys[1], args[2], 1)
   redis.call('SADD', keys[2], args[1])
   local n = total(keys[1])
   if n == 1 then
-    announce(keys[3], args[1], presence_frame(args[1], true), args[3])
+    announce(keys[3], args[4], args[3], args[5])
   end
   return n
 end)
 
 --[[ chat_conn_close: a connection of the user closed on a node.
 KEYS: 1 pres(user), 2 node users set, 3 convs(user), 4 user hash
-ARGV: 1 user id, 2 node, 3 global presence channel, 4 now (RFC 3339)
+ARGV: 1 user id, 2 node, 3 global presence channel, 4 now (RFC 3339), 5 the offline
+      partner payload, 6 the offline global payload
 A close without a matching open (the node was reaped meanwhile) changes nothing.
 Returns the user's open connections across the cluster, after this one. ]]
 redis.register_function('chat_conn_close', function(keys, args)
@@ -80,21 +65,20 @@ redis.register_function('chat_conn_close', function(keys, args)
     redis.call('SREM', keys[2], args[1])
   end
   if n == 0 then
-    maybe_offline(keys[1], keys[3], keys[4], args[1], args[4], args[3])
+    maybe_offline(keys[1], keys[3], keys[4], args[4], args[5], args[3], args[6])
   end
   return total(keys[1])
 end)
 
 --[[ chat_conn_drop: the node has no connection of the user any more, whatever its
 count says (a chat_conn_close was lost while Redis was unreachable).
-KEYS: 1 pres(user), 2 node users set, 3 convs(user), 4 user hash
-ARGV: 1 user id, 2 node, 3 global presence channel, 4 now (RFC 3339)
+KEYS and ARGV: as chat_conn_close.
 Drops the node's field; goes offline (announced) if it was the last. Idempotent.
 Returns the user's open connections across the cluster. ]]
 redis.register_function('chat_conn_drop', function(keys, args)
   redis.call('SREM', keys[2], args[1])
   if redis.call('HDEL', keys[1], args[2]) == 1 then
-    maybe_offline(keys[1], keys[3], keys[4], args[1], args[4], args[3])
+    maybe_offline(keys[1], keys[3], keys[4], args[4], args[5], args[3], args[6])
   end
   return total(keys[1])
 end)
@@ -110,16 +94,21 @@ end)
 
 --[[ chat_reap_batch: closes a dead node's connections of up to `batch` users.
 KEYS: 1 node users set
-ARGV: 1 node, 2 global presence channel, 3 now (RFC 3339), 4 batch size
+ARGV: 1 node, 2 global presence channel, 3 now (RFC 3339), 4 batch size, 5 the
+      partner payload's bytes before the user id, 6 the global payload's bytes
+      between the user id and the frame's user id, 7 the bytes after the frame's
+      user id (see redis/payload.rs, ReapTemplate)
 Each user popped from the set loses the node's field of its pres hash, and goes
 offline (announced) when that was the last. Returns how many users are left. ]]
 redis.register_function('chat_reap_batch', function(keys, args)
-  local node, global, now = args[1], args[2], args[3]
+  local node, channel, now = args[1], args[2], args[3]
+  local before, between, after = args[5], args[6], args[7]
   local users = redis.call('SPOP', keys[1], tonumber(args[4]) or 100)
   for _, user in ipairs(users) do
     local pres = 'chat:{u:' .. user .. '}:pres'
     if redis.call('HDEL', pres, node) == 1 then
-      maybe_offline(pres, 'chat:{u:' .. user .. '}:convs', 'chat:user:' .. user, user, now, global)
+      maybe_offline(pres, 'chat:{u:' .. user .. '}:convs', 'chat:user:' .. user, now,
+        before .. user .. after, channel, user .. between .. user .. after)
     end
   end
   return redis.call('SCARD', keys[1])

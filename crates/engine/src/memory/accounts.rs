@@ -1,0 +1,93 @@
+//! The memory engine's users and sessions ([`Accounts`]).
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chat_protocol::User;
+
+use super::{new_guest_id, new_session_token, MemoryEngine, State};
+use crate::{Accounts, EngineError};
+
+impl State {
+    /// Creates or renames a user, keeping the directory index in step. Returns
+    /// whether the user existed.
+    fn set_name(&mut self, id: &str, name: &str) -> bool {
+        let old = self.users.insert(id.to_string(), name.to_string());
+        if let Some(old) = &old {
+            self.names.remove(&(old.to_lowercase(), id.to_string()));
+        }
+        self.names.insert((name.to_lowercase(), id.to_string()));
+        old.is_some()
+    }
+}
+
+#[async_trait]
+impl Accounts for MemoryEngine {
+    async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError> {
+        Ok(self.lock().users.get(id).map(|name| User {
+            id: id.to_string(),
+            name: name.clone(),
+        }))
+    }
+
+    async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
+        Ok(self.lock().set_name(id, name))
+    }
+
+    async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
+        let id = new_guest_id();
+        self.lock().set_name(&id, name);
+        Ok(User {
+            id,
+            name: name.to_string(),
+        })
+    }
+
+    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError> {
+        let session = new_session_token();
+        let mut st = self.lock();
+        st.prune();
+        st.sessions.insert(
+            session.clone(),
+            (
+                user_id.to_string(),
+                Instant::now() + Duration::from_secs(ttl_secs),
+            ),
+        );
+        st.user_sessions
+            .entry(user_id.to_string())
+            .or_default()
+            .insert(session.clone());
+        Ok(session)
+    }
+
+    async fn resume_session(
+        &self,
+        session: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<User>, EngineError> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let uid = match st.sessions.get_mut(session) {
+            Some((uid, exp)) if *exp > now => {
+                *exp = now + Duration::from_secs(ttl_secs);
+                uid.clone()
+            }
+            _ => return Ok(None),
+        };
+        Ok(st.users.get(&uid).map(|name| User {
+            id: uid.clone(),
+            name: name.clone(),
+        }))
+    }
+
+    async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        if let Some(set) = st.user_sessions.remove(user_id) {
+            for s in set {
+                st.sessions.remove(&s);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! Users and sessions on Redis ([`Accounts`]).
+//!
+//! A user is the hash `chat:user:<id>` (`name`, `idx`: its directory member, `seen`);
+//! a session is `chat:sess:<token>` holding the user id with a sliding expiry, and
+//! `chat:usess:<id>` the set of a user's sessions, for revoking them all.
+
+use async_trait::async_trait;
+use chat_protocol::User;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand, Expiration};
+
+use super::conn::{all_ok, map_err, text};
+use super::{keys, ttl, RedisEngine};
+use crate::memory::{new_guest_id, new_session_token};
+use crate::{Accounts, EngineError};
+
+impl RedisEngine {
+    /// Sets the user's name and keeps the directory in step. Returns whether the user
+    /// existed. Two round trips (read the old index member, then write), each slot-local
+    /// so it works on Redis Cluster too; concurrent renames of one user may leave a stale
+    /// directory member, which `search` drops (its name no longer matches).
+    async fn set_name(&self, id: &str, name: &str) -> Result<bool, EngineError> {
+        let key = keys::user(id);
+        let old: Vec<Option<String>> = self
+            .core
+            .cmd()
+            .hmget(&key, vec!["name", "idx"])
+            .await
+            .map_err(map_err)?;
+        let existed = old.first().is_some_and(Option::is_some);
+        let old_member = old.get(1).cloned().flatten();
+        let member = keys::name_member(id, name);
+        let pipeline = self.core.pool.next_connected().pipeline();
+        let _: () = pipeline
+            .hset(&key, vec![("name", name), ("idx", member.as_str())])
+            .await
+            .map_err(map_err)?;
+        if let Some(old) = old_member.filter(|m| *m != member) {
+            let _: () = pipeline.zrem(keys::NAMES, old).await.map_err(map_err)?;
+        }
+        let _: () = pipeline
+            .zadd(
+                keys::NAMES,
+                None,
+                None,
+                false,
+                false,
+                (0.0, member.as_str()),
+            )
+            .await
+            .map_err(map_err)?;
+        all_ok(pipeline.try_all::<Value>().await)?;
+        Ok(existed)
+    }
+}
+
+#[async_trait]
+impl Accounts for RedisEngine {
+    async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError> {
+        let name: Option<String> = self
+            .core
+            .cmd()
+            .hget(keys::user(id), "name")
+            .await
+            .map_err(map_err)?;
+        Ok(name.map(|name| User {
+            id: id.to_string(),
+            name,
+        }))
+    }
+
+    async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
+        self.set_name(id, name).await
+    }
+
+    async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
+        let id = new_guest_id();
+        self.set_name(&id, name).await?;
+        Ok(User {
+            id,
+            name: name.to_string(),
+        })
+    }
+
+    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError> {
+        let token = new_session_token();
+        let _: () = self
+            .core
+            .cmd()
+            .set(
+                keys::session(&token),
+                user_id,
+                Some(Expiration::EX(ttl(ttl_secs))),
+                None,
+                false,
+            )
+            .await
+            .map_err(map_err)?;
+        let set = keys::user_sessions(user_id);
+        let _: i64 = self
+            .core
+            .cmd()
+            .sadd(&set, token.as_str())
+            .await
+            .map_err(map_err)?;
+        let _: i64 = self
+            .core
+            .cmd()
+            .expire(&set, ttl(ttl_secs), None)
+            .await
+            .map_err(map_err)?;
+        Ok(token)
+    }
+
+    async fn resume_session(
+        &self,
+        session: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<User>, EngineError> {
+        let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
+        let uid: Value = self
+            .core
+            .cmd()
+            .custom(
+                getex,
+                vec![
+                    keys::session(session),
+                    "EX".into(),
+                    ttl(ttl_secs).to_string(),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        let Some(uid) = text(uid) else {
+            return Ok(None);
+        };
+        let set = keys::user_sessions(&uid);
+        let cmd = self.core.cmd();
+        let (user, _) = tokio::join!(
+            self.get_user(&uid),
+            cmd.expire::<i64, _>(&set, ttl(ttl_secs), None)
+        );
+        user
+    }
+
+    async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
+        let set = keys::user_sessions(user_id);
+        let tokens: Vec<String> = self.core.cmd().smembers(&set).await.map_err(map_err)?;
+        if !tokens.is_empty() {
+            // One DEL per key: on Redis Cluster the session keys live in different slots.
+            let pipeline = self.core.pool.next().pipeline();
+            for token in &tokens {
+                let _: () = pipeline.del(keys::session(token)).await.map_err(map_err)?;
+            }
+            let _: Vec<Value> = pipeline.all().await.map_err(map_err)?;
+        }
+        let _: i64 = self.core.cmd().del(&set).await.map_err(map_err)?;
+        Ok(())
+    }
+}

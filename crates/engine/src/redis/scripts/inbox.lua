@@ -1,0 +1,155 @@
+--[[
+The chat library (loaded as one Redis Functions library named chat: redis/functions.rs
+concatenates inbox.lua, send.lua, receipts.lua and presence.lua, in that order).
+
+Key layout (see crates/engine/src/redis/keys.rs):
+  chat:{c:<a>:<b>}:msgs              conversation stream (one field m: the message's
+                                     sequence number, sender, sent_at, body; see
+                                     conv_entry)
+  chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id,
+                                     lm = last message JSON, r:<user> = read marker
+                                     (sequence number), ru:<user> = its message id
+  chat:{c:<a>:<b>}:n:<ttl>:<window>  nonces of one window of ttl seconds (a hash,
+                                     see nonce_place)
+  chat:{u:<id>}:inbox                inbox stream (one field m or r: the event
+                                     without what the owner implies; see
+                                     message_entry)
+  chat:{u:<id>}:head                 the inbox's newest id (expires with the inbox)
+  chat:{u:<id>}:convs                sorted set: peer id -> last message ms
+  chat:{u:<id>}:ch                   sharded pub/sub channel
+  chat:{u:<id>}:pres                 presence hash: node -> open connections
+  chat:user:<id>                     user hash; seen = when the user went offline
+  chat:node:<node>:users             set: users with connections on the node
+  chat:node:<node>:alive             heartbeat, SET EX ttl
+  chat:nodes                         sorted set: node -> last heartbeat ms
+
+On a single Redis, chat_send does whole sends, a batch of them, in one call. On Redis
+Cluster the conversation and the two inboxes live in different slots: chat_conv_append,
+then chat_inbox_append for each participant (concurrently); likewise chat_read is
+chat_read_marker then two chat_inbox_append. Every cluster-mode function touches the
+keys of one slot only. Every numeric argument 0 means "unlimited".
+
+The node builds every JSON text it can (the events come from the protocol crate);
+where only this library knows an id (a new message's, an inbox entry's, a read
+marker's, a dead node's users) it splices the id between bytes the node passed, and
+the engine's lua_shapes tests compare what it wrote with the protocol crate's bytes.
+Every function replies with a fixed number of values.
+
+This file: inbox appends and their live publish.
+]]
+
+-- Whether the user of presence hash `pres` has connections on a node other than
+-- `node`. With `node` '' (the caller does not deliver locally): always true.
+-- A connection counts from before it reads its inbox (it subscribes, then counts
+-- itself, then recovers), so one not yet counted finds the event in its inbox.
+local function elsewhere(pres, node)
+  if node == '' then
+    return true
+  end
+  for _, n in ipairs(redis.call('HKEYS', pres)) do
+    if n ~= node then
+      return true
+    end
+  end
+  return false
+end
+
+-- The inbox options of a call: {max_len, ttl, head_ttl} (strings; head_ttl nil
+-- without an inbox ttl).
+local function inbox_opts(max_len, ttl)
+  local o = {max_len = max_len, ttl = ttl}
+  local secs = tonumber(ttl) or 0
+  if secs > 0 then
+    o.head_ttl = string.format('%d', math.max(1, math.floor(secs / 64)))
+  end
+  return o
+end
+
+-- Moves the inbox's head key (a plain string: the newest id) to `id`, the entry just
+-- appended, and returns the previous head: the id before `id`. The head key expires
+-- after ttl/64; when it is missing (a new inbox, or the last refresh is that old) it
+-- is made again from the stream, and the inbox's expiry is refreshed with it: an idle
+-- inbox lives between 63/64 and all of its ttl after its last append, for one EXPIRE
+-- per ttl/64 instead of one per append.
+local function move_head(inbox, head, id, o)
+  local prev = redis.call('SET', head, id, 'GET', 'KEEPTTL')
+  if prev then
+    return prev
+  end
+  if o.head_ttl then
+    redis.call('EXPIRE', head, o.head_ttl)
+    redis.call('EXPIRE', inbox, o.ttl)
+  end
+  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 2)
+  if #last > 1 then
+    return last[2][1]
+  end
+  return '0-0'
+end
+
+-- Appends an event to a user's inbox, indexes the conversation and publishes it live.
+-- inbox, head, convs, ch: the user's keys (convs nil: not a message, leave the index
+-- alone); event: the event JSON, published live; kind, entry: the stored form (see
+-- message_entry, read_entry); peer: the other participant; score: message ms;
+-- o: inbox_opts.
+-- trace: a W3C traceparent carried only in the live payload ('' = none).
+-- publish false: no live publish (the calling node delivers to the user's
+-- connections itself, and the user has none elsewhere).
+-- The live payload (redis/payload.rs: '<id> <prev> [t=<trace> ]<event>') carries the
+-- entry's id and the previous one, so a node sees a gap; the stream itself needs no
+-- link (its entries are in order: the node reading it knows each entry's
+-- predecessor).
+-- Returns the new entry id and the previous one ('0-0' for the first).
+local function inbox_append(inbox, head, convs, ch, event, kind, entry, peer, score, o,
+                            trace, publish)
+  local id
+  if o.max_len ~= '0' and o.max_len ~= '' then
+    id = redis.call('XADD', inbox, 'MAXLEN', '~', o.max_len, '*', kind, entry)
+  else
+    id = redis.call('XADD', inbox, '*', kind, entry)
+  end
+  local prev = move_head(inbox, head, id, o)
+  if convs then
+    redis.call('ZADD', convs, score, peer)
+  end
+  if not publish then
+    return id, prev
+  end
+  if trace ~= '' then
+    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
+  else
+    redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
+  end
+  return id, prev
+end
+
+-- An inbox entry is one field holding the event without what the inbox's owner
+-- implies (the node rebuilds the JSON when it reads the inbox: redis/inbox.rs):
+--   m = '<d><other> <message id> <sent_at> <body>'  a message
+--   r = '<d><other> <id read up to>'                a read receipt
+-- where <other> is the conversation's other participant and <d> is '>' when the owner
+-- sent (or read) and '<' when the other participant did.
+local function message_entry(mid, other, dir, body, sent_at)
+  return dir .. other .. ' ' .. mid .. ' ' .. sent_at .. ' ' .. body
+end
+
+local function read_entry(up_to, other, dir)
+  return dir .. other .. ' ' .. up_to
+end
+
+-- The entry among the inbox's newest `window` that holds message `mid`: its id and
+-- the id before it, or nil.
+local function inbox_find(inbox, mid, window)
+  local entries = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', window + 1)
+  for i = 1, math.min(window, #entries) do
+    local fields = entries[i][2]
+    if fields[1] == 'm' and string.match(fields[2], '^%S+ (%S+)') == mid then
+      local prev = '0-0'
+      if entries[i + 1] then
+        prev = entries[i + 1][1]
+      end
+      return entries[i][1], prev
+    end
+  end
+  return nil
+end
