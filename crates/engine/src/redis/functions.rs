@@ -61,13 +61,30 @@ pub(crate) const RETRY_DEDUPE_WINDOW: usize = 256;
 
 /// Loads (or replaces) the library; on Redis Cluster on every primary (fred's
 /// `FUNCTION LOAD` to each primary node).
+///
+/// A Redis that kept its data from before the library was one (`chat` and
+/// `chat_presence`) refuses the load because `chat_presence`'s functions already exist:
+/// that library is then deleted and the load retried.
 pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), EngineError> {
-    let _: Value = client
-        .function_load_cluster(true, LIBRARY)
+    match client
+        .function_load_cluster::<Value, _>(true, LIBRARY)
         .await
-        .map_err(map_err)?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.details().contains("already exists") => {
+            let _ = client.function_delete_cluster(OLD_LIBRARY).await;
+            let _: Value = client
+                .function_load_cluster(true, LIBRARY)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        }
+        Err(e) => Err(map_err(e)),
+    }
 }
+
+/// The presence library of earlier versions, now part of `chat`.
+const OLD_LIBRARY: &str = "chat_presence";
 
 /// Keys of one message in `chat_send` (and, first two, `chat_conv_append`).
 pub(crate) const SEND_KEYS: usize = 11;

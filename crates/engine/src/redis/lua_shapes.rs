@@ -262,3 +262,29 @@ async fn presence_functions_publish_the_protocol_presence_frames() {
     let seen: String = s.client.hget(keys::user("alice"), "seen").await.unwrap();
     assert_eq!(seen, now);
 }
+
+/// A Redis that kept the library of earlier versions (`chat` and a separate
+/// `chat_presence` holding `chat_conn_open`) still takes the one library: the old
+/// presence library is deleted and the load retried, instead of a node retrying its
+/// connect forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_loads_over_the_earlier_split_library() {
+    let server = RedisServer::start();
+    let builder = conn::builder(&server.url(), Duration::from_secs(3)).unwrap();
+    let client = builder.build().unwrap();
+    client.init().await.unwrap();
+    let old = "#!lua name=chat_presence\n\
+               redis.register_function('chat_conn_open', function(keys, args) return 1 end)\n";
+    let _: Value = client.function_load::<Value, _>(true, old).await.unwrap();
+    functions::load(&client).await.unwrap();
+    let libraries: Value = client
+        .function_list::<Value, &str>(None, false)
+        .await
+        .unwrap();
+    let listed = format!("{libraries:?}");
+    assert!(listed.contains("\"chat\""), "chat loaded: {listed}");
+    assert!(
+        !listed.contains("chat_presence"),
+        "old library gone: {listed}"
+    );
+}
