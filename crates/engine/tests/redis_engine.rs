@@ -655,7 +655,7 @@ async fn inbox_expiry_is_refreshed_by_later_appends() {
         "new inbox gets the ttl: {first}"
     );
     // A slice is 1 s here: 2.5 s later the next append must push the expiry out again.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let aged = ttl("a");
     assert!(
         aged <= first - 2_000,

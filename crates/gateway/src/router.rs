@@ -251,7 +251,7 @@ impl EventSink for Router {
             }
             LiveEvent::Ephemeral(frame) => {
                 let frame = Arc::new(frame);
-                self.fan_out(user_id, || Out::Frame(frame.clone()))
+                self.fan_out(user_id, || Out::Frame(frame.clone()));
             }
             LiveEvent::Disconnect => self.close_user(user_id, close::UNAUTHORIZED),
         }
@@ -277,6 +277,6 @@ mod tests {
     /// Every outbox allocates its first block of slots when created: keep a slot small.
     #[test]
     fn outbox_items_are_two_words() {
-        assert_eq!(std::mem::size_of::<super::Out>(), 16);
+        assert_eq!(size_of::<super::Out>(), 16);
     }
 }

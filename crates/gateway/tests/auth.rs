@@ -228,7 +228,7 @@ async fn requests_before_hello(engine: Engine) {
     conn.send_text(&hello).await.expect("send");
     match conn.next_frame_timeout(WAIT).await {
         Ok(Some(ServerFrame::Welcome { user, .. })) => {
-            assert_eq!(user.name, name, "name is trimmed")
+            assert_eq!(user.name, name, "name is trimmed");
         }
         other => panic!("valid hello after bad names: expected welcome, got {other:?}"),
     }

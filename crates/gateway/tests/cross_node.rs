@@ -155,7 +155,7 @@ async fn retried_send_is_stored_and_delivered_once() {
 /// stream a client sees: cursors strictly increase, no message twice.
 async fn read_messages_raw(client: &mut Client, n: usize, what: &str) -> Vec<String> {
     let mut ids = Vec::new();
-    let mut last: Option<chat_protocol::StreamId> = None;
+    let mut last: Option<StreamId> = None;
     while ids.len() < n {
         let frame = tokio::time::timeout(WAIT, client.next_raw())
             .await

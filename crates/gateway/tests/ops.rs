@@ -171,7 +171,7 @@ async fn drain_moves_clients_without_loss() {
         sent[i].push(m.id);
     }
     for (i, state) in states.into_iter().enumerate() {
-        let mut bob = chat_client::Client::resume(&cluster.url(1), state)
+        let mut bob = Client::resume(&cluster.url(1), state)
             .await
             .expect("resume on node 1");
         assert!(

@@ -37,12 +37,7 @@ fn http_status(code: ErrorCode) -> u16 {
     }
 }
 
-async fn socket_send(
-    client: &mut chat_client::Client,
-    to: &str,
-    body: &str,
-    nonce: Option<&str>,
-) -> Outcome {
+async fn socket_send(client: &mut Client, to: &str, body: &str, nonce: Option<&str>) -> Outcome {
     let frame = ClientFrame::Send {
         reference: None,
         to: to.to_string(),
@@ -103,7 +98,7 @@ async fn same_policy(engine: Engine) {
     let long_body = "é".repeat(MAX_BODY + 1);
     // (to, body, nonce, expected). The same nonce is sent on both paths: the socket's
     // and the API's nonces live in different namespaces, so both are stored.
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (&bob_id, "hello", None, Ok(())),
         (&bob_id, "hello", Some("n"), Ok(())),
         (&bob_id, "hello", Some(&longest_nonce), Ok(())),

@@ -137,7 +137,7 @@ fn print_event(me: &str, frame: &ServerFrame) {
             println!(
                 "  ({user} is {})",
                 if *online { "online" } else { "offline" }
-            )
+            );
         }
         ServerFrame::Read { by, up_to, .. } if by != me => println!("  ({by} read up to {up_to})"),
         ServerFrame::Error { code, message, .. } => println!("! {code}: {message}"),

@@ -162,9 +162,7 @@ pub(crate) fn text(v: Value) -> Option<String> {
 }
 
 /// The results of a pipeline, or the first error.
-pub(crate) fn all_ok(
-    results: Vec<Result<Value, fred::error::Error>>,
-) -> Result<Vec<Value>, EngineError> {
+pub(crate) fn all_ok(results: Vec<Result<Value, Error>>) -> Result<Vec<Value>, EngineError> {
     results.into_iter().map(|r| r.map_err(map_err)).collect()
 }
 

@@ -265,7 +265,7 @@ async fn read_messages(
 
 async fn watch_reconnects(
     shard: Arc<Shard>,
-    mut rx: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    mut rx: tokio::sync::broadcast::Receiver<Server>,
     mut initial: bool,
 ) {
     loop {

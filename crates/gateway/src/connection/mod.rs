@@ -105,7 +105,7 @@ pub(crate) async fn serve<S: Socket>(state: Shared, socket: S) {
         metrics::gauge!(crate::metric::CONNECTIONS_OPEN).decrement(1.0);
     }
     .instrument(span)
-    .await
+    .await;
 }
 
 async fn run<S: Socket>(state: Shared, socket: S, conn_id: u64) {
