@@ -9,8 +9,12 @@
 //!
 //! Module map: `config` (settings), `auth` (JWT), `router` (user → local
 //! connections, the engine's event sink), `connection` (one socket's life, generic
-//! over the socket), `http` (routes), `api` (the server HTTP API), `limiter` (send
-//! rate), `state` (what they share), `telemetry` (logs and traces), `web` (the
+//! over the socket), `http` (routes), `api` (the server HTTP API), `send_policy`
+//! (the checks, nonce namespaces and TTLs of a send, socket and API alike), `errors`
+//! (engine error → wire code / HTTP status, logged once), `presence` (counting a
+//! node's connections in the cluster's presence, repairs, heartbeat, reaping),
+//! `metric` (every metric's name and help, registered at start), `limiter` (rate
+//! budgets), `state` (what they share), `telemetry` (logs and traces), `web` (the
 //! embedded web client).
 
 mod api;
