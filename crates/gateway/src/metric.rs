@@ -26,6 +26,12 @@ pub const PRESENCE_REPAIRS: &str = "chat_presence_repairs_total";
 pub const RATE_LIMITED: &str = "chat_rate_limited_total";
 /// Connections closed 4010 because their outbox was full (counter).
 pub const SLOW_CONSUMER_CLOSES: &str = "chat_slow_consumer_closes_total";
+/// Connections closed 4010 because a socket write did not complete within the ping
+/// timeout (counter).
+pub const WRITE_TIMEOUTS: &str = "chat_write_timeouts_total";
+/// Connections closed 1013 because a gap in their live events could not be read from
+/// the inbox (counter): the client resumes from its cursor.
+pub const GAP_CLOSES: &str = "chat_gap_closes_total";
 /// WebSocket upgrades refused for their `Origin` (counter).
 pub const ORIGIN_REFUSALS: &str = "chat_origin_refusals_total";
 /// Engine calls that failed (counter).
@@ -38,7 +44,7 @@ pub const REDIS_COMMAND_SECONDS: &str = "chat_redis_command_seconds";
 pub const REDIS_COMMAND_OPS: [&str; 1] = ["send"];
 
 /// The counters: name and help text.
-pub const COUNTERS: [(&str, &str); 11] = [
+pub const COUNTERS: [(&str, &str); 13] = [
     (HELLOS, "hello frames received"),
     (
         SIGN_INS,
@@ -71,6 +77,14 @@ pub const COUNTERS: [(&str, &str); 11] = [
         "WebSocket upgrades refused for their Origin",
     ),
     (REDIS_ERRORS, "Engine (Redis) calls that failed"),
+    (
+        WRITE_TIMEOUTS,
+        "Connections closed 4010 because a socket write did not complete within the ping timeout",
+    ),
+    (
+        GAP_CLOSES,
+        "Connections closed 1013 because a gap in their live events could not be filled",
+    ),
 ];
 
 /// The gauges: name and help text.

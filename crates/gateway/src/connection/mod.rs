@@ -256,24 +256,37 @@ impl<S: Socket> Conn<S> {
 
     /// Writes one message into the socket's buffer, giving up as soon as the
     /// connection is asked to close. The main loop flushes before it waits again.
+    ///
+    /// Bounded in time: a socket that accepts nothing within the ping timeout is
+    /// closed 4010, even when no other event would wake the connection.
     async fn write(&mut self, msg: WsMessage) -> Result<(), Stop> {
         self.unflushed = true;
+        let deadline = self.write_deadline();
         tokio::select! {
             biased;
             _ = self.handle.closer.token().cancelled() => Err(self.closed_stop()),
             r = self.sink.feed(msg) => r.map_err(|_| Stop::Gone),
+            _ = tokio::time::sleep_until(deadline) => Err(write_timeout()),
         }
     }
 
     /// Writes out everything buffered, giving up as soon as the connection is asked
-    /// to close.
+    /// to close, or when the socket accepts nothing within the ping timeout (4010).
     async fn flush(&mut self) -> Result<(), Stop> {
         self.unflushed = false;
+        let deadline = self.write_deadline();
         tokio::select! {
             biased;
             _ = self.handle.closer.token().cancelled() => Err(self.closed_stop()),
             r = self.sink.flush() => r.map_err(|_| Stop::Gone),
+            _ = tokio::time::sleep_until(deadline) => Err(write_timeout()),
         }
+    }
+
+    /// When a write that starts now must have finished: the ping timeout from now.
+    fn write_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+            + Duration::from_secs(self.state.settings.server.ping_timeout_secs.max(1))
     }
 
     fn closed_stop(&self) -> Stop {
@@ -294,6 +307,15 @@ impl<S: Socket> Conn<S> {
             }
         }
     }
+}
+
+/// A write that did not complete within the ping timeout: the peer stopped reading.
+fn write_timeout() -> Stop {
+    metrics::counter!(crate::metric::WRITE_TIMEOUTS).increment(1);
+    Stop::Close(
+        close::SLOW_CONSUMER,
+        "write timeout: the client is not reading",
+    )
 }
 
 fn close_reason(code: Option<u16>) -> &'static str {
@@ -389,6 +411,38 @@ mod tests {
 
     /// A whole connection on the in-memory socket: sign-in, `welcome`, then a binary
     /// frame closes it with 1003 and its registration is released.
+    /// The peer stops reading while nothing else happens: the pending write gives up
+    /// after the ping timeout and the connection closes 4010 (it used to wait forever).
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_accepts_nothing_is_closed_4010_after_the_ping_timeout() {
+        let settings = Settings::default();
+        let timeout = std::time::Duration::from_secs(settings.server.ping_timeout_secs);
+        let state = test_socket::state(settings);
+        let user = chat_protocol::User {
+            id: "bob".into(),
+            name: "bob".into(),
+        };
+        let (mut conn, tx, peer) = test_socket::conn(state, user);
+        peer.stop_reading();
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(async move { conn.run().await });
+        let frame = std::sync::Arc::new(Bytes::from_static(br#"{"type":"pong"}"#));
+        tx.send(crate::router::Out::Frame(frame)).await.unwrap();
+        let stop = tokio::time::timeout(timeout * 10, task)
+            .await
+            .expect("the connection gives up on the write")
+            .expect("task");
+        assert!(
+            matches!(stop, super::Stop::Close(close::SLOW_CONSUMER, _)),
+            "close 4010 expected, got {stop:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= timeout && waited <= timeout + std::time::Duration::from_secs(1),
+            "gave up after {waited:?}, not after the ping timeout"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_signs_in_and_closes_on_the_in_memory_socket() {
         let mut settings = Settings::default();
