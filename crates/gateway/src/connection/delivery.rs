@@ -55,7 +55,13 @@ impl<S: Socket> Conn<S> {
     pub(super) async fn welcome(&mut self, signed: &SignedIn) -> Result<(), Stop> {
         let engine = self.state.engine.clone();
         let user = self.user.id.clone();
-        let cursor = signed.last_seen.as_deref().and_then(StreamId::parse);
+        // A cursor no event can follow (the largest id) proves nothing: no replay,
+        // `recovered:false` (protocol 1.1), without a read that would overflow.
+        let cursor = signed
+            .last_seen
+            .as_deref()
+            .and_then(StreamId::parse)
+            .filter(|c| c.ms != u64::MAX || c.seq != u64::MAX);
         let mut first_page = Vec::new();
         let mut recovered = false;
         let start = match cursor {

@@ -32,7 +32,7 @@ use crate::limiter::TokenBucket;
 use crate::presence;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
-pub(crate) use requests::now_rfc3339;
+pub(crate) use requests::{history_page, now_rfc3339};
 
 /// Why a connection stops.
 #[derive(Debug)]

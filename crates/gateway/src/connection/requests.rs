@@ -171,12 +171,10 @@ impl<S: Socket> Conn<S> {
         };
         // The conversation is derived from the signed-in user and the peer: no
         // request can name a conversation the user is not part of.
-        let (messages, more) = self
-            .state
-            .engine
-            .history(&self.user.id, &with, before, limit as usize)
-            .await
-            .map_err(on_socket)?;
+        let (messages, more) =
+            history_page(&self.state, &self.user.id, &with, before, limit as usize)
+                .await
+                .map_err(on_socket)?;
         Ok(Some(ServerFrame::History {
             reference,
             conversation: dm_conversation(&self.user.id, &with),
@@ -198,6 +196,22 @@ impl<S: Socket> Conn<S> {
             .map_err(on_socket)?;
         Ok(None)
     }
+}
+
+/// A page of history, for the socket and the API: a `before` below every id (`0`,
+/// `0-0`) is an empty page without asking the engine (protocol 1.1: out-of-range
+/// cursors are never `internal`; Redis refuses an exclusive range ending before 0-0).
+pub(crate) async fn history_page(
+    state: &crate::state::AppState,
+    a: &str,
+    b: &str,
+    before: Option<StreamId>,
+    limit: usize,
+) -> Result<(Vec<chat_protocol::Message>, bool), chat_engine::EngineError> {
+    if before == Some(StreamId::ZERO) {
+        return Ok((Vec::new(), false));
+    }
+    state.engine.history(a, b, before, limit).await
 }
 
 /// The current time as RFC 3339 UTC with milliseconds.
