@@ -4,6 +4,11 @@
 
 use serde::Deserialize;
 
+/// Shortest `auth.jwt_secret` a node starts with, in bytes (protocol 1.1).
+pub const MIN_JWT_SECRET: usize = 32;
+/// Shortest `api.key` a node starts with, in characters (protocol 1.1).
+pub const MIN_API_KEY: usize = 16;
+
 /// Every setting of a node. Field names are the TOML keys and, upper-cased, the
 /// environment variable names (`server.max_body` ↔ `CHAT_SERVER__MAX_BODY`).
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -266,6 +271,22 @@ impl Settings {
         }
         if self.limits.max_connections_per_user == 0 {
             return bad("limits.max_connections_per_user", "must be at least 1");
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < MIN_JWT_SECRET {
+            return bad(
+                "auth.jwt_secret",
+                &format!(
+                    "must be at least {MIN_JWT_SECRET} bytes (for example `openssl rand -hex 32`)"
+                ),
+            );
+        }
+        if !self.api.key.is_empty() && self.api.key.chars().count() < MIN_API_KEY {
+            return bad(
+                "api.key",
+                &format!(
+                    "must be at least {MIN_API_KEY} characters (for example `openssl rand -hex 32`)"
+                ),
+            );
         }
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");
