@@ -327,10 +327,16 @@ fn close_reason(code: Option<u16>) -> &'static str {
     }
 }
 
-/// Maps a read error to a close: oversized frames get 1009.
+/// Close code for a text frame that is not valid UTF-8 (RFC 6455: invalid payload).
+pub(crate) const INVALID_DATA: u16 = 1007;
+
+/// Maps a read error to a close: oversized frames get 1009, a text frame that is not
+/// valid UTF-8 1007 (tungstenite refuses it while reading: `Error::Utf8`).
 fn read_error_stop(e: &axum::Error) -> Stop {
     let text = e.to_string();
-    if text.contains("too long")
+    if text.contains("UTF-8") {
+        Stop::Close(INVALID_DATA, "text frame is not valid UTF-8")
+    } else if text.contains("too long")
         || text.contains("too big")
         || text.contains("Space limit")
         || text.contains("Capacity")
