@@ -172,8 +172,28 @@ pub struct ApiSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
+    /// Each request kind has a budget per user, shared by the user's connections on
+    /// a node (a node enforces its own share): `<kind>_per_second` sustained,
+    /// `<kind>_burst` at once. Over it: `rate_limited`, nothing done.
     pub send_per_second: u32,
     pub send_burst: u32,
+    pub typing_per_second: u32,
+    pub typing_burst: u32,
+    pub history_per_second: u32,
+    pub history_burst: u32,
+    /// `conversations` reads every conversation's presence: a small budget.
+    pub conversations_per_second: u32,
+    pub conversations_burst: u32,
+    /// `users` (directory look-ups with presence).
+    pub users_per_second: u32,
+    pub users_burst: u32,
+    /// `watch` costs one token per watched id.
+    pub watch_ids_per_second: u32,
+    pub watch_ids_burst: u32,
+    pub read_per_second: u32,
+    pub read_burst: u32,
+    pub ping_per_second: u32,
+    pub ping_burst: u32,
     pub max_connections_per_user: usize,
 }
 
@@ -182,6 +202,20 @@ impl Default for LimitSettings {
         LimitSettings {
             send_per_second: 10,
             send_burst: 20,
+            typing_per_second: 5,
+            typing_burst: 10,
+            history_per_second: 10,
+            history_burst: 30,
+            conversations_per_second: 1,
+            conversations_burst: 5,
+            users_per_second: 5,
+            users_burst: 20,
+            watch_ids_per_second: 100,
+            watch_ids_burst: 400,
+            read_per_second: 20,
+            read_burst: 50,
+            ping_per_second: 5,
+            ping_burst: 20,
             max_connections_per_user: 20,
         }
     }
@@ -266,8 +300,24 @@ impl Settings {
         if self.redis.subscribers == 0 {
             return bad("redis.subscribers", "must be at least 1");
         }
-        if self.limits.send_per_second == 0 || self.limits.send_burst == 0 {
-            return bad("limits.send_per_second", "rates must be > 0");
+        for kind in crate::limiter::Kind::ALL {
+            let (rate, burst) = kind.budget(&self.limits);
+            if rate == 0 || burst == 0 {
+                let name = match kind {
+                    crate::limiter::Kind::Watch => "watch_ids".to_string(),
+                    other => other.as_str().to_string(),
+                };
+                return bad(
+                    &format!("limits.{name}_per_second"),
+                    "rates and bursts must be > 0",
+                );
+            }
+        }
+        if self.limits.watch_ids_burst < 200 {
+            return bad(
+                "limits.watch_ids_burst",
+                "must be at least 200 (one watch of the largest list)",
+            );
         }
         if self.limits.max_connections_per_user == 0 {
             return bad("limits.max_connections_per_user", "must be at least 1");

@@ -22,7 +22,7 @@ pub const RECOVERY_REPLAYS: &str = "chat_recovery_replays_total";
 pub const GAP_READS: &str = "chat_gap_reads_total";
 /// Presence counts dropped after a failed decrement (counter).
 pub const PRESENCE_REPAIRS: &str = "chat_presence_repairs_total";
-/// Sends refused by the rate limit (counter).
+/// Requests refused by their budget, by `kind` (counter).
 pub const RATE_LIMITED: &str = "chat_rate_limited_total";
 /// Connections closed 4010 because their outbox was full (counter).
 pub const SLOW_CONSUMER_CLOSES: &str = "chat_slow_consumer_closes_total";
@@ -67,7 +67,10 @@ pub const COUNTERS: [(&str, &str); 13] = [
         PRESENCE_REPAIRS,
         "Presence counts dropped after a failed decrement",
     ),
-    (RATE_LIMITED, "Sends refused by the rate limit"),
+    (
+        RATE_LIMITED,
+        "Requests refused by the user's budget, by kind (send, typing, history, ...)",
+    ),
     (
         SLOW_CONSUMER_CLOSES,
         "Connections closed 4010 because their outgoing queue was full",
@@ -113,6 +116,10 @@ pub fn register() {
         if name == SIGN_INS {
             for kind in SIGN_IN_KINDS {
                 metrics::counter!(name, "kind" => kind).increment(0);
+            }
+        } else if name == RATE_LIMITED {
+            for kind in crate::limiter::Kind::ALL {
+                metrics::counter!(name, "kind" => kind.as_str()).increment(0);
             }
         } else {
             metrics::counter!(name).increment(0);

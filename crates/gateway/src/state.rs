@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::JwtVerifier;
 use crate::config::Settings;
+use crate::limiter::Budgets;
 use crate::presence::Presence;
 use crate::router::Router;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     known_users: Mutex<HashSet<String>>,
     /// Presence bookkeeping: repairs pending and the per-user gates.
     pub presence: Presence,
+    /// Every user's request budgets on this node (`limiter.rs`).
+    pub budgets: Budgets,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             metrics,
             known_users: Mutex::new(HashSet::new()),
             presence: Presence::default(),
+            budgets: Budgets::default(),
         }
     }
 

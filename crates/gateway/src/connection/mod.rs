@@ -28,7 +28,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::limiter::TokenBucket;
+use crate::limiter::SharedBudget;
 use crate::presence;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
@@ -79,7 +79,8 @@ pub(crate) struct Conn<S: Socket> {
     /// Cursor of the last inbox event written to the socket: events at or before it
     /// are duplicates, an event whose `prev` is not it means a gap to fill.
     last_sent: StreamId,
-    sends: TokenBucket,
+    /// The user's request budgets, shared with their other connections on this node.
+    budget: SharedBudget,
     /// When the frame being handled arrived (for the send→ack latency).
     received_at: Instant,
     /// When the client last sent anything (frames or pongs): the ping timeout.
@@ -153,7 +154,7 @@ async fn run<S: Socket>(state: Shared, socket: S, conn_id: u64) {
         )
     } else {
         let mut conn = Conn {
-            sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
+            budget: state.budgets.of(&signed.user.id, limits),
             state: state.clone(),
             user: signed.user.clone(),
             sink,

@@ -145,9 +145,8 @@ pub(crate) fn conn(
         tx: tx.clone(),
         closer: std::sync::Arc::new(crate::router::Closer::default()),
     };
-    let limits = &state.settings.limits;
     let conn = super::Conn {
-        sends: crate::limiter::TokenBucket::new(limits.send_per_second, limits.send_burst),
+        budget: state.budgets.of(&user.id, &state.settings.limits),
         state: state.clone(),
         user,
         sink,
