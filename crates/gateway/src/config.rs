@@ -67,6 +67,10 @@ pub struct ServerSettings {
     /// Threads running connections; 0 = one per CPU core. Several nodes sharing a
     /// machine (the local cluster) do better with 1 each: fewer cross-thread wake-ups.
     pub worker_threads: usize,
+    /// Comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies whose
+    /// `X-Forwarded-For` / `X-Real-IP` name the client (for the per-address limits);
+    /// empty = the peer's address is the client's.
+    pub trusted_proxies: String,
 }
 
 impl Default for ServerSettings {
@@ -84,6 +88,7 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 0,
             drain_spread_secs: 3,
             worker_threads: 0,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -195,6 +200,14 @@ pub struct LimitSettings {
     pub ping_per_second: u32,
     pub ping_burst: u32,
     pub max_connections_per_user: usize,
+    /// Sockets open at once from one client address (429 at the upgrade).
+    pub max_connections_per_ip: usize,
+    /// Sockets on a node that have not completed `hello` (503 at the upgrade).
+    pub max_sockets_before_hello: usize,
+    /// Sign-ins (WebSocket upgrades) per client address: sustained rate and burst
+    /// (429 at the upgrade).
+    pub sign_ins_per_ip_per_second: u32,
+    pub sign_ins_per_ip_burst: u32,
 }
 
 impl Default for LimitSettings {
@@ -217,6 +230,10 @@ impl Default for LimitSettings {
             ping_per_second: 5,
             ping_burst: 20,
             max_connections_per_user: 20,
+            max_connections_per_ip: 500,
+            max_sockets_before_hello: 1000,
+            sign_ins_per_ip_per_second: 20,
+            sign_ins_per_ip_burst: 200,
         }
     }
 }
@@ -317,6 +334,24 @@ impl Settings {
             return bad(
                 "limits.watch_ids_burst",
                 "must be at least 200 (one watch of the largest list)",
+            );
+        }
+        if self.limits.max_connections_per_ip == 0 {
+            return bad("limits.max_connections_per_ip", "must be at least 1");
+        }
+        if self.limits.max_sockets_before_hello == 0 {
+            return bad("limits.max_sockets_before_hello", "must be at least 1");
+        }
+        if self.limits.sign_ins_per_ip_per_second == 0 || self.limits.sign_ins_per_ip_burst == 0 {
+            return bad(
+                "limits.sign_ins_per_ip_per_second",
+                "rates and bursts must be > 0",
+            );
+        }
+        if let Err(entry) = crate::admission::Proxies::parse(&self.server.trusted_proxies) {
+            return bad(
+                "server.trusted_proxies",
+                &format!("{entry:?} is not an IP address or network (like 10.0.0.0/8)"),
             );
         }
         if self.limits.max_connections_per_user == 0 {

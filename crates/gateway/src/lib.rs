@@ -13,6 +13,7 @@
 //! rate), `state` (what they share), `telemetry` (logs and traces), `web` (the
 //! embedded web client).
 
+mod admission;
 mod api;
 pub mod auth;
 pub mod config;
@@ -147,6 +148,8 @@ async fn run(
     let server = tokio::spawn({
         let stop = stop_accepting.clone();
         async move {
+            // The peer's address reaches the upgrade (per-address caps).
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await

@@ -32,6 +32,9 @@ pub const WRITE_TIMEOUTS: &str = "chat_write_timeouts_total";
 /// Connections closed 1013 because a gap in their live events could not be read from
 /// the inbox (counter): the client resumes from its cursor.
 pub const GAP_CLOSES: &str = "chat_gap_closes_total";
+/// WebSocket upgrades refused by the admission caps, by `reason` (`per_ip`,
+/// `before_hello`, `sign_in`) (counter).
+pub const ADMISSION_REFUSALS: &str = "chat_admission_refusals_total";
 /// WebSocket upgrades refused for their `Origin` (counter).
 pub const ORIGIN_REFUSALS: &str = "chat_origin_refusals_total";
 /// Engine calls that failed (counter).
@@ -44,7 +47,7 @@ pub const REDIS_COMMAND_SECONDS: &str = "chat_redis_command_seconds";
 pub const REDIS_COMMAND_OPS: [&str; 1] = ["send"];
 
 /// The counters: name and help text.
-pub const COUNTERS: [(&str, &str); 13] = [
+pub const COUNTERS: [(&str, &str); 14] = [
     (HELLOS, "hello frames received"),
     (
         SIGN_INS,
@@ -81,6 +84,10 @@ pub const COUNTERS: [(&str, &str); 13] = [
     ),
     (REDIS_ERRORS, "Engine (Redis) calls that failed"),
     (
+        ADMISSION_REFUSALS,
+        "WebSocket upgrades refused by the admission caps, by reason (per_ip, before_hello, sign_in)",
+    ),
+    (
         WRITE_TIMEOUTS,
         "Connections closed 4010 because a socket write did not complete within the ping timeout",
     ),
@@ -116,6 +123,10 @@ pub fn register() {
         if name == SIGN_INS {
             for kind in SIGN_IN_KINDS {
                 metrics::counter!(name, "kind" => kind).increment(0);
+            }
+        } else if name == ADMISSION_REFUSALS {
+            for reason in crate::admission::Refusal::ALL {
+                metrics::counter!(name, "reason" => reason.as_str()).increment(0);
             }
         } else if name == RATE_LIMITED {
             for kind in crate::limiter::Kind::ALL {

@@ -97,23 +97,37 @@ pub(crate) struct Conn<S: Socket> {
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded socket until it closes.
-pub(crate) async fn serve<S: Socket>(state: Shared, socket: S) {
+///
+/// `admitted` holds the socket's admission places; the one among the sockets before
+/// `hello` is released as soon as the sign-in phase ends.
+pub(crate) async fn serve<S: Socket>(
+    state: Shared,
+    socket: S,
+    admitted: crate::admission::Admitted,
+) {
     let conn_id = state.router.next_conn_id();
     let span = tracing::info_span!("conn", conn.id = conn_id, node = %state.node_id, user.id = tracing::field::Empty);
     async move {
         metrics::gauge!(crate::metric::CONNECTIONS_OPEN).increment(1.0);
-        run(state, socket, conn_id).await;
+        run(state, socket, conn_id, admitted).await;
         metrics::gauge!(crate::metric::CONNECTIONS_OPEN).decrement(1.0);
     }
     .instrument(span)
     .await
 }
 
-async fn run<S: Socket>(state: Shared, socket: S, conn_id: u64) {
+async fn run<S: Socket>(
+    state: Shared,
+    socket: S,
+    conn_id: u64,
+    mut admitted: crate::admission::Admitted,
+) {
     let (mut sink, mut stream) = socket.split();
     // Boxed: the sign-in state is large and short-lived; an idle connection's future
     // should not carry room for it (likewise below for each handled frame).
-    let signed = match Box::pin(hello::sign_in(&state, &mut sink, &mut stream)).await {
+    let signed = Box::pin(hello::sign_in(&state, &mut sink, &mut stream)).await;
+    admitted.hello_done();
+    let signed = match signed {
         Ok(signed) => signed,
         Err(stop) => {
             finish(&mut sink, &mut stream, stop).await;
@@ -456,7 +470,8 @@ mod tests {
         settings.auth.guests = Some(true);
         let state = test_socket::state(settings);
         let (socket, mut peer) = test_socket::pair();
-        let task = tokio::spawn(super::serve(state.clone(), socket));
+        let admitted = crate::admission::Admitted::untracked();
+        let task = tokio::spawn(super::serve(state.clone(), socket, admitted));
 
         peer.send(super::text(r#"{"type":"hello","username":"alice"}"#.into()));
         let Some(WsMessage::Text(welcome)) = peer.next().await else {
