@@ -9,9 +9,9 @@
 //!
 //! Module map: `config` (settings), `auth` (JWT), `router` (user → local
 //! connections, the engine's event sink), `connection` (one socket's life, generic
-//! over the socket), `http` (routes), `api` (the server HTTP API), `limiter` (send
-//! rate), `state` (what they share), `telemetry` (logs and traces), `web` (the
-//! embedded web client).
+//! over the socket), `http` (routes), `api` (the server HTTP API), `limiter` (request
+//! budgets per user), `admission` (caps at the upgrade), `state` (what they share),
+//! `telemetry` (logs and traces), `web` (the embedded web client).
 
 mod admission;
 mod api;

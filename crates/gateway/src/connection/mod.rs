@@ -5,6 +5,8 @@
 //! One task per connection keeps an idle socket cheap. Every write is cancellable by
 //! the connection's [`Closer`], so a client that stops reading can never wedge its
 //! task: the router's `try_send` fails, the closer fires, the socket is closed 4010.
+//! Every write also has a deadline (the ping timeout): a peer that stops reading
+//! while nothing else happens is closed 4010 too.
 //!
 //! The connection is generic over its [`Socket`]: axum's `WebSocket` in a node, an
 //! in-memory socket in unit tests (`test_socket`), so its logic is tested without a
