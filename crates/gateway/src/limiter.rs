@@ -240,9 +240,11 @@ mod tests {
 
     #[test]
     fn one_budget_per_user_shared_by_connections_and_counting_refusals() {
-        let mut limits = LimitSettings::default();
-        limits.history_per_second = 1;
-        limits.history_burst = 2;
+        let limits = LimitSettings {
+            history_per_second: 1,
+            history_burst: 2,
+            ..LimitSettings::default()
+        };
         let budgets = Budgets::default();
         let a = budgets.of("alice", &limits);
         let b = budgets.of("alice", &limits);

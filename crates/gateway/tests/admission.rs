@@ -71,10 +71,7 @@ async fn sockets_per_address_are_capped() {
     first.close(None).await.expect("close");
     drop(first);
     eventually("a place is free again", WAIT, || async {
-        match open(&url, None).await {
-            Ok(ws) => Some(ws),
-            Err(_) => None,
-        }
+        open(&url, None).await.ok()
     })
     .await;
 }

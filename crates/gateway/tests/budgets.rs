@@ -49,7 +49,10 @@ async fn burst(client: &mut Client, frames: Vec<ClientFrame>) -> (Vec<String>, V
         };
         assert!(refs.contains(&r), "a reply to a ref never sent: {frame:?}");
         match frame {
-            ServerFrame::Error { code, .. } if code == ErrorCode::RateLimited => limited.push(r),
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            } => limited.push(r),
             _ => answered.push(r),
         }
     }
