@@ -142,7 +142,8 @@ async fn history(
         Some(s) => Some(StreamId::parse(s).ok_or_else(|| bad("before is not a message id"))?),
         None => None,
     };
-    let (messages, more) = state.engine.history(&a, &b, before, limit as usize).await?;
+    let (messages, more) =
+        crate::connection::history_page(&state, &a, &b, before, limit as usize).await?;
     Ok(Json(wire::HistoryPage { messages, more }).into_response())
 }
 

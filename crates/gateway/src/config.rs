@@ -4,6 +4,11 @@
 
 use serde::Deserialize;
 
+/// Shortest `auth.jwt_secret` a node starts with, in bytes (protocol 1.1).
+pub const MIN_JWT_SECRET: usize = 32;
+/// Shortest `api.key` a node starts with, in characters (protocol 1.1).
+pub const MIN_API_KEY: usize = 16;
+
 /// Every setting of a node. Field names are the TOML keys and, upper-cased, the
 /// environment variable names (`server.max_body` ↔ `CHAT_SERVER__MAX_BODY`).
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -62,6 +67,10 @@ pub struct ServerSettings {
     /// Threads running connections; 0 = one per CPU core. Several nodes sharing a
     /// machine (the local cluster) do better with 1 each: fewer cross-thread wake-ups.
     pub worker_threads: usize,
+    /// Comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies whose
+    /// `X-Forwarded-For` / `X-Real-IP` name the client (for the per-address limits);
+    /// empty = the peer's address is the client's.
+    pub trusted_proxies: String,
 }
 
 impl Default for ServerSettings {
@@ -79,6 +88,7 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 0,
             drain_spread_secs: 3,
             worker_threads: 0,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -167,9 +177,37 @@ pub struct ApiSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
+    /// Each request kind has a budget per user, shared by the user's connections on
+    /// a node (a node enforces its own share): `<kind>_per_second` sustained,
+    /// `<kind>_burst` at once. Over it: `rate_limited`, nothing done.
     pub send_per_second: u32,
     pub send_burst: u32,
+    pub typing_per_second: u32,
+    pub typing_burst: u32,
+    pub history_per_second: u32,
+    pub history_burst: u32,
+    /// `conversations` reads every conversation's presence: a small budget.
+    pub conversations_per_second: u32,
+    pub conversations_burst: u32,
+    /// `users` (directory look-ups with presence).
+    pub users_per_second: u32,
+    pub users_burst: u32,
+    /// `watch` costs one token per watched id.
+    pub watch_ids_per_second: u32,
+    pub watch_ids_burst: u32,
+    pub read_per_second: u32,
+    pub read_burst: u32,
+    pub ping_per_second: u32,
+    pub ping_burst: u32,
     pub max_connections_per_user: usize,
+    /// Sockets open at once from one client address (429 at the upgrade).
+    pub max_connections_per_ip: usize,
+    /// Sockets on a node that have not completed `hello` (503 at the upgrade).
+    pub max_sockets_before_hello: usize,
+    /// Sign-ins (WebSocket upgrades) per client address: sustained rate and burst
+    /// (429 at the upgrade).
+    pub sign_ins_per_ip_per_second: u32,
+    pub sign_ins_per_ip_burst: u32,
 }
 
 impl Default for LimitSettings {
@@ -177,7 +215,25 @@ impl Default for LimitSettings {
         LimitSettings {
             send_per_second: 10,
             send_burst: 20,
+            typing_per_second: 5,
+            typing_burst: 10,
+            history_per_second: 10,
+            history_burst: 30,
+            conversations_per_second: 2,
+            conversations_burst: 20,
+            users_per_second: 5,
+            users_burst: 20,
+            watch_ids_per_second: 100,
+            watch_ids_burst: 400,
+            read_per_second: 20,
+            read_burst: 50,
+            ping_per_second: 5,
+            ping_burst: 20,
             max_connections_per_user: 20,
+            max_connections_per_ip: 500,
+            max_sockets_before_hello: 1000,
+            sign_ins_per_ip_per_second: 20,
+            sign_ins_per_ip_burst: 200,
         }
     }
 }
@@ -261,11 +317,61 @@ impl Settings {
         if self.redis.subscribers == 0 {
             return bad("redis.subscribers", "must be at least 1");
         }
-        if self.limits.send_per_second == 0 || self.limits.send_burst == 0 {
-            return bad("limits.send_per_second", "rates must be > 0");
+        for kind in crate::limiter::Kind::ALL {
+            let (rate, burst) = kind.budget(&self.limits);
+            if rate == 0 || burst == 0 {
+                let name = match kind {
+                    crate::limiter::Kind::Watch => "watch_ids".to_string(),
+                    other => other.as_str().to_string(),
+                };
+                return bad(
+                    &format!("limits.{name}_per_second"),
+                    "rates and bursts must be > 0",
+                );
+            }
+        }
+        if self.limits.watch_ids_burst < 200 {
+            return bad(
+                "limits.watch_ids_burst",
+                "must be at least 200 (one watch of the largest list)",
+            );
+        }
+        if self.limits.max_connections_per_ip == 0 {
+            return bad("limits.max_connections_per_ip", "must be at least 1");
+        }
+        if self.limits.max_sockets_before_hello == 0 {
+            return bad("limits.max_sockets_before_hello", "must be at least 1");
+        }
+        if self.limits.sign_ins_per_ip_per_second == 0 || self.limits.sign_ins_per_ip_burst == 0 {
+            return bad(
+                "limits.sign_ins_per_ip_per_second",
+                "rates and bursts must be > 0",
+            );
+        }
+        if let Err(entry) = crate::admission::Proxies::parse(&self.server.trusted_proxies) {
+            return bad(
+                "server.trusted_proxies",
+                &format!("{entry:?} is not an IP address or network (like 10.0.0.0/8)"),
+            );
         }
         if self.limits.max_connections_per_user == 0 {
             return bad("limits.max_connections_per_user", "must be at least 1");
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < MIN_JWT_SECRET {
+            return bad(
+                "auth.jwt_secret",
+                &format!(
+                    "must be at least {MIN_JWT_SECRET} bytes (for example `openssl rand -hex 32`)"
+                ),
+            );
+        }
+        if !self.api.key.is_empty() && self.api.key.chars().count() < MIN_API_KEY {
+            return bad(
+                "api.key",
+                &format!(
+                    "must be at least {MIN_API_KEY} characters (for example `openssl rand -hex 32`)"
+                ),
+            );
         }
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");

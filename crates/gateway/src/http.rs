@@ -1,12 +1,15 @@
 //! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the web client.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 
+use crate::admission::Refusal;
 use crate::connection;
 use crate::state::Shared;
 
@@ -24,6 +27,7 @@ pub fn routes(state: Shared) -> Router {
 
 async fn ws_upgrade(
     State(state): State<Shared>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -34,6 +38,33 @@ async fn ws_upgrade(
         metrics::counter!(crate::metric::ORIGIN_REFUSALS).increment(1);
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
+    // Served without connect info (a test's own server): one unknown address.
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
+        a.ip()
+    });
+    let ip = state.proxies.client_ip(peer, &headers);
+    let admitted = match state.admission.admit(&state.settings.limits, ip) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            metrics::counter!(crate::metric::ADMISSION_REFUSALS, "reason" => refusal.as_str())
+                .increment(1);
+            let (status, why) = match refusal {
+                Refusal::PerIp => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address",
+                ),
+                Refusal::SignIn => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many sign-ins from this address",
+                ),
+                Refusal::BeforeHello => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections waiting for hello",
+                ),
+            };
+            return (status, why).into_response();
+        }
+    };
     let max = state.settings.server.max_frame;
     let tracker_token = state.tracker.token();
     ws.max_message_size(max)
@@ -49,7 +80,7 @@ async fn ws_upgrade(
             // The token keeps the task counted until the connection ends, so a
             // shutdown waits for it.
             let _tracked = tracker_token;
-            connection::serve(state, socket).await;
+            connection::serve(state, socket, admitted).await;
         })
 }
 

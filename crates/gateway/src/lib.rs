@@ -13,10 +13,11 @@
 //! (the checks, nonce namespaces and TTLs of a send, socket and API alike), `errors`
 //! (engine error → wire code / HTTP status, logged once), `presence` (counting a
 //! node's connections in the cluster's presence, repairs, heartbeat, reaping),
-//! `metric` (every metric's name and help, registered at start), `limiter` (rate
-//! budgets), `state` (what they share), `telemetry` (logs and traces), `web` (the
-//! embedded web client).
+//! `metric` (every metric's name and help, registered at start), `limiter` (request
+//! budgets per user), `admission` (caps at the upgrade), `state` (what they share),
+//! `telemetry` (logs and traces), `web` (the embedded web client).
 
+mod admission;
 mod api;
 pub mod auth;
 pub mod config;
@@ -151,6 +152,8 @@ async fn run(
     let server = tokio::spawn({
         let stop = stop_accepting.clone();
         async move {
+            // The peer's address reaches the upgrade (per-address caps).
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await

@@ -22,10 +22,19 @@ pub const RECOVERY_REPLAYS: &str = "chat_recovery_replays_total";
 pub const GAP_READS: &str = "chat_gap_reads_total";
 /// Presence counts dropped after a failed decrement (counter).
 pub const PRESENCE_REPAIRS: &str = "chat_presence_repairs_total";
-/// Sends refused by the rate limit (counter).
+/// Requests refused by their budget, by `kind` (counter).
 pub const RATE_LIMITED: &str = "chat_rate_limited_total";
 /// Connections closed 4010 because their outbox was full (counter).
 pub const SLOW_CONSUMER_CLOSES: &str = "chat_slow_consumer_closes_total";
+/// Connections closed 4010 because a socket write did not complete within the ping
+/// timeout (counter).
+pub const WRITE_TIMEOUTS: &str = "chat_write_timeouts_total";
+/// Connections closed 1013 because a gap in their live events could not be read from
+/// the inbox (counter): the client resumes from its cursor.
+pub const GAP_CLOSES: &str = "chat_gap_closes_total";
+/// WebSocket upgrades refused by the admission caps, by `reason` (`per_ip`,
+/// `before_hello`, `sign_in`) (counter).
+pub const ADMISSION_REFUSALS: &str = "chat_admission_refusals_total";
 /// WebSocket upgrades refused for their `Origin` (counter).
 pub const ORIGIN_REFUSALS: &str = "chat_origin_refusals_total";
 /// Engine calls that failed (counter).
@@ -38,7 +47,7 @@ pub const REDIS_COMMAND_SECONDS: &str = "chat_redis_command_seconds";
 pub const REDIS_COMMAND_OPS: [&str; 1] = ["send"];
 
 /// The counters: name and help text.
-pub const COUNTERS: [(&str, &str); 11] = [
+pub const COUNTERS: [(&str, &str); 14] = [
     (HELLOS, "hello frames received"),
     (
         SIGN_INS,
@@ -61,7 +70,10 @@ pub const COUNTERS: [(&str, &str); 11] = [
         PRESENCE_REPAIRS,
         "Presence counts dropped after a failed decrement",
     ),
-    (RATE_LIMITED, "Sends refused by the rate limit"),
+    (
+        RATE_LIMITED,
+        "Requests refused by the user's budget, by kind (send, typing, history, ...)",
+    ),
     (
         SLOW_CONSUMER_CLOSES,
         "Connections closed 4010 because their outgoing queue was full",
@@ -71,6 +83,18 @@ pub const COUNTERS: [(&str, &str); 11] = [
         "WebSocket upgrades refused for their Origin",
     ),
     (REDIS_ERRORS, "Engine (Redis) calls that failed"),
+    (
+        ADMISSION_REFUSALS,
+        "WebSocket upgrades refused by the admission caps, by reason (per_ip, before_hello, sign_in)",
+    ),
+    (
+        WRITE_TIMEOUTS,
+        "Connections closed 4010 because a socket write did not complete within the ping timeout",
+    ),
+    (
+        GAP_CLOSES,
+        "Connections closed 1013 because a gap in their live events could not be filled",
+    ),
 ];
 
 /// The gauges: name and help text.
@@ -99,6 +123,14 @@ pub fn register() {
         if name == SIGN_INS {
             for kind in SIGN_IN_KINDS {
                 metrics::counter!(name, "kind" => kind).increment(0);
+            }
+        } else if name == ADMISSION_REFUSALS {
+            for reason in crate::admission::Refusal::ALL {
+                metrics::counter!(name, "reason" => reason.as_str()).increment(0);
+            }
+        } else if name == RATE_LIMITED {
+            for kind in crate::limiter::Kind::ALL {
+                metrics::counter!(name, "kind" => kind.as_str()).increment(0);
             }
         } else {
             metrics::counter!(name).increment(0);

@@ -3,7 +3,7 @@
 //! and for how long its nonce is remembered.
 //!
 //! What differs between the two paths is only who the sender is (the signed-in user,
-//! or `from`, which must exist) and the rate limit (per connection, socket only).
+//! or `from`, which must exist) and the budget (per user, socket only: `limiter.rs`).
 
 use chat_protocol::{valid_user_id, ErrorCode, MAX_NONCE};
 

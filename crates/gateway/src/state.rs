@@ -10,8 +10,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Proxies};
 use crate::auth::JwtVerifier;
 use crate::config::Settings;
+use crate::limiter::Budgets;
 use crate::presence::Presence;
 use crate::router::Router;
 
@@ -43,6 +45,12 @@ pub struct AppState {
     known_users: Mutex<HashSet<String>>,
     /// Presence bookkeeping: repairs pending and the per-user gates.
     pub presence: Presence,
+    /// Every user's request budgets on this node (`limiter.rs`).
+    pub budgets: Budgets,
+    /// The caps checked at the upgrade (`admission.rs`).
+    pub admission: Arc<Admission>,
+    /// `server.trusted_proxies`, parsed.
+    pub proxies: Proxies,
 }
 
 impl AppState {
@@ -60,6 +68,8 @@ impl AppState {
             send_per_second: settings.limits.send_per_second,
             send_burst: settings.limits.send_burst,
         };
+        // Checked when the settings were loaded.
+        let proxies = Proxies::parse(&settings.server.trusted_proxies).unwrap_or_default();
         AppState {
             node_id: settings.node_id(),
             jwt: JwtVerifier::new(&settings.auth.jwt_secret),
@@ -74,6 +84,9 @@ impl AppState {
             metrics,
             known_users: Mutex::new(HashSet::new()),
             presence: Presence::default(),
+            budgets: Budgets::default(),
+            admission: Arc::new(Admission::default()),
+            proxies,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Limits: the per-connection send rate (token bucket; over it `rate_limited` and
-//! nothing stored; persistent abuse closes with 4008), the per-user connection cap
+//! Limits: the per-user send budget (token bucket shared by the user's connections on
+//! a node; over it `rate_limited` and nothing stored; persistent abuse closes with
+//! 4008), the per-user connection cap
 //! (cluster-wide: `forbidden` then 4008), the `Origin` allow-list on the upgrade
 //! (403), and `welcome.limits` echoing the configuration.
 
@@ -65,12 +66,20 @@ async fn rate_limit(engine: Engine) {
     )
     .await;
 
-    // The limit is per connection: another connection of Alice's has its own bucket.
+    // The budget is per user (protocol 1.1): another connection of Alice's on the
+    // same node shares it; on another node (Redis: two nodes) that node's own share.
     let mut alice2 = device(&cluster.url(cluster.other(1)), alice.session()).await;
-    alice2
-        .send(&bob_id, "from a fresh connection")
-        .await
-        .expect("a fresh connection has a full bucket");
+    let _ = alice.send(&bob_id, "spends the refilled token").await;
+    let from_second = alice2.send(&bob_id, "from a second connection").await;
+    if engine == Engine::Redis {
+        from_second.expect("another node enforces its own share");
+    } else {
+        assert_code(
+            from_second,
+            &[ErrorCode::RateLimited],
+            "a second connection on the same node shares the budget",
+        );
+    }
 }
 
 both_engines!(rate_limit);

@@ -214,6 +214,17 @@ fn invalid_configuration_names_the_setting() {
         ("CHAT_SERVER__LISTNE", "127.0.0.1:1", "listne"),
         ("CHAT_REDIS__URL", "http://example", "redis.url"),
         ("CHAT_LOG__FORMAT", "xml", "log.format"),
+        // Protocol 1.1: secrets too short to be secrets stop the node.
+        (
+            "CHAT_AUTH__JWT_SECRET",
+            "0123456789abcdef0123456789abcde",
+            "auth.jwt_secret: must be at least 32 bytes",
+        ),
+        (
+            "CHAT_API__KEY",
+            "0123456789abcde",
+            "api.key: must be at least 16 characters",
+        ),
     ] {
         let out = std::process::Command::new(bin)
             .env(var, value)
@@ -235,7 +246,7 @@ fn invalid_configuration_names_the_setting() {
     let out = std::process::Command::new(bin)
         .env("CHAT_SOMETHING_ELSE", "x")
         .args(["token", "--user", "u1", "--name", "U"])
-        .env("CHAT_AUTH__JWT_SECRET", "s")
+        .env("CHAT_AUTH__JWT_SECRET", JWT_SECRET)
         .output()
         .expect("run chat-gateway token");
     assert!(

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use common::*;
 
+/// A little more than the second between two typing frames to one recipient.
+const TYPING_GAP: Duration = Duration::from_millis(1100);
+
 async fn typing_is_live_and_ephemeral(engine: Engine) {
     let nodes = if engine == Engine::Redis { 2 } else { 1 };
     let cluster = Cluster::start(engine, nodes, NO_RATE_LIMIT);
@@ -45,8 +48,11 @@ async fn typing_is_live_and_ephemeral(engine: Engine) {
 
     // While Bob is away: typing, a message, typing again. Bob's remaining device
     // proves each was published.
+    // (At most one typing a second goes to one recipient: protocol 1.1.)
+    tokio::time::sleep(TYPING_GAP).await;
     send_typing(&mut alice, &bob_id).await;
     let m2 = alice.send(&bob_id, "second").await.expect("send");
+    tokio::time::sleep(TYPING_GAP).await;
     send_typing(&mut alice, &bob_id).await;
     expect_frame(&mut bob2, "bob2 gets the first typing", |f| {
         matches!(f, ServerFrame::Typing { .. })

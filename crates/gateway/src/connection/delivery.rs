@@ -29,6 +29,9 @@ const PAGE: usize = 200;
 const HOLD: Duration = Duration::from_millis(50);
 /// Events held at most; one more and the gap is read from the inbox at once.
 const MAX_HELD: usize = 32;
+/// Close code when a gap cannot be filled (1013, try again later): the client
+/// reconnects with its cursor and the recovery replay delivers what it missed.
+pub(crate) const TRY_AGAIN: u16 = 1013;
 
 /// Events waiting for their predecessor, in id order, and since when.
 pub(crate) struct Held {
@@ -52,7 +55,13 @@ impl<S: Socket> Conn<S> {
     pub(super) async fn welcome(&mut self, signed: &SignedIn) -> Result<(), Stop> {
         let engine = self.state.engine.clone();
         let user = self.user.id.clone();
-        let cursor = signed.last_seen.as_deref().and_then(StreamId::parse);
+        // A cursor no event can follow (the largest id) proves nothing: no replay,
+        // `recovered:false` (protocol 1.1), without a read that would overflow.
+        let cursor = signed
+            .last_seen
+            .as_deref()
+            .and_then(StreamId::parse)
+            .filter(|c| c.ms != u64::MAX || c.seq != u64::MAX);
         let mut first_page = Vec::new();
         let mut recovered = false;
         let start = match cursor {
@@ -149,6 +158,15 @@ impl<S: Socket> Conn<S> {
             self.catch_up().await?;
             if event.id <= self.last_sent {
                 return Ok(());
+            }
+            if event.prev != self.last_sent {
+                // The gap could not be read (the backend failed) and no more can be
+                // held: writing this event would move `last_sent` past events the
+                // client never got. Close instead; the client resumes from its
+                // cursor and the recovery replay fills the gap.
+                metrics::counter!(crate::metric::GAP_CLOSES).increment(1);
+                tracing::warn!("closing: a gap in the live events could not be filled");
+                return Err(Stop::Close(TRY_AGAIN, "delivery gap: resume"));
             }
         }
         self.last_sent = event.id;
@@ -420,6 +438,38 @@ mod tests {
         );
         tokio::time::sleep(HOLD * 4).await;
         assert!(peer.written().is_empty());
+    }
+
+    /// Inbox reads fail while `MAX_HELD` events wait for a predecessor that never
+    /// comes: the next event is not written past the gap; the connection closes 1013
+    /// (resume) having written nothing after the last contiguous event.
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_that_cannot_be_read_closes_for_a_resume_instead_of_skipping_it() {
+        let (state, flaky) = test_socket::flaky_state(Settings::default());
+        let inbox = bob_inbox(&state, MAX_HELD + 4).await;
+        let (tx, mut peer, task) = run_conn(&state, StreamId::ZERO);
+
+        tx.send(live(&inbox[0])).await.unwrap();
+        assert_eq!(read_cursors(&mut peer, 1).await, vec![inbox[0].id]);
+        flaky.fail(true);
+        // Event 2 never arrives live and cannot be read: 3.. are held, then one more.
+        for event in &inbox[2..MAX_HELD + 3] {
+            tx.send(live(event)).await.unwrap();
+        }
+        let stop = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the connection stops")
+            .expect("task");
+        assert!(
+            matches!(stop, Stop::Close(super::TRY_AGAIN, _)),
+            "close 1013 expected, got {stop:?}"
+        );
+        let written = peer.written();
+        assert!(
+            written.is_empty(),
+            "nothing written past the gap: {:?}",
+            written.iter().map(cursor).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,8 @@
 //! One task per connection keeps an idle socket cheap. Every write is cancellable by
 //! the connection's [`Closer`], so a client that stops reading can never wedge its
 //! task: the router's `try_send` fails, the closer fires, the socket is closed 4010.
+//! Every write also has a deadline (the ping timeout): a peer that stops reading
+//! while nothing else happens is closed 4010 too.
 //!
 //! The connection is generic over its [`Socket`]: axum's `WebSocket` in a node, an
 //! in-memory socket in unit tests (`test_socket`), so its logic is tested without a
@@ -28,11 +30,11 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::limiter::TokenBucket;
+use crate::limiter::SharedBudget;
 use crate::presence;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
-pub(crate) use requests::now_rfc3339;
+pub(crate) use requests::{history_page, now_rfc3339};
 
 /// Why a connection stops.
 #[derive(Debug)]
@@ -79,7 +81,8 @@ pub(crate) struct Conn<S: Socket> {
     /// Cursor of the last inbox event written to the socket: events at or before it
     /// are duplicates, an event whose `prev` is not it means a gap to fill.
     last_sent: StreamId,
-    sends: TokenBucket,
+    /// The user's request budgets, shared with their other connections on this node.
+    budget: SharedBudget,
     /// When the frame being handled arrived (for the send→ack latency).
     received_at: Instant,
     /// When the client last sent anything (frames or pongs): the ping timeout.
@@ -96,23 +99,37 @@ pub(crate) struct Conn<S: Socket> {
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded socket until it closes.
-pub(crate) async fn serve<S: Socket>(state: Shared, socket: S) {
+///
+/// `admitted` holds the socket's admission places; the one among the sockets before
+/// `hello` is released as soon as the sign-in phase ends.
+pub(crate) async fn serve<S: Socket>(
+    state: Shared,
+    socket: S,
+    admitted: crate::admission::Admitted,
+) {
     let conn_id = state.router.next_conn_id();
     let span = tracing::info_span!("conn", conn.id = conn_id, node = %state.node_id, user.id = tracing::field::Empty);
     async move {
         metrics::gauge!(crate::metric::CONNECTIONS_OPEN).increment(1.0);
-        run(state, socket, conn_id).await;
+        run(state, socket, conn_id, admitted).await;
         metrics::gauge!(crate::metric::CONNECTIONS_OPEN).decrement(1.0);
     }
     .instrument(span)
     .await;
 }
 
-async fn run<S: Socket>(state: Shared, socket: S, conn_id: u64) {
+async fn run<S: Socket>(
+    state: Shared,
+    socket: S,
+    conn_id: u64,
+    mut admitted: crate::admission::Admitted,
+) {
     let (mut sink, mut stream) = socket.split();
     // Boxed: the sign-in state is large and short-lived; an idle connection's future
     // should not carry room for it (likewise below for each handled frame).
-    let signed = match Box::pin(hello::sign_in(&state, &mut sink, &mut stream)).await {
+    let signed = Box::pin(hello::sign_in(&state, &mut sink, &mut stream)).await;
+    admitted.hello_done();
+    let signed = match signed {
         Ok(signed) => signed,
         Err(stop) => {
             finish(&mut sink, &mut stream, stop).await;
@@ -153,7 +170,7 @@ async fn run<S: Socket>(state: Shared, socket: S, conn_id: u64) {
         )
     } else {
         let mut conn = Conn {
-            sends: TokenBucket::new(limits.send_per_second, limits.send_burst),
+            budget: state.budgets.of(&signed.user.id, limits),
             state: state.clone(),
             user: signed.user.clone(),
             sink,
@@ -256,24 +273,37 @@ impl<S: Socket> Conn<S> {
 
     /// Writes one message into the socket's buffer, giving up as soon as the
     /// connection is asked to close. The main loop flushes before it waits again.
+    ///
+    /// Bounded in time: a socket that accepts nothing within the ping timeout is
+    /// closed 4010, even when no other event would wake the connection.
     async fn write(&mut self, msg: WsMessage) -> Result<(), Stop> {
         self.unflushed = true;
+        let deadline = self.write_deadline();
         tokio::select! {
             biased;
             _ = self.handle.closer.token().cancelled() => Err(self.closed_stop()),
             r = self.sink.feed(msg) => r.map_err(|_| Stop::Gone),
+            _ = tokio::time::sleep_until(deadline) => Err(write_timeout()),
         }
     }
 
     /// Writes out everything buffered, giving up as soon as the connection is asked
-    /// to close.
+    /// to close, or when the socket accepts nothing within the ping timeout (4010).
     async fn flush(&mut self) -> Result<(), Stop> {
         self.unflushed = false;
+        let deadline = self.write_deadline();
         tokio::select! {
             biased;
             _ = self.handle.closer.token().cancelled() => Err(self.closed_stop()),
             r = self.sink.flush() => r.map_err(|_| Stop::Gone),
+            _ = tokio::time::sleep_until(deadline) => Err(write_timeout()),
         }
+    }
+
+    /// When a write that starts now must have finished: the ping timeout from now.
+    fn write_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+            + Duration::from_secs(self.state.settings.server.ping_timeout_secs.max(1))
     }
 
     fn closed_stop(&self) -> Stop {
@@ -296,6 +326,15 @@ impl<S: Socket> Conn<S> {
     }
 }
 
+/// A write that did not complete within the ping timeout: the peer stopped reading.
+fn write_timeout() -> Stop {
+    metrics::counter!(crate::metric::WRITE_TIMEOUTS).increment(1);
+    Stop::Close(
+        close::SLOW_CONSUMER,
+        "write timeout: the client is not reading",
+    )
+}
+
 fn close_reason(code: Option<u16>) -> &'static str {
     match code {
         Some(close::SLOW_CONSUMER) => "slow consumer: outgoing queue full",
@@ -305,10 +344,16 @@ fn close_reason(code: Option<u16>) -> &'static str {
     }
 }
 
-/// Maps a read error to a close: oversized frames get 1009.
+/// Close code for a text frame that is not valid UTF-8 (RFC 6455: invalid payload).
+pub(crate) const INVALID_DATA: u16 = 1007;
+
+/// Maps a read error to a close: oversized frames get 1009, a text frame that is not
+/// valid UTF-8 1007 (tungstenite refuses it while reading: `Error::Utf8`).
 fn read_error_stop(e: &axum::Error) -> Stop {
     let text = e.to_string();
-    if text.contains("too long")
+    if text.contains("UTF-8") {
+        Stop::Close(INVALID_DATA, "text frame is not valid UTF-8")
+    } else if text.contains("too long")
         || text.contains("too big")
         || text.contains("Space limit")
         || text.contains("Capacity")
@@ -389,13 +434,46 @@ mod tests {
 
     /// A whole connection on the in-memory socket: sign-in, `welcome`, then a binary
     /// frame closes it with 1003 and its registration is released.
+    /// The peer stops reading while nothing else happens: the pending write gives up
+    /// after the ping timeout and the connection closes 4010 (it used to wait forever).
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_accepts_nothing_is_closed_4010_after_the_ping_timeout() {
+        let settings = Settings::default();
+        let timeout = std::time::Duration::from_secs(settings.server.ping_timeout_secs);
+        let state = test_socket::state(settings);
+        let user = chat_protocol::User {
+            id: "bob".into(),
+            name: "bob".into(),
+        };
+        let (mut conn, tx, peer) = test_socket::conn(state, user);
+        peer.stop_reading();
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(async move { conn.run().await });
+        let frame = std::sync::Arc::new(Bytes::from_static(br#"{"type":"pong"}"#));
+        tx.send(crate::router::Out::Frame(frame)).await.unwrap();
+        let stop = tokio::time::timeout(timeout * 10, task)
+            .await
+            .expect("the connection gives up on the write")
+            .expect("task");
+        assert!(
+            matches!(stop, super::Stop::Close(close::SLOW_CONSUMER, _)),
+            "close 4010 expected, got {stop:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= timeout && waited <= timeout + std::time::Duration::from_secs(1),
+            "gave up after {waited:?}, not after the ping timeout"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_signs_in_and_closes_on_the_in_memory_socket() {
         let mut settings = Settings::default();
         settings.auth.guests = Some(true);
         let state = test_socket::state(settings);
         let (socket, mut peer) = test_socket::pair();
-        let task = tokio::spawn(super::serve(state.clone(), socket));
+        let admitted = crate::admission::Admitted::untracked();
+        let task = tokio::spawn(super::serve(state.clone(), socket, admitted));
 
         peer.send(super::text(r#"{"type":"hello","username":"alice"}"#.into()));
         let Some(WsMessage::Text(welcome)) = peer.next().await else {

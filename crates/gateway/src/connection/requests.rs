@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::{Conn, Socket, Stop};
 use crate::errors::{on_socket, refuse, Refused};
+use crate::limiter::Kind;
 use crate::send_policy::{self, Origin};
 
 /// Refusals in a row after which a sender is closed with 4008.
@@ -32,6 +33,14 @@ impl<S: Socket> Conn<S> {
             }
         };
         let reference = frame.reference().map(str::to_string);
+        // Every request kind has a budget per user (a send's is taken once the send
+        // is checked, so a malformed send costs nothing).
+        let (kind, cost) = request_kind(&frame);
+        if let Some(kind) = kind.filter(|k| *k != Kind::Send) {
+            if let Err(refused) = self.take(kind, cost) {
+                return self.refuse_request(reference, refused).await;
+            }
+        }
         let result = match frame {
             ClientFrame::Hello { .. } => Err(refuse(ErrorCode::BadRequest, "already signed in")),
             ClientFrame::Ping { reference } => Ok(Some(ServerFrame::Pong { reference })),
@@ -77,17 +86,40 @@ impl<S: Socket> Conn<S> {
         match result {
             Ok(Some(reply)) => self.write_frame(&reply).await,
             Ok(None) => Ok(()),
-            Err((code, message)) => {
-                if code == ErrorCode::RateLimited && self.sends.refusals() >= ABUSE_REFUSALS {
-                    let _ = self
-                        .write_frame(&ServerFrame::error(reference, code, message))
-                        .await;
-                    return Err(Stop::Close(close::POLICY, "rate limit abuse"));
-                }
-                self.write_frame(&ServerFrame::error(reference, code, message))
-                    .await
-            }
+            Err(refused) => self.refuse_request(reference, refused).await,
         }
+    }
+
+    /// Answers a refused request with its `error`; persistent rate-limit abuse (many
+    /// refusals in a row, any kind) closes the connection with 4008.
+    async fn refuse_request(
+        &mut self,
+        reference: Option<String>,
+        (code, message): Refused,
+    ) -> Result<(), Stop> {
+        let abuse = code == ErrorCode::RateLimited
+            && crate::limiter::lock(&self.budget).refusals() >= ABUSE_REFUSALS;
+        let written = self
+            .write_frame(&ServerFrame::error(reference, code, message))
+            .await;
+        if abuse {
+            return Err(Stop::Close(close::POLICY, "rate limit abuse"));
+        }
+        written
+    }
+
+    /// Takes `cost` from the user's budget of `kind`, or refuses (`rate_limited`,
+    /// counted by kind).
+    fn take(&self, kind: Kind, cost: u32) -> Result<(), Refused> {
+        if crate::limiter::lock(&self.budget).try_take(kind, cost) {
+            return Ok(());
+        }
+        metrics::counter!(crate::metric::RATE_LIMITED, "kind" => kind.as_str()).increment(1);
+        let message = match kind {
+            Kind::Send => "sending too fast; the message was not stored".to_string(),
+            other => format!("too many {} requests; nothing was done", other.as_str()),
+        };
+        Err(refuse(ErrorCode::RateLimited, message))
     }
 
     /// Checks a peer id named by the client: valid and not the client itself.
@@ -110,13 +142,7 @@ impl<S: Socket> Conn<S> {
             self.state.settings.server.max_body,
         )
         .map_err(Refused::from)?;
-        if !self.sends.try_take() {
-            metrics::counter!(crate::metric::RATE_LIMITED).increment(1);
-            return Err(refuse(
-                ErrorCode::RateLimited,
-                "sending too fast; the message was not stored",
-            ));
-        }
+        self.take(Kind::Send, 1)?;
         if !self.state.user_exists(&to).await.map_err(on_socket)? {
             return Err(refuse(ErrorCode::NotFound, "no such user"));
         }
@@ -171,12 +197,10 @@ impl<S: Socket> Conn<S> {
         };
         // The conversation is derived from the signed-in user and the peer: no
         // request can name a conversation the user is not part of.
-        let (messages, more) = self
-            .state
-            .engine
-            .history(&self.user.id, &with, before, limit as usize)
-            .await
-            .map_err(on_socket)?;
+        let (messages, more) =
+            history_page(&self.state, &self.user.id, &with, before, limit as usize)
+                .await
+                .map_err(on_socket)?;
         Ok(Some(ServerFrame::History {
             reference,
             conversation: dm_conversation(&self.user.id, &with),
@@ -185,8 +209,23 @@ impl<S: Socket> Conn<S> {
         }))
     }
 
+    /// Passes `typing` on to an existing user, at most once a second per recipient
+    /// (extra ones are dropped silently).
     async fn typing(&mut self, to: String) -> Result<Option<ServerFrame>, Refused> {
         self.peer(&to, "to")?;
+        if !crate::limiter::lock(&self.budget).typing_due(&to) {
+            return Ok(None);
+        }
+        if !self.state.user_exists(&to).await.map_err(on_socket)? {
+            return Err(refuse(ErrorCode::NotFound, "no such user"));
+        }
+        {
+            let mut budget = crate::limiter::lock(&self.budget);
+            if !budget.typing_due(&to) {
+                return Ok(None); // another connection of the user passed one on
+            }
+            budget.typing_sent(&to);
+        }
         let frame = ServerFrame::Typing {
             from: self.user.id.clone(),
         }
@@ -198,6 +237,41 @@ impl<S: Socket> Conn<S> {
             .map_err(on_socket)?;
         Ok(None)
     }
+}
+
+/// The budget a request draws on and what it costs: a `watch` one token per id, the
+/// rest one; `hello` (refused once signed in) none.
+fn request_kind(frame: &ClientFrame) -> (Option<Kind>, u32) {
+    match frame {
+        ClientFrame::Hello { .. } => (None, 0),
+        ClientFrame::Ping { .. } => (Some(Kind::Ping), 1),
+        ClientFrame::Send { .. } => (Some(Kind::Send), 1),
+        ClientFrame::History { .. } => (Some(Kind::History), 1),
+        ClientFrame::Conversations { .. } => (Some(Kind::Conversations), 1),
+        ClientFrame::Read { .. } => (Some(Kind::Read), 1),
+        ClientFrame::Typing { .. } => (Some(Kind::Typing), 1),
+        ClientFrame::Users { .. } => (Some(Kind::Users), 1),
+        ClientFrame::Watch { users, .. } => (
+            Some(Kind::Watch),
+            u32::try_from(users.len()).unwrap_or(u32::MAX).max(1),
+        ),
+    }
+}
+
+/// A page of history, for the socket and the API: a `before` below every id (`0`,
+/// `0-0`) is an empty page without asking the engine (protocol 1.1: out-of-range
+/// cursors are never `internal`; Redis refuses an exclusive range ending before 0-0).
+pub(crate) async fn history_page(
+    state: &crate::state::AppState,
+    a: &str,
+    b: &str,
+    before: Option<StreamId>,
+    limit: usize,
+) -> Result<(Vec<chat_protocol::Message>, bool), chat_engine::EngineError> {
+    if before == Some(StreamId::ZERO) {
+        return Ok((Vec::new(), false));
+    }
+    state.engine.history(a, b, before, limit).await
 }
 
 /// The current time as RFC 3339 UTC with milliseconds.

@@ -3,6 +3,8 @@
 //! used outside tests.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::ws::Message as WsMessage;
@@ -13,28 +15,43 @@ use tokio::sync::mpsc;
 pub(crate) struct MemSocket {
     incoming: mpsc::UnboundedReceiver<WsMessage>,
     outgoing: mpsc::UnboundedSender<WsMessage>,
+    /// Set by [`Peer::stop_reading`]: the socket accepts no more bytes.
+    stalled: Arc<AtomicBool>,
 }
 
 /// The client's end, driven by the test.
 pub(crate) struct Peer {
     tx: mpsc::UnboundedSender<WsMessage>,
     rx: mpsc::UnboundedReceiver<WsMessage>,
+    stalled: Arc<AtomicBool>,
 }
 
 /// A connected pair.
 pub(crate) fn pair() -> (MemSocket, Peer) {
     let (to_conn, incoming) = mpsc::unbounded_channel();
     let (outgoing, to_peer) = mpsc::unbounded_channel();
+    let stalled = Arc::new(AtomicBool::new(false));
     (
-        MemSocket { incoming, outgoing },
+        MemSocket {
+            incoming,
+            outgoing,
+            stalled: stalled.clone(),
+        },
         Peer {
             tx: to_conn,
             rx: to_peer,
+            stalled,
         },
     )
 }
 
 impl Peer {
+    /// From now on the connection's writes never complete, like a TCP peer that
+    /// stopped reading once its window filled (for good: nothing wakes them).
+    pub(crate) fn stop_reading(&self) {
+        self.stalled.store(true, Ordering::Release);
+    }
+
     /// Sends a frame to the connection.
     pub(crate) fn send(&self, msg: WsMessage) {
         let _ = self.tx.send(msg);
@@ -67,6 +84,9 @@ impl Sink<WsMessage> for MemSocket {
     type Error = axum::Error;
 
     fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.stalled.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -77,6 +97,9 @@ impl Sink<WsMessage> for MemSocket {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.stalled.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -89,7 +112,7 @@ impl Sink<WsMessage> for MemSocket {
 /// events go to the state's router.
 pub(crate) fn state(settings: crate::config::Settings) -> crate::state::Shared {
     let router = crate::router::Router::new();
-    let sink: std::sync::Arc<dyn chat_engine::EventSink> = router.clone();
+    let sink: Arc<dyn chat_engine::EventSink> = router.clone();
     let engine = chat_engine::memory::MemoryEngine::new(
         settings.server.node_id.clone(),
         settings.retention.to_engine(),
@@ -98,7 +121,7 @@ pub(crate) fn state(settings: crate::config::Settings) -> crate::state::Shared {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
-    std::sync::Arc::new(crate::state::AppState::new(
+    Arc::new(crate::state::AppState::new(
         settings, engine, router, metrics,
     ))
 }
@@ -120,11 +143,10 @@ pub(crate) fn conn(
     let handle = crate::router::ConnHandle {
         id: state.router.next_conn_id(),
         tx: tx.clone(),
-        closer: std::sync::Arc::new(crate::router::Closer::default()),
+        closer: Arc::new(crate::router::Closer::default()),
     };
-    let limits = &state.settings.limits;
     let conn = super::Conn {
-        sends: crate::limiter::TokenBucket::new(limits.send_per_second, limits.send_burst),
+        budget: state.budgets.of(&user.id, &state.settings.limits),
         state: state.clone(),
         user,
         sink,
@@ -139,4 +161,198 @@ pub(crate) fn conn(
         held: None,
     };
     (conn, tx, peer)
+}
+
+/// The in-memory engine, except that inbox reads fail while [`FlakyReads::fail`] is
+/// set (as Redis reads do in an outage): for the paths that must survive that.
+pub(crate) struct FlakyReads {
+    inner: Arc<dyn chat_engine::Engine>,
+    fail: AtomicBool,
+}
+
+impl FlakyReads {
+    pub(crate) fn new(inner: Arc<dyn chat_engine::Engine>) -> Arc<FlakyReads> {
+        Arc::new(FlakyReads {
+            inner,
+            fail: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether `read_inbox` fails from now on.
+    pub(crate) fn fail(&self, fail: bool) {
+        self.fail.store(fail, Ordering::Release);
+    }
+}
+
+/// A node state whose engine's inbox reads can be made to fail.
+pub(crate) fn flaky_state(
+    settings: crate::config::Settings,
+) -> (crate::state::Shared, Arc<FlakyReads>) {
+    let router = crate::router::Router::new();
+    let sink: Arc<dyn chat_engine::EventSink> = router.clone();
+    let memory = chat_engine::memory::MemoryEngine::new(
+        settings.server.node_id.clone(),
+        settings.retention.to_engine(),
+        sink,
+    );
+    let flaky = FlakyReads::new(memory);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let state = Arc::new(crate::state::AppState::new(
+        settings,
+        flaky.clone(),
+        router,
+        metrics,
+    ));
+    (state, flaky)
+}
+
+mod flaky_impl {
+    //! Plain delegation to the in-memory engine, but for `read_inbox`.
+    use async_trait::async_trait;
+    use chat_engine::prelude::*;
+    use chat_engine::{
+        ConversationSummary, EngineError, InboxEvent, PresenceInfo, ReadOutcome, SendOutcome,
+        SendRequest,
+    };
+    use chat_protocol::{Message, StreamId, User};
+    use std::sync::atomic::Ordering;
+
+    use super::FlakyReads;
+
+    #[async_trait]
+    impl Node for FlakyReads {
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
+        }
+        async fn ready(&self) -> bool {
+            self.inner.ready().await
+        }
+        fn node_id(&self) -> &str {
+            self.inner.node_id()
+        }
+    }
+
+    #[async_trait]
+    impl Accounts for FlakyReads {
+        async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError> {
+            self.inner.get_user(id).await
+        }
+        async fn upsert_user(&self, id: &str, name: &str) -> Result<bool, EngineError> {
+            self.inner.upsert_user(id, name).await
+        }
+        async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
+            self.inner.create_guest(name).await
+        }
+        async fn create_session(&self, user_id: &str, ttl: u64) -> Result<String, EngineError> {
+            self.inner.create_session(user_id, ttl).await
+        }
+        async fn resume_session(&self, s: &str, ttl: u64) -> Result<Option<User>, EngineError> {
+            self.inner.resume_session(s, ttl).await
+        }
+        async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
+            self.inner.revoke_sessions(user_id).await
+        }
+    }
+
+    #[async_trait]
+    impl Messages for FlakyReads {
+        async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
+            self.inner.send(request).await
+        }
+        async fn history(
+            &self,
+            a: &str,
+            b: &str,
+            before: Option<StreamId>,
+            limit: usize,
+        ) -> Result<(Vec<Message>, bool), EngineError> {
+            self.inner.history(a, b, before, limit).await
+        }
+        async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError> {
+            self.inner.clear_conversation(a, b).await
+        }
+        async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError> {
+            self.inner.inbox_head(user_id).await
+        }
+        async fn read_inbox(
+            &self,
+            user_id: &str,
+            after: StreamId,
+            count: usize,
+        ) -> Result<Vec<InboxEvent>, EngineError> {
+            if self.fail.load(Ordering::Acquire) {
+                return Err(EngineError::Unavailable("read refused by the test".into()));
+            }
+            self.inner.read_inbox(user_id, after, count).await
+        }
+    }
+
+    #[async_trait]
+    impl Live for FlakyReads {
+        async fn subscribe(&self, user_id: &str) -> Result<(), EngineError> {
+            self.inner.subscribe(user_id).await
+        }
+        async fn unsubscribe(&self, user_id: &str) -> Result<(), EngineError> {
+            self.inner.unsubscribe(user_id).await
+        }
+        async fn publish_ephemeral(&self, user_id: &str, frame: &str) -> Result<(), EngineError> {
+            self.inner.publish_ephemeral(user_id, frame).await
+        }
+        async fn disconnect_user(&self, user_id: &str) -> Result<(), EngineError> {
+            self.inner.disconnect_user(user_id).await
+        }
+    }
+
+    #[async_trait]
+    impl Receipts for FlakyReads {
+        async fn mark_read(
+            &self,
+            reader: &str,
+            peer: &str,
+            up_to: StreamId,
+        ) -> Result<Option<ReadOutcome>, EngineError> {
+            self.inner.mark_read(reader, peer, up_to).await
+        }
+        async fn conversations(
+            &self,
+            user_id: &str,
+            limit: usize,
+        ) -> Result<Vec<ConversationSummary>, EngineError> {
+            self.inner.conversations(user_id, limit).await
+        }
+    }
+
+    #[async_trait]
+    impl Presence for FlakyReads {
+        async fn connection_opened(&self, user_id: &str, node: &str) -> Result<u64, EngineError> {
+            self.inner.connection_opened(user_id, node).await
+        }
+        async fn connection_closed(&self, user_id: &str, node: &str) -> Result<(), EngineError> {
+            self.inner.connection_closed(user_id, node).await
+        }
+        async fn drop_presence(&self, user_id: &str, node: &str) -> Result<(), EngineError> {
+            self.inner.drop_presence(user_id, node).await
+        }
+        async fn heartbeat(&self, node: &str, ttl_secs: u64) -> Result<(), EngineError> {
+            self.inner.heartbeat(node, ttl_secs).await
+        }
+        async fn reap_dead_nodes(&self) -> Result<usize, EngineError> {
+            self.inner.reap_dead_nodes().await
+        }
+        async fn reset_node(&self, node: &str) -> Result<(), EngineError> {
+            self.inner.reset_node(node).await
+        }
+        async fn presence(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, EngineError> {
+            self.inner.presence(user_ids).await
+        }
+    }
+
+    #[async_trait]
+    impl Directory for FlakyReads {
+        async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError> {
+            self.inner.search_users(prefix, limit).await
+        }
+    }
 }

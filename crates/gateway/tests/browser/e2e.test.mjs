@@ -25,7 +25,7 @@ const repo = path.resolve(here, '../../../..');
 const BIN = process.env.CHAT_GATEWAY_BIN ?? path.resolve(here, '../../../../target/debug/chat-gateway');
 const ARTIFACTS = process.env.CHAT_ARTIFACTS ?? path.join(repo, 'artifacts', 'browser');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const API_KEY = 'e2e-api-key';
+const API_KEY = 'e2e-api-key-0123456789abcdef';
 const JWT_SECRET = 'e2e-jwt-secret-with-enough-length-0123456789';
 
 const cluster = new Cluster();
