@@ -68,6 +68,7 @@ both_engines!(
     presence_transitions,
     directory_search,
     disconnect_reaches_the_sink,
+    clear_hides_messages_from_recovery,
 );
 
 // ----- Redis only -----

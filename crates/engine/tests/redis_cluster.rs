@@ -70,6 +70,7 @@ async fn shared_behaviour_checks_on_a_cluster() {
     presence_transitions(e.clone(), sink.clone()).await;
     directory_search(e.clone(), sink.clone()).await;
     disconnect_reaches_the_sink(e.clone(), sink.clone()).await;
+    clear_hides_messages_from_recovery(e.clone(), sink.clone()).await;
     // Sessions: the session keys and the user's set live in different slots.
     let token = e.create_session("ann", 60).await.unwrap();
     assert_eq!(

@@ -70,6 +70,9 @@ struct Meta {
 struct Inbox {
     events: VecDeque<Arc<InboxEvent>>,
     last: StreamId,
+    /// Conversation id → the newest message a clear deleted: reads skip the
+    /// conversation's messages up to it.
+    cleared: HashMap<String, StreamId>,
 }
 
 /// A single-node engine keeping everything in this process.
@@ -150,6 +153,10 @@ impl State {
             while inbox.events.len() as u64 > max_len {
                 inbox.events.pop_front();
             }
+        }
+        if let Some(oldest) = inbox.events.front().map(|e| e.id) {
+            // A clear older than every event left hides nothing any more.
+            inbox.cleared.retain(|_, up_to| *up_to >= oldest);
         }
         event
     }

@@ -46,6 +46,9 @@ pub(crate) const REAP_BATCH: &str = "chat_reap_batch";
 pub(crate) const CONV_APPEND: &str = "chat_conv_append";
 /// Cluster mode: one inbox append and its publish.
 pub(crate) const INBOX_APPEND: &str = "chat_inbox_append";
+/// A clear: the conversation's half, then each participant's inbox (any mode).
+pub(crate) const CONV_CLEAR: &str = "chat_conv_clear";
+pub(crate) const INBOX_CLEAR: &str = "chat_inbox_clear";
 /// Cluster mode: the conversation half of a read receipt.
 pub(crate) const READ_MARKER: &str = "chat_read_marker";
 /// Cluster mode: the user-slot halves of the presence calls.

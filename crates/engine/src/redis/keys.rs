@@ -67,6 +67,12 @@ pub fn inbox_head(user: &str) -> String {
     format!("{}:head", user_tag(user))
 }
 
+/// The clears of the user's conversations: hash other participant → the newest
+/// message cleared; reads of the inbox skip those messages. Expires with the inbox.
+pub fn inbox_cleared(user: &str) -> String {
+    format!("{}:clr", user_tag(user))
+}
+
 /// The user's conversation index: sorted set of peer ids scored by last message ms.
 pub fn convs(user: &str) -> String {
     format!("{}:convs", user_tag(user))
@@ -167,6 +173,10 @@ mod tests {
         let slot = fred::util::redis_keyslot(inbox("alice").as_bytes());
         assert_eq!(slot, fred::util::redis_keyslot(convs("alice").as_bytes()));
         assert_eq!(slot, fred::util::redis_keyslot(channel("alice").as_bytes()));
+        assert_eq!(
+            slot,
+            fred::util::redis_keyslot(inbox_cleared("alice").as_bytes())
+        );
         assert_eq!(
             slot,
             fred::util::redis_keyslot(inbox_head("alice").as_bytes())

@@ -11,13 +11,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_protocol::{Message, StreamId};
+use chat_protocol::{dm_conversation, Event, Message, StreamId};
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 
-use super::conn::{entries, map_err};
+use super::conn::{all_ok, entries, map_err, text};
 use super::shape::Sent;
-use super::{inbox, keys, Core, RedisEngine};
+use super::{functions, inbox, keys, Core, RedisEngine};
 use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest};
 
 impl Core {
@@ -111,15 +111,52 @@ impl Messages for RedisEngine {
         Ok((messages, more))
     }
 
-    async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError> {
-        // Both keys share the conversation's hash tag: one DEL works on Cluster too.
-        let _: i64 = self
-            .core
-            .cmd()
-            .del(vec![keys::conv_msgs(a, b), keys::conv_meta(a, b)])
-            .await
-            .map_err(map_err)?;
-        Ok(())
+    async fn clear_conversation(&self, a: &str, b: &str) -> Result<Option<StreamId>, EngineError> {
+        let core = &self.core;
+        // The conversation's keys share its hash tag: one slot-local call.
+        let keys = vec![keys::conv_msgs(a, b), keys::conv_meta(a, b)];
+        let reply = core
+            .fcall(functions::CONV_CLEAR, &keys, &[], &core.opts)
+            .await?;
+        let Some(up_to) = text(reply).and_then(|t| StreamId::parse(&t)) else {
+            return Ok(None);
+        };
+        let conversation = dm_conversation(a, b);
+        let up_to_text = up_to.to_string();
+        let event = Event::Cleared {
+            conversation: &conversation,
+            up_to: &up_to_text,
+        }
+        .to_json();
+        // Then each participant, in their own slot. A retried call appends a second
+        // identical `cleared` event: harmless (clients treat it as idempotent).
+        let tell = |user: &str, other: &str| {
+            let keys = vec![
+                keys::inbox(user),
+                keys::inbox_head(user),
+                keys::channel(user),
+                keys::inbox_cleared(user),
+            ];
+            let args = vec![
+                event.clone(),
+                other.to_string(),
+                up_to_text.clone(),
+                core.retention.inbox_max_len.to_string(),
+                core.retention.inbox_ttl_secs.to_string(),
+            ];
+            async move {
+                core.fcall(functions::INBOX_CLEAR, &keys, &args, &core.opts)
+                    .await
+            }
+        };
+        if a == b {
+            tell(a, b).await?;
+        } else {
+            let (x, y) = tokio::join!(tell(a, b), tell(b, a));
+            x?;
+            y?;
+        }
+        Ok(Some(up_to))
     }
 
     async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError> {
@@ -145,12 +182,19 @@ impl Messages for RedisEngine {
         } else {
             after.to_string()
         };
-        let v: Value = self
-            .core
-            .cmd()
+        // The inbox and its clears (same slot): one round trip.
+        let pipeline = self.core.pool.next_connected().pipeline();
+        let _: () = pipeline
             .xrange(&key, start, "+", Some(count as u64 + 1))
             .await
             .map_err(map_err)?;
+        let _: () = pipeline
+            .hgetall(keys::inbox_cleared(user_id))
+            .await
+            .map_err(map_err)?;
+        let mut replies = all_ok(pipeline.try_all::<Value>().await)?.into_iter();
+        let v = replies.next().unwrap_or(Value::Null);
+        let cleared = cleared_markers(replies.next().unwrap_or(Value::Null));
         let mut found = entries(v)?.into_iter().peekable();
         let mut prev = match found.peek() {
             None => return Ok(Vec::new()),
@@ -161,14 +205,38 @@ impl Messages for RedisEngine {
             Some(_) if after == StreamId::ZERO && !self.core.inbox_trimmed(&key).await? => after,
             Some(_) => UNKNOWN_PREV,
         };
-        found
-            .take(count)
-            .map(|e| {
+        // A message a clear deleted is skipped; the next event's `prev` is then the
+        // last one returned (or `after`): nothing between them is for the reader.
+        // When a whole page was skipped, the next one is read.
+        let mut out = Vec::with_capacity(count.min(256));
+        loop {
+            let mut scanned = 0usize;
+            let mut last_scanned = None;
+            for e in found.by_ref() {
+                scanned += 1;
+                last_scanned = Some(e.id.clone());
+                if inbox::hidden_by_clear(&e, &cleared) {
+                    continue;
+                }
                 let event = inbox::event(user_id, &e, prev)?;
                 prev = event.id;
-                Ok(event)
-            })
-            .collect()
+                out.push(event);
+                if out.len() == count {
+                    return Ok(out);
+                }
+            }
+            // A full read has `count + 1` entries (with `after`) or `count` (without).
+            let (Some(last), true) = (last_scanned, scanned >= count) else {
+                return Ok(out);
+            };
+            let v: Value = self
+                .core
+                .cmd()
+                .xrange(&key, format!("({last}"), "+", Some(count as u64))
+                .await
+                .map_err(map_err)?;
+            found = entries(v)?.into_iter().peekable();
+        }
     }
 }
 
@@ -178,3 +246,23 @@ const UNKNOWN_PREV: StreamId = StreamId {
     ms: u64::MAX,
     seq: u64::MAX,
 };
+
+/// The `clr` hash of an inbox (other participant → newest message cleared).
+fn cleared_markers(v: Value) -> Vec<(String, StreamId)> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(map) => map.inner().into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        Value::Array(flat) => {
+            let mut it = flat.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((text(k)?, StreamId::parse(&text(v)?)?)))
+        .collect()
+}

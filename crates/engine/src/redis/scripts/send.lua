@@ -239,3 +239,59 @@ redis.register_function('chat_inbox_append', function(keys, args)
     args[8], inbox_opts(args[9], args[10]), args[12], publish)
   return {id, prev, 1}
 end)
+
+-- Whether stream id `a` is older than `b` (ids are '<ms>-<seq>'; '' is older than all).
+local function id_older(a, b)
+  if a == '' then
+    return b ~= ''
+  end
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if not bms then
+    return false
+  end
+  if not ams then
+    return true
+  end
+  if tonumber(ams) ~= tonumber(bms) then
+    return tonumber(ams) < tonumber(bms)
+  end
+  return tonumber(aseq) < tonumber(bseq)
+end
+
+--[[ chat_conv_clear: deletes a conversation's history (its stream and meta hash).
+KEYS: 1 msgs, 2 meta
+Returns the id of the newest message it held ('' when it held none); the node then
+tells both participants (chat_inbox_clear). ]]
+redis.register_function('chat_conv_clear', function(keys, args)
+  local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
+  local up_to = redis.call('HGET', keys[2], 'last') or ''
+  if #newest > 0 and id_older(up_to, newest[1][1]) then
+    up_to = newest[1][1]
+  end
+  redis.call('DEL', keys[1], keys[2])
+  return up_to
+end)
+
+--[[ chat_inbox_clear: one participant of a cleared conversation is told.
+KEYS: 1 inbox, 2 head, 3 ch, 4 clr (all of one user)
+ARGV: 1 the cleared event JSON (published), 2 the other participant, 3 up_to (the
+      newest message the clear deleted), 4 inbox_max_len, 5 inbox_ttl_secs
+Records up_to in clr (field: the other participant; only forward; the hash expires
+with the inbox), so reads skip the conversation's messages up to it, then appends the
+cleared entry (c = '><other> <up_to>') and publishes the event.
+Returns {id, prev}. ]]
+redis.register_function('chat_inbox_clear', function(keys, args)
+  local other, up_to = args[2], args[3]
+  local marker = redis.call('HGET', keys[4], other) or ''
+  if id_older(marker, up_to) then
+    redis.call('HSET', keys[4], other, up_to)
+  end
+  local ttl = tonumber(args[5]) or 0
+  if ttl > 0 then
+    redis.call('EXPIRE', keys[4], args[5])
+  end
+  local id, prev = inbox_append(keys[1], keys[2], nil, keys[3], args[1], 'c',
+    '>' .. other .. ' ' .. up_to, other, nil, inbox_opts(args[4], args[5]), '', true)
+  return {id, prev}
+end)
