@@ -250,7 +250,11 @@ const UNKNOWN_PREV: StreamId = StreamId {
 /// The `clr` hash of an inbox (other participant → newest message cleared).
 fn cleared_markers(v: Value) -> Vec<(String, StreamId)> {
     let pairs: Vec<(Value, Value)> = match v {
-        Value::Map(map) => map.inner().into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect(),
         Value::Array(flat) => {
             let mut it = flat.into_iter();
             let mut out = Vec::new();

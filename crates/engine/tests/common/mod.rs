@@ -512,7 +512,12 @@ pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: A
     assert_eq!(json(&page[1]), cleared);
     // From a cursor that is itself a cleared message the client saw live: proven too.
     let page = e.read_inbox(kim, cursor_m1, 100).await.unwrap();
-    assert_eq!(page.len(), 2, "{:?}", page.iter().map(json).collect::<Vec<_>>());
+    assert_eq!(
+        page.len(),
+        2,
+        "{:?}",
+        page.iter().map(json).collect::<Vec<_>>()
+    );
     assert_eq!(page[0].prev, cursor_m1);
     assert_eq!(json(&page[0])["message"]["id"], other.id.as_str());
     // Paging with small counts skips the same messages.
