@@ -1057,3 +1057,70 @@ async fn nonce_windows_remember_at_least_the_ttl() {
     assert!(!late.duplicate, "forgotten after two windows");
     assert_ne!(late.message.id, first.message.id);
 }
+
+/// Redis out of memory (`maxmemory` reached with `noeviction`) refuses every write:
+/// each engine call that writes answers `Unavailable` (never `Internal`), `ready()`
+/// is false until a write succeeds again, and nothing half-written is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_is_unavailable_and_not_ready() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    engine
+        .send(req("oom-a", "oom-b", "before", Some("o0")))
+        .await
+        .unwrap();
+    assert!(engine.ready().await);
+    assert!(server
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(server
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .is_some_and(|r| r.starts_with("+OK")));
+
+    let unavailable = |r: Result<_, EngineError>, what: &str| match r {
+        Err(EngineError::Unavailable(why)) => assert!(why.contains("OOM"), "{what}: {why}"),
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    };
+    unavailable(
+        engine
+            .send(req("oom-a", "oom-b", "refused", Some("o1")))
+            .await
+            .map(|_| ()),
+        "send",
+    );
+    unavailable(
+        engine
+            .send(req("oom-a", "oom-b", "refused", None))
+            .await
+            .map(|_| ()),
+        "send without nonce",
+    );
+    unavailable(
+        engine.create_session("oom-a", 60).await.map(|_| ()),
+        "create_session",
+    );
+    unavailable(
+        engine.upsert_user("oom-c", "C").await.map(|_| ()),
+        "upsert_user",
+    );
+    unavailable(
+        engine.connection_opened("oom-a", "n1").await.map(|_| ()),
+        "connection_opened",
+    );
+    assert!(!engine.ready().await, "not ready while writes are refused");
+    // Reads still work.
+    let (history, _) = engine.history("oom-a", "oom-b", None, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+
+    assert!(server
+        .command(&["CONFIG", "SET", "maxmemory", "0"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(engine.ready().await, "ready again once writes succeed");
+    engine
+        .send(req("oom-a", "oom-b", "after", Some("o2")))
+        .await
+        .unwrap();
+    let (history, _) = engine.history("oom-a", "oom-b", None, 10).await.unwrap();
+    let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["before", "after"], "nothing refused was stored");
+}

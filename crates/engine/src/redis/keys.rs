@@ -119,6 +119,11 @@ pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}:alive")
 }
 
+/// The node's readiness probe: written (`SET … EX 60`) by every `/readyz`.
+pub fn node_ready(node: &str) -> String {
+    format!("{PREFIX}node:{node}:ready")
+}
+
 /// Claimed (`SET NX EX 30`) by the node that cleans up after a dead `node`.
 pub fn node_reaping(node: &str) -> String {
     format!("{PREFIX}node:{node}:reaping")
