@@ -8,7 +8,11 @@ use chat_protocol::{Message, StreamId};
 /// Why an engine call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    /// The backend could not be reached or did not answer in time. Nothing was stored.
+    /// The backend could not be reached, did not answer in time, or refused to
+    /// write (out of memory, a replica, …). Nothing was stored — except for a send
+    /// whose every attempt went unanswered: its reason then contains
+    /// [`MAYBE_STORED`], and a retry with the same nonce is safe (it returns the
+    /// stored message if there is one).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
     /// A user the request names does not exist.
@@ -18,6 +22,10 @@ pub enum EngineError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// In the reason of an [`EngineError::Unavailable`] send: the send's attempts went
+/// unanswered (timeouts), so the message may have been stored after all.
+pub const MAYBE_STORED: &str = "the message may have been stored: retry with the same nonce";
 
 /// A message to store and deliver.
 #[derive(Debug, Clone)]

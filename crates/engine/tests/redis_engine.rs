@@ -1124,3 +1124,67 @@ async fn out_of_memory_is_unavailable_and_not_ready() {
     let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["before", "after"], "nothing refused was stored");
 }
+
+/// Redis stops answering writes (`CLIENT PAUSE … WRITE`) for longer than the command
+/// timeout: a send with a nonce is retried with it and resolves truthfully — the
+/// stored message once Redis answers within the retries, or `Unavailable` saying the
+/// message may have been stored — and is stored exactly once, whatever the client's
+/// retry with the same nonce does afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_during_a_write_pause_resolves_truthfully() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine_with(&server, Retention::default(), 1, 300).await;
+    engine
+        .send(req("pz-a", "pz-b", "warm up", Some("p0")))
+        .await
+        .unwrap();
+    let pause = |ms: &str| {
+        let reply = server.command(&["CLIENT", "PAUSE", ms, "WRITE"]);
+        assert!(reply.as_deref().is_some_and(|r| r.starts_with("+OK")), "{reply:?}");
+    };
+    let stored = |engine: Arc<RedisEngine>, body: &'static str| async move {
+        let (history, _) = engine.history("pz-a", "pz-b", None, 50).await.unwrap();
+        history.iter().filter(|m| m.body == body).count()
+    };
+
+    // Paused a little longer than the timeout: a retry gets the answer.
+    pause("800");
+    let started = Instant::now();
+    let outcome = engine
+        .send(req("pz-a", "pz-b", "short pause", Some("p1")))
+        .await
+        .expect("answered once the pause ends");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let retry = engine
+        .send(req("pz-a", "pz-b", "short pause", Some("p1")))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message.id, outcome.message.id);
+    assert_eq!(stored(engine.clone(), "short pause").await, 1);
+
+    // Paused longer than every retry: unavailable, and says it may be stored.
+    pause("3000");
+    match engine
+        .send(req("pz-a", "pz-b", "long pause", Some("p2")))
+        .await
+    {
+        Err(EngineError::Unavailable(why)) => {
+            assert!(why.contains(chat_engine::MAYBE_STORED), "{why}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The client retries with its nonce once Redis is back: one copy, never two.
+    let retried = eventually("the retry is answered", WAIT, || {
+        let engine = engine.clone();
+        async move {
+            engine
+                .send(req("pz-a", "pz-b", "long pause", Some("p2")))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(retried.duplicate, "the unanswered attempt had stored it");
+    assert_eq!(stored(engine.clone(), "long pause").await, 1);
+}

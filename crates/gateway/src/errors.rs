@@ -44,6 +44,10 @@ pub fn engine_error(e: EngineError, surface: Surface) -> Refused {
         return refuse(ErrorCode::Unavailable, UNAVAILABLE);
     }
     match e {
+        EngineError::Unavailable(why) if why.contains(chat_engine::MAYBE_STORED) => refuse(
+            ErrorCode::Unavailable,
+            format!("{UNAVAILABLE}; {}", chat_engine::MAYBE_STORED),
+        ),
         EngineError::Unavailable(_) => match surface {
             Surface::Socket => refuse(
                 ErrorCode::Unavailable,

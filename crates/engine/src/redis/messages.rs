@@ -18,7 +18,9 @@ use fred::types::{ClusterHash, CustomCommand};
 use super::conn::{all_ok, entries, map_err, text};
 use super::shape::Sent;
 use super::{functions, inbox, keys, Core, RedisEngine};
-use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest};
+use crate::{
+    EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest, MAYBE_STORED,
+};
 
 impl Core {
     /// Whether entries were ever trimmed from (or deleted in) the stream `key`:
@@ -72,13 +74,46 @@ impl Messages for RedisEngine {
     async fn send(&self, request: SendRequest) -> Result<SendOutcome, EngineError> {
         let sender = request.from.clone();
         let local = self.core.subscribers.is_subscribed(&sender);
-        let Sent { outcome, own } = self.shape.send(request, local).await?;
+        // A send with a nonce that fails `Unavailable` may have run anyway (a timeout:
+        // Redis may still run the call; on a cluster, the conversation append may have
+        // succeeded and an inbox append failed). It is sent again with the same nonce,
+        // a bounded number of times: the retry returns the stored message (and on a
+        // cluster completes the inbox appends) or stores it, so the answer is the
+        // stored message or an honest `Unavailable`.
+        let retries = if request.nonce.is_some() {
+            SEND_RETRIES
+        } else {
+            0
+        };
+        let mut uncertain = false;
+        let mut attempt = 0;
+        let result = loop {
+            // After an unanswered attempt the sender's own event is published like the
+            // peer's (nothing handed to this node's sink can be trusted to be first).
+            match self.shape.send(request.clone(), local && !uncertain).await {
+                Err(EngineError::Unavailable(why)) if attempt < retries => {
+                    uncertain |= !definitely_not_run(&why);
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %why, "send failed; retrying with its nonce");
+                    tokio::time::sleep(SEND_RETRY_BACKOFF * attempt).await;
+                }
+                Err(EngineError::Unavailable(why)) if uncertain || !definitely_not_run(&why) => {
+                    break Err(EngineError::Unavailable(format!("{why}; {MAYBE_STORED}")));
+                }
+                other => break other,
+            }
+        };
+        let Sent { outcome, own } = result?;
         if let Some(own) = own {
             // The sender's connections on this node: ahead of whatever the caller
             // answers once this returns (the ack).
             self.core
                 .sink
                 .deliver(&sender, LiveEvent::Inbox(Arc::new(own)));
+        } else if uncertain && local && outcome.duplicate {
+            // The unanswered attempt stored it and published it only for the sender's
+            // connections elsewhere: the ones here read it from the inbox.
+            self.core.sink.resync();
         }
         Ok(outcome)
     }
@@ -238,6 +273,20 @@ impl Messages for RedisEngine {
             found = entries(v)?.into_iter().peekable();
         }
     }
+}
+
+/// How often a send with a nonce is sent again after `Unavailable`, and the pause
+/// before each (times the attempt number).
+const SEND_RETRIES: u32 = 3;
+const SEND_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether an `Unavailable` reason proves the call never ran: Redis refused it (out
+/// of memory, …). Anything else (a timeout, a connection lost, even fred failing fast
+/// while disconnected, which reads like a connection lost in flight) may have run.
+fn definitely_not_run(why: &str) -> bool {
+    ["OOM ", "MISCONF ", "NOREPLICAS ", "READONLY ", "NOWRITE "]
+        .iter()
+        .any(|p| why.contains(p))
 }
 
 /// The `prev` of the first event a read returns when the entry before it is gone
