@@ -1140,7 +1140,10 @@ async fn a_send_during_a_write_pause_resolves_truthfully() {
         .unwrap();
     let pause = |ms: &str| {
         let reply = server.command(&["CLIENT", "PAUSE", ms, "WRITE"]);
-        assert!(reply.as_deref().is_some_and(|r| r.starts_with("+OK")), "{reply:?}");
+        assert!(
+            reply.as_deref().is_some_and(|r| r.starts_with("+OK")),
+            "{reply:?}"
+        );
     };
     let stored = |engine: Arc<RedisEngine>, body: &'static str| async move {
         let (history, _) = engine.history("pz-a", "pz-b", None, 50).await.unwrap();

@@ -18,9 +18,7 @@ use fred::types::{ClusterHash, CustomCommand};
 use super::conn::{all_ok, entries, map_err, text};
 use super::shape::Sent;
 use super::{functions, inbox, keys, Core, RedisEngine};
-use crate::{
-    EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest, MAYBE_STORED,
-};
+use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest, MAYBE_STORED};
 
 impl Core {
     /// Whether entries were ever trimmed from (or deleted in) the stream `key`:
