@@ -145,7 +145,7 @@ pub struct PresenceInfo {
     pub last_seen_at: Option<String>,
 }
 
-/// Retention of stored data. Zero means unlimited.
+/// Retention of stored data and the bounds on per-user growth. Zero means unlimited.
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// Messages kept per conversation (approximate trimming).
@@ -156,6 +156,15 @@ pub struct Retention {
     pub inbox_max_len: u64,
     /// An idle inbox expires after this many seconds.
     pub inbox_ttl_secs: u64,
+    /// Conversations kept in each user's conversation list (the most recent; the
+    /// oldest is dropped when a new one would exceed it).
+    pub convs_max: u64,
+    /// Conversation partners told of a presence transition: the most recent ones, so
+    /// a transition costs bounded work whatever the number of partners.
+    pub presence_fanout_max: u64,
+    /// A guest (user record, directory entry) expires after this many seconds
+    /// without a sign-in.
+    pub guest_ttl_secs: u64,
 }
 
 impl Default for Retention {
@@ -165,6 +174,9 @@ impl Default for Retention {
             history_max_age_secs: 0,
             inbox_max_len: 5_000,
             inbox_ttl_secs: 7 * 24 * 3600,
+            convs_max: 1_000,
+            presence_fanout_max: 200,
+            guest_ttl_secs: 30 * 24 * 3600,
         }
     }
 }

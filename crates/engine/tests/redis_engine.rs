@@ -402,6 +402,7 @@ async fn retention_trims_inboxes_and_history() {
         history_max_age_secs: 0,
         inbox_max_len: 10,
         inbox_ttl_secs: 3600,
+        ..Retention::default()
     };
     let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
     engine
@@ -603,6 +604,7 @@ async fn age_retention_keeps_recent_messages() {
             history_max_age_secs: max_age,
             inbox_max_len: 0,
             inbox_ttl_secs: 0,
+            ..Retention::default()
         };
         let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
         for i in 0..3 {
@@ -640,6 +642,7 @@ async fn inbox_expiry_is_refreshed_by_later_appends() {
         history_max_age_secs: 0,
         inbox_max_len: 0,
         inbox_ttl_secs: 64,
+        ..Retention::default()
     };
     let ttl = |user: &str| -> i64 {
         let reply = server
@@ -760,6 +763,7 @@ async fn nonce_retry_after_the_original_was_trimmed() {
         history_max_age_secs: 0,
         inbox_max_len: 0,
         inbox_ttl_secs: 0,
+        ..Retention::default()
     };
     let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
     let first = engine

@@ -55,10 +55,19 @@ impl Messages for MemoryEngine {
         // One's own messages are never unread.
         meta.reads.insert(req.from.clone(), (seq, id));
         for (user, peer) in [(&req.from, &req.to), (&req.to, &req.from)] {
-            st.convs
-                .entry(user.clone())
-                .or_default()
-                .insert(peer.clone(), id.ms);
+            let convs = st.convs.entry(user.clone()).or_default();
+            let new_peer = convs.insert(peer.clone(), id.ms).is_none();
+            let max = self.retention.convs_max;
+            if new_peer && max > 0 && convs.len() as u64 > max {
+                // The oldest conversation leaves the list (as Redis's ZREMRANGEBYRANK).
+                let oldest = convs
+                    .iter()
+                    .min_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)))
+                    .map(|(p, _)| p.clone());
+                if let Some(oldest) = oldest {
+                    convs.remove(&oldest);
+                }
+            }
         }
         let history = st.conversations.entry(conversation).or_default();
         history.insert(id, (seq, message.clone()));

@@ -153,8 +153,9 @@ KEYS: 11 per message, the message's keys starting at 11 * (i - 1) + 1:
       1 msgs, 2 meta, 3 inbox(from), 4 head(from), 5 convs(from), 6 ch(from),
       7 pres(from), 8 inbox(to), 9 head(to), 10 convs(to), 11 ch(to)
 ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms (the node's clock, for the
-      age limit), 4 inbox_max_len, 5 inbox_ttl_secs, then 10 per message starting at
-      10 * (i - 1) + 6: conversation, from, to, body, sent_at, nonce ('' = none),
+      age limit), 4 inbox_max_len, 5 inbox_ttl_secs, 6 convs_max (conversations kept
+      per user index, oldest dropped; 0 = unlimited), then 10 per message starting at
+      10 * (i - 1) + 7: conversation, from, to, body, sent_at, nonce ('' = none),
       nonce_ttl, tail (the message JSON after its id), traceparent ('' = none),
       sending node ('' = none)
 With a sending node, the sender's own live event is published only if the sender
@@ -165,11 +166,11 @@ stored message's id, its conversation entry ('' if trimmed), ''. The node builds
 message's JSON from its id and the tail it passed. ]]
 redis.register_function('chat_send', function(keys, args)
   local o = conv_opts(args, 1)
-  local io = inbox_opts(args[4], args[5])
+  local io = inbox_opts(args[4], args[5], args[6])
   local out = {}
-  local n = (#args - 5) / 10
+  local n = (#args - 6) / 10
   for i = 0, n - 1 do
-    local k, j = 11 * i, 10 * i + 6
+    local k, j = 11 * i, 10 * i + 7
     local a = conv_args(args, j)
     local trace, node = args[j + 8], args[j + 9]
     local dup, mid, msg = conv_append(keys[k + 1], keys[k + 2], a, o)
@@ -212,7 +213,8 @@ ARGV: 1 event JSON (published), 2 kind ('m' a message: the conversation index is
       6 body, 7 sent_at (messages; '' otherwise), 8 score (message ms),
       9 inbox_max_len, 10 inbox_ttl_secs, 11 window, 12 traceparent ('' = none),
       13 calling node that delivers to the user's connections itself ('' = none:
-      publish; otherwise publish only if the user has connections elsewhere)
+      publish; otherwise publish only if the user has connections elsewhere),
+      14 convs_max (as chat_send's)
 A message is not appended again when one of the inbox's newest `window` entries
 already holds it (a retried send; window 0: a first attempt, not searched).
 Returns {id, prev, appended (0 or 1)}. ]]
@@ -236,7 +238,7 @@ redis.register_function('chat_inbox_append', function(keys, args)
   end
   local publish = elsewhere(keys[5], args[13])
   local id, prev = inbox_append(keys[1], keys[2], convs, keys[4], args[1], kind, entry, other,
-    args[8], inbox_opts(args[9], args[10]), args[12], publish)
+    args[8], inbox_opts(args[9], args[10], args[14]), args[12], publish)
   return {id, prev, 1}
 end)
 
