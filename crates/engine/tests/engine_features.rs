@@ -71,6 +71,26 @@ both_engines!(
     clear_hides_messages_from_recovery,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_is_bounded_in_memory() {
+    let sink = Arc::new(Rec::default());
+    let engine = MemoryEngine::new("node", bounded_retention(), sink.clone());
+    growth_is_bounded(engine, sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_is_bounded_on_redis() {
+    let server = RedisServer::start();
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: server.url(),
+        retention: bounded_retention(),
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    growth_is_bounded(engine, sink).await;
+}
+
 // ----- Redis only -----
 
 async fn counted<T>(server: &RedisServer, f: impl Future<Output = T>) -> (T, u64) {

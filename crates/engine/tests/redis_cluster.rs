@@ -405,3 +405,16 @@ async fn a_partial_send_is_completed_not_left_half_written() {
         assert_eq!(ids.len(), 1, "{user}'s inbox holds the message once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_is_bounded_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: cluster.url(),
+        retention: bounded_retention(),
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    growth_is_bounded(engine, sink).await;
+}

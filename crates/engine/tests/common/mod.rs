@@ -551,3 +551,63 @@ pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: A
         .unwrap()
         .is_empty());
 }
+
+/// The retention [`growth_is_bounded`] expects: 3 conversations per user, presence
+/// told to the 2 most recent partners.
+pub fn bounded_retention() -> chat_engine::Retention {
+    chat_engine::Retention {
+        convs_max: 3,
+        presence_fanout_max: 2,
+        ..chat_engine::Retention::default()
+    }
+}
+
+/// With [`bounded_retention`]: a user's conversation list keeps the 3 most recent
+/// conversations, and a presence transition reaches only the 2 most recent partners,
+/// however many partners there were.
+pub async fn growth_is_bounded(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    let user = "gb-user";
+    let peers: Vec<String> = (1..=5).map(|i| format!("gb-p{i}")).collect();
+    for peer in &peers {
+        e.subscribe(peer).await.unwrap();
+        send(e, user, peer, "hi").await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let list: Vec<String> = e
+        .conversations(user, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.peer.id)
+        .collect();
+    assert_eq!(list, ["gb-p5", "gb-p4", "gb-p3"]);
+    // An old conversation that gets a new message comes back (the oldest left goes).
+    send(e, &peers[0], user, "back").await;
+    let list: Vec<String> = e
+        .conversations(user, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.peer.id)
+        .collect();
+    assert_eq!(list, ["gb-p1", "gb-p5", "gb-p4"]);
+    // The peers' own lists are theirs.
+    assert_eq!(e.conversations("gb-p3", 10).await.unwrap().len(), 1);
+
+    e.connection_opened(user, "n1").await.unwrap();
+    let told = |peer: &str| {
+        sink.ephemeral(peer)
+            .iter()
+            .any(|f| f.contains("\"presence\"") && f.contains(user))
+    };
+    until("the 2 most recent partners are told", || {
+        told("gb-p1") && told("gb-p5")
+    })
+    .await;
+    for peer in ["gb-p4", "gb-p3", "gb-p2"] {
+        barrier(e, &sink, peer, "gb").await;
+        assert!(!told(peer), "{peer} is beyond the fan-out bound");
+    }
+    e.connection_closed(user, "n1").await.unwrap();
+}
