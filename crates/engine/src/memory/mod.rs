@@ -43,6 +43,10 @@ struct State {
     convs: HashMap<String, HashMap<String, u64>>,
     /// The directory: (lower-cased name, id).
     names: BTreeSet<(String, String)>,
+    /// Guests → when they expire (pushed back at each sign-in), and the same in
+    /// expiry order.
+    guests: HashMap<String, Instant>,
+    guest_expiry: BTreeSet<(Instant, String)>,
     /// User → open connections.
     connections: HashMap<String, u64>,
     /// User → RFC 3339 time they went offline.

@@ -98,6 +98,10 @@ pub fn user(id: &str) -> String {
 /// `ZRANGEBYLEX` finds names by prefix.
 pub const NAMES: &str = "chat:names";
 
+/// Guests' expiry: sorted set of directory members (as [`NAMES`]) scored by the ms
+/// their user hash expires; swept to drop expired guests from the directory.
+pub const GUESTS: &str = "chat:guests";
+
 /// The directory member of a user.
 pub fn name_member(id: &str, name: &str) -> String {
     format!("{}\0{id}", name.to_lowercase())

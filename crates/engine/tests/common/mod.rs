@@ -611,3 +611,39 @@ pub async fn growth_is_bounded(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
     }
     e.connection_closed(user, "n1").await.unwrap();
 }
+
+/// With `retention.guest_ttl_secs` = 1: a guest who does not sign in for a second is
+/// gone (record, directory entry, sessions); each sign-in pushes that back.
+pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    let kept = e.create_guest("Keptguest").await.unwrap();
+    let gone = e.create_guest("Goneguest").await.unwrap();
+    let session = e.create_session(&kept.id, 60).await.unwrap();
+    let gone_session = e.create_session(&gone.id, 60).await.unwrap();
+    // Kept signs in every 400 ms; Gone never again.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(e.resume_session(&session, 60).await.unwrap().is_some());
+    }
+    assert_eq!(e.get_user(&kept.id).await.unwrap(), Some(kept.clone()));
+    assert_eq!(e.get_user(&gone.id).await.unwrap(), None, "expired");
+    assert!(e.resume_session(&gone_session, 60).await.unwrap().is_none());
+    // A later guest (or a reaping round) sweeps the directory.
+    e.create_guest("Otherguest").await.unwrap();
+    e.reap_dead_nodes().await.unwrap();
+    let found: Vec<String> = e
+        .search_users("", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert!(found.contains(&kept.id), "{found:?}");
+    assert!(!found.contains(&gone.id), "{found:?}");
+    // Token users never expire.
+    e.upsert_user("gx-token", "Token").await.unwrap();
+    let s = e.create_session("gx-token", 60).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(e.get_user("gx-token").await.unwrap().is_some());
+    assert!(e.resume_session(&s, 60).await.unwrap().is_some());
+}
