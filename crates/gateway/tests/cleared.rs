@@ -23,7 +23,7 @@ async fn cleared_is_told_and_never_replayed(engine: Engine) {
     let cluster = Cluster::start(engine, nodes, NO_RATE_LIMIT);
     let mut alice = guest(&cluster.url(0), "alice").await;
     let alice_id = alice.user_id().to_string();
-    let mut bob = guest(&cluster.url(cluster.other(0)), "bob").await;
+    let bob = guest(&cluster.url(cluster.other(0)), "bob").await;
     let bob_id = bob.user_id().to_string();
     let mut bob2 = device(&cluster.url(0), bob.session()).await;
 

@@ -479,6 +479,7 @@ pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: A
     let other = send(e, max, kim, "from max, kept").await;
     let start = e.read_inbox(kim, StreamId::ZERO, 100).await.unwrap();
     assert_eq!(start.len(), 4);
+    assert_eq!(json(&start[1])["message"]["id"], m1.id.as_str());
     let cursor_m1 = start[1].id; // kim saw m1, not m2
 
     let up_to = e.clear_conversation(lou, kim).await.unwrap();
