@@ -5,7 +5,15 @@
 //! the nonce, appends the message to the conversation stream, appends an event to
 //! both participants' inboxes and publishes it on their channels. When the sender is
 //! subscribed on this node, their own event is published only for their connections
-//! on other nodes, and handed to the sink here, before `send` returns. Reads are plain
+//! on other nodes, and handed to the sink here, before `send` returns. A send with a
+//! nonce that fails `Unavailable` (a timeout, a partial Cluster write) is sent again
+//! with it a bounded number of times, so it ends as the stored message or as an
+//! `Unavailable` that says whether it may have been stored ([`crate::MAYBE_STORED`]).
+//!
+//! A clear (`chat_conv_clear`, then `chat_inbox_clear` for each participant) deletes
+//! the conversation, records the newest message it held in each participant's `clr`
+//! hash and appends a `cleared` event to both inboxes; reads skip the cleared
+//! messages and chain the `prev` of what they return over them. Reads are plain
 //! stream commands; the stored entry forms are in [`super::inbox`].
 
 use std::sync::Arc;

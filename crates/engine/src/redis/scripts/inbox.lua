@@ -15,7 +15,11 @@ Key layout (see crates/engine/src/redis/keys.rs):
                                      without what the owner implies; see
                                      message_entry)
   chat:{u:<id>}:head                 the inbox's newest id (expires with the inbox)
-  chat:{u:<id>}:convs                sorted set: peer id -> last message ms
+  chat:{u:<id>}:clr                  hash: peer id -> newest message of the conversation
+                                     a clear deleted (reads skip those; expires with
+                                     the inbox; see chat_inbox_clear)
+  chat:{u:<id>}:convs                sorted set: peer id -> last message ms (at most
+                                     convs_max: the oldest are dropped)
   chat:{u:<id>}:ch                   sharded pub/sub channel
   chat:{u:<id>}:pres                 presence hash: node -> open connections
   chat:user:<id>                     user hash; seen = when the user went offline
