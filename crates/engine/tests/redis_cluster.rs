@@ -418,3 +418,21 @@ async fn growth_is_bounded_on_a_cluster() {
     let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
     growth_is_bounded(engine, sink).await;
 }
+
+/// Guests expire on a cluster too: the user hash, the directory (`chat:names`) and
+/// the guests' expiry set (`chat:guests`) live in different slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_expire_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: cluster.url(),
+        retention: chat_engine::Retention {
+            guest_ttl_secs: 1,
+            ..chat_engine::Retention::default()
+        },
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    guests_expire_after_inactivity(engine, sink).await;
+}
