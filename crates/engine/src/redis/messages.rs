@@ -97,8 +97,10 @@ impl Messages for RedisEngine {
             // After an unanswered attempt the sender's own event is published like the
             // peer's (nothing handed to this node's sink can be trusted to be first).
             match self.shape.send(request.clone(), local && !uncertain).await {
-                Err(EngineError::Unavailable(why)) if attempt < retries => {
-                    uncertain |= !definitely_not_run(&why);
+                Err(EngineError::Unavailable(why))
+                    if attempt < retries && !definitely_not_run(&why) =>
+                {
+                    uncertain = true;
                     attempt += 1;
                     tracing::warn!(attempt, error = %why, "send failed; retrying with its nonce");
                     tokio::time::sleep(SEND_RETRY_BACKOFF * attempt).await;
