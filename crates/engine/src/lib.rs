@@ -100,13 +100,21 @@ pub trait Messages: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(Vec<Message>, bool), EngineError>;
 
-    /// Deletes a conversation's history.
-    async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError>;
+    /// Deletes a conversation's history and tells both participants: a
+    /// `{"type":"cleared","conversation","up_to"}` event (`up_to`: the newest message
+    /// it held) is appended to both inboxes and published, like a read receipt, and
+    /// from then on [`Messages::read_inbox`] skips the conversation's messages up to
+    /// `up_to` (so no recovery replays them) while keeping the `prev` chain provable:
+    /// an event's `prev` is the newest event before it that a read returns (or the
+    /// read's `after`). Returns `up_to`, or `None` (nothing stored, no event) when
+    /// the conversation held no message.
+    async fn clear_conversation(&self, a: &str, b: &str) -> Result<Option<StreamId>, EngineError>;
 
     /// The id of the newest event in the user's inbox ([`StreamId::ZERO`] if none).
     async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError>;
 
-    /// Up to `count` inbox events with ids greater than `after`, oldest first.
+    /// Up to `count` inbox events with ids greater than `after`, oldest first
+    /// (messages hidden by a clear skipped, see [`Messages::clear_conversation`]).
     async fn read_inbox(
         &self,
         user_id: &str,

@@ -8,7 +8,11 @@ use chat_protocol::{Message, StreamId};
 /// Why an engine call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    /// The backend could not be reached or did not answer in time. Nothing was stored.
+    /// The backend could not be reached, did not answer in time, or refused to
+    /// write (out of memory, a replica, …). Nothing was stored — except for a send
+    /// whose every attempt went unanswered: its reason then contains
+    /// [`MAYBE_STORED`], and a retry with the same nonce is safe (it returns the
+    /// stored message if there is one).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
     /// A user the request names does not exist.
@@ -18,6 +22,10 @@ pub enum EngineError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// In the reason of an [`EngineError::Unavailable`] send: the send's attempts went
+/// unanswered (timeouts), so the message may have been stored after all.
+pub const MAYBE_STORED: &str = "the message may have been stored: retry with the same nonce";
 
 /// A message to store and deliver.
 #[derive(Debug, Clone)]
@@ -137,7 +145,7 @@ pub struct PresenceInfo {
     pub last_seen_at: Option<String>,
 }
 
-/// Retention of stored data. Zero means unlimited.
+/// Retention of stored data and the bounds on per-user growth. Zero means unlimited.
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// Messages kept per conversation (approximate trimming).
@@ -148,6 +156,15 @@ pub struct Retention {
     pub inbox_max_len: u64,
     /// An idle inbox expires after this many seconds.
     pub inbox_ttl_secs: u64,
+    /// Conversations kept in each user's conversation list (the most recent; the
+    /// oldest is dropped when a new one would exceed it).
+    pub convs_max: u64,
+    /// Conversation partners told of a presence transition: the most recent ones, so
+    /// a transition costs bounded work whatever the number of partners.
+    pub presence_fanout_max: u64,
+    /// A guest (user record, directory entry) expires after this many seconds
+    /// without a sign-in.
+    pub guest_ttl_secs: u64,
 }
 
 impl Default for Retention {
@@ -157,6 +174,9 @@ impl Default for Retention {
             history_max_age_secs: 0,
             inbox_max_len: 5_000,
             inbox_ttl_secs: 7 * 24 * 3600,
+            convs_max: 1_000,
+            presence_fanout_max: 200,
+            guest_ttl_secs: 30 * 24 * 3600,
         }
     }
 }

@@ -9,6 +9,7 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chat_engine::memory::MemoryEngine;
 use chat_engine::prelude::*;
@@ -68,7 +69,89 @@ both_engines!(
     presence_transitions,
     directory_search,
     disconnect_reaches_the_sink,
+    clear_hides_messages_from_recovery,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_is_bounded_in_memory() {
+    let sink = Arc::new(Rec::default());
+    let engine = MemoryEngine::new("node", bounded_retention(), sink.clone());
+    growth_is_bounded(engine, sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_is_bounded_on_redis() {
+    let server = RedisServer::start();
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: server.url(),
+        retention: bounded_retention(),
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    growth_is_bounded(engine, sink).await;
+}
+
+fn short_guests() -> Retention {
+    Retention {
+        guest_ttl_secs: 1,
+        ..Retention::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_expire_in_memory() {
+    let sink = Arc::new(Rec::default());
+    let engine = MemoryEngine::new("node", short_guests(), sink.clone());
+    guests_expire_after_inactivity(engine, sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_expire_on_redis_and_leave_no_directory_entry() {
+    let server = RedisServer::start();
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: server.url(),
+        retention: short_guests(),
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    guests_expire_after_inactivity(engine.clone(), sink).await;
+    // Only the live guests (Kept, Other) and the token user remain indexed.
+    assert_eq!(
+        server.command(&["ZCARD", "chat:names"]).as_deref(),
+        Some(":3\r\n")
+    );
+    assert_eq!(
+        server.command(&["ZCARD", "chat:guests"]).as_deref(),
+        Some(":2\r\n")
+    );
+}
+
+/// A user's session set keeps only live sessions: each new session prunes the
+/// expired ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_sets_are_pruned_on_redis() {
+    let server = RedisServer::start();
+    let (engine, _sink) = redis(&server).await;
+    engine.upsert_user("sp-user", "S").await.unwrap();
+    for _ in 0..5 {
+        engine.create_session("sp-user", 1).await.unwrap();
+    }
+    let live = engine.create_session("sp-user", 60).await.unwrap();
+    assert_eq!(
+        server.command(&["SCARD", "chat:usess:sp-user"]).as_deref(),
+        Some(":6\r\n")
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    engine.create_session("sp-user", 60).await.unwrap();
+    assert_eq!(
+        server.command(&["SCARD", "chat:usess:sp-user"]).as_deref(),
+        Some(":2\r\n"),
+        "the 5 expired sessions were pruned"
+    );
+    assert!(engine.resume_session(&live, 60).await.unwrap().is_some());
+}
 
 // ----- Redis only -----
 

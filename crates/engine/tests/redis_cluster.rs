@@ -70,6 +70,7 @@ async fn shared_behaviour_checks_on_a_cluster() {
     presence_transitions(e.clone(), sink.clone()).await;
     directory_search(e.clone(), sink.clone()).await;
     disconnect_reaches_the_sink(e.clone(), sink.clone()).await;
+    clear_hides_messages_from_recovery(e.clone(), sink.clone()).await;
     // Sessions: the session keys and the user's set live in different slots.
     let token = e.create_session("ann", 60).await.unwrap();
     assert_eq!(
@@ -356,4 +357,82 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
         [m.id, later.id],
         "the restarted node lost the older inbox"
     );
+}
+
+/// A partial send: the conversation append succeeds while the recipient's inbox node
+/// stops answering writes (`CLIENT PAUSE … WRITE`, longer than the command timeout).
+/// The engine retries with the nonce and completes the send: answered with the
+/// message, stored once in the history and once in each inbox, never left half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_send_is_completed_not_left_half_written() {
+    let cluster = RedisCluster::start(3);
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: cluster.url(),
+        subscribers: 1,
+        command_timeout_ms: 300,
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink).await.unwrap();
+    let (a, b) = spread_pair(&cluster);
+    let (a, b) = (a.as_str(), b.as_str());
+    engine.send(nonce_req(a, b, "warm up", "w")).await.unwrap();
+
+    let inbox_node = &cluster.nodes[cluster.node_of(&keys::inbox(b))];
+    let reply = inbox_node.command(&["CLIENT", "PAUSE", "800", "WRITE"]);
+    assert!(
+        reply.as_deref().is_some_and(|r| r.starts_with("+OK")),
+        "{reply:?}"
+    );
+    let sent = engine
+        .send(nonce_req(a, b, "half then whole", "p1"))
+        .await
+        .expect("completed once the inbox node answers");
+    let (history, _) = engine.history(a, b, None, 10).await.unwrap();
+    let copies = history
+        .iter()
+        .filter(|m| m.body == "half then whole")
+        .count();
+    assert_eq!(copies, 1);
+    for user in [a, b] {
+        let events = engine.read_inbox(user, StreamId::ZERO, 10).await.unwrap();
+        assert_chain(&events);
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| json(e)["message"]["id"].as_str().unwrap_or("").to_string())
+            .filter(|id| *id == sent.message.id)
+            .collect();
+        assert_eq!(ids.len(), 1, "{user}'s inbox holds the message once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_is_bounded_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: cluster.url(),
+        retention: bounded_retention(),
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    growth_is_bounded(engine, sink).await;
+}
+
+/// Guests expire on a cluster too: the user hash, the directory (`chat:names`) and
+/// the guests' expiry set (`chat:guests`) live in different slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_expire_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let sink = Arc::new(Rec::default());
+    let config = RedisConfig {
+        url: cluster.url(),
+        retention: chat_engine::Retention {
+            guest_ttl_secs: 1,
+            ..chat_engine::Retention::default()
+        },
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    guests_expire_after_inactivity(engine, sink).await;
 }

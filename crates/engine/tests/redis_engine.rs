@@ -402,6 +402,7 @@ async fn retention_trims_inboxes_and_history() {
         history_max_age_secs: 0,
         inbox_max_len: 10,
         inbox_ttl_secs: 3600,
+        ..Retention::default()
     };
     let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
     engine
@@ -603,6 +604,7 @@ async fn age_retention_keeps_recent_messages() {
             history_max_age_secs: max_age,
             inbox_max_len: 0,
             inbox_ttl_secs: 0,
+            ..Retention::default()
         };
         let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
         for i in 0..3 {
@@ -640,6 +642,7 @@ async fn inbox_expiry_is_refreshed_by_later_appends() {
         history_max_age_secs: 0,
         inbox_max_len: 0,
         inbox_ttl_secs: 64,
+        ..Retention::default()
     };
     let ttl = |user: &str| -> i64 {
         let reply = server
@@ -760,6 +763,7 @@ async fn nonce_retry_after_the_original_was_trimmed() {
         history_max_age_secs: 0,
         inbox_max_len: 0,
         inbox_ttl_secs: 0,
+        ..Retention::default()
     };
     let (engine, _sink) = engine_with(&server, retention, 1, 3000).await;
     let first = engine
@@ -1056,4 +1060,138 @@ async fn nonce_windows_remember_at_least_the_ttl() {
     let late = send("a").await.unwrap();
     assert!(!late.duplicate, "forgotten after two windows");
     assert_ne!(late.message.id, first.message.id);
+}
+
+/// Redis out of memory (`maxmemory` reached with `noeviction`) refuses every write:
+/// each engine call that writes answers `Unavailable` (never `Internal`), `ready()`
+/// is false until a write succeeds again, and nothing half-written is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_is_unavailable_and_not_ready() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    engine
+        .send(req("oom-a", "oom-b", "before", Some("o0")))
+        .await
+        .unwrap();
+    assert!(engine.ready().await);
+    assert!(server
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(server
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .is_some_and(|r| r.starts_with("+OK")));
+
+    let unavailable = |r: Result<_, EngineError>, what: &str| match r {
+        Err(EngineError::Unavailable(why)) => assert!(why.contains("OOM"), "{what}: {why}"),
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    };
+    unavailable(
+        engine
+            .send(req("oom-a", "oom-b", "refused", Some("o1")))
+            .await
+            .map(|_| ()),
+        "send",
+    );
+    unavailable(
+        engine
+            .send(req("oom-a", "oom-b", "refused", None))
+            .await
+            .map(|_| ()),
+        "send without nonce",
+    );
+    unavailable(
+        engine.create_session("oom-a", 60).await.map(|_| ()),
+        "create_session",
+    );
+    unavailable(
+        engine.upsert_user("oom-c", "C").await.map(|_| ()),
+        "upsert_user",
+    );
+    unavailable(
+        engine.connection_opened("oom-a", "n1").await.map(|_| ()),
+        "connection_opened",
+    );
+    assert!(!engine.ready().await, "not ready while writes are refused");
+    // Reads still work.
+    let (history, _) = engine.history("oom-a", "oom-b", None, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+
+    assert!(server
+        .command(&["CONFIG", "SET", "maxmemory", "0"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(engine.ready().await, "ready again once writes succeed");
+    engine
+        .send(req("oom-a", "oom-b", "after", Some("o2")))
+        .await
+        .unwrap();
+    let (history, _) = engine.history("oom-a", "oom-b", None, 10).await.unwrap();
+    let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["before", "after"], "nothing refused was stored");
+}
+
+/// Redis stops answering writes (`CLIENT PAUSE … WRITE`) for longer than the command
+/// timeout: a send with a nonce is retried with it and resolves truthfully — the
+/// stored message once Redis answers within the retries, or `Unavailable` saying the
+/// message may have been stored — and is stored exactly once, whatever the client's
+/// retry with the same nonce does afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_during_a_write_pause_resolves_truthfully() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine_with(&server, Retention::default(), 1, 300).await;
+    engine
+        .send(req("pz-a", "pz-b", "warm up", Some("p0")))
+        .await
+        .unwrap();
+    let pause = |ms: &str| {
+        let reply = server.command(&["CLIENT", "PAUSE", ms, "WRITE"]);
+        assert!(
+            reply.as_deref().is_some_and(|r| r.starts_with("+OK")),
+            "{reply:?}"
+        );
+    };
+    let stored = |engine: Arc<RedisEngine>, body: &'static str| async move {
+        let (history, _) = engine.history("pz-a", "pz-b", None, 50).await.unwrap();
+        history.iter().filter(|m| m.body == body).count()
+    };
+
+    // Paused a little longer than the timeout: a retry gets the answer.
+    pause("800");
+    let started = Instant::now();
+    let outcome = engine
+        .send(req("pz-a", "pz-b", "short pause", Some("p1")))
+        .await
+        .expect("answered once the pause ends");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let retry = engine
+        .send(req("pz-a", "pz-b", "short pause", Some("p1")))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message.id, outcome.message.id);
+    assert_eq!(stored(engine.clone(), "short pause").await, 1);
+
+    // Paused longer than every retry: unavailable, and says it may be stored.
+    pause("3000");
+    match engine
+        .send(req("pz-a", "pz-b", "long pause", Some("p2")))
+        .await
+    {
+        Err(EngineError::Unavailable(why)) => {
+            assert!(why.contains(chat_engine::MAYBE_STORED), "{why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The client retries with its nonce once Redis is back: one copy, never two.
+    let retried = eventually("the retry is answered", WAIT, || {
+        let engine = engine.clone();
+        async move {
+            engine
+                .send(req("pz-a", "pz-b", "long pause", Some("p2")))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(retried.duplicate, "the unanswered attempt had stored it");
+    assert_eq!(stored(engine.clone(), "long pause").await, 1);
 }

@@ -122,6 +122,9 @@ pub struct RetentionSettings {
     pub history_max_age_secs: u64,
     pub inbox_max_len: u64,
     pub inbox_ttl_secs: u64,
+    pub convs_max: u64,
+    pub presence_fanout_max: u64,
+    pub guest_ttl_secs: u64,
 }
 
 impl Default for RetentionSettings {
@@ -132,6 +135,9 @@ impl Default for RetentionSettings {
             history_max_age_secs: r.history_max_age_secs,
             inbox_max_len: r.inbox_max_len,
             inbox_ttl_secs: r.inbox_ttl_secs,
+            convs_max: r.convs_max,
+            presence_fanout_max: r.presence_fanout_max,
+            guest_ttl_secs: r.guest_ttl_secs,
         }
     }
 }
@@ -143,6 +149,9 @@ impl RetentionSettings {
             history_max_age_secs: self.history_max_age_secs,
             inbox_max_len: self.inbox_max_len,
             inbox_ttl_secs: self.inbox_ttl_secs,
+            convs_max: self.convs_max,
+            presence_fanout_max: self.presence_fanout_max,
+            guest_ttl_secs: self.guest_ttl_secs,
         }
     }
 }

@@ -44,6 +44,10 @@ pub fn engine_error(e: EngineError, surface: Surface) -> Refused {
         return refuse(ErrorCode::Unavailable, UNAVAILABLE);
     }
     match e {
+        EngineError::Unavailable(why) if why.contains(chat_engine::MAYBE_STORED) => refuse(
+            ErrorCode::Unavailable,
+            format!("{UNAVAILABLE}; {}", chat_engine::MAYBE_STORED),
+        ),
         EngineError::Unavailable(_) => match surface {
             Surface::Socket => refuse(
                 ErrorCode::Unavailable,
@@ -106,6 +110,17 @@ mod tests {
             on_api(down()),
             refuse(ErrorCode::Unavailable, "backend unavailable, retry later")
         );
+        // A send whose attempts went unanswered never claims nothing was stored.
+        let maybe = || EngineError::Unavailable(format!("timeout; {}", chat_engine::MAYBE_STORED));
+        for refused in [on_socket(maybe()), on_api(maybe())] {
+            assert_eq!(refused.0, ErrorCode::Unavailable);
+            assert!(
+                refused.1.contains(chat_engine::MAYBE_STORED),
+                "{}",
+                refused.1
+            );
+            assert!(!refused.1.contains("nothing was stored"));
+        }
         for surface in [Surface::Socket, Surface::Api] {
             assert_eq!(
                 engine_error(EngineError::NotFound("no such user".into()), surface),

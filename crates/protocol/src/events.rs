@@ -34,6 +34,13 @@ pub enum Event<'a> {
     },
     /// `{"type":"typing","from":…}` (ephemeral).
     Typing { from: &'a str },
+    /// `{"type":"cleared","conversation":…,"up_to":…}`: the conversation's history up
+    /// to and including message `up_to` was deleted (stored: recovery never replays
+    /// those messages again, and this event carries a cursor).
+    Cleared {
+        conversation: &'a str,
+        up_to: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -124,6 +131,14 @@ mod tests {
             Event::Typing { from: "a" }.to_json(),
             r#"{"type":"typing","from":"a"}"#
         );
+        assert_eq!(
+            Event::Cleared {
+                conversation: "dm:a:b",
+                up_to: "7-0"
+            }
+            .to_json(),
+            r#"{"type":"cleared","conversation":"dm:a:b","up_to":"7-0"}"#
+        );
     }
 
     #[test]
@@ -148,6 +163,18 @@ mod tests {
                 by: "a".into(),
                 up_to: "1-0".into(),
                 cursor: None
+            }
+        );
+        let cleared = Event::Cleared {
+            conversation: "dm:a:b",
+            up_to: "1-0",
+        };
+        assert_eq!(
+            with_cursor(&cleared.to_json(), "9-0"),
+            ServerFrame::Cleared {
+                conversation: "dm:a:b".into(),
+                up_to: "1-0".into(),
+                cursor: Some("9-0".into())
             }
         );
         let presence = Event::Presence {

@@ -316,6 +316,14 @@ pub enum ServerFrame {
         code: ErrorCode,
         message: String,
     },
+    /// A conversation's history was cleared up to message `up_to` (server API
+    /// `DELETE /api/v1/conversations/{a}/{b}`); stored, so it carries a cursor.
+    Cleared {
+        conversation: String,
+        up_to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
 }
 
 impl ServerFrame {

@@ -19,12 +19,58 @@ impl State {
         self.names.insert((name.to_lowercase(), id.to_string()));
         old.is_some()
     }
+
+    /// Removes the guests whose time ran out: their record, directory entry and
+    /// sessions.
+    pub(super) fn expire_guests(&mut self) {
+        let now = Instant::now();
+        while let Some((at, id)) = self.guest_expiry.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.guest_expiry.pop_first();
+            self.guests.remove(&id);
+            if let Some(name) = self.users.remove(&id) {
+                self.names.remove(&(name.to_lowercase(), id.clone()));
+            }
+            for s in self.user_sessions.remove(&id).unwrap_or_default() {
+                self.sessions.remove(&s);
+            }
+        }
+    }
+
+    /// A guest signed in: they live `ttl` more. Nothing for other users.
+    fn touch_guest(&mut self, id: &str, ttl: Duration) {
+        if let Some(at) = self.guests.get_mut(id) {
+            self.guest_expiry.remove(&(*at, id.to_string()));
+            *at = Instant::now() + ttl;
+            self.guest_expiry.insert((*at, id.to_string()));
+        }
+    }
+
+    /// Drops the user's expired sessions from their set.
+    fn prune_user_sessions(&mut self, user: &str) {
+        let now = Instant::now();
+        let Some(set) = self.user_sessions.get_mut(user) else {
+            return;
+        };
+        let sessions = &mut self.sessions;
+        set.retain(|s| match sessions.get(s) {
+            Some((_, exp)) if *exp > now => true,
+            _ => {
+                sessions.remove(s);
+                false
+            }
+        });
+    }
 }
 
 #[async_trait]
 impl Accounts for MemoryEngine {
     async fn get_user(&self, id: &str) -> Result<Option<User>, EngineError> {
-        Ok(self.lock().users.get(id).map(|name| User {
+        let mut st = self.lock();
+        st.expire_guests();
+        Ok(st.users.get(id).map(|name| User {
             id: id.to_string(),
             name: name.clone(),
         }))
@@ -36,7 +82,14 @@ impl Accounts for MemoryEngine {
 
     async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
         let id = new_guest_id();
-        self.lock().set_name(&id, name);
+        let mut st = self.lock();
+        st.expire_guests();
+        st.set_name(&id, name);
+        if self.retention.guest_ttl_secs > 0 {
+            let at = Instant::now() + Duration::from_secs(self.retention.guest_ttl_secs);
+            st.guests.insert(id.clone(), at);
+            st.guest_expiry.insert((at, id.clone()));
+        }
         Ok(User {
             id,
             name: name.to_string(),
@@ -47,6 +100,9 @@ impl Accounts for MemoryEngine {
         let session = new_session_token();
         let mut st = self.lock();
         st.prune();
+        st.expire_guests();
+        st.prune_user_sessions(user_id);
+        st.touch_guest(user_id, Duration::from_secs(self.retention.guest_ttl_secs));
         st.sessions.insert(
             session.clone(),
             (
@@ -75,6 +131,8 @@ impl Accounts for MemoryEngine {
             }
             _ => return Ok(None),
         };
+        st.expire_guests();
+        st.touch_guest(&uid, Duration::from_secs(self.retention.guest_ttl_secs));
         Ok(st.users.get(&uid).map(|name| User {
             id: uid.clone(),
             name: name.clone(),

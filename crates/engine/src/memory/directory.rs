@@ -25,6 +25,8 @@ impl State {
 #[async_trait]
 impl Directory for MemoryEngine {
     async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError> {
-        Ok(self.lock().search(prefix, limit))
+        let mut st = self.lock();
+        st.expire_guests();
+        Ok(st.search(prefix, limit))
     }
 }

@@ -6,6 +6,7 @@
 //! each participant subscribed here (the sender's own event included) while the state
 //! lock is held.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,10 +55,19 @@ impl Messages for MemoryEngine {
         // One's own messages are never unread.
         meta.reads.insert(req.from.clone(), (seq, id));
         for (user, peer) in [(&req.from, &req.to), (&req.to, &req.from)] {
-            st.convs
-                .entry(user.clone())
-                .or_default()
-                .insert(peer.clone(), id.ms);
+            let convs = st.convs.entry(user.clone()).or_default();
+            let new_peer = convs.insert(peer.clone(), id.ms).is_none();
+            let max = self.retention.convs_max;
+            if new_peer && max > 0 && convs.len() as u64 > max {
+                // The oldest conversation leaves the list (as Redis's ZREMRANGEBYRANK).
+                let oldest = convs
+                    .iter()
+                    .min_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)))
+                    .map(|(p, _)| p.clone());
+                if let Some(oldest) = oldest {
+                    convs.remove(&oldest);
+                }
+            }
         }
         let history = st.conversations.entry(conversation).or_default();
         history.insert(id, (seq, message.clone()));
@@ -126,12 +136,44 @@ impl Messages for MemoryEngine {
         Ok((newest, more))
     }
 
-    async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError> {
+    async fn clear_conversation(&self, a: &str, b: &str) -> Result<Option<StreamId>, EngineError> {
         let conversation = dm_conversation(a, b);
         let mut st = self.lock();
-        st.conversations.remove(&conversation);
-        st.metas.remove(&conversation);
-        Ok(())
+        let newest = st
+            .conversations
+            .remove(&conversation)
+            .and_then(|history| history.last_key_value().map(|(id, _)| *id));
+        let last = st
+            .metas
+            .remove(&conversation)
+            .and_then(|meta| meta.last)
+            .and_then(|m| StreamId::parse(&m.id));
+        let Some(up_to) = newest.max(last) else {
+            return Ok(None);
+        };
+        let json = Bytes::from(
+            Event::Cleared {
+                conversation: &conversation,
+                up_to: &up_to.to_string(),
+            }
+            .to_json(),
+        );
+        let users = if a == b { vec![a] } else { vec![a, b] };
+        for user in users {
+            let marker = st
+                .inboxes
+                .entry(user.to_string())
+                .or_default()
+                .cleared
+                .entry(conversation.clone())
+                .or_insert(up_to);
+            *marker = (*marker).max(up_to);
+            let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
+            if st.subscribed.contains(user) {
+                self.sink.deliver(user, LiveEvent::Inbox(event));
+            }
+        }
+        Ok(Some(up_to))
     }
 
     async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError> {
@@ -154,12 +196,44 @@ impl Messages for MemoryEngine {
             return Ok(Vec::new());
         };
         let start = inbox.events.partition_point(|e| e.id <= after);
-        Ok(inbox
-            .events
-            .iter()
-            .skip(start)
-            .take(count)
-            .map(|e| InboxEvent::clone(e))
-            .collect())
+        let mut out: Vec<InboxEvent> = Vec::new();
+        // The `prev` of the next event returned: the one before it in the inbox, or
+        // the last event returned when a cleared message was skipped between them.
+        let mut prev = None;
+        for event in inbox.events.iter().skip(start) {
+            if out.len() == count {
+                break;
+            }
+            if !inbox.cleared.is_empty() && hidden_by_clear(&inbox.cleared, &event.json) {
+                prev.get_or_insert(event.prev);
+                continue;
+            }
+            let mut event = InboxEvent::clone(event);
+            if let Some(p) = prev.replace(event.id) {
+                event.prev = p;
+            }
+            out.push(event);
+        }
+        Ok(out)
+    }
+}
+
+/// Whether an inbox event is a message a clear of its conversation deleted.
+fn hidden_by_clear(cleared: &HashMap<String, StreamId>, json: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        message: Option<Ref>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ref {
+        id: String,
+        conversation: String,
+    }
+    let Ok(Stored { message: Some(m) }) = serde_json::from_slice::<Stored>(json) else {
+        return false;
+    };
+    match (cleared.get(&m.conversation), StreamId::parse(&m.id)) {
+        (Some(up_to), Some(id)) => id <= *up_to,
+        _ => false,
     }
 }

@@ -43,6 +43,10 @@ struct State {
     convs: HashMap<String, HashMap<String, u64>>,
     /// The directory: (lower-cased name, id).
     names: BTreeSet<(String, String)>,
+    /// Guests → when they expire (pushed back at each sign-in), and the same in
+    /// expiry order.
+    guests: HashMap<String, Instant>,
+    guest_expiry: BTreeSet<(Instant, String)>,
     /// User → open connections.
     connections: HashMap<String, u64>,
     /// User → RFC 3339 time they went offline.
@@ -70,6 +74,9 @@ struct Meta {
 struct Inbox {
     events: VecDeque<Arc<InboxEvent>>,
     last: StreamId,
+    /// Conversation id → the newest message a clear deleted: reads skip the
+    /// conversation's messages up to it.
+    cleared: HashMap<String, StreamId>,
 }
 
 /// A single-node engine keeping everything in this process.
@@ -150,6 +157,10 @@ impl State {
             while inbox.events.len() as u64 > max_len {
                 inbox.events.pop_front();
             }
+        }
+        if let Some(oldest) = inbox.events.front().map(|e| e.id) {
+            // A clear older than every event left hides nothing any more.
+            inbox.cleared.retain(|_, up_to| *up_to >= oldest);
         }
         event
     }

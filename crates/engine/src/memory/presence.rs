@@ -48,11 +48,19 @@ impl MemoryEngine {
         self.announce(&st, user, frame.to_json());
     }
 
-    /// Sends a presence frame to every subscribed partner and to the sink's watchers.
+    /// Sends a presence frame to the most recent partners (at most
+    /// `retention.presence_fanout_max`) that are subscribed, and to the sink's
+    /// watchers.
     fn announce(&self, st: &State, user: &str, frame: String) {
         let frame = Bytes::from(frame);
         if let Some(peers) = st.convs.get(user) {
-            for peer in peers.keys() {
+            let mut recent: Vec<(&String, &u64)> = peers.iter().collect();
+            let max = self.retention.presence_fanout_max;
+            if max > 0 && recent.len() as u64 > max {
+                recent.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| b.0.cmp(a.0)));
+                recent.truncate(max as usize);
+            }
+            for (peer, _) in recent {
                 if st.subscribed.contains(peer) {
                     self.sink.deliver(peer, LiveEvent::Ephemeral(frame.clone()));
                 }

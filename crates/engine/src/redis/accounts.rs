@@ -14,7 +14,105 @@ use super::{keys, ttl, RedisEngine};
 use crate::memory::{new_guest_id, new_session_token};
 use crate::{Accounts, EngineError};
 
+/// Expired guests' directory entries removed per sweep (one sweep per new guest and
+/// per reaping round): bounded work per call.
+const GUEST_SWEEP: i64 = 100;
+
 impl RedisEngine {
+    /// A guest signed in (or was created): their user hash lives
+    /// `retention.guest_ttl_secs` more, their directory member is (re)indexed, and
+    /// [`keys::GUESTS`] records when it expires. One pipeline; nothing when guests
+    /// never expire.
+    async fn touch_guest(&self, id: &str, member: &str) -> Result<(), EngineError> {
+        let ttl_secs = self.core.retention.guest_ttl_secs;
+        if ttl_secs == 0 {
+            return Ok(());
+        }
+        let expires = crate::events::now_ms() + ttl_secs.saturating_mul(1000);
+        let pipeline = self.core.pool.next_connected().pipeline();
+        let _: () = pipeline
+            .expire(keys::user(id), ttl(ttl_secs), None)
+            .await
+            .map_err(map_err)?;
+        let _: () = pipeline
+            .zadd(keys::NAMES, None, None, false, false, (0.0, member))
+            .await
+            .map_err(map_err)?;
+        let _: () = pipeline
+            .zadd(
+                keys::GUESTS,
+                None,
+                None,
+                false,
+                false,
+                (expires as f64, member),
+            )
+            .await
+            .map_err(map_err)?;
+        all_ok(pipeline.try_all::<Value>().await)?;
+        Ok(())
+    }
+
+    /// Removes the directory members of up to [`GUEST_SWEEP`] guests whose time ran
+    /// out (their user hash expired on its own; sessions expire by their own TTL).
+    pub(crate) async fn sweep_guests(&self) -> Result<(), EngineError> {
+        let now = crate::events::now_ms();
+        let members: Vec<String> = self
+            .core
+            .cmd()
+            .zrangebyscore(
+                keys::GUESTS,
+                "-inf",
+                now as f64,
+                false,
+                Some((0, GUEST_SWEEP)),
+            )
+            .await
+            .map_err(map_err)?;
+        if members.is_empty() {
+            return Ok(());
+        }
+        // Two keys in two slots: two commands (one pipeline).
+        let pipeline = self.core.pool.next_connected().pipeline();
+        let _: () = pipeline
+            .zrem(keys::NAMES, members.clone())
+            .await
+            .map_err(map_err)?;
+        let _: () = pipeline
+            .zrem(keys::GUESTS, members)
+            .await
+            .map_err(map_err)?;
+        all_ok(pipeline.try_all::<Value>().await)?;
+        Ok(())
+    }
+
+    /// Drops the user's expired sessions from their set (one `EXISTS` per member).
+    async fn prune_sessions(&self, set: &str) -> Result<(), EngineError> {
+        let tokens: Vec<String> = self.core.cmd().smembers(set).await.map_err(map_err)?;
+        if tokens.len() < 2 {
+            return Ok(());
+        }
+        let pipeline = self.core.pool.next_connected().pipeline();
+        for token in &tokens {
+            let _: () = pipeline
+                .exists(keys::session(token))
+                .await
+                .map_err(map_err)?;
+        }
+        let alive = all_ok(pipeline.try_all::<Value>().await)?;
+        let gone: Vec<&String> = tokens
+            .iter()
+            .zip(alive)
+            .filter(|(_, n)| n.as_i64() == Some(0))
+            .map(|(t, _)| t)
+            .collect();
+        if !gone.is_empty() {
+            let gone: Vec<String> = gone.into_iter().cloned().collect();
+            let _: i64 = self.core.cmd().srem(set, gone).await.map_err(map_err)?;
+        }
+        Ok(())
+    }
+
     /// Sets the user's name and keeps the directory in step. Returns whether the user
     /// existed. Two round trips (read the old index member, then write), each slot-local
     /// so it works on Redis Cluster too; concurrent renames of one user may leave a stale
@@ -76,6 +174,14 @@ impl Accounts for RedisEngine {
     async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
         let id = new_guest_id();
         self.set_name(&id, name).await?;
+        let _: i64 = self
+            .core
+            .cmd()
+            .hset(keys::user(&id), ("guest", "1"))
+            .await
+            .map_err(map_err)?;
+        self.touch_guest(&id, &keys::name_member(&id, name)).await?;
+        self.sweep_guests().await?;
         Ok(User {
             id,
             name: name.to_string(),
@@ -97,6 +203,7 @@ impl Accounts for RedisEngine {
             .await
             .map_err(map_err)?;
         let set = keys::user_sessions(user_id);
+        self.prune_sessions(&set).await?;
         let _: i64 = self
             .core
             .cmd()
@@ -137,10 +244,19 @@ impl Accounts for RedisEngine {
         let set = keys::user_sessions(&uid);
         let cmd = self.core.cmd();
         let (user, _) = tokio::join!(
-            self.get_user(&uid),
+            cmd.hmget::<Vec<Option<String>>, _, _>(keys::user(&uid), vec!["name", "guest"]),
             cmd.expire::<i64, _>(&set, ttl(ttl_secs), None)
         );
-        user
+        let user = user.map_err(map_err)?;
+        let Some(name) = user.first().cloned().flatten() else {
+            return Ok(None);
+        };
+        if user.get(1).is_some_and(Option::is_some) {
+            // A guest's sign-in slides their expiry.
+            self.touch_guest(&uid, &keys::name_member(&uid, &name))
+                .await?;
+        }
+        Ok(Some(User { id: uid, name }))
     }
 
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {

@@ -36,6 +36,12 @@ impl Cluster {
         Cluster { core }
     }
 
+    /// The most recent partners a presence transition is announced to (an argument
+    /// of `chat_pres_open` / `_close` / `_drop`).
+    fn fanout(&self) -> String {
+        self.core.retention.presence_fanout_max.to_string()
+    }
+
     /// Appends an event to a user's inbox and publishes it (`chat_inbox_append`, in
     /// the user's slot). Returns the new entry's id and the one before it.
     async fn inbox_append(
@@ -114,7 +120,7 @@ impl Cluster {
             .fcall(
                 functions::PRES_DROP,
                 &keys,
-                &[node.to_string()],
+                &[node.to_string(), self.fanout()],
                 &self.core.opts,
             )
             .await?;
@@ -241,7 +247,7 @@ impl Shape for Cluster {
 
     async fn connection_opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
         let keys = vec![keys::presence(user), keys::convs(user)];
-        let args = vec![node.to_string()];
+        let args = vec![node.to_string(), self.fanout()];
         let reply = self
             .core
             .fcall(functions::PRES_OPEN, &keys, &args, &self.core.once)
@@ -274,7 +280,7 @@ impl Shape for Cluster {
 
     async fn connection_closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
         let keys = vec![keys::presence(user), keys::convs(user)];
-        let args = vec![node.to_string()];
+        let args = vec![node.to_string(), self.fanout()];
         let reply = self
             .core
             .fcall(functions::PRES_CLOSE, &keys, &args, &self.core.once)
@@ -320,7 +326,7 @@ impl Shape for Cluster {
             .fcall(
                 functions::PRES_DROP,
                 &keys,
-                &[node.to_string()],
+                &[node.to_string(), self.fanout()],
                 &self.core.opts,
             )
             .await?;

@@ -110,15 +110,33 @@ pub(crate) fn options(timeout: Duration, attempts: u32) -> Options {
     }
 }
 
-/// Maps a fred error: anything that means "Redis is not reachable right now" is
-/// `Unavailable`, everything else `Internal`.
+/// Maps a fred error: anything that means "Redis is not reachable right now" or
+/// "Redis refuses writes right now" ([`is_write_refusal`]) is `Unavailable`,
+/// everything else `Internal`.
 pub(crate) fn map_err(e: FredError) -> EngineError {
-    if is_unavailable(&e) {
+    if is_unavailable(&e) || is_write_refusal(&e) {
         EngineError::Unavailable(e.to_string())
     } else {
         EngineError::Internal(e.to_string())
     }
 }
+
+/// The error replies with which a healthy Redis refuses writes for a while: out of
+/// memory (`OOM`, with `maxmemory` and a `noeviction` policy), a failed background
+/// save (`MISCONF`), too few replicas (`NOREPLICAS`), a replica (`READONLY`), or a
+/// write pause (`NOWRITE`... on some versions). They are `Unavailable`: nothing was
+/// written, and the operator's fix makes the same call succeed.
+pub(crate) fn is_write_refusal(e: &FredError) -> bool {
+    let d = e.details();
+    WRITE_REFUSALS.iter().any(|p| {
+        d.starts_with(p)
+            || d.contains(&format!(" {p} "))
+            || d.contains(&format!("-{p} "))
+            || d.contains(&format!(": {p}"))
+    })
+}
+
+const WRITE_REFUSALS: &[&str] = &["OOM", "MISCONF", "NOREPLICAS", "READONLY", "NOWRITE"];
 
 fn is_unavailable(e: &FredError) -> bool {
     match e.kind() {
@@ -235,6 +253,23 @@ pub(crate) fn entries(v: Value) -> Result<Vec<Entry>, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_refusals_are_unavailable() {
+        for reply in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable",
+            "NOREPLICAS Not enough good replicas to write.",
+            "READONLY You can't write against a read only replica.",
+        ] {
+            let e = FredError::new(ErrorKind::Unknown, reply);
+            assert!(matches!(map_err(e), EngineError::Unavailable(_)), "{reply}");
+        }
+        let e = FredError::new(ErrorKind::Unknown, "ERR wrong number of arguments");
+        assert!(matches!(map_err(e), EngineError::Internal(_)));
+        let e = FredError::new(ErrorKind::Unknown, "ERR no such key BOOM");
+        assert!(matches!(map_err(e), EngineError::Internal(_)));
+    }
 
     #[test]
     fn url_forms() {

@@ -46,6 +46,9 @@ pub(crate) const REAP_BATCH: &str = "chat_reap_batch";
 pub(crate) const CONV_APPEND: &str = "chat_conv_append";
 /// Cluster mode: one inbox append and its publish.
 pub(crate) const INBOX_APPEND: &str = "chat_inbox_append";
+/// A clear: the conversation's half, then each participant's inbox (any mode).
+pub(crate) const CONV_CLEAR: &str = "chat_conv_clear";
+pub(crate) const INBOX_CLEAR: &str = "chat_inbox_clear";
 /// Cluster mode: the conversation half of a read receipt.
 pub(crate) const READ_MARKER: &str = "chat_read_marker";
 /// Cluster mode: the user-slot halves of the presence calls.
@@ -91,7 +94,7 @@ pub(crate) const SEND_KEYS: usize = 11;
 /// Arguments of one message in `chat_send` after the batch's shared ones.
 pub(crate) const SEND_ARGS: usize = 10;
 /// Arguments of a `chat_send` batch before the messages'.
-pub(crate) const BATCH_ARGS: usize = 5;
+pub(crate) const BATCH_ARGS: usize = 6;
 
 /// The JSON of the message a request stores, after its `id` (`,"conversation":…}`):
 /// serialized once by the protocol crate with an empty id, so Lua only prepends
@@ -152,6 +155,7 @@ pub(crate) fn send_call<'a>(
     args.extend(history_args(retention, now_ms));
     args.push(retention.inbox_max_len.to_string());
     args.push(retention.inbox_ttl_secs.to_string());
+    args.push(retention.convs_max.to_string());
     for (req, local) in requests {
         let (from, to) = (req.from.as_str(), req.to.as_str());
         keys.extend([
@@ -259,6 +263,7 @@ impl InboxAppend<'_> {
             self.window.to_string(),
             trace_arg(self.trace),
             self.node.unwrap_or("").to_string(),
+            retention.convs_max.to_string(),
         ];
         (keys, args)
     }
@@ -633,8 +638,9 @@ mod tests {
             node: Some("n1"),
         }
         .call(&Retention::default());
-        assert_eq!((keys.len(), args.len()), (5, 13));
+        assert_eq!((keys.len(), args.len()), (5, 14));
         assert_eq!(&args[1..5], ["m", "1-0", "alice", ">"]);
+        assert_eq!(args[13], Retention::default().convs_max.to_string());
         assert_eq!(args[7], "1");
         assert_eq!((args[10].as_str(), args[12].as_str()), ("16", "n1"));
         assert!(keys.iter().all(|k| slot(k) == slot(&keys[0])));
@@ -658,6 +664,8 @@ mod tests {
             PRES_OPEN,
             PRES_CLOSE,
             PRES_DROP,
+            CONV_CLEAR,
+            INBOX_CLEAR,
         ] {
             assert!(LIBRARY.contains(&format!("register_function('{f}'")), "{f}");
         }

@@ -8,6 +8,7 @@
 //!
 //! - a message: `m` = `<d><other> <message id> <sent_at> <body>`;
 //! - a read receipt: `r` = `<d><other> <id read up to>`;
+//! - a clear of the conversation: `c` = `><other> <newest message cleared>`;
 //!
 //! with `<d>` `>` when the owner sent (or read) and `<` when the other participant did.
 //! Entries carry no link to their predecessor: a read in order knows it (and the live
@@ -65,6 +66,11 @@ pub(crate) fn event(owner: &str, entry: &Entry, prev: StreamId) -> Result<InboxE
             up_to: rest,
         }
         .to_json(),
+        "c" => Event::Cleared {
+            conversation: &conversation,
+            up_to: rest,
+        }
+        .to_json(),
         _ => return Err(bad()),
     };
     Ok(InboxEvent {
@@ -73,6 +79,32 @@ pub(crate) fn event(owner: &str, entry: &Entry, prev: StreamId) -> Result<InboxE
         json: Bytes::from(json),
         trace: None,
     })
+}
+
+/// Whether an entry of an inbox is a message that a clear of its conversation
+/// deleted: `cleared` maps the other participant to the newest message cleared (the
+/// inbox's `clr` hash).
+pub(crate) fn hidden_by_clear(entry: &Entry, cleared: &[(String, StreamId)]) -> bool {
+    if cleared.is_empty() {
+        return false;
+    }
+    let Some(value) = entry.bytes("m") else {
+        return false;
+    };
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let mut parts = value.splitn(3, ' ');
+    let (Some(head), Some(id)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let other = head.get(1..).unwrap_or("");
+    let Some(id) = StreamId::parse(id) else {
+        return false;
+    };
+    cleared
+        .iter()
+        .any(|(peer, up_to)| peer == other && id <= *up_to)
 }
 
 /// The message a conversation stream entry of the conversation between `a` and `b`

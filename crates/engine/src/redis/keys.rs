@@ -67,6 +67,12 @@ pub fn inbox_head(user: &str) -> String {
     format!("{}:head", user_tag(user))
 }
 
+/// The clears of the user's conversations: hash other participant → the newest
+/// message cleared; reads of the inbox skip those messages. Expires with the inbox.
+pub fn inbox_cleared(user: &str) -> String {
+    format!("{}:clr", user_tag(user))
+}
+
 /// The user's conversation index: sorted set of peer ids scored by last message ms.
 pub fn convs(user: &str) -> String {
     format!("{}:convs", user_tag(user))
@@ -92,6 +98,10 @@ pub fn user(id: &str) -> String {
 /// `ZRANGEBYLEX` finds names by prefix.
 pub const NAMES: &str = "chat:names";
 
+/// Guests' expiry: sorted set of directory members (as [`NAMES`]) scored by the ms
+/// their user hash expires; swept to drop expired guests from the directory.
+pub const GUESTS: &str = "chat:guests";
+
 /// The directory member of a user.
 pub fn name_member(id: &str, name: &str) -> String {
     format!("{}\0{id}", name.to_lowercase())
@@ -111,6 +121,11 @@ pub fn node_users(node: &str) -> String {
 /// The node's heartbeat: exists while the node is alive (`SET … EX ttl`).
 pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}:alive")
+}
+
+/// The node's readiness probe: written (`SET … EX 60`) by every `/readyz`.
+pub fn node_ready(node: &str) -> String {
+    format!("{PREFIX}node:{node}:ready")
 }
 
 /// Claimed (`SET NX EX 30`) by the node that cleans up after a dead `node`.
@@ -167,6 +182,10 @@ mod tests {
         let slot = fred::util::redis_keyslot(inbox("alice").as_bytes());
         assert_eq!(slot, fred::util::redis_keyslot(convs("alice").as_bytes()));
         assert_eq!(slot, fred::util::redis_keyslot(channel("alice").as_bytes()));
+        assert_eq!(
+            slot,
+            fred::util::redis_keyslot(inbox_cleared("alice").as_bytes())
+        );
         assert_eq!(
             slot,
             fred::util::redis_keyslot(inbox_head("alice").as_bytes())

@@ -218,10 +218,27 @@ impl Node for RedisEngine {
         "redis"
     }
 
+    /// A probe write (`SET chat:node:<id>:ready`, expiring), not just a `PING`: a
+    /// Redis that answers but refuses writes (out of memory, `MISCONF`, a replica…)
+    /// is not ready, and is again as soon as a write succeeds.
     async fn ready(&self) -> bool {
         let opts = conn::options(self.core.timeout.min(Duration::from_secs(1)), 1);
-        let pong: Result<String, _> = self.core.pool.with_options(&opts).ping(None).await;
-        pong.is_ok() && self.core.subscribers.connected()
+        let probe: Result<(), _> = self
+            .core
+            .pool
+            .with_options(&opts)
+            .set(
+                keys::node_ready(&self.core.node_id),
+                crate::events::now_ms(),
+                Some(Expiration::EX(60)),
+                None,
+                false,
+            )
+            .await;
+        if let Err(e) = &probe {
+            tracing::warn!(error = %e, "readiness probe write failed");
+        }
+        probe.is_ok() && self.core.subscribers.connected()
     }
 
     fn node_id(&self) -> &str {

@@ -47,6 +47,8 @@ impl Presence for RedisEngine {
     }
 
     async fn reap_dead_nodes(&self) -> Result<usize, EngineError> {
+        // Every node runs this every few seconds: expired guests leave the directory.
+        self.sweep_guests().await?;
         let nodes: Vec<String> = self
             .core
             .cmd()

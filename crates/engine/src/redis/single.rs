@@ -81,7 +81,7 @@ pub(crate) async fn send_batch(
 
 /// Keys and arguments of `chat_conn_close` and `chat_conn_drop`: the offline payloads
 /// are built here, for now.
-fn node_user_call(user: &str, node: &str) -> (Vec<String>, Vec<String>) {
+fn node_user_call(user: &str, node: &str, fanout: u64) -> (Vec<String>, Vec<String>) {
     let keys = vec![
         keys::presence(user),
         keys::node_users(node),
@@ -97,6 +97,7 @@ fn node_user_call(user: &str, node: &str) -> (Vec<String>, Vec<String>) {
         now,
         offline.partner,
         offline.global,
+        fanout.to_string(),
     ];
     (keys, args)
 }
@@ -140,6 +141,7 @@ impl Shape for Single {
             keys::PRESENCE_CHANNEL.to_string(),
             online.partner,
             online.global,
+            self.core.retention.presence_fanout_max.to_string(),
         ];
         // Not idempotent: never written twice.
         let reply = self
@@ -150,7 +152,7 @@ impl Shape for Single {
     }
 
     async fn connection_closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
-        let (keys, args) = node_user_call(user, node);
+        let (keys, args) = node_user_call(user, node, self.core.retention.presence_fanout_max);
         self.core
             .fcall(functions::CONN_CLOSE, &keys, &args, &self.core.once)
             .await?;
@@ -158,7 +160,7 @@ impl Shape for Single {
     }
 
     async fn drop_presence(&self, user: &str, node: &str) -> Result<(), EngineError> {
-        let (keys, args) = node_user_call(user, node);
+        let (keys, args) = node_user_call(user, node, self.core.retention.presence_fanout_max);
         // Idempotent: a resent call finds nothing left to drop.
         self.core
             .fcall(functions::CONN_DROP, &keys, &args, &self.core.opts)
@@ -191,6 +193,7 @@ impl Shape for Single {
             offline.before,
             offline.between,
             offline.after,
+            self.core.retention.presence_fanout_max.to_string(),
         ];
         loop {
             let left = self

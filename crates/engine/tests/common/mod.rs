@@ -464,3 +464,187 @@ pub async fn disconnect_reaches_the_sink(engine: Arc<dyn Engine>, sink: Arc<Rec>
     assert_eq!(sink.disconnects("kim"), 0);
     assert_eq!(sink.disconnects("jay"), 1);
 }
+
+/// A clear tells both participants (a stored `cleared` event, live and in the inbox),
+/// and no read of the inbox returns the cleared messages again, from any cursor,
+/// while the `prev` chain still proves every read contiguous.
+pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    let (kim, lou, max) = ("clr-kim", "clr-lou", "clr-max");
+    e.subscribe(kim).await.unwrap();
+    e.subscribe(lou).await.unwrap();
+    let before = send(e, kim, max, "to max, kept").await;
+    let m1 = send(e, kim, lou, "one").await;
+    let m2 = send(e, lou, kim, "two").await;
+    let other = send(e, max, kim, "from max, kept").await;
+    let start = e.read_inbox(kim, StreamId::ZERO, 100).await.unwrap();
+    assert_eq!(start.len(), 4);
+    assert_eq!(json(&start[1])["message"]["id"], m1.id.as_str());
+    let cursor_m1 = start[1].id; // kim saw m1, not m2
+
+    let up_to = e.clear_conversation(lou, kim).await.unwrap();
+    assert_eq!(up_to, Some(id(&m2)));
+    assert!(e.history(kim, lou, None, 10).await.unwrap().0.is_empty());
+    let cleared = serde_json::json!({
+        "type": "cleared", "conversation": "dm:clr-kim:clr-lou", "up_to": m2.id,
+    });
+    for user in [kim, lou] {
+        until("cleared delivered live", || {
+            sink.inbox(user)
+                .iter()
+                .any(|j| serde_json::from_str::<serde_json::Value>(j).unwrap() == cleared)
+        })
+        .await;
+    }
+
+    // From the start: the cleared messages are gone, the rest chains.
+    let all = e.read_inbox(kim, StreamId::ZERO, 100).await.unwrap();
+    let shown: Vec<serde_json::Value> = all.iter().map(json).collect();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert_eq!(shown[0]["message"]["id"], before.id.as_str());
+    assert_eq!(shown[1]["message"]["id"], other.id.as_str());
+    assert_eq!(shown[2], cleared);
+    assert_chain(&all);
+    // From a cursor before the cleared messages: proven (first prev = the cursor).
+    let page = e.read_inbox(kim, start[0].id, 100).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].prev, start[0].id);
+    assert_eq!(page[1].prev, page[0].id);
+    assert_eq!(json(&page[1]), cleared);
+    // From a cursor that is itself a cleared message the client saw live: proven too.
+    let page = e.read_inbox(kim, cursor_m1, 100).await.unwrap();
+    assert_eq!(
+        page.len(),
+        2,
+        "{:?}",
+        page.iter().map(json).collect::<Vec<_>>()
+    );
+    assert_eq!(page[0].prev, cursor_m1);
+    assert_eq!(json(&page[0])["message"]["id"], other.id.as_str());
+    // Paging with small counts skips the same messages.
+    let mut after = StreamId::ZERO;
+    let mut paged = Vec::new();
+    loop {
+        let page = e.read_inbox(kim, after, 1).await.unwrap();
+        let Some(event) = page.into_iter().next() else {
+            break;
+        };
+        after = event.id;
+        paged.push(event);
+    }
+    assert_eq!(paged, all);
+    // The other participant too.
+    let lou_all = e.read_inbox(lou, StreamId::ZERO, 100).await.unwrap();
+    assert_eq!(lou_all.len(), 1);
+    assert_eq!(json(&lou_all[0]), cleared);
+    assert_eq!(lou_all[0].prev, StreamId::ZERO);
+
+    // Later messages of the conversation are shown; a clear of nothing tells no one.
+    let m3 = send(e, lou, kim, "after the clear").await;
+    let tail = e.read_inbox(kim, all[2].id, 100).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(json(&tail[0])["message"]["id"], m3.id.as_str());
+    assert_eq!(tail[0].prev, all[2].id);
+    assert_eq!(e.clear_conversation("clr-x", "clr-y").await.unwrap(), None);
+    assert!(e
+        .read_inbox("clr-x", StreamId::ZERO, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The retention [`growth_is_bounded`] expects: 3 conversations per user, presence
+/// told to the 2 most recent partners.
+pub fn bounded_retention() -> chat_engine::Retention {
+    chat_engine::Retention {
+        convs_max: 3,
+        presence_fanout_max: 2,
+        ..chat_engine::Retention::default()
+    }
+}
+
+/// With [`bounded_retention`]: a user's conversation list keeps the 3 most recent
+/// conversations, and a presence transition reaches only the 2 most recent partners,
+/// however many partners there were.
+pub async fn growth_is_bounded(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    let user = "gb-user";
+    let peers: Vec<String> = (1..=5).map(|i| format!("gb-p{i}")).collect();
+    for peer in &peers {
+        e.subscribe(peer).await.unwrap();
+        send(e, user, peer, "hi").await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let list: Vec<String> = e
+        .conversations(user, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.peer.id)
+        .collect();
+    assert_eq!(list, ["gb-p5", "gb-p4", "gb-p3"]);
+    // An old conversation that gets a new message comes back (the oldest left goes).
+    send(e, &peers[0], user, "back").await;
+    let list: Vec<String> = e
+        .conversations(user, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.peer.id)
+        .collect();
+    assert_eq!(list, ["gb-p1", "gb-p5", "gb-p4"]);
+    // The peers' own lists are theirs.
+    assert_eq!(e.conversations("gb-p3", 10).await.unwrap().len(), 1);
+
+    e.connection_opened(user, "n1").await.unwrap();
+    let told = |peer: &str| {
+        sink.ephemeral(peer)
+            .iter()
+            .any(|f| f.contains("\"presence\"") && f.contains(user))
+    };
+    until("the 2 most recent partners are told", || {
+        told("gb-p1") && told("gb-p5")
+    })
+    .await;
+    for peer in ["gb-p4", "gb-p3", "gb-p2"] {
+        barrier(e, &sink, peer, "gb").await;
+        assert!(!told(peer), "{peer} is beyond the fan-out bound");
+    }
+    e.connection_closed(user, "n1").await.unwrap();
+}
+
+/// With `retention.guest_ttl_secs` = 1: a guest who does not sign in for a second is
+/// gone (record, directory entry, sessions); each sign-in pushes that back.
+pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    let kept = e.create_guest("Keptguest").await.unwrap();
+    let gone = e.create_guest("Goneguest").await.unwrap();
+    let session = e.create_session(&kept.id, 60).await.unwrap();
+    let gone_session = e.create_session(&gone.id, 60).await.unwrap();
+    // Kept signs in every 400 ms; Gone never again.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(e.resume_session(&session, 60).await.unwrap().is_some());
+    }
+    assert_eq!(e.get_user(&kept.id).await.unwrap(), Some(kept.clone()));
+    assert_eq!(e.get_user(&gone.id).await.unwrap(), None, "expired");
+    assert!(e.resume_session(&gone_session, 60).await.unwrap().is_none());
+    // A later guest (or a reaping round) sweeps the directory.
+    e.create_guest("Otherguest").await.unwrap();
+    e.reap_dead_nodes().await.unwrap();
+    let found: Vec<String> = e
+        .search_users("", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert!(found.contains(&kept.id), "{found:?}");
+    assert!(!found.contains(&gone.id), "{found:?}");
+    // Token users never expire.
+    e.upsert_user("gx-token", "Token").await.unwrap();
+    let s = e.create_session("gx-token", 60).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(e.get_user("gx-token").await.unwrap().is_some());
+    assert!(e.resume_session(&s, 60).await.unwrap().is_some());
+}

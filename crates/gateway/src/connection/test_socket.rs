@@ -270,7 +270,11 @@ mod flaky_impl {
         ) -> Result<(Vec<Message>, bool), EngineError> {
             self.inner.history(a, b, before, limit).await
         }
-        async fn clear_conversation(&self, a: &str, b: &str) -> Result<(), EngineError> {
+        async fn clear_conversation(
+            &self,
+            a: &str,
+            b: &str,
+        ) -> Result<Option<StreamId>, EngineError> {
             self.inner.clear_conversation(a, b).await
         }
         async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError> {

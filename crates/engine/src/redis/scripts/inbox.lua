@@ -15,7 +15,11 @@ Key layout (see crates/engine/src/redis/keys.rs):
                                      without what the owner implies; see
                                      message_entry)
   chat:{u:<id>}:head                 the inbox's newest id (expires with the inbox)
-  chat:{u:<id>}:convs                sorted set: peer id -> last message ms
+  chat:{u:<id>}:clr                  hash: peer id -> newest message of the conversation
+                                     a clear deleted (reads skip those; expires with
+                                     the inbox; see chat_inbox_clear)
+  chat:{u:<id>}:convs                sorted set: peer id -> last message ms (at most
+                                     convs_max: the oldest are dropped)
   chat:{u:<id>}:ch                   sharded pub/sub channel
   chat:{u:<id>}:pres                 presence hash: node -> open connections
   chat:user:<id>                     user hash; seen = when the user went offline
@@ -54,10 +58,11 @@ local function elsewhere(pres, node)
   return false
 end
 
--- The inbox options of a call: {max_len, ttl, head_ttl} (strings; head_ttl nil
--- without an inbox ttl).
-local function inbox_opts(max_len, ttl)
-  local o = {max_len = max_len, ttl = ttl}
+-- The inbox options of a call: {max_len, ttl, head_ttl, convs_max} (strings;
+-- head_ttl nil without an inbox ttl; convs_max: conversations kept in a user's index,
+-- nil or 0 = unlimited).
+local function inbox_opts(max_len, ttl, convs_max)
+  local o = {max_len = max_len, ttl = ttl, convs_max = tonumber(convs_max) or 0}
   local secs = tonumber(ttl) or 0
   if secs > 0 then
     o.head_ttl = string.format('%d', math.max(1, math.floor(secs / 64)))
@@ -110,7 +115,11 @@ local function inbox_append(inbox, head, convs, ch, event, kind, entry, peer, sc
   end
   local prev = move_head(inbox, head, id, o)
   if convs then
-    redis.call('ZADD', convs, score, peer)
+    -- A new peer may take the index over its bound: the oldest conversations go.
+    if redis.call('ZADD', convs, score, peer) == 1 and o.convs_max > 0
+        and redis.call('ZCARD', convs) > o.convs_max then
+      redis.call('ZREMRANGEBYRANK', convs, 0, -(o.convs_max + 1))
+    end
   end
   if not publish then
     return id, prev

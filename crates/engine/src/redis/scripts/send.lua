@@ -153,8 +153,9 @@ KEYS: 11 per message, the message's keys starting at 11 * (i - 1) + 1:
       1 msgs, 2 meta, 3 inbox(from), 4 head(from), 5 convs(from), 6 ch(from),
       7 pres(from), 8 inbox(to), 9 head(to), 10 convs(to), 11 ch(to)
 ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms (the node's clock, for the
-      age limit), 4 inbox_max_len, 5 inbox_ttl_secs, then 10 per message starting at
-      10 * (i - 1) + 6: conversation, from, to, body, sent_at, nonce ('' = none),
+      age limit), 4 inbox_max_len, 5 inbox_ttl_secs, 6 convs_max (conversations kept
+      per user index, oldest dropped; 0 = unlimited), then 10 per message starting at
+      10 * (i - 1) + 7: conversation, from, to, body, sent_at, nonce ('' = none),
       nonce_ttl, tail (the message JSON after its id), traceparent ('' = none),
       sending node ('' = none)
 With a sending node, the sender's own live event is published only if the sender
@@ -165,11 +166,11 @@ stored message's id, its conversation entry ('' if trimmed), ''. The node builds
 message's JSON from its id and the tail it passed. ]]
 redis.register_function('chat_send', function(keys, args)
   local o = conv_opts(args, 1)
-  local io = inbox_opts(args[4], args[5])
+  local io = inbox_opts(args[4], args[5], args[6])
   local out = {}
-  local n = (#args - 5) / 10
+  local n = (#args - 6) / 10
   for i = 0, n - 1 do
-    local k, j = 11 * i, 10 * i + 6
+    local k, j = 11 * i, 10 * i + 7
     local a = conv_args(args, j)
     local trace, node = args[j + 8], args[j + 9]
     local dup, mid, msg = conv_append(keys[k + 1], keys[k + 2], a, o)
@@ -212,7 +213,8 @@ ARGV: 1 event JSON (published), 2 kind ('m' a message: the conversation index is
       6 body, 7 sent_at (messages; '' otherwise), 8 score (message ms),
       9 inbox_max_len, 10 inbox_ttl_secs, 11 window, 12 traceparent ('' = none),
       13 calling node that delivers to the user's connections itself ('' = none:
-      publish; otherwise publish only if the user has connections elsewhere)
+      publish; otherwise publish only if the user has connections elsewhere),
+      14 convs_max (as chat_send's)
 A message is not appended again when one of the inbox's newest `window` entries
 already holds it (a retried send; window 0: a first attempt, not searched).
 Returns {id, prev, appended (0 or 1)}. ]]
@@ -236,6 +238,62 @@ redis.register_function('chat_inbox_append', function(keys, args)
   end
   local publish = elsewhere(keys[5], args[13])
   local id, prev = inbox_append(keys[1], keys[2], convs, keys[4], args[1], kind, entry, other,
-    args[8], inbox_opts(args[9], args[10]), args[12], publish)
+    args[8], inbox_opts(args[9], args[10], args[14]), args[12], publish)
   return {id, prev, 1}
+end)
+
+-- Whether stream id `a` is older than `b` (ids are '<ms>-<seq>'; '' is older than all).
+local function id_older(a, b)
+  if a == '' then
+    return b ~= ''
+  end
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if not bms then
+    return false
+  end
+  if not ams then
+    return true
+  end
+  if tonumber(ams) ~= tonumber(bms) then
+    return tonumber(ams) < tonumber(bms)
+  end
+  return tonumber(aseq) < tonumber(bseq)
+end
+
+--[[ chat_conv_clear: deletes a conversation's history (its stream and meta hash).
+KEYS: 1 msgs, 2 meta
+Returns the id of the newest message it held ('' when it held none); the node then
+tells both participants (chat_inbox_clear). ]]
+redis.register_function('chat_conv_clear', function(keys, args)
+  local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
+  local up_to = redis.call('HGET', keys[2], 'last') or ''
+  if #newest > 0 and id_older(up_to, newest[1][1]) then
+    up_to = newest[1][1]
+  end
+  redis.call('DEL', keys[1], keys[2])
+  return up_to
+end)
+
+--[[ chat_inbox_clear: one participant of a cleared conversation is told.
+KEYS: 1 inbox, 2 head, 3 ch, 4 clr (all of one user)
+ARGV: 1 the cleared event JSON (published), 2 the other participant, 3 up_to (the
+      newest message the clear deleted), 4 inbox_max_len, 5 inbox_ttl_secs
+Records up_to in clr (field: the other participant; only forward; the hash expires
+with the inbox), so reads skip the conversation's messages up to it, then appends the
+cleared entry (c = '><other> <up_to>') and publishes the event.
+Returns {id, prev}. ]]
+redis.register_function('chat_inbox_clear', function(keys, args)
+  local other, up_to = args[2], args[3]
+  local marker = redis.call('HGET', keys[4], other) or ''
+  if id_older(marker, up_to) then
+    redis.call('HSET', keys[4], other, up_to)
+  end
+  local ttl = tonumber(args[5]) or 0
+  if ttl > 0 then
+    redis.call('EXPIRE', keys[4], args[5])
+  end
+  local id, prev = inbox_append(keys[1], keys[2], nil, keys[3], args[1], 'c',
+    '>' .. other .. ' ' .. up_to, other, nil, inbox_opts(args[4], args[5]), '', true)
+  return {id, prev}
 end)
