@@ -237,14 +237,19 @@ fn kind(f: &ClientFrame) -> &'static str {
 fn check(text: &str, tally: &mut Tally) -> Result<(), String> {
     match parse_client_frame(text) {
         Ok(frame) => {
-            if frame.reference().is_some_and(|r| r.chars().count() > MAX_REF) {
+            if frame
+                .reference()
+                .is_some_and(|r| r.chars().count() > MAX_REF)
+            {
                 return Err("accepted a ref longer than MAX_REF".into());
             }
             let json = serde_json::to_string(&frame).map_err(|e| format!("serialize: {e}"))?;
             let again = parse_client_frame(&json)
                 .map_err(|e| format!("round trip refused ({e}): {json}"))?;
             if again != frame {
-                return Err(format!("round trip changed the frame: {frame:?} -> {again:?}"));
+                return Err(format!(
+                    "round trip changed the frame: {frame:?} -> {again:?}"
+                ));
             }
             *tally.accepted.entry(kind(&frame)).or_default() += 1;
         }
@@ -252,7 +257,10 @@ fn check(text: &str, tally: &mut Tally) -> Result<(), String> {
             if e.message.is_empty() {
                 return Err("refused with an empty message".into());
             }
-            if e.reference.as_ref().is_some_and(|r| r.chars().count() > MAX_REF) {
+            if e.reference
+                .as_ref()
+                .is_some_and(|r| r.chars().count() > MAX_REF)
+            {
                 return Err("error echoes a ref longer than MAX_REF".into());
             }
             tally.refused += 1;
@@ -313,8 +321,15 @@ fn run(cases: u64) {
     // The generator must keep producing both kinds of input: if mutations stopped
     // yielding valid frames (or stopped breaking them), the test would prove little.
     if cases >= 10_000 {
-        assert!(tally.refused > cases / 4, "too few refused inputs: {}", tally.refused);
-        assert!(accepted > cases / 100, "too few accepted inputs: {accepted}");
+        assert!(
+            tally.refused > cases / 4,
+            "too few refused inputs: {}",
+            tally.refused
+        );
+        assert!(
+            accepted > cases / 100,
+            "too few accepted inputs: {accepted}"
+        );
         for k in [
             "hello",
             "ping",
@@ -326,9 +341,15 @@ fn run(cases: u64) {
             "users",
             "watch",
         ] {
-            assert!(tally.accepted.contains_key(k), "no {k} frame was ever accepted");
+            assert!(
+                tally.accepted.contains_key(k),
+                "no {k} frame was ever accepted"
+            );
         }
-        assert!(tally.server_accepted > 0, "no server frame was ever accepted");
+        assert!(
+            tally.server_accepted > 0,
+            "no server frame was ever accepted"
+        );
     }
 }
 
