@@ -94,7 +94,8 @@ fn chaos_injects_each_fault_once_and_reports_consistent_verdicts() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("cluster");
     let port = free_ports();
-    let _cluster = LocalCluster::up(&run_dir, port);
+    let cluster = LocalCluster::up(&run_dir, port);
+    let pids_before = env_pids(&run_dir);
     let out_path = dir.path().join("chaos.json");
     let out = Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
         .current_dir(root())
@@ -206,5 +207,51 @@ fn chaos_injects_each_fault_once_and_reports_consistent_verdicts() {
     if exactly_once {
         assert_eq!(u(r, "delivered"), u(r, "acked") + u(r, "delivered_unacked"));
     }
+
+    // The restarts happened (node 1 and Redis run under new pids, recorded where `down`
+    // finds them), and `down` stops the restarted processes too.
+    let pids_after = env_pids(&run_dir);
+    assert_ne!(
+        pids_after.gateways[0], pids_before.gateways[0],
+        "gw-1 was restarted"
+    );
+    assert_eq!(
+        pids_after.gateways[1], pids_before.gateways[1],
+        "gw-2 was left alone"
+    );
+    assert_ne!(pids_after.redis, pids_before.redis, "redis was restarted");
+    drop(cluster);
+    for pid in pids_after.gateways.iter().chain([&pids_after.redis]) {
+        // Gone, or a zombie not reaped yet (no command line any more).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            cmdline.is_empty(),
+            "pid {pid} still runs after scripts/cluster down: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
     eprintln!("{stdout}");
+}
+
+struct Pids {
+    gateways: Vec<String>,
+    redis: String,
+}
+
+/// GATEWAY_PIDS and REDIS_PID of the run folder's cluster.env.
+fn env_pids(run_dir: &Path) -> Pids {
+    let env = std::fs::read_to_string(run_dir.join("cluster.env")).expect("cluster.env");
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {env}"))
+            .to_string()
+    };
+    Pids {
+        gateways: get("GATEWAY_PIDS=")
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        redis: get("REDIS_PID="),
+    }
 }
