@@ -73,7 +73,15 @@ pub fn schedule(
     out
 }
 
-/// Nodes listed in `<run_dir>/cluster.env` (GATEWAY_PIDS).
+/// The nodes a node-kill cycles through: `--nodes`, else as many as
+/// `<run_dir>/cluster.env` lists in GATEWAY_PIDS.
+pub fn nodes(a: &ChaosArgs) -> Result<u32> {
+    match a.nodes {
+        Some(n) => Ok(n),
+        None => nodes_in(&a.run_dir),
+    }
+}
+
 fn nodes_in(run_dir: &str) -> Result<u32> {
     let path = std::path::Path::new(run_dir).join("cluster.env");
     let env = std::fs::read_to_string(&path)
@@ -301,10 +309,7 @@ pub async fn chaos(g: &Global, a: &ChaosArgs) -> Result<Done<ChaosResult>> {
     if users < 2 {
         bail!("chaos needs at least 2 users");
     }
-    let nodes = match a.nodes {
-        Some(n) => n,
-        None => nodes_in(&a.run_dir)?,
-    };
+    let nodes = nodes(a)?;
     if a.faults.contains(&Fault::NodeKill) && nodes == 0 {
         bail!("node-kill needs the number of nodes (--nodes, or a cluster.env in --run-dir)");
     }

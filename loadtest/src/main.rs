@@ -197,7 +197,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
                     first_at_secs: a.first_at_secs,
                     every_secs: a.every_secs,
                     pause_ms: a.pause_ms,
-                    nodes: a.nodes.unwrap_or(0),
+                    nodes: chaos::nodes(a).unwrap_or(0),
                     cluster_script: a.cluster_script.clone(),
                     run_dir: a.run_dir.clone(),
                 },

@@ -134,6 +134,7 @@ fn chaos_injects_each_fault_once_and_reports_consistent_verdicts() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap())
         .expect("the report is JSON");
     assert_eq!(report["scenario"], "chaos");
+    assert_eq!(report["params"]["nodes"], 2, "read from cluster.env");
     let r = &report["result"];
 
     // One injection of each fault, in order, each command succeeded.
