@@ -1,13 +1,13 @@
 //! Command-line interface: global options (targets, report, plots, workers, the
 //! processes to watch) and one subcommand per scenario.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-loadtest",
     version,
-    about = "Load-test harness of the chat cluster: connect, dm, ramp and reconnect-storm scenarios."
+    about = "Load-test harness of the chat cluster: connect, dm, ramp, reconnect-storm and chaos scenarios."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -110,9 +110,82 @@ pub enum Scenario {
         #[arg(long)]
         kill_gateway_pid: Option<u32>,
     },
+    /// `dm` load on a local cluster (scripts/cluster up --aof) while faults are injected
+    /// on a schedule: a node SIGKILLed and restarted, Redis's pub/sub clients killed,
+    /// Redis writes paused, Redis SIGKILLed and restarted. Checks every acked message
+    /// is delivered exactly once, in order, and every client recovers; figures per fault.
+    Chaos(ChaosArgs),
     /// Internal: one worker process's share (JSON job on stdin).
     #[command(hide = true)]
     Worker,
+}
+
+/// A fault the chaos scenario injects, each through `<cluster-script> <subcommand>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fault {
+    /// `restart-node N`: SIGKILL node gw-N, start it again (N cycles over the nodes).
+    NodeKill,
+    /// `kill-pubsub`: CLIENT KILL TYPE pubsub on Redis.
+    PubsubKill,
+    /// `pause-writes MS`: CLIENT PAUSE MS WRITE on Redis.
+    WritePause,
+    /// `restart-redis`: SIGKILL Redis, start it again (AOF reload).
+    RedisRestart,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::NodeKill => "node-kill",
+            Fault::PubsubKill => "pubsub-kill",
+            Fault::WritePause => "write-pause",
+            Fault::RedisRestart => "redis-restart",
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ChaosArgs {
+    #[arg(long, default_value_t = 40)]
+    pub users: u64,
+    /// Messages per second for all users together.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// How long the sends go on (faults are injected within it).
+    #[arg(long, default_value_t = 120.0)]
+    pub duration_secs: f64,
+    /// After the last send, how long to wait for outstanding acks and deliveries.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_secs: f64,
+    #[arg(long, default_value_t = 200.0)]
+    pub connect_rate: f64,
+    /// Fault kinds, injected in this order round-robin (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "node-kill,pubsub-kill,write-pause,redis-restart"
+    )]
+    pub faults: Vec<Fault>,
+    /// First injection, seconds after the sends start.
+    #[arg(long, default_value_t = 5.0)]
+    pub first_at_secs: f64,
+    /// Seconds between injections.
+    #[arg(long, default_value_t = 10.0)]
+    pub every_secs: f64,
+    /// Length of a write pause.
+    #[arg(long, default_value_t = 2000)]
+    pub pause_ms: u64,
+    /// Runs `<script> restart-node N|kill-pubsub|pause-writes MS|restart-redis --run-dir <dir>`.
+    #[arg(long, default_value = "scripts/cluster")]
+    pub cluster_script: String,
+    /// The cluster's run folder (as given to `scripts/cluster up --run-dir`).
+    #[arg(long, default_value = "run/cluster")]
+    pub run_dir: String,
+    /// Nodes a node-kill cycles through (default: as many as the run folder's
+    /// cluster.env lists in GATEWAY_PIDS).
+    #[arg(long)]
+    pub nodes: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -4,8 +4,9 @@
 //! - [`cli`]: options and one subcommand per scenario.
 //! - [`scenario`]: each scenario as the parent runs it (split, measure, merge, report).
 //! - [`fleet`]: the load in this process or in worker processes (JSON lines).
-//! - [`connect`] and [`dm`]: what one process does (`dm` also runs `ramp` and
-//!   `reconnect-storm`).
+//! - [`connect`] and [`dm`]: what one process does (`dm` also runs `ramp`,
+//!   `reconnect-storm` and `chaos`).
+//! - [`chaos`]: the fault schedule and injector of the `chaos` scenario, its verdicts.
 //! - [`net`]: sockets from spread 127.0.0.0/8 source addresses, `hello` / `welcome`.
 //! - [`record`], [`stats`]: counters, HDR histograms, progress lines.
 //! - [`report`]: the JSON report (`--out`) as typed structs.
@@ -15,6 +16,7 @@
 //! The harness only talks to the targets it is given and stops by itself: every phase
 //! has a deadline.
 
+mod chaos;
 mod cli;
 mod connect;
 mod dm;
@@ -31,7 +33,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, DmArgs, Scenario};
-use report::{ConnectParams, DmParams, Environment, RampParams, Report, Run, StormParams};
+use report::{
+    ChaosParams, ConnectParams, DmParams, Environment, RampParams, Report, Run, StormParams,
+};
 
 /// jemalloc: the harness shares the machine with what it measures; glibc's malloc
 /// cost it noticeably more CPU per message.
@@ -175,6 +179,31 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
                 "reconnect-storm",
                 done.map(|result| Run::ReconnectStorm { params, result }),
             )
+        }
+        Scenario::Chaos(a) => {
+            let params = scenario::params(
+                g,
+                ChaosParams {
+                    dm: DmParams {
+                        users: a.users,
+                        rate: a.rate,
+                        duration_secs: a.duration_secs,
+                        warmup_secs: 0.0,
+                        drain_secs: a.drain_secs,
+                        body_bytes: 0,
+                        connect_rate: a.connect_rate,
+                    },
+                    faults: a.faults.iter().map(|f| f.name().to_string()).collect(),
+                    first_at_secs: a.first_at_secs,
+                    every_secs: a.every_secs,
+                    pause_ms: a.pause_ms,
+                    nodes: chaos::nodes(a).unwrap_or(0),
+                    cluster_script: a.cluster_script.clone(),
+                    run_dir: a.run_dir.clone(),
+                },
+            );
+            let done = chaos::chaos(g, a).await?;
+            ("chaos", done.map(|result| Run::Chaos { params, result }))
         }
         Scenario::Worker => unreachable!("handled above"),
     };

@@ -55,6 +55,11 @@ pub enum Run {
         params: Params<StormParams>,
         result: DmResult,
     },
+    #[serde(rename = "chaos")]
+    Chaos {
+        params: Params<ChaosParams>,
+        result: ChaosResult,
+    },
 }
 
 impl Report {
@@ -607,4 +612,115 @@ mod tests {
             (o, n) => assert_eq!(o, n, "{at}"),
         }
     }
+}
+
+/// `chaos`: `dm` load on a real cluster while faults are injected on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChaosParams {
+    #[serde(flatten)]
+    pub dm: DmParams,
+    /// The fault kinds, injected in this order, round-robin.
+    pub faults: Vec<String>,
+    pub first_at_secs: f64,
+    pub every_secs: f64,
+    pub pause_ms: u64,
+    /// Nodes a `node-kill` cycles through (gw-1 … gw-N).
+    pub nodes: u32,
+    /// The command that injects faults (`<script> <fault> … --run-dir <run_dir>`).
+    pub cluster_script: String,
+    pub run_dir: String,
+}
+
+/// `chaos`: the whole run's figures, the verdicts, and the figures per fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChaosResult {
+    pub users: u64,
+    pub connected: u64,
+    pub connect_failures: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub send_errors: BTreeMap<String, u64>,
+    pub unacked: u64,
+    pub delivered: u64,
+    /// Acked, never delivered to the recipient's connection.
+    pub lost: u64,
+    /// Delivered twice under two ids, or under another id than the ack's.
+    pub duplicated: u64,
+    /// Delivered after a later message of the same sender.
+    pub out_of_order: u64,
+    /// Delivered although the sender was told the send failed.
+    pub delivered_unacked: u64,
+    /// Second copies under the same id (a resume replaying what was seen: harmless).
+    pub redelivered: u64,
+    pub unexpected_disconnects: u64,
+    /// Clients that lost their connection and never resumed.
+    pub clients_not_recovered: u64,
+    pub latency: Percentiles,
+    pub ack_latency: Percentiles,
+    /// Messages intended before the first fault.
+    pub baseline: PhaseResult,
+    /// One entry per fault kind, in the order of `params.faults`.
+    pub faults: Vec<FaultResult>,
+    /// Every injection, in order.
+    pub injections: Vec<Injection>,
+    /// Every acked message delivered exactly once, in order: lost, duplicated and
+    /// out_of_order all zero.
+    pub exactly_once: bool,
+    /// Every client signed in and every one that lost its connection resumed; every
+    /// send was answered.
+    pub all_recovered: bool,
+    /// exactly_once, all_recovered, and every injection succeeded.
+    pub ok: bool,
+    pub warnings: Vec<String>,
+}
+
+/// Figures of the messages intended in a set of phases (see `dm::PhaseTally`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    pub sent: u64,
+    pub acked: u64,
+    pub errors: u64,
+    pub unacked: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub delivered_unacked: u64,
+    /// Worst intended-send-to-delivery time of a message of these phases.
+    pub max_delivery_ms: f64,
+    pub disconnects: u64,
+    pub reconnected: u64,
+    pub reconnect_failures: u64,
+    /// Drop-to-resumed times of the disconnects.
+    pub reconnect: Percentiles,
+}
+
+/// One fault kind: how often it was injected and what the messages intended after
+/// each injection (until the next one) went through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultResult {
+    pub fault: String,
+    pub injected: u64,
+    /// Injections whose command failed.
+    pub failed: u64,
+    /// Longest injection command (a restart: until the process is ready again).
+    pub command_ms_max: f64,
+    #[serde(flatten)]
+    pub figures: PhaseResult,
+}
+
+/// One injection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Injection {
+    pub fault: String,
+    /// The node, for `node-kill`.
+    pub node: Option<u32>,
+    /// Planned time, seconds after the start of the sends.
+    pub at_secs: f64,
+    /// When the command started, seconds after the start of the sends.
+    pub started_secs: f64,
+    pub command_ms: f64,
+    pub ok: bool,
+    /// The command's last output line (its error when it failed).
+    pub output: String,
 }

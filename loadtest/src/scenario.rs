@@ -219,6 +219,7 @@ async fn dm_step(
                 source_ips: g.source_ips,
                 body_bytes: a.body_bytes,
                 label: format!("[{label} w{w}]"),
+                phases_secs: Vec::new(),
             });
             first += n;
             job

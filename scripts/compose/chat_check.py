@@ -3,13 +3,18 @@
 
 Run by scripts/compose-check once `docker-compose up` reports every service healthy:
 
-    chat_check.py --url http://127.0.0.1:8080 --api-key KEY -- COMPOSE-COMMAND...
+    chat_check.py --url http://127.0.0.1:8080 --api-url http://127.0.0.1:8081 \
+        --api-key KEY -- COMPOSE-COMMAND...
+
+--url is nginx's public listener, --api-url its internal one (the server HTTP API).
 
 COMPOSE-COMMAND is the compose invocation of the running project (e.g.
 `docker-compose -p chat-compose-check -f docker-compose.yml`); this script runs it to
 mint a JWT inside a gateway container and to restart containers. Steps, each of which
 exits non-zero with a message naming what went wrong:
 
+  0. the public listener serves neither /metrics nor /api/ (403, even with the API
+     key), the internal one serves the API;
   1. alice signs in as a guest, bob with a JWT from `chat-gateway token` run in a
      gateway container (so the token is signed with the compose file's secret); bob
      reconnects until nginx has put him on a different gateway container than alice
@@ -23,7 +28,7 @@ exits non-zero with a message naming what went wrong:
   4. the Redis container is killed (SIGKILL: only the append-only file can keep what
      was acknowledged) and started again; once the gateways are ready, messages flow
      again and the whole conversation is still there, over the WebSocket `history`
-     request and over the HTTP API (with the compose file's API key).
+     request and over the HTTP API (with the compose file's API key, on --api-url).
 
 The Docker CLI is $DOCKER (default `docker`). Needs only Python 3 and websocket-client
 (Debian: python3-websocket, a dependency of docker-compose).
@@ -150,6 +155,7 @@ class Conn:
 class Check:
     def __init__(self, args):
         self.base = args.url.rstrip("/")
+        self.api_base = args.api_url.rstrip("/")
         self.ws_url = self.base.replace("http://", "ws://", 1) + "/ws"
         self.api_key = args.api_key
         self.compose = args.compose
@@ -187,8 +193,8 @@ class Check:
             time.sleep(1)
         raise CheckFailed(f"{service} not healthy within {timeout} s (last: {status})")
 
-    def http(self, path, headers=None):
-        req = urllib.request.Request(self.base + path, headers=headers or {})
+    def http(self, path, headers=None, base=None):
+        req = urllib.request.Request((base or self.base) + path, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, r.read()
@@ -267,7 +273,8 @@ class Check:
                             f"{got}, expected {len(want)} {want}")
         ua, ub = conn.user["id"], peer.user["id"]
         status, body = self.http(f"/api/v1/conversations/{ua}/{ub}/messages?limit=100",
-                                 {"Authorization": f"Bearer {self.api_key}"})
+                                 {"Authorization": f"Bearer {self.api_key}"},
+                                 base=self.api_base)
         expect(status == 200, f"{label}: HTTP API history: status {status}: {body[:300]!r}")
         api = [m["id"] for m in json.loads(body)["messages"]]
         expect(api == want, f"{label}: history over the HTTP API has {api}, expected {want}")
@@ -281,6 +288,17 @@ class Check:
         status, body = self.http("/")
         expect(status == 200 and b"<" in body[:200], f"GET / (web client): {status}")
         note(f"{self.base}/readyz 200, GET / serves the web client")
+
+        step("operator paths only on the internal listener")
+        auth = {"Authorization": f"Bearer {self.api_key}"}
+        for path in ("/metrics", "/api/v1/conversations/a/b/messages", "/api/v1/users/x"):
+            status, body = self.http(path, auth)
+            expect(status == 403, f"public GET {path}: status {status}, expected 403: {body[:200]!r}")
+        status, body = self.http("/api/v1/conversations/a/b/messages", {}, base=self.api_base)
+        expect(status == 401, f"internal GET /api/ without the key: {status}, expected 401")
+        status, body = self.http("/metrics", auth, base=self.api_base)
+        expect(status == 404, f"internal GET /metrics: {status}, expected 404")
+        note(f"{self.base}: /metrics and /api/ 403; {self.api_base}: /api/ asks for the key")
 
         step("two users sign in on two different gateway containers")
         alice = self.guest(f"alice-{self.run_id}")
@@ -397,6 +415,8 @@ class Check:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True, help="nginx base URL, e.g. http://127.0.0.1:8080")
+    ap.add_argument("--api-url", required=True,
+                    help="nginx internal base URL (server HTTP API), e.g. http://127.0.0.1:8081")
     ap.add_argument("--api-key", required=True, help="the gateways' CHAT_API__KEY")
     ap.add_argument("compose", nargs=argparse.REMAINDER, help="-- compose command prefix")
     args = ap.parse_args()

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::net::SourceIps;
 use crate::record::{self, now_us, Counters, Recorder, SharedRecorder};
 
-pub use outcome::{merge, DmOutcome};
+pub use outcome::{merge, DmOutcome, PhaseTally};
 
 /// What one harness process runs (the whole run, or one worker's share of it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +57,10 @@ pub struct DmPlan {
     pub source_ips: u32,
     pub body_bytes: usize,
     pub label: String,
+    /// Chaos runs: seconds after the start at which each fault is injected; the
+    /// outcome then carries per-phase figures ([`DmOutcome::chaos`]).
+    #[serde(default)]
+    pub phases_secs: Vec<f64>,
 }
 
 fn yes() -> bool {
@@ -222,7 +226,16 @@ pub async fn run(
     }
     progress.abort();
     let storm_at_us = plan.storm_at_secs.map(|s| start_us + (s * 1e6) as u64);
+    let chaos = (!plan.phases_secs.is_empty()).then(|| {
+        let starts: Vec<u64> = plan
+            .phases_secs
+            .iter()
+            .map(|s| start_us + (s * 1e6) as u64)
+            .collect();
+        outcome::chaos_tally(&outcomes, &starts)
+    });
     let mut out = outcome::combine(outcomes, storm_at_us);
+    out.chaos = chaos;
     if per_user > f64::from(send_limit) {
         out.warnings.push(format!(
             "each user sends {per_user:.1} msg/s on its one connection but the nodes allow {send_limit}/s per connection: \

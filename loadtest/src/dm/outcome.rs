@@ -41,6 +41,47 @@ pub struct DmOutcome {
     pub elapsed_secs: f64,
     pub storm: Option<StormOutcome>,
     pub warnings: Vec<String>,
+    /// The chaos scenario's figures per phase (absent from every other run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosTally>,
+}
+
+/// Figures of the messages whose intended send time fell in one phase of a chaos run
+/// (phase 0: before the first fault; phase i: from fault i's injection to the next),
+/// and of the disconnects that happened in it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PhaseTally {
+    pub sent: u64,
+    pub acked: u64,
+    /// Refused with an error frame (e.g. `unavailable`), not acked.
+    pub errors: u64,
+    /// Neither acked nor refused by the end of the drain.
+    pub unacked: u64,
+    /// Delivered to the recipient's connection (first copy).
+    pub delivered: u64,
+    /// Acked but never delivered.
+    pub lost: u64,
+    /// Delivered under a second id (stored twice), or acked under one id and
+    /// delivered under another.
+    pub duplicated: u64,
+    /// Delivered after a later message of the same sender.
+    pub out_of_order: u64,
+    /// Delivered although the send was answered with an error (the error lied).
+    pub delivered_unacked: u64,
+    /// Worst intended-send-to-delivery time of a message of the phase, µs.
+    pub max_delivery_us: u64,
+    /// Connections that ended unexpectedly in the phase, resumed, never resumed.
+    pub disconnects: u64,
+    pub reconnected: u64,
+    pub reconnect_failures: u64,
+    /// Histogram of drop-to-resumed times (encoded).
+    pub reconnect: String,
+}
+
+/// Every phase of a chaos run, in order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChaosTally {
+    pub phases: Vec<PhaseTally>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -80,6 +121,16 @@ pub(super) struct UserOutcome {
     pub(super) storm: Option<UserStorm>,
     pub(super) node: Option<String>,
     pub(super) connect_error: Option<String>,
+    /// When each first copy arrived (µs since the epoch), by sequence number.
+    pub(super) delivered_at: HashMap<u64, u64>,
+    /// Sequence numbers delivered a second time under another id.
+    pub(super) dup_seqs: Vec<u64>,
+    /// Sequence numbers that arrived after a higher one.
+    pub(super) ooo_seqs: Vec<u64>,
+    pub(super) last_seq: Option<u64>,
+    /// Unexpected disconnects: when (µs since the epoch), and how long until resumed
+    /// (None: never).
+    pub(super) drops: Vec<(u64, Option<u64>)>,
 }
 
 pub(super) struct UserStorm {
@@ -159,6 +210,72 @@ pub(super) fn combine(users: Vec<UserOutcome>, storm_at_us: Option<u64>) -> DmOu
     out
 }
 
+/// The chaos figures: each message (by its intended send time) and each disconnect (by
+/// when it happened) in the phase it fell in. `phase_starts_us` are the injections'
+/// times (µs since the epoch), ascending.
+pub(super) fn chaos_tally(users: &[UserOutcome], phase_starts_us: &[u64]) -> ChaosTally {
+    let phase_of = |t: u64| phase_starts_us.partition_point(|&s| s <= t);
+    let mut phases = vec![PhaseTally::default(); phase_starts_us.len() + 1];
+    let mut reconnect = vec![Hist::default(); phases.len()];
+    for (i, u) in users.iter().enumerate() {
+        let Some(peer) = users.get(i ^ 1) else {
+            continue;
+        };
+        for (seq, r) in u.records.iter().enumerate() {
+            let seq = seq as u64;
+            let p = &mut phases[phase_of(r.intended_us)];
+            p.sent += 1;
+            let got = peer.received.get(&seq);
+            match (&r.acked_id, &r.error) {
+                (Some(_), _) => p.acked += 1,
+                (None, Some(_)) => p.errors += 1,
+                (None, None) => p.unacked += 1,
+            }
+            if got.is_some() {
+                p.delivered += 1;
+                if r.acked_id.is_none() {
+                    p.delivered_unacked += 1;
+                }
+            }
+            match (&r.acked_id, got) {
+                (Some(_), None) => p.lost += 1,
+                (Some(a), Some(g)) if a != g => p.duplicated += 1,
+                _ => {}
+            }
+            if let Some(at) = peer.delivered_at.get(&seq) {
+                p.max_delivery_us = p.max_delivery_us.max(at.saturating_sub(r.intended_us));
+            }
+        }
+        // What the recipient (this user) saw of the peer's messages.
+        for (seqs, dup) in [(&u.dup_seqs, true), (&u.ooo_seqs, false)] {
+            for seq in seqs {
+                let at = peer.records.get(*seq as usize).map_or(0, |r| r.intended_us);
+                let p = &mut phases[phase_of(at)];
+                if dup {
+                    p.duplicated += 1;
+                } else {
+                    p.out_of_order += 1;
+                }
+            }
+        }
+        for &(at, after) in &u.drops {
+            let k = phase_of(at);
+            phases[k].disconnects += 1;
+            match after {
+                Some(us) => {
+                    phases[k].reconnected += 1;
+                    reconnect[k].record_us(us);
+                }
+                None => phases[k].reconnect_failures += 1,
+            }
+        }
+    }
+    for (p, h) in phases.iter_mut().zip(&reconnect) {
+        p.reconnect = h.encode();
+    }
+    ChaosTally { phases }
+}
+
 /// Adds `other` (another worker's outcome) into `into`.
 pub fn merge(into: &mut DmOutcome, other: DmOutcome) -> Result<()> {
     let add_hist = |a: &mut String, b: &str| -> Result<()> {
@@ -215,6 +332,28 @@ pub fn merge(into: &mut DmOutcome, other: DmOutcome) -> Result<()> {
         (a @ None, b) => *a = b,
         _ => {}
     }
+    match (&mut into.chaos, other.chaos) {
+        (Some(a), Some(b)) => {
+            for (x, y) in a.phases.iter_mut().zip(b.phases) {
+                x.sent += y.sent;
+                x.acked += y.acked;
+                x.errors += y.errors;
+                x.unacked += y.unacked;
+                x.delivered += y.delivered;
+                x.lost += y.lost;
+                x.duplicated += y.duplicated;
+                x.out_of_order += y.out_of_order;
+                x.delivered_unacked += y.delivered_unacked;
+                x.max_delivery_us = x.max_delivery_us.max(y.max_delivery_us);
+                x.disconnects += y.disconnects;
+                x.reconnected += y.reconnected;
+                x.reconnect_failures += y.reconnect_failures;
+                add_hist(&mut x.reconnect, &y.reconnect)?;
+            }
+        }
+        (a @ None, b) => *a = b,
+        _ => {}
+    }
     Ok(())
 }
 
@@ -239,6 +378,37 @@ mod tests {
             node: Some("n".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn chaos_phases_split_by_intended_time() {
+        // Phases start at 100 and 200. User 0 sends at 50, 150, 250 (all acked); user
+        // 1 got the first (flagged out of order, as a test of the attribution), the
+        // third twice (the second copy under another id), the second never.
+        let mut a = user(vec![Some("1-0"), Some("2-0"), Some("3-0")], &[]);
+        for (r, t) in a.records.iter_mut().zip([50, 150, 250]) {
+            r.intended_us = t;
+        }
+        a.drops = vec![(120, Some(30)), (130, None)];
+        let mut b = user(vec![], &[(0, "1-0"), (2, "3-0")]);
+        b.delivered_at = [(0, 60), (2, 400)].into_iter().collect();
+        b.dup_seqs = vec![2];
+        b.ooo_seqs = vec![0];
+        let t = chaos_tally(&[a, b], &[100, 200]);
+        assert_eq!(t.phases.len(), 3);
+        let (p0, p1, p2) = (&t.phases[0], &t.phases[1], &t.phases[2]);
+        assert_eq!(
+            (p0.sent, p0.delivered, p0.lost, p0.out_of_order),
+            (1, 1, 0, 1)
+        );
+        assert_eq!(p0.max_delivery_us, 10);
+        assert_eq!((p1.sent, p1.acked, p1.delivered, p1.lost), (1, 1, 0, 1));
+        assert_eq!(
+            (p1.disconnects, p1.reconnected, p1.reconnect_failures),
+            (2, 1, 1)
+        );
+        assert_eq!((p2.sent, p2.delivered, p2.duplicated), (1, 1, 1));
+        assert_eq!(p2.max_delivery_us, 150);
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub(super) async fn user_task(
             target = (target + 1) % n_targets;
             match reconnect(&spec, target, source, &session, cursor.clone(), &mut stop).await {
                 Some((new_ws, w)) => {
+                    if let Some(d) = out.drops.last_mut().filter(|d| d.1.is_none()) {
+                        d.1 = Some(now_us().saturating_sub(d.0));
+                    }
                     if let Some(at) = dropped_at.take() {
                         out.storm = Some(UserStorm {
                             recovered_after_us: Some(at.elapsed().as_micros() as u64),
@@ -109,6 +112,7 @@ pub(super) async fn user_task(
                         let frame = send_frame(&spec, &peer, seq, body);
                         if let Some(w) = ws.as_mut() {
                             if net::send(w, &frame).await.is_err() {
+                                out.drops.push((now_us(), None));
                                 ws = None;
                                 break;
                             }
@@ -152,6 +156,7 @@ pub(super) async fn user_task(
                 let frame = send_frame(&spec, &peer, seq, body(seq, intended_us, spec.body_bytes));
                 if net::send(socket, &frame).await.is_err() {
                     out.unexpected_disconnects += 1;
+                    out.drops.push((now_us(), None));
                     lost_to_kill(&out, &mut dropped_at);
                     ws = None;
                 }
@@ -161,6 +166,7 @@ pub(super) async fn user_task(
                     Some(Ok(WsMessage::Text(t))) => t,
                     Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => {
                         out.unexpected_disconnects += 1;
+                        out.drops.push((now_us(), None));
                         lost_to_kill(&out, &mut dropped_at);
                         ws = None;
                         continue;
@@ -282,8 +288,18 @@ fn handle(
             };
             match out.received.get(&seq) {
                 Some(id) if *id == message.id => out.redelivered += 1,
-                Some(_) => out.duplicated += 1,
+                Some(_) => {
+                    out.duplicated += 1;
+                    out.dup_seqs.push(seq);
+                }
                 None => {
+                    // The peer sends in sequence order, so a new message with a lower
+                    // sequence number than one already delivered arrived out of order.
+                    if out.last_seq.is_some_and(|last| seq < last) {
+                        out.ooo_seqs.push(seq);
+                    }
+                    out.last_seq = Some(out.last_seq.map_or(seq, |l| l.max(seq)));
+                    out.delivered_at.insert(seq, now);
                     out.received.insert(seq, message.id);
                     Counters::inc(&counters.received);
                     record::record_delivery(rec, intended_us, now);
