@@ -170,6 +170,11 @@ pub struct LimitSettings {
     pub send_per_second: u32,
     pub send_burst: u32,
     pub max_connections_per_user: usize,
+    // Rooms (protocol 1.1): caps checked by every join, each refusal a `forbidden`.
+    /// Rooms one user may be a member of.
+    pub max_rooms_per_user: u64,
+    /// Members one room may have.
+    pub max_room_members: u64,
 }
 
 impl Default for LimitSettings {
@@ -178,6 +183,8 @@ impl Default for LimitSettings {
             send_per_second: 10,
             send_burst: 20,
             max_connections_per_user: 20,
+            max_rooms_per_user: 500,
+            max_room_members: 10_000,
         }
     }
 }
@@ -266,6 +273,9 @@ impl Settings {
         }
         if self.limits.max_connections_per_user == 0 {
             return bad("limits.max_connections_per_user", "must be at least 1");
+        }
+        if self.limits.max_rooms_per_user == 0 || self.limits.max_room_members == 0 {
+            return bad("limits.max_rooms_per_user", "room caps must be at least 1");
         }
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");

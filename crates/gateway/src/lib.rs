@@ -14,6 +14,7 @@
 //! embedded web client).
 
 mod api;
+mod api_rooms;
 pub mod auth;
 pub mod config;
 mod connection;
@@ -22,6 +23,7 @@ mod http;
 mod limiter;
 mod metric;
 mod presence;
+mod room_router;
 pub mod router;
 mod send_policy;
 pub mod state;

@@ -17,6 +17,7 @@ mod live;
 mod messages;
 mod presence;
 mod receipts;
+mod rooms;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +52,8 @@ struct State {
     nonces: HashMap<(String, String, String), (Message, Instant)>,
     inboxes: HashMap<String, Inbox>,
     subscribed: HashSet<String>,
+    /// Rooms, memberships and the rooms subscribed here (`rooms.rs`).
+    rooms: rooms::RoomsState,
     /// Last id handed out: ids are `<ms>-<seq>` and strictly increase, like Redis's.
     clock: StreamId,
     inserts: u64,

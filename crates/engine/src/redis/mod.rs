@@ -39,6 +39,7 @@ mod messages;
 mod payload;
 mod presence;
 mod receipts;
+mod rooms;
 mod shape;
 mod single;
 mod subscriber;

@@ -52,6 +52,7 @@ impl<S: Socket> Conn<S> {
     pub(super) async fn welcome(&mut self, signed: &SignedIn) -> Result<(), Stop> {
         let engine = self.state.engine.clone();
         let user = self.user.id.clone();
+        self.attach_rooms(&signed.rooms).await?;
         let cursor = signed.last_seen.as_deref().and_then(StreamId::parse);
         let mut first_page = Vec::new();
         let mut recovered = false;
@@ -87,9 +88,15 @@ impl<S: Socket> Conn<S> {
             None => engine.inbox_head(&user).await.map_err(unavailable)?,
         };
         self.last_sent = start;
-        let unread = super::social::unread_summary(&self.state, &user)
+        let mut unread = super::social::unread_summary(&self.state, &user)
             .await
             .map_err(unavailable)?;
+        unread.extend(
+            super::rooms::room_unread(&self.state, &user)
+                .await
+                .map_err(unavailable)?,
+        );
+        let (rooms, room_replay) = self.recover_rooms(&signed.rooms).await?;
         let welcome = ServerFrame::Welcome {
             session: signed.session.clone(),
             user: self.user.clone(),
@@ -99,6 +106,7 @@ impl<S: Socket> Conn<S> {
             limits: self.state.limits.clone(),
             unread,
             cursor: Some(start.to_string()),
+            rooms,
         };
         self.write_frame(&welcome).await?;
         if recovered {
@@ -113,14 +121,18 @@ impl<S: Socket> Conn<S> {
                 self.catch_up().await?;
             }
         }
-        Ok(())
+        self.write_room_replay(room_replay).await
     }
 
     /// Handles one item from the outbox.
     pub(super) async fn deliver(&mut self, out: Out) -> Result<(), Stop> {
         match out {
             Out::Frame(frame) => self.write_bytes(Bytes::clone(&frame)).await,
-            Out::CatchUp => self.catch_up().await,
+            Out::CatchUp => {
+                self.catch_up().await?;
+                self.catch_up_rooms().await
+            }
+            Out::Room(room) => self.deliver_room(room).await,
             Out::Event(event) => self.deliver_event(&event).await,
         }
     }
@@ -215,7 +227,7 @@ impl<S: Socket> Conn<S> {
     }
 }
 
-fn unavailable(e: chat_engine::EngineError) -> Stop {
+pub(super) fn unavailable(e: chat_engine::EngineError) -> Stop {
     tracing::warn!(error = %e, "recovery read failed");
     Stop::Close(chat_protocol::close::INTERNAL, "backend unavailable")
 }
@@ -478,6 +490,7 @@ mod tests {
             session: "s".into(),
             resumed: true,
             last_seen: Some(seen.to_string()),
+            rooms: Default::default(),
         };
         assert!(conn.welcome(&signed).await.is_ok());
         assert!(conn.flush().await.is_ok());
@@ -507,6 +520,7 @@ mod tests {
             resumed: true,
             // Not an id of Bob's inbox: the chain cannot be proven.
             last_seen: Some("1-0".into()),
+            rooms: Default::default(),
         };
         assert!(conn.welcome(&signed).await.is_ok());
         assert!(conn.flush().await.is_ok());

@@ -73,6 +73,13 @@ impl<S: Socket> Conn<S> {
                 limit,
             } => self.users(reference, query, limit).await,
             ClientFrame::Watch { users, .. } => self.watch(users).await,
+            room @ (ClientFrame::Join { .. }
+            | ClientFrame::Leave { .. }
+            | ClientFrame::Members { .. }
+            | ClientFrame::Rooms { .. }
+            | ClientFrame::RoomSend { .. }
+            | ClientFrame::RoomHistory { .. }
+            | ClientFrame::RoomRead { .. }) => self.room_request(room).await,
         };
         match result {
             Ok(Some(reply)) => self.write_frame(&reply).await,

@@ -137,6 +137,7 @@ pub(crate) fn conn(
         received_at: std::time::Instant::now(),
         unflushed: false,
         held: None,
+        rooms: Default::default(),
     };
     (conn, tx, peer)
 }
