@@ -68,15 +68,16 @@ pub struct RoomSummary {
     pub room: RoomState,
     /// Messages after the member's read marker.
     pub unread: u64,
-    /// Milliseconds of the last activity (message, or the room's creation).
-    pub active_ms: u64,
+    /// The id of the last activity (the last message, or the event that created the
+    /// room): orders the list.
+    pub active: StreamId,
 }
 
 /// Sorts room summaries newest activity first (ties by id), as the `rooms` list shows.
 pub fn sort_by_activity(rooms: &mut [RoomSummary]) {
     rooms.sort_by(|a, b| {
-        b.active_ms
-            .cmp(&a.active_ms)
+        b.active
+            .cmp(&a.active)
             .then_with(|| a.room.id.cmp(&b.room.id))
     });
 }

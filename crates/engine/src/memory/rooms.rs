@@ -42,7 +42,7 @@ struct Room {
     head: StreamId,
     seq: u64,
     last: Option<Message>,
-    active_ms: u64,
+    active: StreamId,
     /// Member → read marker (sequence number).
     reads: HashMap<String, u64>,
 }
@@ -136,7 +136,7 @@ impl Rooms for MemoryEngine {
                 head: StreamId::ZERO,
                 seq: 0,
                 last: None,
-                active_ms: now_ms(),
+                active: StreamId::ZERO,
                 reads: HashMap::new(),
             });
         room.members.insert(user.id.clone(), user.name.clone());
@@ -149,13 +149,19 @@ impl Rooms for MemoryEngine {
             .or_default()
             .insert(room_id.to_string());
         let event = MemberEvent::new(room_id, MemberChange::Joined, user);
-        self.append_room_event(
+        let id = self.append_room_event(
             &mut st,
             room_id,
             |id| event.with_id(&id.to_string()),
             Some((user.id.clone(), true)),
         );
-        let state = st.rooms.rooms.get(room_id).map(|r| r.state(room_id));
+        let room = st.rooms.rooms.get_mut(room_id);
+        let state = room.map(|r| {
+            if r.active == StreamId::ZERO {
+                r.active = id;
+            }
+            r.state(room_id)
+        });
         Ok(JoinOutcome::Joined {
             room: state.ok_or_else(|| EngineError::Internal("room vanished".into()))?,
             changed: true,
@@ -251,7 +257,7 @@ impl Rooms for MemoryEngine {
                 Some(RoomSummary {
                     room: room.state(id),
                     unread: room.seq.saturating_sub(read),
-                    active_ms: room.active_ms,
+                    active: room.active,
                 })
             })
             .collect();
@@ -309,7 +315,7 @@ impl Rooms for MemoryEngine {
             let seq = room.seq;
             room.reads.insert(req.from.clone(), seq);
             room.last = Some(message.clone());
-            room.active_ms = id.ms;
+            room.active = id;
             room.messages.insert(id, (seq, message.clone()));
             if history_max_len > 0 {
                 while room.messages.len() as u64 > history_max_len {

@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 use super::conn::{all_ok, entries, map_err, number, text, Entry};
 use super::{keys, payload, RedisEngine};
-use crate::events::now_ms;
 use crate::{
     sort_by_activity, EngineError, JoinOutcome, RoomEvent, RoomLimits, RoomSendRequest, RoomState,
     RoomSummary, Rooms, SendOutcome,
@@ -195,22 +194,12 @@ fn args_with(args: Vec<String>, head: String, tail: String, function: &str) -> V
     let mut args = args.into_iter();
     let user = args.next().unwrap_or_default();
     if function == JOIN {
-        // user, user name, room name, max members, head, tail, now ms, max events
+        // user, user name, room name, max members, head, tail, max events
         let name = args.next().unwrap_or_default();
         let room_name = args.next().unwrap_or_default();
         let max_members = args.next().unwrap_or_default();
-        let now = args.next().unwrap_or_default();
         let max_events = args.next().unwrap_or_default();
-        vec![
-            user,
-            name,
-            room_name,
-            max_members,
-            head,
-            tail,
-            now,
-            max_events,
-        ]
+        vec![user, name, room_name, max_members, head, tail, max_events]
     } else {
         // user, head, tail, max events
         let max_events = args.next().unwrap_or_default();
@@ -248,7 +237,6 @@ impl Rooms for RedisEngine {
             user.name.clone(),
             name.unwrap_or(room).to_string(),
             limits.members_per_room.to_string(),
-            now_ms().to_string(),
             self.max_events(),
         ];
         let (code, event) = self
@@ -402,7 +390,11 @@ impl Rooms for RedisEngine {
                 .and_then(|v| v.into_bytes())
                 .and_then(|b| message_of(&b));
             let seq = meta.next().map(|v| number(&v)).unwrap_or(0);
-            let active_ms = meta.next().map(|v| number(&v)).unwrap_or(0);
+            let active = meta
+                .next()
+                .and_then(text)
+                .and_then(|s| StreamId::parse(&s))
+                .unwrap_or(StreamId::ZERO);
             let read = meta.next().map(|v| number(&v)).unwrap_or(0);
             out.push(RoomSummary {
                 room: RoomState {
@@ -412,7 +404,7 @@ impl Rooms for RedisEngine {
                     last,
                 },
                 unread: seq.saturating_sub(read),
-                active_ms,
+                active,
             });
         }
         sort_by_activity(&mut out);
@@ -492,6 +484,7 @@ impl Rooms for RedisEngine {
         limit: usize,
     ) -> Result<(Vec<Message>, bool), EngineError> {
         let mut upper = match before {
+            Some(StreamId::ZERO) => return Ok((Vec::new(), false)),
             Some(b) => format!("({b}"),
             None => "+".to_string(),
         };

@@ -8,7 +8,7 @@ Event stream entries: p (previous event id), j and t (the frame's bytes before a
 after its id), k ('m' message, 'j' joined, 'l' left), s (message sequence number,
 messages only), u (the member, member events only).
 Meta hash: name, s (messages sent), e (newest event id), lm (last message frame),
-lt (last activity ms), r:<user> (a member's read marker: a sequence number).
+lt (id of the last message, or of the event that created the room), r:<user> (a member's read marker: a sequence number).
 Channel payload: "<id> <prev> <flag> <frame>", flag '-' for a message, '+<user>'
 joined, '~<user>' left. ]]
 
@@ -42,7 +42,7 @@ end
 KEYS: 1 meta, 2 members (sorted set, score 0), 3 names (hash member -> name),
       4 ev (event stream), 5 ch (room channel)
 ARGV: 1 user, 2 user name, 3 room name (used when the room is new), 4 max members,
-      5 head, 6 tail (the joined frame around its id), 7 now ms, 8 max events kept
+      5 head, 6 tail (the joined frame around its id), 7 max events kept
 Returns {1, id, prev} joined, {0} already a member, {-1} the room is full. ]]
 redis.register_function('chat_room_join', function(keys, args)
   local meta, members, names, ev, ch = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -53,15 +53,16 @@ redis.register_function('chat_room_join', function(keys, args)
   if redis.call('ZCARD', members) >= tonumber(args[4]) then
     return {-1}
   end
-  if redis.call('HSETNX', meta, 'name', args[3]) == 1 then
-    redis.call('HSET', meta, 'lt', args[7])
-  end
+  local created = redis.call('HSETNX', meta, 'name', args[3]) == 1
   redis.call('ZADD', members, 0, user)
   redis.call('HSET', names, user, args[2])
   -- Messages from before the join are not unread.
   redis.call('HSET', meta, 'r:' .. user, redis.call('HGET', meta, 's') or 0)
-  local id, prev = room_append(meta, ev, ch, args[8], args[5], args[6], {'k', 'j', 'u', user},
+  local id, prev = room_append(meta, ev, ch, args[7], args[5], args[6], {'k', 'j', 'u', user},
     '+' .. user)
+  if created then
+    redis.call('HSET', meta, 'lt', id)
+  end
   return {1, id, prev}
 end)
 
@@ -100,8 +101,7 @@ redis.register_function('chat_room_send', function(keys, args)
   local seq = redis.call('HINCRBY', meta, 's', 1)
   local id, _, frame = room_append(meta, ev, ch, args[5], args[2], args[3], {'k', 'm', 's', seq},
     '-')
-  local ms = string.match(id, '^(%d+)')
-  redis.call('HSET', meta, 'r:' .. from, seq, 'lm', frame, 'lt', ms)
+  redis.call('HSET', meta, 'r:' .. from, seq, 'lm', frame, 'lt', id)
   redis.call('SET', nonce, id, 'EX', args[4])
   return {1, id}
 end)
