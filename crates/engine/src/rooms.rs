@@ -44,7 +44,7 @@ pub struct RoomState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
     /// The user is a member (`changed`: they were not before).
-    Joined { room: RoomState, changed: bool },
+    Joined { room: Box<RoomState>, changed: bool },
     /// The room has `members_per_room` members already.
     RoomFull,
     /// The user is in `rooms_per_user` rooms already.

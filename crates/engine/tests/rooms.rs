@@ -141,8 +141,8 @@ async fn membership(engine: Arc<dyn Engine>, sink: Arc<Rec>, p: &str) {
     assert!(more);
     let (page, more) = engine.room_members(&room, Some(&b), 2).await.unwrap();
     assert_eq!(
-        page.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
-        [c.clone()]
+        page.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        [c.as_str()]
     );
     assert!(!more);
 

@@ -223,7 +223,7 @@ async fn add_member(
         )
         .await?;
     match outcome {
-        JoinOutcome::Joined { room, .. } => Ok(Json(RoomBody::from(room)).into_response()),
+        JoinOutcome::Joined { room, .. } => Ok(Json(RoomBody::from(*room)).into_response()),
         JoinOutcome::RoomFull => Err(ApiError::from(refuse(
             ErrorCode::Forbidden,
             format!("room is full: at most {} members", limits.max_room_members),

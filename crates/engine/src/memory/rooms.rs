@@ -112,7 +112,7 @@ impl Rooms for MemoryEngine {
         if let Some(room) = st.rooms.rooms.get(room_id) {
             if room.members.contains_key(&user.id) {
                 return Ok(JoinOutcome::Joined {
-                    room: room.state(room_id),
+                    room: Box::new(room.state(room_id)),
                     changed: false,
                 });
             }
@@ -163,7 +163,7 @@ impl Rooms for MemoryEngine {
             r.state(room_id)
         });
         Ok(JoinOutcome::Joined {
-            room: state.ok_or_else(|| EngineError::Internal("room vanished".into()))?,
+            room: Box::new(state.ok_or_else(|| EngineError::Internal("room vanished".into()))?),
             changed: true,
         })
     }

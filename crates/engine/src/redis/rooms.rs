@@ -259,7 +259,7 @@ impl Rooms for RedisEngine {
             .await?
             .ok_or_else(|| EngineError::Internal("joined room has no meta".into()))?;
         Ok(JoinOutcome::Joined {
-            room: state,
+            room: Box::new(state),
             changed: code == 1,
         })
     }

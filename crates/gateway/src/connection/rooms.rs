@@ -378,6 +378,7 @@ impl<S: Socket> Conn<S> {
             .await;
         let refused = match outcome {
             Ok(JoinOutcome::Joined { room: state, .. }) => {
+                let state = *state;
                 let (users, _) = engine
                     .room_members(&room, None, MEMBERS_PAGE)
                     .await
