@@ -359,6 +359,14 @@ async fn room_frames(engine: Engine) {
         f["type"] == "message" || f["type"] == "member"
     })
     .await;
+    // Joining again: the room's events reach bob once more, from the join on.
+    let joined = bob.req(json!({"type":"join","room": room})).await;
+    assert_eq!(joined["room"]["member_count"], 3, "{joined}");
+    bob.member_event(&room, "joined", &b).await;
+    alice
+        .req(json!({"type":"send","room": room,"body":"welcome back"}))
+        .await;
+    bob.room_message(&room, "welcome back").await;
     drop(bob2);
 }
 

@@ -43,8 +43,10 @@ pub(crate) struct SignedInRooms {
 /// A connection's room state.
 #[derive(Debug, Default)]
 pub(crate) struct ConnRooms {
-    /// Room → id of the last event written to this connection.
-    last: HashMap<String, StreamId>,
+    /// Room → id of the last event written to this connection, and whether the user
+    /// is still a member (after their own `left`, only their next `joined` is
+    /// written: late copies of the room's events are dropped).
+    last: HashMap<String, (StreamId, bool)>,
     /// The JWT `rooms` claim.
     claim: Option<Box<[String]>>,
 }
@@ -172,7 +174,7 @@ impl<S: Socket> Conn<S> {
                         None => after == head,
                     };
                     if proven {
-                        self.rooms.last.insert(room.clone(), after);
+                        self.rooms.last.insert(room.clone(), (after, true));
                         replay.extend(events);
                     }
                     proven
@@ -180,7 +182,7 @@ impl<S: Socket> Conn<S> {
                 _ => false,
             };
             if !recovered {
-                self.rooms.last.insert(room.clone(), head);
+                self.rooms.last.insert(room.clone(), (head, true));
             }
             report.insert(room.clone(), RoomRecovery { recovered });
         }
@@ -472,20 +474,22 @@ impl<S: Socket> Conn<S> {
         match out.as_ref() {
             RoomOut::CatchUp(room) => self.catch_up_room(room).await,
             RoomOut::Event(event) => {
-                if let Some(&last) = self.rooms.last.get(&event.room) {
+                if let Some(&(last, member)) = self.rooms.last.get(&event.room) {
                     if event.id <= last {
+                        return Ok(());
+                    }
+                    if !member {
+                        // Left: only the user's own next join starts the room again.
+                        let rejoined =
+                            matches!(&event.change, Some((u, true)) if *u == self.user.id);
+                        if rejoined {
+                            self.rooms.last.remove(&event.room);
+                            return self.write_room_event(event).await;
+                        }
                         return Ok(());
                     }
                     if event.prev != last {
                         self.catch_up_room(&event.room).await?;
-                        if self
-                            .rooms
-                            .last
-                            .get(&event.room)
-                            .is_some_and(|l| event.id <= *l)
-                        {
-                            return Ok(());
-                        }
                     }
                 }
                 self.write_room_event(event).await
@@ -494,23 +498,22 @@ impl<S: Socket> Conn<S> {
     }
 
     async fn write_room_event(&mut self, event: &RoomEvent) -> Result<(), Stop> {
-        if self
-            .rooms
-            .last
-            .get(&event.room)
-            .is_some_and(|l| event.id <= *l)
-        {
-            return Ok(());
+        if let Some(&(last, member)) = self.rooms.last.get(&event.room) {
+            if event.id <= last || !member {
+                return Ok(());
+            }
         }
         metrics::counter!(crate::metric::MESSAGES_DELIVERED).increment(1);
         self.write_bytes(event.json.clone()).await?;
         match &event.change {
             // The user left: nothing more of this room reaches this connection.
             Some((user, false)) if *user == self.user.id => {
-                self.rooms.last.remove(&event.room);
+                self.rooms
+                    .last
+                    .insert(event.room.clone(), (event.id, false));
             }
             _ => {
-                self.rooms.last.insert(event.room.clone(), event.id);
+                self.rooms.last.insert(event.room.clone(), (event.id, true));
             }
         }
         Ok(())
@@ -519,7 +522,7 @@ impl<S: Socket> Conn<S> {
     /// Writes every event of `room` after the last one written here (a gap, or a
     /// late subscription). A failure is logged and left for the next event.
     async fn catch_up_room(&mut self, room: &str) -> Result<(), Stop> {
-        let Some(mut after) = self.rooms.last.get(room).copied() else {
+        let Some((mut after, true)) = self.rooms.last.get(room).copied() else {
             return Ok(());
         };
         let engine = self.state.engine.clone();
@@ -535,7 +538,7 @@ impl<S: Socket> Conn<S> {
             for event in page {
                 after = event.id;
                 self.write_room_event(&event).await?;
-                if !self.rooms.last.contains_key(room) {
+                if self.rooms.last.get(room).is_some_and(|(_, member)| !member) {
                     return Ok(());
                 }
             }
@@ -547,7 +550,13 @@ impl<S: Socket> Conn<S> {
 
     /// Catches up every room this connection follows (after a resync).
     pub(super) async fn catch_up_rooms(&mut self) -> Result<(), Stop> {
-        let rooms: Vec<String> = self.rooms.last.keys().cloned().collect();
+        let rooms: Vec<String> = self
+            .rooms
+            .last
+            .iter()
+            .filter(|(_, (_, member))| *member)
+            .map(|(room, _)| room.clone())
+            .collect();
         for room in rooms {
             self.catch_up_room(&room).await?;
         }
