@@ -705,3 +705,111 @@ async fn rooms_across_two_nodes() {
         .await;
     assert_eq!(first["message"]["body"], "while bob away");
 }
+
+/// The roster pages by 100: `joined` lists the first 100 members, `members` with
+/// `after` the rest.
+async fn roster_pages(engine: Engine) {
+    let cluster = Cluster::single(engine, &[]);
+    let url = cluster.url(0);
+    let addr = cluster.addr(0);
+    let room = unique_room("big");
+    let prefix = unique_name("m").to_lowercase();
+    for i in 0..105 {
+        let user = format!("{prefix}-{i:03}");
+        let (status, _) = http(
+            addr,
+            "PUT",
+            &format!("/api/v1/users/{user}"),
+            Some(API_KEY),
+            Some(r#"{"name":"M"}"#),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = http(
+            addr,
+            "PUT",
+            &format!("/api/v1/rooms/{room}/members/{user}"),
+            Some(API_KEY),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let mut tab = Tab::guest(&url, "joiner").await;
+    let joined = tab.req(json!({"type":"join","room": room})).await;
+    assert_eq!(joined["room"]["member_count"], 106);
+    let first = joined["room"]["members"].as_array().unwrap();
+    assert_eq!(first.len(), 100);
+    let page = tab.req(json!({"type":"members","room": room})).await;
+    assert_eq!(
+        page["items"].as_array().unwrap(),
+        first,
+        "the same first page"
+    );
+    assert_eq!(page["more"], true);
+    let last = page["items"][99]["id"].clone();
+    let rest = tab
+        .req(json!({"type":"members","room": room,"after": last}))
+        .await;
+    assert_eq!(rest["more"], false);
+    let mut all: Vec<Value> = first.clone();
+    all.extend(rest["items"].as_array().unwrap().iter().cloned());
+    let ids: Vec<&str> = all.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "106 distinct members in id order");
+    assert_eq!(ids.len(), 106);
+    let online: Vec<&str> = all
+        .iter()
+        .filter(|m| m["online"] == true)
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(online, [tab.id()], "only the joiner is online");
+}
+
+both_engines!(roster_pages);
+
+/// Room messages share the sender's send budget with 1:1 messages.
+async fn room_sends_share_the_budget(engine: Engine) {
+    let cluster = Cluster::single(
+        engine,
+        &[
+            ("CHAT_LIMITS__SEND_PER_SECOND", "1"),
+            ("CHAT_LIMITS__SEND_BURST", "3"),
+        ],
+    );
+    let url = cluster.url(0);
+    let room = unique_room("budget");
+    let mut alice = Tab::guest(&url, "alice").await;
+    let bob = Tab::guest(&url, "bob").await;
+    alice.req(json!({"type":"join","room": room})).await;
+    for i in 0..2 {
+        let ack = alice
+            .req(json!({"type":"send","to": bob.id(),"body": format!("dm {i}")}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let ack = alice
+        .req(json!({"type":"send","room": room,"body":"room 1"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let over = alice
+        .req(json!({"type":"send","room": room,"body":"room 2"}))
+        .await;
+    assert!(is_error(&over, "rate_limited"), "{over}");
+    let page = alice.req(json!({"type":"history","room": room})).await;
+    let bodies: Vec<&Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["body"])
+        .collect();
+    assert_eq!(
+        bodies,
+        [&json!("room 1")],
+        "the refused message was not stored"
+    );
+}
+
+both_engines!(room_sends_share_the_budget);
