@@ -130,19 +130,16 @@ impl RedisEngine {
         room: &str,
         user: &User,
         change: MemberChange,
-        mut args: Vec<String>,
+        extra: Vec<String>,
     ) -> Result<(i64, Option<RoomEvent>), EngineError> {
         let event = MemberEvent::new(room, change, user);
         let (head, tail) = event.split_at_id();
-        args.insert(0, user.id.clone());
+        // Both functions start with: user, head, tail, max events kept.
+        let mut args = vec![user.id.clone(), head, tail, self.max_events()];
+        args.extend(extra);
         let (code, ids) = outcome(
             self.core
-                .fcall(
-                    function,
-                    &room_keys(room),
-                    &args_with(args, head, tail, function),
-                    &self.core.opts,
-                )
+                .fcall(function, &room_keys(room), &args, &self.core.opts)
                 .await?,
         )?;
         let event = ids.map(|(id, prev)| RoomEvent {
@@ -189,24 +186,6 @@ impl RedisEngine {
     }
 }
 
-/// The Lua arguments of a join or leave, in the order `rooms.lua` documents.
-fn args_with(args: Vec<String>, head: String, tail: String, function: &str) -> Vec<String> {
-    let mut args = args.into_iter();
-    let user = args.next().unwrap_or_default();
-    if function == JOIN {
-        // user, user name, room name, max members, head, tail, max events
-        let name = args.next().unwrap_or_default();
-        let room_name = args.next().unwrap_or_default();
-        let max_members = args.next().unwrap_or_default();
-        let max_events = args.next().unwrap_or_default();
-        vec![user, name, room_name, max_members, head, tail, max_events]
-    } else {
-        // user, head, tail, max events
-        let max_events = args.next().unwrap_or_default();
-        vec![user, head, tail, max_events]
-    }
-}
-
 #[async_trait]
 impl Rooms for RedisEngine {
     async fn join_room(
@@ -237,7 +216,6 @@ impl Rooms for RedisEngine {
             user.name.clone(),
             name.unwrap_or(room).to_string(),
             limits.members_per_room.to_string(),
-            self.max_events(),
         ];
         let (code, event) = self
             .member_event(JOIN, room, user, MemberChange::Joined, args)
@@ -266,13 +244,7 @@ impl Rooms for RedisEngine {
 
     async fn leave_room(&self, room: &str, user: &User) -> Result<bool, EngineError> {
         let (code, event) = self
-            .member_event(
-                LEAVE,
-                room,
-                user,
-                MemberChange::Left,
-                vec![self.max_events()],
-            )
+            .member_event(LEAVE, room, user, MemberChange::Left, Vec::new())
             .await?;
         let _: i64 = self
             .core

@@ -41,8 +41,8 @@ end
 --[[ chat_room_join
 KEYS: 1 meta, 2 members (sorted set, score 0), 3 names (hash member -> name),
       4 ev (event stream), 5 ch (room channel)
-ARGV: 1 user, 2 user name, 3 room name (used when the room is new), 4 max members,
-      5 head, 6 tail (the joined frame around its id), 7 max events kept
+ARGV: 1 user, 2 head, 3 tail (the joined frame around its id), 4 max events kept,
+      5 user name, 6 room name (used when the room is new), 7 max members
 Returns {1, id, prev} joined, {0} already a member, {-1} the room is full. ]]
 redis.register_function('chat_room_join', function(keys, args)
   local meta, members, names, ev, ch = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -50,15 +50,15 @@ redis.register_function('chat_room_join', function(keys, args)
   if redis.call('ZSCORE', members, user) then
     return {0}
   end
-  if redis.call('ZCARD', members) >= tonumber(args[4]) then
+  if redis.call('ZCARD', members) >= tonumber(args[7]) then
     return {-1}
   end
-  local created = redis.call('HSETNX', meta, 'name', args[3]) == 1
+  local created = redis.call('HSETNX', meta, 'name', args[6]) == 1
   redis.call('ZADD', members, 0, user)
-  redis.call('HSET', names, user, args[2])
+  redis.call('HSET', names, user, args[5])
   -- Messages from before the join are not unread.
   redis.call('HSET', meta, 'r:' .. user, redis.call('HGET', meta, 's') or 0)
-  local id, prev = room_append(meta, ev, ch, args[7], args[5], args[6], {'k', 'j', 'u', user},
+  local id, prev = room_append(meta, ev, ch, args[4], args[2], args[3], {'k', 'j', 'u', user},
     '+' .. user)
   if created then
     redis.call('HSET', meta, 'lt', id)
