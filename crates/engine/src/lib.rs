@@ -2,7 +2,7 @@
 //!
 //! [`Engine`] is the one interface the gateway talks to. It is a set of small traits,
 //! one per concern ([`Accounts`], [`Messages`], [`Live`], [`Receipts`], [`Presence`],
-//! [`Directory`], and [`Node`] for what the backend is), and `Engine` is every one of
+//! [`Directory`], [`Rooms`], and [`Node`] for what the backend is), and `Engine` is every one of
 //! them together, implemented for any type that implements them all. Callers write
 //! `use chat_engine::prelude::*;` to call any method of an `Arc<dyn Engine>`.
 //!

@@ -8,8 +8,9 @@
 //! → return.
 //!
 //! Module map: `config` (settings), `auth` (JWT), `router` (user → local
-//! connections, the engine's event sink), `connection` (one socket's life, generic
-//! over the socket), `http` (routes), `api` (the server HTTP API), `limiter` (send
+//! connections, the engine's event sink; `room_router` its room side), `connection`
+//! (one socket's life, generic over the socket), `http` (routes), `api` (the server
+//! HTTP API; `api_rooms` its room calls), `limiter` (send
 //! rate), `state` (what they share), `telemetry` (logs and traces), `web` (the
 //! embedded web client).
 

@@ -8,8 +8,8 @@
 //! This file holds the state and [`Node`]; each engine trait is implemented in the
 //! file of its concern: [`accounts`] (users, sessions), [`messages`] (sends, history,
 //! inboxes), [`live`] (subscriptions, ephemeral frames, disconnects), [`receipts`]
-//! (read markers, conversation lists), [`presence`] (connection counts) and
-//! [`directory`] (name search).
+//! (read markers, conversation lists), [`presence`] (connection counts),
+//! [`directory`] (name search) and [`rooms`] (group conversations).
 
 mod accounts;
 mod directory;
