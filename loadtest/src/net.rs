@@ -146,6 +146,7 @@ pub fn guest_hello(username: String) -> ClientFrame {
         last_seen: None,
         client: Some(client_name()),
         reference: None,
+        rooms: None,
     }
 }
 
@@ -157,6 +158,7 @@ pub fn resume_hello(session: String, last_seen: Option<String>) -> ClientFrame {
         last_seen,
         client: Some(client_name()),
         reference: None,
+        rooms: None,
     }
 }
 

@@ -57,6 +57,7 @@ impl Welcome {
                 limits,
                 unread,
                 cursor,
+                ..
             } => Some(Welcome {
                 session,
                 user,
@@ -143,6 +144,7 @@ impl Client {
             last_seen: last_seen.clone(),
             client: Some(concat!("chat-client/", env!("CARGO_PKG_VERSION")).to_string()),
             reference: None,
+            rooms: None,
         };
         let mut conn = Connection::open(url, DEFAULT_TIMEOUT).await?;
         conn.send_frame(&hello).await?;

@@ -2,7 +2,7 @@
 //!
 //! [`Engine`] is the one interface the gateway talks to. It is a set of small traits,
 //! one per concern ([`Accounts`], [`Messages`], [`Live`], [`Receipts`], [`Presence`],
-//! [`Directory`], and [`Node`] for what the backend is), and `Engine` is every one of
+//! [`Directory`], [`Rooms`], and [`Node`] for what the backend is), and `Engine` is every one of
 //! them together, implemented for any type that implements them all. Callers write
 //! `use chat_engine::prelude::*;` to call any method of an `Arc<dyn Engine>`.
 //!
@@ -20,8 +20,10 @@
 pub mod events;
 pub mod memory;
 pub mod redis;
+pub mod rooms;
 mod types;
 
+pub use rooms::*;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -29,7 +31,7 @@ use chat_protocol::{Message, StreamId, User};
 
 /// Every engine trait, for `use chat_engine::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Accounts, Directory, Engine, Live, Messages, Node, Presence, Receipts};
+    pub use crate::{Accounts, Directory, Engine, Live, Messages, Node, Presence, Receipts, Rooms};
 }
 
 /// What the backend is and whether it answers.
@@ -210,13 +212,104 @@ pub trait Directory: Send + Sync + 'static {
     async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError>;
 }
 
-// A future `Rooms` trait (group conversations: create, join, leave, members, send to
-// a room) goes next to the traits above, gets one file per engine
-// (`memory/rooms.rs`, `redis/rooms.rs`) and joins the supertrait list of `Engine`
-// and the prelude. Rooms do not exist yet.
+/// Rooms: group conversations of any size (`rooms.rs` for the types,
+/// `memory/rooms.rs` and `redis/rooms.rs` for the engines).
+///
+/// A room message is stored once (the room's stream) and published once (the room's
+/// channel), whatever the number of members: work per message never grows with the
+/// room. A node subscribes to a room ([`Rooms::subscribe_room`]) while one of its
+/// connections belongs to a member and hands each event to the sink
+/// ([`EventSink::deliver_room`]). A join or leave is also published to the user's own
+/// channel as [`LiveEvent::Room`], so every node with a connection of that user
+/// follows it. Membership is a set per room and a set of rooms per user; unread =
+/// the room's message count − the member's read marker.
+#[async_trait]
+pub trait Rooms: Send + Sync + 'static {
+    /// Makes `user` a member, creating the room (named `name`, default its id) on
+    /// first join; appends and publishes a `member` `joined` event when it changed
+    /// anything. Refuses over the caps.
+    async fn join_room(
+        &self,
+        room: &str,
+        user: &User,
+        name: Option<&str>,
+        limits: RoomLimits,
+    ) -> Result<JoinOutcome, EngineError>;
+
+    /// Removes `user` from the room, publishing a `member` `left` event. Returns
+    /// whether they were a member.
+    async fn leave_room(&self, room: &str, user: &User) -> Result<bool, EngineError>;
+
+    /// The room, if it exists.
+    async fn room(&self, room: &str) -> Result<Option<RoomState>, EngineError>;
+
+    /// Whether `user` is a member of the room.
+    async fn is_member(&self, room: &str, user: &str) -> Result<bool, EngineError>;
+
+    /// Up to `limit` members with ids greater than `after`, by id, and whether more
+    /// follow.
+    async fn room_members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<User>, bool), EngineError>;
+
+    /// The rooms the user is a member of (ids).
+    async fn user_rooms(&self, user: &str) -> Result<Vec<String>, EngineError>;
+
+    /// The user's rooms with unread counts, newest activity first.
+    async fn room_summaries(&self, user: &str) -> Result<Vec<RoomSummary>, EngineError>;
+
+    /// Stores a room message and publishes it once. `None` when the sender is not a
+    /// member (nothing stored). Nonces work as for [`Messages::send`].
+    async fn room_send(&self, request: RoomSendRequest)
+        -> Result<Option<SendOutcome>, EngineError>;
+
+    /// Up to `limit` messages of the room older than `before` (or the newest),
+    /// ascending, and whether older ones exist.
+    async fn room_history(
+        &self,
+        room: &str,
+        before: Option<StreamId>,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), EngineError>;
+
+    /// Moves the member's read marker forward to the newest message at or before
+    /// `up_to`. Returns the new marker, `None` when nothing moved.
+    async fn room_mark_read(
+        &self,
+        room: &str,
+        user: &str,
+        up_to: StreamId,
+    ) -> Result<Option<String>, EngineError>;
+
+    /// Up to `count` room events with ids greater than `after`, oldest first.
+    async fn read_room(
+        &self,
+        room: &str,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<RoomEvent>, EngineError>;
+
+    /// The id of the room's newest event ([`StreamId::ZERO`] if none).
+    async fn room_head(&self, room: &str) -> Result<StreamId, EngineError>;
+
+    /// Starts live delivery of the room's events to the sink; returns once confirmed.
+    async fn subscribe_room(&self, room: &str) -> Result<(), EngineError>;
+
+    /// Stops live delivery of the room's events to this node.
+    async fn unsubscribe_room(&self, room: &str) -> Result<(), EngineError>;
+}
 
 /// What the cluster stores and how events move between nodes: every concern's trait.
 /// Implemented for any type that implements them all; used as `Arc<dyn Engine>`.
-pub trait Engine: Node + Accounts + Messages + Live + Receipts + Presence + Directory {}
+pub trait Engine:
+    Node + Accounts + Messages + Live + Receipts + Presence + Directory + Rooms
+{
+}
 
-impl<T> Engine for T where T: Node + Accounts + Messages + Live + Receipts + Presence + Directory {}
+impl<T> Engine for T where
+    T: Node + Accounts + Messages + Live + Receipts + Presence + Directory + Rooms
+{
+}

@@ -98,6 +98,9 @@ pub enum LiveEvent {
     Ephemeral(Bytes),
     /// Close every connection of the user on this node (API `disconnect`).
     Disconnect,
+    /// A `member` event about this user (they joined or left a room), sent to their
+    /// own channel so every node with their connections follows the change.
+    Room(Arc<crate::RoomEvent>),
 }
 
 /// Where an engine hands live events for subscribed users: the gateway's router.
@@ -113,6 +116,12 @@ pub trait EventSink: Send + Sync + 'static {
     /// channel every node listens to): for local connections that `watch` the user.
     /// `frame` is the ready-to-send `presence` frame.
     fn presence(&self, user_id: &str, frame: Bytes);
+
+    /// An event of a room this node subscribed to (`Rooms::subscribe_room`): for the
+    /// local connections of its members.
+    fn deliver_room(&self, event: Arc<crate::RoomEvent>) {
+        let _ = event;
+    }
 }
 
 /// One entry of a user's conversation list.

@@ -157,6 +157,7 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
             to: b.to_string(),
             body: "half".to_string(),
             sent_at: sent_at.clone(),
+            room: None,
         })
         .unwrap()
         .replacen(r#"{"id":"""#, "", 1);

@@ -26,12 +26,13 @@ pub fn routes(state: Shared) -> Router<Shared> {
         .route("/api/v1/conversations/{a}/{b}", delete(clear))
         .route("/api/v1/users/{id}", put(put_user))
         .route("/api/v1/users/{id}/disconnect", post(disconnect))
+        .merge(crate::api_rooms::add(Router::new()))
         .route_layer(middleware::from_fn_with_state(state, require_key))
 }
 
 /// An API error: wire code (its HTTP status from the error map) and message, as
 /// `{"error":{"code","message"}}`.
-struct ApiError(ErrorCode, String);
+pub(crate) struct ApiError(ErrorCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -19,6 +19,15 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Rooms the user may join (protocol 1.1): room ids, or `["*"]` for any; absent
+    /// = any room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+}
+
+/// Whether a user with this `rooms` claim may join `room` (`None`: no claim).
+pub fn claim_allows_room(claim: Option<&[String]>, room: &str) -> bool {
+    claim.is_none_or(|rooms| rooms.iter().any(|r| r == "*" || r == room))
 }
 
 /// Verifies host-app tokens.
@@ -76,6 +85,7 @@ pub fn issue_token(secret: &str, user: &str, name: &str, ttl_secs: u64) -> anyho
         name: Some(name.to_string()),
         exp: now + ttl_secs,
         iat: Some(now),
+        rooms: None,
     };
     Ok(encode(
         &Header::new(Algorithm::HS256),

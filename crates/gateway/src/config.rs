@@ -206,6 +206,9 @@ pub struct LimitSettings {
     pub watch_ids_burst: u32,
     pub read_per_second: u32,
     pub read_burst: u32,
+    /// `join`, `leave`, `members` and `rooms` requests.
+    pub rooms_per_second: u32,
+    pub rooms_burst: u32,
     pub ping_per_second: u32,
     pub ping_burst: u32,
     pub max_connections_per_user: usize,
@@ -217,6 +220,11 @@ pub struct LimitSettings {
     /// (429 at the upgrade).
     pub sign_ins_per_ip_per_second: u32,
     pub sign_ins_per_ip_burst: u32,
+    // Rooms (protocol 1.1): caps checked by every join, each refusal a `forbidden`.
+    /// Rooms one user may be a member of.
+    pub max_rooms_per_user: u64,
+    /// Members one room may have.
+    pub max_room_members: u64,
 }
 
 impl Default for LimitSettings {
@@ -236,6 +244,8 @@ impl Default for LimitSettings {
             watch_ids_burst: 400,
             read_per_second: 20,
             read_burst: 50,
+            rooms_per_second: 10,
+            rooms_burst: 30,
             ping_per_second: 5,
             ping_burst: 20,
             max_connections_per_user: 20,
@@ -243,6 +253,8 @@ impl Default for LimitSettings {
             max_sockets_before_hello: 1000,
             sign_ins_per_ip_per_second: 20,
             sign_ins_per_ip_burst: 200,
+            max_rooms_per_user: 500,
+            max_room_members: 10_000,
         }
     }
 }
@@ -381,6 +393,9 @@ impl Settings {
                     "must be at least {MIN_API_KEY} characters (for example `openssl rand -hex 32`)"
                 ),
             );
+        }
+        if self.limits.max_rooms_per_user == 0 || self.limits.max_room_members == 0 {
+            return bad("limits.max_rooms_per_user", "room caps must be at least 1");
         }
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");

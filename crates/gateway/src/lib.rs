@@ -8,17 +8,19 @@
 //! → return.
 //!
 //! Module map: `config` (settings), `auth` (JWT), `router` (user → local
-//! connections, the engine's event sink), `connection` (one socket's life, generic
-//! over the socket), `http` (routes), `api` (the server HTTP API), `send_policy`
-//! (the checks, nonce namespaces and TTLs of a send, socket and API alike), `errors`
-//! (engine error → wire code / HTTP status, logged once), `presence` (counting a
-//! node's connections in the cluster's presence, repairs, heartbeat, reaping),
-//! `metric` (every metric's name and help, registered at start), `limiter` (request
-//! budgets per user), `admission` (caps at the upgrade), `state` (what they share),
-//! `telemetry` (logs and traces), `web` (the embedded web client).
+//! connections, the engine's event sink; `room_router` its room side), `connection`
+//! (one socket's life, generic over the socket), `http` (routes), `api` (the server
+//! HTTP API; `api_rooms` its room calls), `send_policy` (the checks, nonce namespaces
+//! and TTLs of a send, socket and API alike), `errors` (engine error → wire code /
+//! HTTP status, logged once), `presence` (counting a node's connections in the
+//! cluster's presence, repairs, heartbeat, reaping), `metric` (every metric's name and
+//! help, registered at start), `limiter` (request budgets per user), `admission` (caps
+//! at the upgrade), `state` (what they share), `telemetry` (logs and traces), `web`
+//! (the embedded web client).
 
 mod admission;
 mod api;
+mod api_rooms;
 pub mod auth;
 pub mod config;
 mod connection;
@@ -27,6 +29,7 @@ mod http;
 mod limiter;
 mod metric;
 mod presence;
+mod room_router;
 pub mod router;
 mod send_policy;
 pub mod state;

@@ -60,10 +60,13 @@ pub enum Kind {
     Watch,
     Read,
     Ping,
+    /// `join`, `leave`, `members` and `rooms` (room messages, histories and reads
+    /// draw on `send`, `history` and `read`).
+    Rooms,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Send,
         Kind::Typing,
         Kind::History,
@@ -72,6 +75,7 @@ impl Kind {
         Kind::Watch,
         Kind::Read,
         Kind::Ping,
+        Kind::Rooms,
     ];
 
     /// The `kind` label of the rate-limit metric.
@@ -85,6 +89,7 @@ impl Kind {
             Kind::Watch => "watch",
             Kind::Read => "read",
             Kind::Ping => "ping",
+            Kind::Rooms => "rooms",
         }
     }
 
@@ -99,6 +104,7 @@ impl Kind {
             Kind::Watch => (l.watch_ids_per_second, l.watch_ids_burst),
             Kind::Read => (l.read_per_second, l.read_burst),
             Kind::Ping => (l.ping_per_second, l.ping_burst),
+            Kind::Rooms => (l.rooms_per_second, l.rooms_burst),
         }
     }
 

@@ -36,6 +36,8 @@ pub enum Out {
     Frame(Arc<Bytes>),
     /// Live delivery may have missed events: read the inbox after the last cursor.
     CatchUp,
+    /// A room event, or a room catch-up (`room_router.rs`).
+    Room(Arc<crate::room_router::RoomOut>),
 }
 
 /// Asks a connection to close with a code, from any task.
@@ -106,6 +108,8 @@ pub struct Router {
     /// Watched user → local connections that `watch` them (presence events).
     watchers: Mutex<HashMap<Arc<str>, Vec<ConnHandle>>>,
     next_conn: AtomicU64,
+    /// Room memberships of local users and the room subscriptions (`room_router.rs`).
+    pub(crate) rooms: crate::room_router::RoomTable,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,6 +165,7 @@ impl Router {
         };
         let mut subscribed = slot.subscribed.lock().await;
         if lock(&slot.conns).is_empty() {
+            self.forget_rooms(engine, user).await;
             if *subscribed {
                 if let Err(e) = engine.unsubscribe(user).await {
                     tracing::warn!(user.id = user, error = %e, "unsubscribe failed");
@@ -221,7 +226,7 @@ impl Router {
             .collect()
     }
 
-    fn fan_out(&self, user: &str, make: impl Fn() -> Out) {
+    pub(crate) fn fan_out(&self, user: &str, make: impl Fn() -> Out) {
         let slot = lock(&self.users).get(user).cloned();
         if let Some(slot) = slot {
             for conn in lock(&slot.conns).iter() {
@@ -254,7 +259,12 @@ impl EventSink for Router {
                 self.fan_out(user_id, || Out::Frame(frame.clone()));
             }
             LiveEvent::Disconnect => self.close_user(user_id, close::UNAUTHORIZED),
+            LiveEvent::Room(event) => self.route_membership(user_id, event),
         }
+    }
+
+    fn deliver_room(&self, event: Arc<chat_engine::RoomEvent>) {
+        self.route_room_event(event);
     }
 
     fn presence(&self, user_id: &str, frame: Bytes) {

@@ -62,6 +62,7 @@ impl AppState {
     ) -> AppState {
         // The recorder behind `metrics` is installed: list every metric from now on.
         crate::metric::register();
+        router.set_engine(&engine);
         let limits = Limits {
             max_body: settings.server.max_body,
             max_frame: settings.server.max_frame,

@@ -107,6 +107,7 @@ mod tests {
             to: "bob".into(),
             body: format!("hello \"{i}\" ✓"),
             sent_at: "2026-12-04T08:00:00.000Z".into(),
+            room: None,
         }
     }
 

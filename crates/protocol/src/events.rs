@@ -80,6 +80,7 @@ mod tests {
             to: "alice".into(),
             body: "say \"hi\" \u{1f600}\n".into(),
             sent_at: "2026-01-01T00:00:00.000Z".into(),
+            room: None,
         }
     }
 

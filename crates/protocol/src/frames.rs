@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rooms::{MemberChange, RoomInfo, RoomItem, RoomRef, RoomsRecovered};
 use crate::ErrorCode;
 
 /// Longest `ref` a client may attach to a request.
@@ -11,7 +12,7 @@ pub const MAX_REF: usize = 64;
 pub const MAX_NONCE: usize = 64;
 
 /// A user as shown to other users.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
     pub name: String,
@@ -24,9 +25,14 @@ pub struct Message {
     pub id: String,
     pub conversation: String,
     pub from: String,
+    /// The recipient of a 1:1 message; empty (absent on the wire) for a room message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub to: String,
     pub body: String,
     pub sent_at: String,
+    /// The room of a room message (protocol 1.1); absent for a 1:1 message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Limits announced in `welcome.limits`.
@@ -41,9 +47,18 @@ pub struct Limits {
 /// One entry of `welcome.unread`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unread {
+    /// The peer of a 1:1 conversation; empty (absent on the wire) for a room.
+    #[serde(default, skip_serializing_if = "user_is_empty")]
     pub peer: User,
     pub count: u64,
     pub last: Message,
+    /// The room of a room entry (protocol 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomRef>,
+}
+
+fn user_is_empty(user: &User) -> bool {
+    user.id.is_empty()
 }
 
 /// A user as listed by `users` and inside `conversations`.
@@ -82,6 +97,9 @@ pub enum ClientFrame {
         client: Option<String>,
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
+        /// Room id → the last room event id the client saw (protocol 1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<std::collections::BTreeMap<String, String>>,
     },
     Ping {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -132,6 +150,58 @@ pub enum ClientFrame {
         reference: Option<String>,
         users: Vec<String>,
     },
+    // Rooms (protocol 1.1, `rooms.rs`). The three `Room*` variants are `send`,
+    // `history` and `read` naming a `room`: written under those types, read by
+    // `rooms::parse_room_request` (never by this enum's derive).
+    Join {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    Leave {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+    },
+    Members {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
+    Rooms {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    #[serde(rename = "send", skip_deserializing)]
+    RoomSend {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    #[serde(rename = "history", skip_deserializing)]
+    RoomHistory {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    #[serde(rename = "read", skip_deserializing)]
+    RoomRead {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+        up_to: String,
+    },
 }
 
 impl ClientFrame {
@@ -146,7 +216,14 @@ impl ClientFrame {
             | ClientFrame::Read { reference, .. }
             | ClientFrame::Typing { reference, .. }
             | ClientFrame::Users { reference, .. }
-            | ClientFrame::Watch { reference, .. } => reference.as_deref(),
+            | ClientFrame::Watch { reference, .. }
+            | ClientFrame::Join { reference, .. }
+            | ClientFrame::Leave { reference, .. }
+            | ClientFrame::Members { reference, .. }
+            | ClientFrame::Rooms { reference }
+            | ClientFrame::RoomSend { reference, .. }
+            | ClientFrame::RoomHistory { reference, .. }
+            | ClientFrame::RoomRead { reference, .. } => reference.as_deref(),
         }
     }
 
@@ -161,7 +238,14 @@ impl ClientFrame {
             | ClientFrame::Read { reference, .. }
             | ClientFrame::Typing { reference, .. }
             | ClientFrame::Users { reference, .. }
-            | ClientFrame::Watch { reference, .. } => *reference = Some(r),
+            | ClientFrame::Watch { reference, .. }
+            | ClientFrame::Join { reference, .. }
+            | ClientFrame::Leave { reference, .. }
+            | ClientFrame::Members { reference, .. }
+            | ClientFrame::Rooms { reference }
+            | ClientFrame::RoomSend { reference, .. }
+            | ClientFrame::RoomHistory { reference, .. }
+            | ClientFrame::RoomRead { reference, .. } => *reference = Some(r),
         }
     }
 }
@@ -190,7 +274,16 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             }
             Ok(frame)
         }
-        Err(err) => Err(explain(text, err)),
+        Err(err) => match crate::rooms::parse_room_request(text) {
+            Some(frame)
+                if frame
+                    .reference()
+                    .is_none_or(|r| r.chars().count() <= MAX_REF) =>
+            {
+                Ok(frame)
+            }
+            _ => Err(explain(text, err)),
+        },
     }
 }
 
@@ -245,6 +338,10 @@ const KNOWN_TYPES: &[&str] = &[
     "typing",
     "users",
     "watch",
+    "join",
+    "leave",
+    "members",
+    "rooms",
 ];
 
 /// Frames a server sends.
@@ -263,6 +360,9 @@ pub enum ServerFrame {
         /// The cursor live delivery starts after (extension, see docs/protocol.md).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
+        /// Per room listed in `hello.rooms`: whether it was recovered (protocol 1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<RoomsRecovered>,
     },
     Ack {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -324,6 +424,36 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
     },
+    // Rooms (protocol 1.1, `rooms.rs`). Room messages are `ack`/`message`/`history`
+    // frames whose message has a `room`.
+    Joined {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: RoomInfo,
+    },
+    Left {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+    },
+    Member {
+        room: String,
+        event: MemberChange,
+        user: User,
+        id: String,
+    },
+    Members {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        room: String,
+        items: Vec<UserInfo>,
+        more: bool,
+    },
+    Rooms {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        items: Vec<RoomItem>,
+    },
 }
 
 impl ServerFrame {
@@ -343,7 +473,11 @@ impl ServerFrame {
             | ServerFrame::Conversations { reference, .. }
             | ServerFrame::Users { reference, .. }
             | ServerFrame::Pong { reference }
-            | ServerFrame::Error { reference, .. } => reference.as_deref(),
+            | ServerFrame::Error { reference, .. }
+            | ServerFrame::Joined { reference, .. }
+            | ServerFrame::Left { reference, .. }
+            | ServerFrame::Members { reference, .. }
+            | ServerFrame::Rooms { reference, .. } => reference.as_deref(),
             _ => None,
         }
     }

@@ -61,9 +61,13 @@ impl StreamId {
         Some(StreamId { ms, seq })
     }
 
-    /// The id right after this one (for exclusive range starts).
+    /// The id right after this one (for exclusive range starts); the largest id
+    /// (`18446744073709551615-18446744073709551615`, which no entry can have) is its
+    /// own successor instead of overflowing.
     pub fn next(self) -> StreamId {
-        if self.seq == u64::MAX {
+        if self.ms == u64::MAX && self.seq == u64::MAX {
+            self
+        } else if self.seq == u64::MAX {
             StreamId {
                 ms: self.ms + 1,
                 seq: 0,
@@ -98,6 +102,24 @@ impl fmt::Display for StreamId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_never_overflows() {
+        let max = StreamId {
+            ms: u64::MAX,
+            seq: u64::MAX,
+        };
+        assert_eq!(max.next(), max);
+        let last_of_ms = StreamId {
+            ms: 5,
+            seq: u64::MAX,
+        };
+        assert_eq!(last_of_ms.next(), StreamId { ms: 6, seq: 0 });
+        assert_eq!(
+            StreamId { ms: 5, seq: 1 }.next(),
+            StreamId { ms: 5, seq: 2 }
+        );
+    }
 
     #[test]
     fn user_ids() {

@@ -10,8 +10,10 @@ pub mod codes;
 pub mod events;
 pub mod frames;
 pub mod ids;
+pub mod rooms;
 
 pub use codes::{close, ErrorCode};
 pub use events::Event;
 pub use frames::*;
 pub use ids::{dm_conversation, normalize_username, valid_user_id, StreamId};
+pub use rooms::{room_conversation, valid_room_id};

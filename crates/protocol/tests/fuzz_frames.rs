@@ -65,6 +65,13 @@ const SEEDS: &[&str] = &[
     r#"{"type":"users","ref":"us","query":"al","limit":20}"#,
     r#"{"type":"users"}"#,
     r#"{"type":"watch","ref":"w","users":["u-a","u-b","u-c"]}"#,
+    r#"{"type":"join","ref":"j1","room":"lobby","name":"The lobby"}"#,
+    r#"{"type":"leave","ref":"l1","room":"lobby"}"#,
+    r#"{"type":"members","ref":"m1","room":"lobby","after":"u-a"}"#,
+    r#"{"type":"rooms","ref":"rs"}"#,
+    r#"{"type":"send","ref":"c-9","room":"lobby","body":"hi all","nonce":"n-2"}"#,
+    r#"{"type":"history","room":"lobby","before":"1717000000000-3","limit":20}"#,
+    r#"{"type":"read","room":"lobby","up_to":"1717000000000-0"}"#,
     r#"{"type":"pong","ref":"p1"}"#,
     r#"{"type":"error","ref":"x","code":"not_found","message":"no such user"}"#,
     r#"{"type":"error","code":"rate_limited","message":"slow down","retry_after_ms":250}"#,
@@ -230,6 +237,13 @@ fn kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::Users { .. } => "users",
         ClientFrame::Watch { .. } => "watch",
+        ClientFrame::Join { .. } => "join",
+        ClientFrame::Leave { .. } => "leave",
+        ClientFrame::Members { .. } => "members",
+        ClientFrame::Rooms { .. } => "rooms",
+        ClientFrame::RoomSend { .. } => "room send",
+        ClientFrame::RoomHistory { .. } => "room history",
+        ClientFrame::RoomRead { .. } => "room read",
     }
 }
 

@@ -47,6 +47,7 @@ impl Messages for MemoryEngine {
             to: req.to.clone(),
             body: req.body,
             sent_at: req.sent_at,
+            room: None,
         };
         let meta = st.metas.entry(conversation.clone()).or_default();
         meta.seq += 1;

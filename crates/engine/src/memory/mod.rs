@@ -8,8 +8,8 @@
 //! This file holds the state and [`Node`]; each engine trait is implemented in the
 //! file of its concern: [`accounts`] (users, sessions), [`messages`] (sends, history,
 //! inboxes), [`live`] (subscriptions, ephemeral frames, disconnects), [`receipts`]
-//! (read markers, conversation lists), [`presence`] (connection counts) and
-//! [`directory`] (name search).
+//! (read markers, conversation lists), [`presence`] (connection counts),
+//! [`directory`] (name search) and [`rooms`] (group conversations).
 
 mod accounts;
 mod directory;
@@ -17,6 +17,7 @@ mod live;
 mod messages;
 mod presence;
 mod receipts;
+mod rooms;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +56,8 @@ struct State {
     nonces: HashMap<(String, String, String), (Message, Instant)>,
     inboxes: HashMap<String, Inbox>,
     subscribed: HashSet<String>,
+    /// Rooms, memberships and the rooms subscribed here (`rooms.rs`).
+    rooms: rooms::RoomsState,
     /// Last id handed out: ids are `<ms>-<seq>` and strictly increase, like Redis's.
     clock: StreamId,
     inserts: u64,

@@ -29,6 +29,8 @@ pub(crate) const LIBRARY: &str = concat!(
     include_str!("scripts/receipts.lua"),
     "\n",
     include_str!("scripts/presence.lua"),
+    "\n",
+    include_str!("scripts/rooms.lua"),
 );
 
 /// The function doing a whole send on a single Redis.
@@ -107,6 +109,7 @@ pub(crate) fn message_tail(req: &SendRequest) -> String {
         to: req.to.clone(),
         body: req.body.clone(),
         sent_at: req.sent_at.clone(),
+        room: None,
     };
     let json = serde_json::to_string(&message).expect("a message always serializes");
     const HEAD: &str = r#"{"id":"""#;
@@ -359,6 +362,7 @@ fn stored_message(req: &SendRequest, id: String, entry: &str) -> Result<Message,
             to: req.to.clone(),
             body: req.body.clone(),
             sent_at: req.sent_at.clone(),
+            room: None,
         });
     }
     let entry = Entry {
@@ -506,6 +510,7 @@ mod tests {
             to: "alice".into(),
             body: "earlier".into(),
             sent_at: "2025-12-31T00:00:00.000Z".into(),
+            room: None,
         };
         let s = |t: &str| Value::String(t.into());
         let reply = Value::Array(vec![
@@ -596,6 +601,7 @@ mod tests {
             to: "alice".into(),
             body: req.body.clone(),
             sent_at: req.sent_at.clone(),
+            room: None,
         };
         // What send.lua's message_from_tail builds.
         let built = format!(r#"{{"id":"{}"{}"#, message.id, message_tail(&req));
@@ -624,6 +630,7 @@ mod tests {
             to: "alice".into(),
             body: "hi".into(),
             sent_at: "t".into(),
+            room: None,
         };
         let (keys, args) = InboxAppend {
             user: "bob",

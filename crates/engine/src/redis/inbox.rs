@@ -57,6 +57,7 @@ pub(crate) fn event(owner: &str, entry: &Entry, prev: StreamId) -> Result<InboxE
                 to: counterpart.to_string(),
                 body: body.to_string(),
                 sent_at: sent_at.to_string(),
+                room: None,
             };
             Event::Message { message: &message }.to_json()
         }
@@ -127,6 +128,7 @@ pub(crate) fn conversation_message(a: &str, b: &str, entry: Entry) -> Result<Mes
         body: body.to_string(),
         sent_at: sent_at.to_string(),
         id: entry.id,
+        room: None,
     })
 }
 
@@ -154,6 +156,7 @@ mod tests {
             to: "alice".into(),
             body: body.into(),
             sent_at: "2026-01-01T00:00:00.000Z".into(),
+            room: None,
         };
         let stored = |who: &str| format!("{who} 5-1 2026-01-01T00:00:00.000Z {body}");
         let expected = Event::Message { message: &message }.to_json();

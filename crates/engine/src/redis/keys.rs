@@ -150,6 +150,55 @@ pub fn user_sessions(user: &str) -> String {
     format!("{PREFIX}usess:{user}")
 }
 
+// Rooms (protocol 1.1): every key of a room shares the tag `{r:<room>}` (one slot,
+// so each room function is slot-local on a cluster); room ids are `a-z0-9_-` only
+// (`chat_protocol::valid_room_id`). The user's set of rooms lives in the user's slot.
+
+/// The room's hash tag.
+fn room_tag(room: &str) -> String {
+    format!("{PREFIX}{{r:{room}}}")
+}
+
+/// The room's metadata hash (see `scripts/rooms.lua`).
+pub fn room_meta(room: &str) -> String {
+    format!("{}:meta", room_tag(room))
+}
+
+/// The room's members: sorted set, every score 0, so `ZRANGEBYLEX` pages by id.
+pub fn room_members(room: &str) -> String {
+    format!("{}:members", room_tag(room))
+}
+
+/// The room's member names: hash member id → display name at join.
+pub fn room_names(room: &str) -> String {
+    format!("{}:names", room_tag(room))
+}
+
+/// The room's event stream: messages and `member` events; its ids are the events'.
+pub fn room_events(room: &str) -> String {
+    format!("{}:ev", room_tag(room))
+}
+
+/// The room's live channel (sharded pub/sub).
+pub fn room_channel(room: &str) -> String {
+    format!("{}:ch", room_tag(room))
+}
+
+/// The room id behind a channel name built by [`room_channel`].
+pub fn channel_room(channel: &str) -> Option<&str> {
+    channel.strip_prefix("chat:{r:")?.strip_suffix("}:ch")
+}
+
+/// A room message's nonce (string: the message id, expiring after the nonce TTL).
+pub fn room_nonce(room: &str, from: &str, nonce: &str) -> String {
+    format!("{}:n:{from}:{nonce}", room_tag(room))
+}
+
+/// The rooms a user is a member of (set).
+pub fn user_rooms(user: &str) -> String {
+    format!("{}:rooms", user_tag(user))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +268,27 @@ mod tests {
         assert_eq!(name_member("x", "ÀB c"), "àb c\0x");
         assert_eq!(
             fred::util::redis_keyslot(presence("alice").as_bytes()),
+            fred::util::redis_keyslot(inbox("alice").as_bytes())
+        );
+    }
+
+    #[test]
+    fn room_keys_share_a_slot() {
+        let slot = fred::util::redis_keyslot(room_events("lobby").as_bytes());
+        for key in [
+            room_meta("lobby"),
+            room_members("lobby"),
+            room_names("lobby"),
+            room_channel("lobby"),
+            room_nonce("lobby", "alice", "n1"),
+        ] {
+            assert_eq!(fred::util::redis_keyslot(key.as_bytes()), slot, "{key}");
+        }
+        assert_eq!(channel_room(&room_channel("a_b-1")), Some("a_b-1"));
+        assert_eq!(channel_room(&channel("alice")), None);
+        assert_eq!(channel_user(&room_channel("lobby")), None);
+        assert_eq!(
+            fred::util::redis_keyslot(user_rooms("alice").as_bytes()),
             fred::util::redis_keyslot(inbox("alice").as_bytes())
         );
     }

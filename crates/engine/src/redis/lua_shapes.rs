@@ -157,6 +157,7 @@ async fn chat_inbox_append_publishes_the_event_it_was_given() {
         to: "carol".into(),
         body: "hi there".into(),
         sent_at: "2026-01-01T00:00:00.000Z".into(),
+        room: None,
     };
     let event = Event::Message { message: &message }.to_json();
     let (keys, args) = InboxAppend {

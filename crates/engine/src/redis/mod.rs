@@ -4,8 +4,8 @@
 //! few subscriber connections ([`subscriber`]), each trait in the file of its concern:
 //! [`accounts`] (users, sessions), [`messages`] (sends, history, inboxes), [`live`]
 //! (subscriptions, ephemeral frames, disconnects), [`receipts`] (read markers,
-//! conversation lists), [`presence`] (connection counts, heartbeats, reaping) and
-//! [`directory`] (name search). This file connects and holds what they share
+//! conversation lists), [`presence`] (connection counts, heartbeats, reaping),
+//! [`directory`] (name search) and [`rooms`] (group conversations). This file connects and holds what they share
 //! ([`Core`]: the pool, the call options, retention, the subscribers, the sink and
 //! the node id) and the `FCALL` helper.
 //!
@@ -39,6 +39,7 @@ mod messages;
 mod payload;
 mod presence;
 mod receipts;
+mod rooms;
 mod shape;
 mod single;
 mod subscriber;

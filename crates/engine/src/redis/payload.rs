@@ -7,7 +7,12 @@
 //!   inbox event, with the id of the inbox entry before it (written by Lua's
 //!   `inbox_append`);
 //! - `"- - <frame json>"`: an ephemeral frame (typing, a partner's presence);
-//! - `"! disconnect"`: close the user's connections on every node.
+//! - `"! disconnect"`: close the user's connections on every node;
+//! - `"@ <room> <room event payload>"`: a `member` event about the user (rooms).
+//!
+//! On a room's channel ([`super::keys::room_channel`], sharded pub/sub):
+//! `"<id> <prev> <flag> <frame json>"`, flag `-` for a message, `+<user>` joined,
+//! `~<user>` left (written by Lua's `room_append`).
 //!
 //! On the global presence channel ([`super::keys::PRESENCE_CHANNEL`], plain pub/sub):
 //! `"<user id> <presence frame json>"`.
@@ -94,10 +99,63 @@ impl ReapTemplate {
     }
 }
 
+/// A room event's payload on a room channel.
+pub(crate) fn room_event(event: &crate::RoomEvent) -> String {
+    let flag = match &event.change {
+        None => "-".to_string(),
+        Some((user, true)) => format!("+{user}"),
+        Some((user, false)) => format!("~{user}"),
+    };
+    format!(
+        "{} {} {flag} {}",
+        event.id,
+        event.prev,
+        String::from_utf8_lossy(&event.json)
+    )
+}
+
+/// A `member` event's payload on the user's channel.
+pub(crate) fn room_notice(event: &crate::RoomEvent) -> String {
+    format!("@ {} {}", event.room, room_event(event))
+}
+
+/// Parses a room channel's payload.
+pub(crate) fn parse_room(room: &str, payload: Bytes) -> Option<crate::RoomEvent> {
+    let mut at = 0;
+    let mut token = || {
+        let start = at;
+        let len = payload[start..].iter().position(|&b| b == b' ')?;
+        at = start + len + 1;
+        std::str::from_utf8(&payload[start..start + len]).ok()
+    };
+    let id = StreamId::parse(token()?)?;
+    let prev = StreamId::parse(token()?)?;
+    let flag = token()?;
+    let change = match flag.split_at_checked(1)? {
+        ("-", "") => None,
+        ("+", user) if !user.is_empty() => Some((user.to_string(), true)),
+        ("~", user) if !user.is_empty() => Some((user.to_string(), false)),
+        _ => return None,
+    };
+    Some(crate::RoomEvent {
+        room: room.to_string(),
+        id,
+        prev,
+        json: payload.slice(at..),
+        change,
+    })
+}
+
 /// Parses a user channel's payload (any of the forms above).
 pub(crate) fn parse(payload: Bytes) -> Option<LiveEvent> {
     if payload.as_ref() == DISCONNECT.as_bytes() {
         return Some(LiveEvent::Disconnect);
+    }
+    if let Some(rest) = payload.strip_prefix(b"@ ") {
+        let end = rest.iter().position(|&b| b == b' ')?;
+        let room = std::str::from_utf8(&rest[..end]).ok()?.to_string();
+        let event = parse_room(&room, payload.slice(2 + end + 1..))?;
+        return Some(LiveEvent::Room(Arc::new(event)));
     }
     let first = payload.iter().position(|&b| b == b' ')?;
     let second = first + 1 + payload[first + 1..].iter().position(|&b| b == b' ')?;
@@ -134,6 +192,29 @@ pub(crate) fn parse_presence(payload: Bytes) -> Option<(String, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_payloads_round_trip() {
+        for change in [
+            None,
+            Some(("alice".to_string(), true)),
+            Some(("bob".to_string(), false)),
+        ] {
+            let event = crate::RoomEvent {
+                room: "lobby".into(),
+                id: StreamId { ms: 5, seq: 1 },
+                prev: StreamId { ms: 4, seq: 0 },
+                json: Bytes::from_static(br#"{"type":"member","x":"a b"}"#),
+                change,
+            };
+            let bytes = Bytes::from(room_event(&event));
+            assert_eq!(parse_room("lobby", bytes), Some(event.clone()));
+            let Some(LiveEvent::Room(parsed)) = parse(Bytes::from(room_notice(&event))) else {
+                panic!("a room notice");
+            };
+            assert_eq!(*parsed, event);
+        }
+    }
 
     fn bytes(s: String) -> Bytes {
         Bytes::from(s)

@@ -17,6 +17,10 @@
 //! channel already held is harmless) and the sink resyncs. Behind Sentinel the client
 //! follows the primary the same way.
 //!
+//! Rooms ride the same connections: a room's channel ([`keys::room_channel`]) is
+//! assigned to a shard by the room id, re-subscribed with the users' channels, and
+//! its payloads go to `sink.deliver_room`.
+//!
 //! The first connection also subscribes (plain `SUBSCRIBE`) to the global presence
 //! channel, at start and after every reconnect; its payloads go to `sink.presence`.
 
@@ -50,6 +54,8 @@ pub(crate) struct Subscribers {
 struct Shard {
     client: SubscriberClient,
     users: Mutex<HashSet<String>>,
+    /// Rooms whose channels this connection holds.
+    rooms: Mutex<HashSet<String>>,
     options: Options,
     sink: Arc<dyn EventSink>,
     /// Whether this connection listens to the global presence channel.
@@ -61,9 +67,14 @@ impl Shard {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Subscribes again to every channel of this connection's users.
+    fn rooms(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes again to every channel of this connection's users and rooms.
     async fn resubscribe(&self) -> Result<(), EngineError> {
-        let channels: Vec<String> = self.users().iter().map(|u| keys::channel(u)).collect();
+        let mut channels: Vec<String> = self.users().iter().map(|u| keys::channel(u)).collect();
+        channels.extend(self.rooms().iter().map(|r| keys::room_channel(r)));
         let groups = fred::util::group_by_hash_slot(channels).map_err(map_err)?;
         // No fail_fast: right after the reconnect event the client is not yet marked
         // connected, and the command must wait for the router instead of failing.
@@ -97,6 +108,20 @@ impl Shard {
             match parsed {
                 Some((user, frame)) => self.sink.presence(&user, frame),
                 None => tracing::warn!("unparsable presence payload"),
+            }
+            return;
+        }
+        if let Some(room) = keys::channel_room(&message.channel) {
+            if !self.rooms().contains(room) {
+                return;
+            }
+            let parsed = message
+                .value
+                .into_bytes()
+                .and_then(|p| payload::parse_room(room, p));
+            match parsed {
+                Some(event) => self.sink.deliver_room(Arc::new(event)),
+                None => tracing::warn!(channel = %message.channel, "unparsable room payload"),
             }
             return;
         }
@@ -152,6 +177,7 @@ impl Subscribers {
             let shard = Arc::new(Shard {
                 client,
                 users: Mutex::new(HashSet::new()),
+                rooms: Mutex::new(HashSet::new()),
                 options: conn::options(timeout, 2),
                 sink: sink.clone(),
                 presence: i == 0,
@@ -211,6 +237,36 @@ impl Subscribers {
             .client
             .with_options(&shard.options)
             .sunsubscribe(keys::channel(user))
+            .await
+            .map_err(map_err)
+    }
+
+    /// Subscribes to the room's channel; returns once Redis confirmed it.
+    pub(crate) async fn subscribe_room(&self, room: &str) -> Result<(), EngineError> {
+        let shard = self.shard(room);
+        let added = shard.rooms().insert(room.to_string());
+        let result = shard
+            .client
+            .with_options(&shard.options)
+            .ssubscribe(keys::room_channel(room))
+            .await
+            .map_err(map_err);
+        if result.is_err() && added {
+            shard.rooms().remove(room);
+        }
+        result
+    }
+
+    /// Unsubscribes from the room's channel.
+    pub(crate) async fn unsubscribe_room(&self, room: &str) -> Result<(), EngineError> {
+        let shard = self.shard(room);
+        if !shard.rooms().remove(room) {
+            return Ok(());
+        }
+        shard
+            .client
+            .with_options(&shard.options)
+            .sunsubscribe(keys::room_channel(room))
             .await
             .map_err(map_err)
     }

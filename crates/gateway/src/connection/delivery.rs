@@ -55,6 +55,7 @@ impl<S: Socket> Conn<S> {
     pub(super) async fn welcome(&mut self, signed: &SignedIn) -> Result<(), Stop> {
         let engine = self.state.engine.clone();
         let user = self.user.id.clone();
+        self.attach_rooms(&signed.rooms).await?;
         // A cursor no event can follow (the largest id) proves nothing: no replay,
         // `recovered:false` (protocol 1.1), without a read that would overflow.
         let cursor = signed
@@ -96,9 +97,15 @@ impl<S: Socket> Conn<S> {
             None => engine.inbox_head(&user).await.map_err(unavailable)?,
         };
         self.last_sent = start;
-        let unread = super::social::unread_summary(&self.state, &user)
+        let mut unread = super::social::unread_summary(&self.state, &user)
             .await
             .map_err(unavailable)?;
+        unread.extend(
+            super::rooms::room_unread(&self.state, &user)
+                .await
+                .map_err(unavailable)?,
+        );
+        let (rooms, room_replay) = self.recover_rooms(&signed.rooms).await?;
         let welcome = ServerFrame::Welcome {
             session: signed.session.clone(),
             user: self.user.clone(),
@@ -108,6 +115,7 @@ impl<S: Socket> Conn<S> {
             limits: self.state.limits.clone(),
             unread,
             cursor: Some(start.to_string()),
+            rooms,
         };
         self.write_frame(&welcome).await?;
         if recovered {
@@ -122,14 +130,18 @@ impl<S: Socket> Conn<S> {
                 self.catch_up().await?;
             }
         }
-        Ok(())
+        self.write_room_replay(room_replay).await
     }
 
     /// Handles one item from the outbox.
     pub(super) async fn deliver(&mut self, out: Out) -> Result<(), Stop> {
         match out {
             Out::Frame(frame) => self.write_bytes(Bytes::clone(&frame)).await,
-            Out::CatchUp => self.catch_up().await,
+            Out::CatchUp => {
+                self.catch_up().await?;
+                self.catch_up_rooms().await
+            }
+            Out::Room(room) => self.deliver_room(room).await,
             Out::Event(event) => self.deliver_event(&event).await,
         }
     }
@@ -233,7 +245,7 @@ impl<S: Socket> Conn<S> {
     }
 }
 
-fn unavailable(e: chat_engine::EngineError) -> Stop {
+pub(super) fn unavailable(e: chat_engine::EngineError) -> Stop {
     tracing::warn!(error = %e, "recovery read failed");
     Stop::Close(chat_protocol::close::INTERNAL, "backend unavailable")
 }
@@ -528,6 +540,7 @@ mod tests {
             session: "s".into(),
             resumed: true,
             last_seen: Some(seen.to_string()),
+            rooms: Default::default(),
         };
         assert!(conn.welcome(&signed).await.is_ok());
         assert!(conn.flush().await.is_ok());
@@ -557,6 +570,7 @@ mod tests {
             resumed: true,
             // Not an id of Bob's inbox: the chain cannot be proven.
             last_seen: Some("1-0".into()),
+            rooms: Default::default(),
         };
         assert!(conn.welcome(&signed).await.is_ok());
         assert!(conn.flush().await.is_ok());

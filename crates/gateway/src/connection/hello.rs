@@ -23,6 +23,9 @@ pub(crate) struct SignedIn {
     /// An existing session, or a token for a user the cluster already knew.
     pub resumed: bool,
     pub last_seen: Option<String>,
+    /// Rooms: `hello.rooms` (room → last event id seen) and the JWT `rooms` claim
+    /// (protocol 1.1, `rooms.rs`).
+    pub rooms: super::rooms::SignedInRooms,
 }
 
 /// Why a `hello` was refused.
@@ -98,6 +101,7 @@ pub(crate) async fn sign_in<S: Socket>(
             session,
             username,
             last_seen,
+            rooms,
             ..
         } = frame
         else {
@@ -114,13 +118,17 @@ pub(crate) async fn sign_in<S: Socket>(
         };
         metrics::counter!(crate::metric::HELLOS).increment(1);
         match authenticate(state, token, session, username).await {
-            Ok((user, session, resumed)) => {
+            Ok((user, session, resumed, claim)) => {
                 state.remember_user(&user.id);
                 return Ok(SignedIn {
                     user,
                     session,
                     resumed,
                     last_seen,
+                    rooms: super::rooms::SignedInRooms {
+                        last_seen: rooms.unwrap_or_default(),
+                        claim,
+                    },
                 });
             }
             Err(Refusal::BadRequest(message)) => {
@@ -151,13 +159,14 @@ async fn reply<S: Socket>(sink: &mut SplitSink<S, WsMessage>, frame: ServerFrame
     let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(text(frame.to_json()))).await;
 }
 
-/// Checks the one credential and returns the user, a session and `resumed`.
+/// Checks the one credential and returns the user, a session, `resumed` and the
+/// token's `rooms` claim.
 async fn authenticate(
     state: &Shared,
     token: Option<String>,
     session: Option<String>,
     username: Option<String>,
-) -> Result<(User, String, bool), Refusal> {
+) -> Result<(User, String, bool, Option<Vec<String>>), Refusal> {
     let engine = &state.engine;
     let ttl = state.settings.auth.session_ttl_secs;
     let given = [token.is_some(), session.is_some(), username.is_some()]
@@ -191,6 +200,7 @@ async fn authenticate(
             },
             session,
             existed,
+            claims.rooms,
         ));
     }
     if let Some(session) = session {
@@ -202,7 +212,7 @@ async fn authenticate(
             .await?
             .ok_or_else(|| Refusal::Unauthorized("session unknown or expired".into()))?;
         metrics::counter!(crate::metric::SIGN_INS, "kind" => "session").increment(1);
-        return Ok((user, session, true));
+        return Ok((user, session, true, None));
     }
     let raw = username.unwrap_or_default();
     if !state.settings.guests_allowed() {
@@ -218,5 +228,5 @@ async fn authenticate(
     let user = engine.create_guest(&name).await?;
     let session = engine.create_session(&user.id, ttl).await?;
     metrics::counter!(crate::metric::SIGN_INS, "kind" => "guest").increment(1);
-    Ok((user, session, false))
+    Ok((user, session, false, None))
 }

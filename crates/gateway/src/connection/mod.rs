@@ -15,6 +15,7 @@
 mod delivery;
 mod hello;
 mod requests;
+mod rooms;
 mod social;
 #[cfg(test)]
 mod test_socket;
@@ -92,6 +93,8 @@ pub(crate) struct Conn<S: Socket> {
     /// Live events that arrived ahead of their predecessor (see `delivery.rs`);
     /// boxed, as an idle connection has none.
     held: Option<Box<delivery::Held>>,
+    /// Room state: the last event written per room, the JWT `rooms` claim.
+    rooms: rooms::ConnRooms,
 }
 
 /// Outbox items written into one socket write at most (then the socket is flushed and
@@ -183,6 +186,7 @@ async fn run<S: Socket>(
             received_at: Instant::now(),
             unflushed: false,
             held: None,
+            rooms: Default::default(),
         };
         let stop = match Box::pin(conn.welcome(&signed)).await {
             Ok(()) => {

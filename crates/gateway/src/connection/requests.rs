@@ -82,6 +82,13 @@ impl<S: Socket> Conn<S> {
                 limit,
             } => self.users(reference, query, limit).await,
             ClientFrame::Watch { users, .. } => self.watch(users).await,
+            room @ (ClientFrame::Join { .. }
+            | ClientFrame::Leave { .. }
+            | ClientFrame::Members { .. }
+            | ClientFrame::Rooms { .. }
+            | ClientFrame::RoomSend { .. }
+            | ClientFrame::RoomHistory { .. }
+            | ClientFrame::RoomRead { .. }) => self.room_request(room).await,
         };
         match result {
             Ok(Some(reply)) => self.write_frame(&reply).await,
@@ -110,7 +117,7 @@ impl<S: Socket> Conn<S> {
 
     /// Takes `cost` from the user's budget of `kind`, or refuses (`rate_limited`,
     /// counted by kind).
-    fn take(&self, kind: Kind, cost: u32) -> Result<(), Refused> {
+    pub(super) fn take(&self, kind: Kind, cost: u32) -> Result<(), Refused> {
         if crate::limiter::lock(&self.budget).try_take(kind, cost) {
             return Ok(());
         }
@@ -255,6 +262,13 @@ fn request_kind(frame: &ClientFrame) -> (Option<Kind>, u32) {
             Some(Kind::Watch),
             u32::try_from(users.len()).unwrap_or(u32::MAX).max(1),
         ),
+        ClientFrame::RoomSend { .. } => (Some(Kind::Send), 1),
+        ClientFrame::RoomHistory { .. } => (Some(Kind::History), 1),
+        ClientFrame::RoomRead { .. } => (Some(Kind::Read), 1),
+        ClientFrame::Join { .. }
+        | ClientFrame::Leave { .. }
+        | ClientFrame::Members { .. }
+        | ClientFrame::Rooms { .. } => (Some(Kind::Rooms), 1),
     }
 }
 

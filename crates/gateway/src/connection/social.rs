@@ -172,6 +172,7 @@ pub(super) async fn unread_summary(
                 peer: c.peer,
                 count: c.unread,
                 last: c.last?,
+                room: None,
             })
         })
         .collect())

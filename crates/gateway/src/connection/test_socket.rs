@@ -159,6 +159,7 @@ pub(crate) fn conn(
         received_at: std::time::Instant::now(),
         unflushed: false,
         held: None,
+        rooms: Default::default(),
     };
     (conn, tx, peer)
 }
@@ -357,6 +358,84 @@ mod flaky_impl {
     impl Directory for FlakyReads {
         async fn search_users(&self, prefix: &str, limit: usize) -> Result<Vec<User>, EngineError> {
             self.inner.search_users(prefix, limit).await
+        }
+    }
+
+    #[async_trait]
+    impl Rooms for FlakyReads {
+        async fn join_room(
+            &self,
+            room: &str,
+            user: &User,
+            name: Option<&str>,
+            limits: chat_engine::RoomLimits,
+        ) -> Result<chat_engine::JoinOutcome, EngineError> {
+            self.inner.join_room(room, user, name, limits).await
+        }
+        async fn leave_room(&self, room: &str, user: &User) -> Result<bool, EngineError> {
+            self.inner.leave_room(room, user).await
+        }
+        async fn room(&self, room: &str) -> Result<Option<chat_engine::RoomState>, EngineError> {
+            self.inner.room(room).await
+        }
+        async fn is_member(&self, room: &str, user: &str) -> Result<bool, EngineError> {
+            self.inner.is_member(room, user).await
+        }
+        async fn room_members(
+            &self,
+            room: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<(Vec<User>, bool), EngineError> {
+            self.inner.room_members(room, after, limit).await
+        }
+        async fn user_rooms(&self, user: &str) -> Result<Vec<String>, EngineError> {
+            self.inner.user_rooms(user).await
+        }
+        async fn room_summaries(
+            &self,
+            user: &str,
+        ) -> Result<Vec<chat_engine::RoomSummary>, EngineError> {
+            self.inner.room_summaries(user).await
+        }
+        async fn room_send(
+            &self,
+            request: chat_engine::RoomSendRequest,
+        ) -> Result<Option<SendOutcome>, EngineError> {
+            self.inner.room_send(request).await
+        }
+        async fn room_history(
+            &self,
+            room: &str,
+            before: Option<StreamId>,
+            limit: usize,
+        ) -> Result<(Vec<Message>, bool), EngineError> {
+            self.inner.room_history(room, before, limit).await
+        }
+        async fn room_mark_read(
+            &self,
+            room: &str,
+            user: &str,
+            up_to: StreamId,
+        ) -> Result<Option<String>, EngineError> {
+            self.inner.room_mark_read(room, user, up_to).await
+        }
+        async fn read_room(
+            &self,
+            room: &str,
+            after: StreamId,
+            count: usize,
+        ) -> Result<Vec<chat_engine::RoomEvent>, EngineError> {
+            self.inner.read_room(room, after, count).await
+        }
+        async fn room_head(&self, room: &str) -> Result<StreamId, EngineError> {
+            self.inner.room_head(room).await
+        }
+        async fn subscribe_room(&self, room: &str) -> Result<(), EngineError> {
+            self.inner.subscribe_room(room).await
+        }
+        async fn unsubscribe_room(&self, room: &str) -> Result<(), EngineError> {
+            self.inner.unsubscribe_room(room).await
         }
     }
 }

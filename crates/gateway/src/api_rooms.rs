@@ -1,0 +1,254 @@
+//! The server API's room calls (protocol 1.1), behind the same bearer key as the
+//! rest of `/api/v1`: post a message as a member, add and remove members (without
+//! the JWT restriction; members are told exactly as for a client's join or leave),
+//! a room's history, and a room's lookup. The engine calls are the socket's, so a
+//! message posted here is stored, published and counted the same way.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chat_engine::{JoinOutcome, RoomLimits, RoomSendRequest, RoomState};
+use chat_protocol::api as wire;
+use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, StreamId, MAX_NONCE};
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiError;
+use crate::connection::now_rfc3339;
+use crate::errors::{refuse, Refused};
+use crate::send_policy::{self, Origin};
+use crate::state::Shared;
+
+/// The room routes, added to the API's router in front of its key check.
+pub(crate) fn add(router: Router<Shared>) -> Router<Shared> {
+    router
+        .route("/api/v1/rooms/{room}", get(lookup))
+        .route(
+            "/api/v1/rooms/{room}/messages",
+            post(post_message).get(history),
+        )
+        .route(
+            "/api/v1/rooms/{room}/members/{user}",
+            put(add_member).delete(remove_member),
+        )
+}
+
+/// Everything checked about a room message before the rate limit and the engine:
+/// the room id, the body (not blank, at most `max_body` characters), the nonce.
+pub(crate) fn check_room_message(
+    room: &str,
+    body: &str,
+    nonce: Option<&str>,
+    max_body: usize,
+) -> Result<(), Refused> {
+    if !valid_room_id(room) {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            "room must be 1-64 characters of a-z, 0-9, _ and -",
+        ));
+    }
+    if body.trim().is_empty() {
+        return Err(refuse(ErrorCode::BadRequest, "body is empty"));
+    }
+    if body.chars().count() > max_body {
+        return Err(refuse(
+            ErrorCode::TooLarge,
+            format!("body is longer than {max_body} characters"),
+        ));
+    }
+    if nonce.is_some_and(|n| {
+        n.is_empty() || n.chars().count() > MAX_NONCE || n.contains(char::is_whitespace)
+    }) {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            format!("nonce must be 1-{MAX_NONCE} characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/rooms/{room}/messages`.
+#[derive(Debug, Deserialize)]
+struct PostMessage {
+    from: String,
+    body: String,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+/// `GET /api/v1/rooms/{room}` (and the answer to `PUT …/members/{user}`).
+#[derive(Debug, Serialize)]
+struct RoomBody {
+    id: String,
+    name: String,
+    member_count: u64,
+}
+
+impl From<RoomState> for RoomBody {
+    fn from(r: RoomState) -> Self {
+        RoomBody {
+            id: r.id,
+            name: r.name,
+            member_count: r.member_count,
+        }
+    }
+}
+
+/// A room's history page (room messages carry `room` and no `to`).
+#[derive(Debug, Serialize)]
+struct HistoryPage {
+    messages: Vec<Message>,
+    more: bool,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::from(refuse(ErrorCode::BadRequest, message))
+}
+
+fn check_room(room: &str) -> Result<(), ApiError> {
+    if valid_room_id(room) {
+        Ok(())
+    } else {
+        Err(bad("room must be 1-64 characters of a-z, 0-9, _ and -"))
+    }
+}
+
+fn check_user(user: &str) -> Result<(), ApiError> {
+    if valid_user_id(user) {
+        Ok(())
+    } else {
+        Err(bad("user is not a valid user id"))
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::from(refuse(ErrorCode::NotFound, what.to_string()))
+}
+
+async fn lookup(
+    State(state): State<Shared>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    check_room(&room)?;
+    let room = state
+        .engine
+        .room(&room)
+        .await?
+        .ok_or_else(|| not_found("no such room"))?;
+    Ok(Json(RoomBody::from(room)).into_response())
+}
+
+async fn post_message(
+    State(state): State<Shared>,
+    Path(room): Path<String>,
+    body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
+    check_user(&req.from)?;
+    check_room_message(
+        &room,
+        &req.body,
+        req.nonce.as_deref(),
+        state.settings.server.max_body,
+    )?;
+    let (nonce, ttl) = send_policy::stored_nonce(Origin::Api, req.nonce);
+    let outcome = state
+        .engine
+        .room_send(RoomSendRequest {
+            room,
+            from: req.from,
+            body: req.body,
+            nonce: Some(nonce),
+            nonce_ttl_secs: ttl,
+            sent_at: now_rfc3339(),
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::from(refuse(
+                ErrorCode::Forbidden,
+                "from is not a member of this room",
+            ))
+        })?;
+    metrics::counter!(crate::metric::MESSAGES_RECEIVED).increment(1);
+    Ok((StatusCode::CREATED, Json(outcome.message)).into_response())
+}
+
+async fn history(
+    State(state): State<Shared>,
+    Path(room): Path<String>,
+    Query(q): Query<wire::HistoryQuery>,
+) -> Result<Response, ApiError> {
+    check_room(&room)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(bad("limit must be 1-100"));
+    }
+    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(StreamId::parse(s).ok_or_else(|| bad("before is not a message id"))?),
+        None => None,
+    };
+    if state.engine.room(&room).await?.is_none() {
+        return Err(not_found("no such room"));
+    }
+    let (messages, more) = state
+        .engine
+        .room_history(&room, before, limit as usize)
+        .await?;
+    Ok(Json(HistoryPage { messages, more }).into_response())
+}
+
+async fn add_member(
+    State(state): State<Shared>,
+    Path((room, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_room(&room)?;
+    check_user(&user)?;
+    let user = state
+        .engine
+        .get_user(&user)
+        .await?
+        .ok_or_else(|| not_found("no such user"))?;
+    let limits = &state.settings.limits;
+    let outcome = state
+        .engine
+        .join_room(
+            &room,
+            &user,
+            None,
+            RoomLimits {
+                rooms_per_user: limits.max_rooms_per_user,
+                members_per_room: limits.max_room_members,
+            },
+        )
+        .await?;
+    match outcome {
+        JoinOutcome::Joined { room, .. } => Ok(Json(RoomBody::from(*room)).into_response()),
+        JoinOutcome::RoomFull => Err(ApiError::from(refuse(
+            ErrorCode::Forbidden,
+            format!("room is full: at most {} members", limits.max_room_members),
+        ))),
+        JoinOutcome::TooManyRooms => Err(ApiError::from(refuse(
+            ErrorCode::Forbidden,
+            format!(
+                "too many rooms: at most {} per user",
+                limits.max_rooms_per_user
+            ),
+        ))),
+    }
+}
+
+async fn remove_member(
+    State(state): State<Shared>,
+    Path((room, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_room(&room)?;
+    check_user(&user)?;
+    let user = state
+        .engine
+        .get_user(&user)
+        .await?
+        .ok_or_else(|| not_found("no such user"))?;
+    state.engine.leave_room(&room, &user).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
