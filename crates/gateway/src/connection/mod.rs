@@ -13,6 +13,8 @@
 //! network or a process.
 
 mod delivery;
+#[cfg(test)]
+mod fuzz_tests;
 mod hello;
 mod requests;
 mod rooms;
