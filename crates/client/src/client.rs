@@ -322,7 +322,8 @@ impl Client {
     }
 
     /// The next unsolicited frame: queued ones first, then the socket. Duplicate
-    /// `message` events are dropped; `message` and `read` events advance the cursor.
+    /// `message` events are dropped; `message` (1:1), `read` and `cleared` events
+    /// advance the cursor.
     pub async fn next_event(&mut self) -> Result<ServerFrame, ClientError> {
         loop {
             let frame = match self.pending.pop_front() {
@@ -331,13 +332,19 @@ impl Client {
             };
             match &frame {
                 ServerFrame::Message { message, cursor } => {
-                    advance_cursor(&mut self.cursor, cursor);
+                    if !cursor.is_empty() {
+                        advance_cursor(&mut self.cursor, cursor);
+                    }
                     if !self.seen.insert(&message.conversation, &message.id) {
                         tracing::trace!(message.id = %message.id, "dropped duplicate");
                         continue;
                     }
                 }
                 ServerFrame::Read {
+                    cursor: Some(cursor),
+                    ..
+                }
+                | ServerFrame::Cleared {
                     cursor: Some(cursor),
                     ..
                 } => advance_cursor(&mut self.cursor, cursor),

@@ -371,6 +371,9 @@ pub enum ServerFrame {
     },
     Message {
         message: Message,
+        /// The connection's inbox cursor; empty (absent on the wire) for a room
+        /// message, which carries ids of the room's own sequence instead.
+        #[serde(default)]
         cursor: String,
     },
     History {
@@ -494,6 +497,19 @@ impl ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A room message carries no connection cursor (protocol 1.1): a client still
+    /// reads it as a `message` frame.
+    #[test]
+    fn a_room_message_frame_parses_without_a_cursor() {
+        let text = r#"{"type":"message","message":{"id":"5-0","conversation":"room:lobby","room":"lobby","from":"u1","body":"hi all","sent_at":"2026-12-04T10:00:00.000Z"}}"#;
+        let frame: ServerFrame = serde_json::from_str(text).unwrap();
+        let ServerFrame::Message { message, cursor } = frame else {
+            panic!("a message frame");
+        };
+        assert_eq!(cursor, "");
+        assert_eq!(message.room.as_deref(), Some("lobby"));
+    }
 
     #[test]
     fn parses_send_and_ignores_unknown_fields() {
