@@ -467,7 +467,7 @@ impl<S: Socket> Conn<S> {
     /// Handles a room item of the outbox.
     pub(super) async fn deliver_room(&mut self, out: Arc<RoomOut>) -> Result<(), Stop> {
         match out.as_ref() {
-            RoomOut::CatchUp(room) => self.catch_up_room(room).await,
+            RoomOut::CatchUp(room) => self.catch_up_room(room).await.map(drop),
             RoomOut::Event(event) => {
                 if let Some(&(last, member)) = self.rooms.last.get(&event.room) {
                     if event.id <= last {
@@ -483,8 +483,14 @@ impl<S: Socket> Conn<S> {
                         }
                         return Ok(());
                     }
-                    if event.prev != last {
-                        self.catch_up_room(&event.room).await?;
+                    // A gap: read it from the room's stream first. When that read
+                    // fails the event is not written past the gap: the connection
+                    // closes 1013 and the client resumes with `hello.rooms`.
+                    if event.prev != last && !self.catch_up_room(&event.room).await? {
+                        return Err(Stop::Close(
+                            super::delivery::TRY_AGAIN,
+                            "room delivery gap: resume",
+                        ));
                     }
                 }
                 self.write_room_event(event).await
@@ -515,10 +521,11 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Writes every event of `room` after the last one written here (a gap, or a
-    /// late subscription). A failure is logged and left for the next event.
-    async fn catch_up_room(&mut self, room: &str) -> Result<(), Stop> {
+    /// late subscription). Returns whether the read succeeded; a failure is logged
+    /// (after a late subscription the next live event finds the gap again).
+    async fn catch_up_room(&mut self, room: &str) -> Result<bool, Stop> {
         let Some((mut after, true)) = self.rooms.last.get(room).copied() else {
-            return Ok(());
+            return Ok(true);
         };
         let engine = self.state.engine.clone();
         loop {
@@ -526,7 +533,7 @@ impl<S: Socket> Conn<S> {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(room.id = room, error = %e, "room catch-up failed");
-                    return Ok(());
+                    return Ok(false);
                 }
             };
             let full = page.len() == PAGE;
@@ -534,11 +541,11 @@ impl<S: Socket> Conn<S> {
                 after = event.id;
                 self.write_room_event(&event).await?;
                 if self.rooms.last.get(room).is_some_and(|(_, member)| !member) {
-                    return Ok(());
+                    return Ok(true);
                 }
             }
             if !full {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
@@ -556,5 +563,75 @@ impl<S: Socket> Conn<S> {
             self.catch_up_room(&room).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use chat_engine::RoomEvent;
+    use chat_protocol::StreamId;
+
+    use super::super::{test_socket, Stop};
+    use crate::config::Settings;
+    use crate::room_router::RoomOut;
+    use crate::router::Out;
+
+    fn text_of(m: &axum::extract::ws::Message) -> String {
+        match m {
+            axum::extract::ws::Message::Text(t) => t.as_str().to_string(),
+            _ => String::new(),
+        }
+    }
+
+    fn event(id: u64, prev: u64) -> Out {
+        Out::Room(Arc::new(RoomOut::Event(RoomEvent {
+            room: "lobby".into(),
+            id: StreamId { ms: id, seq: 0 },
+            prev: StreamId { ms: prev, seq: 0 },
+            json: Bytes::from(format!(r#"{{"type":"message","n":{id}}}"#)),
+            change: None,
+        })))
+    }
+
+    /// A room event after a gap whose read fails is not written past the gap: the
+    /// connection closes 1013 and the client resumes with `hello.rooms` (it used to
+    /// log the failure and write the event, losing the gap for good).
+    #[tokio::test(start_paused = true)]
+    async fn a_room_gap_that_cannot_be_read_closes_for_a_resume() {
+        let (state, flaky) = test_socket::flaky_state(Settings::default());
+        let user = chat_protocol::User {
+            id: "bob".into(),
+            name: "bob".into(),
+        };
+        let (mut conn, tx, mut peer) = test_socket::conn(state, user);
+        conn.rooms
+            .last
+            .insert("lobby".into(), (StreamId { ms: 1, seq: 0 }, true));
+        let task = tokio::spawn(async move { conn.run().await });
+        // Contiguous: written.
+        tx.send(event(2, 1)).await.unwrap();
+        let first = peer.next().await.expect("the first event is written");
+        assert!(text_of(&first).contains(r#""n":2"#), "{first:?}");
+        // Event 3 is missing and cannot be read.
+        flaky.fail(true);
+        tx.send(event(4, 3)).await.unwrap();
+        let stop = tokio::time::timeout(std::time::Duration::from_secs(60), task)
+            .await
+            .expect("the connection stops")
+            .expect("task");
+        assert!(
+            matches!(stop, Stop::Close(super::super::delivery::TRY_AGAIN, _)),
+            "close 1013 expected, got {stop:?}"
+        );
+        let written = peer.written();
+        assert!(
+            !written
+                .iter()
+                .any(|m| format!("{m:?}").contains(r#""n":4"#)),
+            "nothing written past the gap: {written:?}"
+        );
     }
 }

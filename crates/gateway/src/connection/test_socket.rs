@@ -426,6 +426,9 @@ mod flaky_impl {
             after: StreamId,
             count: usize,
         ) -> Result<Vec<chat_engine::RoomEvent>, EngineError> {
+            if self.fail.load(Ordering::Acquire) {
+                return Err(EngineError::Unavailable("read refused by the test".into()));
+            }
             self.inner.read_room(room, after, count).await
         }
         async fn room_head(&self, room: &str) -> Result<StreamId, EngineError> {
