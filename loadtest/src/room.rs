@@ -9,6 +9,7 @@
 //! in the room and the intended time.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ use crate::scenario::Done;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one member task knows at start.
+///
+/// Joining is slow on purpose for big rooms: every join sends a `member` event to every
+/// member already in, so M members joining at C/s cause up to C × M frames per second
+/// during setup; a harness that cannot read them fast enough gets its connections closed
+/// as slow consumers (lower `--connect-rate`).
 struct MemberSpec {
     room: u64,
     room_id: String,
@@ -115,6 +121,7 @@ async fn member_task(
     ready: oneshot::Sender<Option<u32>>,
     go_rx: oneshot::Receiver<Go>,
     counters: Arc<Counters>,
+    room_acked: Arc<Vec<AtomicU64>>,
     recorder: Arc<std::sync::OnceLock<SharedRecorder>>,
     mut stop: watch::Receiver<bool>,
 ) -> MemberOutcome {
@@ -237,6 +244,7 @@ async fn member_task(
                         let Some(k) = reference.as_deref().and_then(|r| r.strip_prefix('s')).and_then(|r| r.parse().ok()) else { continue };
                         if out.acked.insert(k, message.id).is_none() {
                             Counters::inc(&counters.acked);
+                            Counters::inc(&room_acked[spec.room as usize]);
                             inflight = inflight.saturating_sub(1);
                             if let Some(&i) = intended.get(&k) {
                                 record::record_ack(&rec, i, now);
@@ -294,6 +302,8 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
     let label = "[room]".to_string();
     let progress = record::spawn_progress(label.clone(), counters.clone(), None);
     let recorder_slot: Arc<std::sync::OnceLock<SharedRecorder>> = Arc::default();
+    let room_acked: Arc<Vec<AtomicU64>> =
+        Arc::new((0..a.rooms).map(|_| AtomicU64::new(0)).collect());
     let source = SourceIps {
         count: g.source_ips,
         offset: 0,
@@ -325,6 +335,7 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
             rtx,
             grx,
             counters.clone(),
+            room_acked.clone(),
             recorder_slot.clone(),
             stop_rx.clone(),
         )));
@@ -383,11 +394,19 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
     // member, or the deadline.
     tokio::time::sleep_until(start + Duration::from_secs_f64(window)).await;
     let deadline = Instant::now() + Duration::from_secs_f64(a.drain_secs);
-    let members_per_room = a.members;
+    // Deliveries due so far: each room's acked messages × its connected members.
+    let mut in_room = vec![0u64; a.rooms as usize];
+    for (i, j) in joined.iter().enumerate() {
+        in_room[i / a.members as usize] += u64::from(*j);
+    }
     loop {
         let c = &counters;
-        let done = Counters::get(&c.senders_done) >= active
-            && Counters::get(&c.received) >= Counters::get(&c.acked) * members_per_room;
+        let due: u64 = room_acked
+            .iter()
+            .zip(&in_room)
+            .map(|(n, m)| Counters::get(n) * m)
+            .sum();
+        let done = Counters::get(&c.senders_done) >= active && Counters::get(&c.received) >= due;
         if done || Instant::now() >= deadline {
             break;
         }
