@@ -251,12 +251,12 @@ async fn member_task(
                             }
                         }
                     }
-                    Ok(Incoming::Error { reference, code }) => {
-                        if reference.as_deref().is_some_and(|r| r.starts_with('s')) {
-                            *out.errors.entry(code).or_default() += 1;
-                            Counters::inc(&counters.errors);
-                            inflight = inflight.saturating_sub(1);
-                        }
+                    Ok(Incoming::Error { reference, code })
+                        if reference.as_deref().is_some_and(|r| r.starts_with('s')) =>
+                    {
+                        *out.errors.entry(code).or_default() += 1;
+                        Counters::inc(&counters.errors);
+                        inflight = inflight.saturating_sub(1);
                     }
                     Ok(Incoming::Message { message }) => {
                         if message.room.as_deref() != Some(spec.room_id.as_str()) { continue }
