@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "chat-loadtest",
     version,
-    about = "Load-test harness of the chat cluster: connect, dm, ramp, reconnect-storm and chaos scenarios."
+    about = "Load-test harness of the chat cluster: connect, dm, ramp, reconnect-storm, chaos and room scenarios."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -115,6 +115,11 @@ pub enum Scenario {
     /// Redis writes paused, Redis SIGKILLed and restarted. Checks every acked message
     /// is delivered exactly once, in order, and every client recovers; figures per fault.
     Chaos(ChaosArgs),
+    /// R rooms of M members (spread over the targets round-robin), S messages per
+    /// second per room sent by the members in turn; checks every member's connection
+    /// gets every acked room message exactly once, in order; latency at every member
+    /// and Redis CPU per room message.
+    Room(RoomArgs),
     /// Internal: one worker process's share (JSON job on stdin).
     #[command(hide = true)]
     Worker,
@@ -186,6 +191,29 @@ pub struct ChaosArgs {
     /// cluster.env lists in GATEWAY_PIDS).
     #[arg(long)]
     pub nodes: Option<u32>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RoomArgs {
+    #[arg(long, default_value_t = 10)]
+    pub rooms: u64,
+    /// Members per room.
+    #[arg(long, default_value_t = 10)]
+    pub members: u64,
+    /// Messages per second per room.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Sent first, counted for loss, left out of the latency figures.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_secs: f64,
+    /// After the last send, how long to wait for outstanding acks and deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_secs: f64,
+    /// New connections (sign-in + join) per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub connect_rate: f64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,6 +6,7 @@
 //! - [`fleet`]: the load in this process or in worker processes (JSON lines).
 //! - [`connect`] and [`dm`]: what one process does (`dm` also runs `ramp`,
 //!   `reconnect-storm` and `chaos`).
+//! - [`room`]: the `room` scenario (rooms of members, every delivery checked).
 //! - [`chaos`]: the fault schedule and injector of the `chaos` scenario, its verdicts.
 //! - [`net`]: sockets from spread 127.0.0.0/8 source addresses, `hello` / `welcome`.
 //! - [`record`], [`stats`]: counters, HDR histograms, progress lines.
@@ -26,6 +27,7 @@ mod plot;
 mod probe;
 mod record;
 mod report;
+mod room;
 mod scenario;
 mod stats;
 
@@ -34,7 +36,8 @@ use clap::Parser;
 
 use cli::{Cli, DmArgs, Scenario};
 use report::{
-    ChaosParams, ConnectParams, DmParams, Environment, RampParams, Report, Run, StormParams,
+    ChaosParams, ConnectParams, DmParams, Environment, RampParams, Report, RoomParams, Run,
+    StormParams,
 };
 
 /// jemalloc: the harness shares the machine with what it measures; glibc's malloc
@@ -204,6 +207,22 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
             );
             let done = chaos::chaos(g, a).await?;
             ("chaos", done.map(|result| Run::Chaos { params, result }))
+        }
+        Scenario::Room(a) => {
+            let params = scenario::params(
+                g,
+                RoomParams {
+                    rooms: a.rooms,
+                    members: a.members,
+                    rate: a.rate,
+                    duration_secs: a.duration_secs,
+                    warmup_secs: a.warmup_secs,
+                    drain_secs: a.drain_secs,
+                    connect_rate: a.connect_rate,
+                },
+            );
+            let done = room::room(g, a).await?;
+            ("room", done.map(|result| Run::Room { params, result }))
         }
         Scenario::Worker => unreachable!("handled above"),
     };

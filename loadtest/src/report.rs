@@ -60,6 +60,11 @@ pub enum Run {
         params: Params<ChaosParams>,
         result: ChaosResult,
     },
+    #[serde(rename = "room")]
+    Room {
+        params: Params<RoomParams>,
+        result: RoomResult,
+    },
 }
 
 impl Report {
@@ -723,4 +728,64 @@ pub struct Injection {
     pub ok: bool,
     /// The command's last output line (its error when it failed).
     pub output: String,
+}
+
+/// The parameters of one `room` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomParams {
+    pub rooms: u64,
+    pub members: u64,
+    /// Messages per second per room.
+    pub rate: f64,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+    pub drain_secs: f64,
+    pub connect_rate: f64,
+}
+
+/// The result of a `room` run. A delivery is one room message reaching one member's
+/// connection; every connected member must receive every acked message of its room
+/// exactly once, in the room's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomResult {
+    pub rooms: u64,
+    pub members_per_room: u64,
+    pub members: u64,
+    pub connected: u64,
+    pub connect_failures: u64,
+    pub connect_errors: BTreeMap<String, u64>,
+    /// Node name → members signed in there.
+    pub nodes: BTreeMap<String, u64>,
+    pub target_rate_per_room: f64,
+    pub window_secs: f64,
+    /// Room messages sent and acked (all rooms).
+    pub sent: u64,
+    pub acked: u64,
+    pub send_errors: BTreeMap<String, u64>,
+    /// Acked messages × connected members of their room.
+    pub expected_deliveries: u64,
+    /// Distinct deliveries (room message, member).
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    /// Deliveries whose message id differs from the id the sender was acked.
+    pub mismatched_ids: u64,
+    /// Deliveries whose id was not above the member's previous one.
+    pub out_of_order: u64,
+    /// Members whose connection ended during the run.
+    pub disconnected: u64,
+    /// `sent_per_sec`: room messages; `delivered_per_sec`: deliveries.
+    pub throughput: Throughput,
+    /// Intended send time → receipt, at every member (the sender's own copy included).
+    pub latency: Percentiles,
+    pub ack_latency: Percentiles,
+    pub timeline: Vec<TimelineRow>,
+    /// Redis CPU (all `--redis-pid`s) / room messages acked, in µs.
+    pub redis_cpu_us_per_room_message: Option<f64>,
+    /// Per-process CPU; its per-message figures are per room message acked.
+    pub cpu: CpuReport,
+    /// Redis commands per room message acked.
+    pub redis_commands: Option<RedisWork>,
+    pub warnings: Vec<String>,
+    pub ok: bool,
 }
