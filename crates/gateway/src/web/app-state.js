@@ -38,8 +38,10 @@ export const state = {
   me: null,
   /** @type {Map<string, Conv>} peer id → conversation */
   convs: new Map(),
-  /** @type {string|null} */
+  /** @type {string|null} the open conversation's peer id */
   active: null,
+  /** @type {string|null} the open room's id (rooms.js); never set together with `active` */
+  activeRoom: null,
   maxBody: 4000,
   /** @type {Array<Peer>} */
   results: [],

@@ -24,7 +24,8 @@ import { ChatError, compareIds, defaultUrl, newNonce } from './chat-protocol.js'
 import { chat, state } from './app-state.js';
 import { ensureConv, insertMessage, isWatching, loadLocal, loadNewest, loadOlder, logRefusal, markRead, onMessage, peerOf, refreshWatch, reload, saveLocal } from './conversations.js';
 import { $, autosize, render, renderPane, renderState, toast } from './render.js';
-import { paintAvatar, searchItem } from './view.js';
+import { paintAvatar, searchItem, lastSeen } from './view.js';
+import { closeRoom, renderRooms } from './rooms.js';
 
 /**
  * @typedef {import('./app-state.js').Peer} Peer
@@ -45,6 +46,7 @@ const nodes = (new URLSearchParams(location.search).get('nodes') ?? '')
 /** @param {Peer} peer */
 function openConversation(peer) {
   const conv = ensureConv(peer);
+  closeRoom();
   state.active = conv.peer.id;
   document.body.classList.add('show-chat');
   $('search').value = '';
@@ -121,19 +123,33 @@ async function runSearch() {
   if (seq !== searchSeq) return;
   if (!chat.supports('users')) note = 'Directory search is not available on this server yet. Paste a user id to start a chat.';
   else if (found.length === 0) note = 'Nobody found.';
-  state.results = found;
-  const items = found.map((u) => searchItem(u, u.online ? 'online' : u.id));
-  // Offer the raw id when it may be one: no directory, nothing found, or id-like text.
-  const idLike = !chat.supports('users') || found.length === 0 || /[0-9@._-]/.test(query);
-  if (idLike && USER_ID.test(query) && query !== state.me?.id && !found.some((u) => u.id === query)) {
+  // A pasted id is offered only once the server confirms the user exists (the
+  // directory found it, or a one-message history with it does not answer not_found).
+  if (!found.some((u) => u.id === query) && USER_ID.test(query) && /[0-9@._-]/.test(query) && query !== state.me?.id) {
     const known = state.convs.get(query);
-    items.push(searchItem({ id: query, name: known?.peer.name ?? query }, 'Start a chat with this user id'));
-    if (note === 'Nobody found.') note = '';
+    const exists = known ? true : await userExists(query);
+    if (seq !== searchSeq) return;
+    if (exists) {
+      found.push({ id: query, name: known?.peer.name ?? query });
+      note = '';
+    } else if (!found.length) note = /[0-9]/.test(query) && query.length > 12 ? 'No user with this id.' : 'Nobody found.';
   }
+  state.results = found;
+  const items = found.map((u) => searchItem(u, u.online ? 'online' : u.online === false ? lastSeen(u.last_seen_at) : 'Start a chat'));
   $('search-results').replaceChildren(...items);
   $('search-note').textContent = note;
   $('search-panel').hidden = false;
   refreshWatch();
+}
+
+/** Whether a user id exists on this cluster (history with them is not `not_found`). @param {string} id */
+async function userExists(id) {
+  try {
+    await chat.history(id, { limit: 1 });
+    return true;
+  } catch (e) {
+    return !(e instanceof ChatError && (e.code === 'not_found' || e.code === 'bad_request'));
+  }
 }
 
 /** @param {Event} ev */
@@ -152,6 +168,7 @@ function onSearchPick(ev) {
 function showSignIn(error) {
   state.me = null;
   state.active = null;
+  state.activeRoom = null;
   state.convs.clear();
   $('app').hidden = true;
   $('banner').hidden = true;
@@ -159,6 +176,15 @@ function showSignIn(error) {
   $('signin-error').textContent = error ?? '';
   $('signin-submit').disabled = false;
   $('signin-name').focus();
+}
+
+/** What a refused guest sign-in means, in words for people. @param {any} e */
+function signInText(e) {
+  if (!(e instanceof ChatError)) return 'Could not reach the chat server. Check your connection and try again.';
+  if (e.code === 'bad_request') return 'Names can use letters, digits, spaces, dots, dashes and underscores (up to 32 characters).';
+  if (e.code === 'unauthorized') return 'Guest sign-in is turned off here. Sign in through your app instead.';
+  if (e.code === 'rate_limited') return 'Too many attempts. Wait a moment and try again.';
+  return 'Could not sign in. Please try again.';
 }
 
 /** @param {{id: string, name: string}} user */
@@ -176,6 +202,7 @@ function showApp(user) {
     if (matchMedia('(max-width: 720px)').matches && !state.active) document.body.classList.remove('show-chat');
   }
   render();
+  renderRooms();
 }
 
 /** @param {import('./chat-protocol.js').Credential} [credential] */
@@ -184,7 +211,7 @@ async function signIn(credential) {
     await chat.connect(nodes.length ? nodes : [defaultUrl()], credential);
   } catch (e) {
     const message = e instanceof ChatError ? e.message : String(e);
-    showSignIn(credential && 'username' in credential ? message : `Please sign in again (${message}).`);
+    showSignIn(credential && 'username' in credential ? signInText(e) : `Please sign in again (${message}).`);
   }
 }
 
@@ -254,7 +281,11 @@ chat.on('unsupported', ({ type }) => {
 $('signin-form').addEventListener('submit', (/** @type {Event} */ ev) => {
   ev.preventDefault();
   const username = $('signin-name').value.trim();
-  if (!username) return;
+  if (!username) {
+    $('signin-error').textContent = 'Please type a name (spaces alone do not count).';
+    $('signin-name').focus();
+    return;
+  }
   $('signin-submit').disabled = true;
   $('signin-error').textContent = '';
   void signIn({ username });
@@ -297,6 +328,8 @@ $('conversations').addEventListener('click', (/** @type {Event} */ ev) => {
   const conv = row?.dataset.peerId ? state.convs.get(row.dataset.peerId) : null;
   if (conv) openConversation(conv.peer);
 });
+document.addEventListener('chat:pane', () => render());
+document.addEventListener('chat:watch', () => refreshWatch());
 $('back').addEventListener('click', () => {
   document.body.classList.remove('show-chat');
 });

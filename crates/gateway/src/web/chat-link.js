@@ -121,7 +121,7 @@ export class ChatLink {
 
   // ---- stored session ---------------------------------------------------------------
 
-  /** @returns {{session?: string, user?: User, cursor?: string}} */
+  /** @returns {{session?: string, user?: User, cursor?: string, rooms?: Record<string, string>}} */
   stored() {
     try {
       const raw = this.options.storage?.getItem(this.options.storageKey);
@@ -131,7 +131,7 @@ export class ChatLink {
     }
   }
 
-  /** @param {{session?: string, user?: User, cursor?: string}} patch */
+  /** @param {{session?: string, user?: User, cursor?: string, rooms?: Record<string, string>}} patch */
   store(patch) {
     if (!this.options.storage) return;
     const next = { ...this.stored(), ...patch };
@@ -292,6 +292,8 @@ export class ChatLink {
     else if (this.credential && 'username' in this.credential) hello.username = this.credential.username;
     else if (this.credential && 'session' in this.credential) hello.session = this.credential.session;
     if (known.cursor) hello.last_seen = known.cursor;
+    // Per room: the last room event id seen (protocol 1.1 room recovery).
+    if (known.rooms && Object.keys(known.rooms).length) /** @type {any} */ (hello).rooms = known.rooms;
     this.rawSend(hello);
   }
 

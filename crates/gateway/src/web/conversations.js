@@ -9,6 +9,7 @@
 import { chat, state } from './app-state.js';
 import { ChatError, compareIds } from './chat-protocol.js';
 import { $, render, renderHistoryStatus, renderPane, toast } from './render.js';
+import { roomWatchIds } from './rooms.js';
 
 /**
  * @typedef {import('./chat-protocol.js').Message} Message
@@ -159,7 +160,7 @@ export function markRead(conv) {
 
 export function refreshWatch() {
   if (!chat.supports('watch') || chat.status.state !== 'online') return;
-  chat.watch([...state.convs.keys(), ...state.results.map((r) => r.id)]);
+  chat.watch([...state.convs.keys(), ...state.results.map((r) => r.id), ...roomWatchIds()]);
 }
 
 // ---- loading from the server -------------------------------------------------------
