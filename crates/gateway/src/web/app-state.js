@@ -45,4 +45,6 @@ export const state = {
   maxBody: 4000,
   /** @type {Array<Peer>} */
   results: [],
+  /** @type {Map<string, {online: boolean, lastSeenAt?: string}>} the latest presence heard per user */
+  presence: new Map(),
 };

@@ -135,21 +135,36 @@ async function runSearch() {
     } else if (!found.length) note = /[0-9]/.test(query) && query.length > 12 ? 'No user with this id.' : 'Nobody found.';
   }
   state.results = found;
-  const items = found.map((u) => searchItem(u, u.online ? 'online' : u.online === false ? lastSeen(u.last_seen_at) : 'Start a chat'));
+  const items = found.map((u) => searchItem(u, u.online ? 'online' : u.online === false ? lastSeen(u.last_seen_at ?? u.lastSeenAt) : 'Start a chat'));
   $('search-results').replaceChildren(...items);
   $('search-note').textContent = note;
   $('search-panel').hidden = false;
   refreshWatch();
 }
 
-/** Whether a user id exists on this cluster (history with them is not `not_found`). @param {string} id */
-async function userExists(id) {
-  try {
-    await chat.history(id, { limit: 1 });
-    return true;
-  } catch (e) {
-    return !(e instanceof ChatError && (e.code === 'not_found' || e.code === 'bad_request'));
-  }
+/**
+ * Whether a user id exists on this cluster: watching it answers its presence, and a
+ * user who exists is online or has a last-seen time (an unknown id has neither).
+ * Without `watch` (older servers) every well-formed id is offered.
+ * @param {string} id
+ */
+function userExists(id) {
+  const known = state.presence.get(id);
+  if (known) return Promise.resolve(known.online || Boolean(known.lastSeenAt));
+  if (!chat.supports('watch') || chat.status.state !== 'online') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      off();
+      resolve(true);
+    }, 3000);
+    const off = chat.on('presence', (/** @type {any} */ p) => {
+      if (p.user !== id) return;
+      off();
+      clearTimeout(timer);
+      resolve(p.online || Boolean(p.last_seen_at));
+    });
+    chat.watch([...chat.watched.filter((u) => u !== id), id]);
+  });
 }
 
 /** @param {Event} ev */
@@ -263,10 +278,17 @@ chat.on('typing', ({ from }) => {
   setTimeout(render, TYPING_SHOWN_MS + 50);
 });
 chat.on('presence', ({ user, online, last_seen_at }) => {
+  state.presence.set(user, { online, lastSeenAt: last_seen_at ?? state.presence.get(user)?.lastSeenAt });
   const conv = state.convs.get(user);
   if (conv) {
     conv.peer.online = online;
     if (last_seen_at) conv.peer.lastSeenAt = last_seen_at;
+  }
+  // A search result keeps it too: opening it then shows the presence already known.
+  for (const r of state.results) {
+    if (r.id !== user) continue;
+    r.online = online;
+    if (last_seen_at) r.lastSeenAt = last_seen_at;
   }
   for (const row of document.querySelectorAll(`.search-result[data-user-id="${CSS.escape(user)}"] .presence`)) row.classList.toggle('online', online);
   render();

@@ -197,7 +197,7 @@ export class ChatConnection extends ChatLink {
     this.seen.clear();
     this.readSent.clear();
     this.roomReadSent.clear();
-    this.store({ rooms: {} });
+    this.store({ rooms: undefined });
   }
 
   resumeAfterWelcome() {

@@ -84,6 +84,11 @@ export function ensureConv(peer) {
     conv.peer.name = peer.name;
   }
   if (peer.online !== undefined) conv.peer.online = peer.online;
+  else if (conv.peer.online === undefined && state.presence.has(peer.id)) {
+    const p = /** @type {{online: boolean, lastSeenAt?: string}} */ (state.presence.get(peer.id));
+    conv.peer.online = p.online;
+    if (p.lastSeenAt) conv.peer.lastSeenAt = p.lastSeenAt;
+  }
   return conv;
 }
 
