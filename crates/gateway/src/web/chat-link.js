@@ -293,7 +293,8 @@ export class ChatLink {
     else if (this.credential && 'session' in this.credential) hello.session = this.credential.session;
     if (known.cursor) hello.last_seen = known.cursor;
     // Per room: the last room event id seen (protocol 1.1 room recovery).
-    if (known.rooms && Object.keys(known.rooms).length) /** @type {any} */ (hello).rooms = known.rooms;
+    const rooms = this.roomsForHello(known.rooms ?? {});
+    if (Object.keys(rooms).length) /** @type {any} */ (hello).rooms = rooms;
     this.rawSend(hello);
   }
 
@@ -518,6 +519,15 @@ export class ChatLink {
 
   /** The user now signing in is not the stored one: forget what belonged to the last. */
   forgetPreviousUser() {}
+
+  /**
+   * The `hello.rooms` to send, given the stored per-room cursors.
+   * @param {Record<string, string>} stored
+   * @returns {Record<string, string>}
+   */
+  roomsForHello(stored) {
+    return stored;
+  }
 
   /** Signed in again (`welcome` and `resync` emitted): send what outlives a socket. */
   resumeAfterWelcome() {}

@@ -116,6 +116,13 @@ export class ChatConnection extends ChatLink {
     this.watched = [];
     /** @type {Map<string, string>} room → highest `up_to` sent in a read */
     this.roomReadSent = new Map();
+    /**
+     * room → the last room event id this connection object saw. Storage is shared by
+     * every tab of the origin, so another tab may have moved the stored cursor past
+     * events this tab never got: a reconnecting tab resumes from its own.
+     * @type {Map<string, string>}
+     */
+    this.roomSeen = new Map();
   }
 
   // ---- incoming frames ------------------------------------------------------------
@@ -197,7 +204,17 @@ export class ChatConnection extends ChatLink {
     this.seen.clear();
     this.readSent.clear();
     this.roomReadSent.clear();
+    this.roomSeen.clear();
     this.store({ rooms: undefined });
+  }
+
+  /**
+   * This tab's own room cursors over the stored ones (the stored ones cover rooms this
+   * tab has not heard from since it loaded).
+   * @param {Record<string, string>} stored
+   */
+  roomsForHello(stored) {
+    return { ...stored, ...Object.fromEntries(this.roomSeen) };
   }
 
   resumeAfterWelcome() {
@@ -336,6 +353,8 @@ export class ChatConnection extends ChatLink {
    */
   noteRoomEvent(room, id) {
     if (!room || !id) return;
+    const mine = this.roomSeen.get(room);
+    if (!mine || compareIds(id, mine) > 0) this.roomSeen.set(room, id);
     const rooms = { ...(this.stored().rooms ?? {}) };
     if (rooms[room] && compareIds(id, rooms[room]) <= 0) return;
     rooms[room] = id;
@@ -344,6 +363,7 @@ export class ChatConnection extends ChatLink {
 
   /** Stops recovering a room (after leaving it). @param {string} room */
   forgetRoom(room) {
+    this.roomSeen.delete(room);
     const rooms = { ...(this.stored().rooms ?? {}) };
     delete rooms[room];
     this.store({ rooms });

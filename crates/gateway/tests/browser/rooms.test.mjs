@@ -219,7 +219,8 @@ test('rooms in the web client across two nodes', { timeout: 240_000 }, async (t)
     await c.fill('#search', bob);
     await c.waitForSelector(`#search-results [data-user-id="${bob}"]`, { timeout: 10_000 });
     await c.click(`#search-results [data-user-id="${bob}"]`);
-    await c.waitForSelector('#pane-room[hidden]');
+    await c.waitForSelector('#pane-room', { state: 'hidden' });
+    await c.waitForSelector('#pane-chat:not([hidden])');
     await sendInRoom(b, 'while carol looks away');
     await eventually(async () => (await c.textContent(`#rooms [data-room-id="${ROOM}"] [data-testid="room-unread"]`).catch(() => null)) === '1', { what: 'carol unread badge' });
     await c.screenshot({ path: path.join(ARTIFACTS, 'room-carol-unread.png') });
