@@ -247,8 +247,12 @@ chat.on('welcome', ({ welcome, first }) => {
   if (active && isWatching(active)) markRead(active);
 });
 chat.on('resync', () => void reload(true));
-chat.on('message', ({ message, mine }) => onMessage(message, mine));
+// Room messages (`message.room`) belong to rooms.js.
+chat.on('message', ({ message, mine }) => {
+  if (!message.room) onMessage(message, mine);
+});
 chat.on('ack', ({ nonce, message }) => {
+  if (message?.room) return;
   const conv = state.convs.get(peerOf(message));
   if (!conv) return;
   conv.pending.delete(nonce);
