@@ -276,6 +276,17 @@ test('rooms in the web client across two nodes', { timeout: 240_000 }, async (t)
     await a1.screenshot({ path: path.join(ARTIFACTS, 'room-alice.png') });
   });
 
+  await step(t, 'an offline user in search says offline or last seen, not a raw id', async () => {
+    await c.click('#signout');
+    await c.waitForSelector('#signin:not([hidden])');
+    await b.fill('#search', 'Carol');
+    const row = `#search-results [data-user-id="${carol}"]`;
+    await b.waitForSelector(row, { timeout: 10_000 });
+    await eventually(async () => /offline|last seen/.test(await b.textContent(`${row} .conversation-preview`) ?? ''), { what: 'offline subtitle' });
+    assert.notEqual(await b.textContent(`${row} .conversation-preview`), carol);
+    assert.equal(await b.locator(`${row} .presence.online`).count(), 0);
+  });
+
   await step(t, 'no uncaught page errors', async () => {
     assert.deepEqual(pageErrors, []);
   });
