@@ -13,7 +13,7 @@ import { ChatConnection } from './chat-protocol.js';
 /**
  * @typedef {import('./chat-protocol.js').Message} Message
  * @typedef {{id: string, name: string, online?: boolean, lastSeenAt?: string}} Peer
- * @typedef {{nonce: string, body: string, status: 'sending'|'failed', error?: string, createdAt: string}} Pending
+ * @typedef {{nonce: string, body: string, status: 'sending'|'failed', error?: string, final?: boolean, createdAt: string}} Pending
  * @typedef {object} Conv
  * @property {Peer} peer
  * @property {string|null} conversation

@@ -78,6 +78,7 @@ function submitComposer() {
 function send(conv, pending) {
   pending.status = 'sending';
   delete pending.error;
+  delete pending.final;
   conv.pending.set(pending.nonce, pending);
   conv.activity = pending.createdAt;
   renderPane({ stick: true });
@@ -86,13 +87,14 @@ function send(conv, pending) {
     if (!conv.pending.has(pending.nonce)) return;
     pending.status = 'failed';
     pending.error = e instanceof ChatError ? errorText(e) : 'Not sent';
+    pending.final = e instanceof ChatError && (e.code === 'not_found' || e.code === 'too_large');
     renderPane({});
   });
 }
 
 /** @param {ChatError} e */
 function errorText(e) {
-  return ({ not_found: 'No such user', rate_limited: 'Sending too fast', too_large: 'Too long', unavailable: 'Server busy', unauthorized: 'Signed out' })[e.code] ?? 'Not sent';
+  return ({ not_found: 'This user does not exist', rate_limited: 'Sending too fast', too_large: 'Too long', unavailable: 'Server busy', unauthorized: 'Signed out' })[e.code] ?? 'Not sent';
 }
 
 let searchSeq = 0;

@@ -245,6 +245,7 @@ function send(room, pending) {
   }, (e) => {
     if (!room.pending.has(pending.nonce)) return;
     pending.status = 'failed';
+    pending.final = e instanceof ChatError && (e.code === 'forbidden' || e.code === 'too_large');
     pending.error = e instanceof ChatError ? ({ forbidden: 'Not a member', rate_limited: 'Sending too fast', too_large: 'Too long', unavailable: 'Server busy' })[e.code] ?? 'Not sent' : 'Not sent';
     renderRoomPane(false);
   });

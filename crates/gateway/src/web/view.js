@@ -150,7 +150,7 @@ const MARKS = {
 
 /**
  * A message bubble.
- * @param {{id?: string, nonce?: string, body: string, sent_at: string, mine: boolean, status?: Status, error?: string, author?: string}} m
+ * @param {{id?: string, nonce?: string, body: string, sent_at: string, mine: boolean, status?: Status, error?: string, author?: string, final?: boolean}} m
  */
 function bubble(m) {
   const from = m.author ? el('div', { class: 'author', text: m.author, data: { testid: 'author' } }) : null;
@@ -165,7 +165,9 @@ function bubble(m) {
   if (m.status) data.status = m.status;
   const children = [from, el('div', { class: 'body', text: m.body, data: { testid: 'body' } }), meta].filter((c) => c !== null);
   if (m.status === 'failed') {
-    children.push(el('button', { class: 'retry', text: `${m.error ?? 'Not sent'} · Retry`, attrs: { type: 'button' }, data: { nonce: m.nonce ?? '' } }));
+    // A refusal that a retry cannot fix (no such user, too long) offers no Retry.
+    if (m.final) children.push(el('span', { class: 'retry final', text: m.error ?? 'Not sent', data: { testid: 'send-error' } }));
+    else children.push(el('button', { class: 'retry', text: `${m.error ?? 'Not sent'} · Retry`, attrs: { type: 'button' }, data: { nonce: m.nonce ?? '' } }));
   }
   return el('li', { class: `message ${m.mine ? 'mine' : 'theirs'}`, data }, [el('div', { class: 'bubble' }, children)]);
 }
@@ -187,7 +189,7 @@ export function messageList(conv, me) {
       mine: m.from === me,
       status: /** @type {Status|undefined} */ (m.from === me ? (conv.peerReadUpTo && compareIds(m.id, conv.peerReadUpTo) <= 0 ? 'read' : 'sent') : undefined),
     })),
-    ...[...conv.pending.values()].map((p) => ({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error })),
+    ...[...conv.pending.values()].map((p) => ({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error, final: p.final })),
   ];
   let previousFrom = null;
   for (const row of rows) {
@@ -236,6 +238,6 @@ export function roomTimeline(room, me) {
     previousFrom = m.from;
     items.push(node);
   }
-  for (const p of room.pending.values()) items.push(bubble({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error }));
+  for (const p of room.pending.values()) items.push(bubble({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error, final: p.final }));
   return items;
 }
