@@ -1,6 +1,6 @@
 // @ts-check
 /**
- * chat-protocol.js — a small browser client for the chat wire protocol, version 1
+ * chat-protocol.js — a small browser client for the chat wire protocol, version 1.1
  * (docs/protocol.md). No dependencies, no build step: import it as an ES module.
  *
  * What it does for a host application:
