@@ -13,7 +13,7 @@ import { ChatConnection } from './chat-protocol.js';
 /**
  * @typedef {import('./chat-protocol.js').Message} Message
  * @typedef {{id: string, name: string, online?: boolean, lastSeenAt?: string}} Peer
- * @typedef {{nonce: string, body: string, status: 'sending'|'failed', error?: string, createdAt: string}} Pending
+ * @typedef {{nonce: string, body: string, status: 'sending'|'failed', error?: string, final?: boolean, createdAt: string}} Pending
  * @typedef {object} Conv
  * @property {Peer} peer
  * @property {string|null} conversation
@@ -38,9 +38,13 @@ export const state = {
   me: null,
   /** @type {Map<string, Conv>} peer id → conversation */
   convs: new Map(),
-  /** @type {string|null} */
+  /** @type {string|null} the open conversation's peer id */
   active: null,
+  /** @type {string|null} the open room's id (rooms.js); never set together with `active` */
+  activeRoom: null,
   maxBody: 4000,
   /** @type {Array<Peer>} */
   results: [],
+  /** @type {Map<string, {online: boolean, lastSeenAt?: string}>} the latest presence heard per user */
+  presence: new Map(),
 };

@@ -24,7 +24,8 @@ import { ChatError, compareIds, defaultUrl, newNonce } from './chat-protocol.js'
 import { chat, state } from './app-state.js';
 import { ensureConv, insertMessage, isWatching, loadLocal, loadNewest, loadOlder, logRefusal, markRead, onMessage, peerOf, refreshWatch, reload, saveLocal } from './conversations.js';
 import { $, autosize, render, renderPane, renderState, toast } from './render.js';
-import { paintAvatar, searchItem } from './view.js';
+import { paintAvatar, searchItem, lastSeen } from './view.js';
+import { closeRoom, renderRooms } from './rooms.js';
 
 /**
  * @typedef {import('./app-state.js').Peer} Peer
@@ -45,6 +46,7 @@ const nodes = (new URLSearchParams(location.search).get('nodes') ?? '')
 /** @param {Peer} peer */
 function openConversation(peer) {
   const conv = ensureConv(peer);
+  closeRoom();
   state.active = conv.peer.id;
   document.body.classList.add('show-chat');
   $('search').value = '';
@@ -76,6 +78,7 @@ function submitComposer() {
 function send(conv, pending) {
   pending.status = 'sending';
   delete pending.error;
+  delete pending.final;
   conv.pending.set(pending.nonce, pending);
   conv.activity = pending.createdAt;
   renderPane({ stick: true });
@@ -84,13 +87,14 @@ function send(conv, pending) {
     if (!conv.pending.has(pending.nonce)) return;
     pending.status = 'failed';
     pending.error = e instanceof ChatError ? errorText(e) : 'Not sent';
+    pending.final = e instanceof ChatError && (e.code === 'not_found' || e.code === 'too_large');
     renderPane({});
   });
 }
 
 /** @param {ChatError} e */
 function errorText(e) {
-  return ({ not_found: 'No such user', rate_limited: 'Sending too fast', too_large: 'Too long', unavailable: 'Server busy', unauthorized: 'Signed out' })[e.code] ?? 'Not sent';
+  return ({ not_found: 'This user does not exist', rate_limited: 'Sending too fast', too_large: 'Too long', unavailable: 'Server busy', unauthorized: 'Signed out' })[e.code] ?? 'Not sent';
 }
 
 let searchSeq = 0;
@@ -121,19 +125,48 @@ async function runSearch() {
   if (seq !== searchSeq) return;
   if (!chat.supports('users')) note = 'Directory search is not available on this server yet. Paste a user id to start a chat.';
   else if (found.length === 0) note = 'Nobody found.';
-  state.results = found;
-  const items = found.map((u) => searchItem(u, u.online ? 'online' : u.id));
-  // Offer the raw id when it may be one: no directory, nothing found, or id-like text.
-  const idLike = !chat.supports('users') || found.length === 0 || /[0-9@._-]/.test(query);
-  if (idLike && USER_ID.test(query) && query !== state.me?.id && !found.some((u) => u.id === query)) {
+  // A pasted id is offered only once the server confirms the user exists (the
+  // directory found it, or a one-message history with it does not answer not_found).
+  if (!found.some((u) => u.id === query) && USER_ID.test(query) && /[0-9@._-]/.test(query) && query !== state.me?.id) {
     const known = state.convs.get(query);
-    items.push(searchItem({ id: query, name: known?.peer.name ?? query }, 'Start a chat with this user id'));
-    if (note === 'Nobody found.') note = '';
+    const exists = known ? true : await userExists(query);
+    if (seq !== searchSeq) return;
+    if (exists) {
+      found.push({ id: query, name: known?.peer.name ?? query });
+      note = '';
+    } else if (!found.length) note = /[0-9]/.test(query) && query.length > 12 ? 'No user with this id.' : 'Nobody found.';
   }
+  state.results = found;
+  const items = found.map((u) => searchItem(u, u.online ? 'online' : u.online === false ? lastSeen(u.last_seen_at ?? u.lastSeenAt) : 'Start a chat'));
   $('search-results').replaceChildren(...items);
   $('search-note').textContent = note;
   $('search-panel').hidden = false;
   refreshWatch();
+}
+
+/**
+ * Whether a user id exists on this cluster: watching it answers its presence, and a
+ * user who exists is online or has a last-seen time (an unknown id has neither).
+ * Without `watch` (older servers) every well-formed id is offered.
+ * @param {string} id
+ */
+function userExists(id) {
+  const known = state.presence.get(id);
+  if (known) return Promise.resolve(known.online || Boolean(known.lastSeenAt));
+  if (!chat.supports('watch') || chat.status.state !== 'online') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      off();
+      resolve(true);
+    }, 3000);
+    const off = chat.on('presence', (/** @type {any} */ p) => {
+      if (p.user !== id) return;
+      off();
+      clearTimeout(timer);
+      resolve(p.online || Boolean(p.last_seen_at));
+    });
+    chat.watch([...chat.watched.filter((u) => u !== id), id]);
+  });
 }
 
 /** @param {Event} ev */
@@ -152,6 +185,7 @@ function onSearchPick(ev) {
 function showSignIn(error) {
   state.me = null;
   state.active = null;
+  state.activeRoom = null;
   state.convs.clear();
   $('app').hidden = true;
   $('banner').hidden = true;
@@ -159,6 +193,15 @@ function showSignIn(error) {
   $('signin-error').textContent = error ?? '';
   $('signin-submit').disabled = false;
   $('signin-name').focus();
+}
+
+/** What a refused guest sign-in means, in words for people. @param {any} e */
+function signInText(e) {
+  if (!(e instanceof ChatError)) return 'Could not reach the chat server. Check your connection and try again.';
+  if (e.code === 'bad_request') return 'Names can use letters, digits, spaces, dots, dashes and underscores (up to 32 characters).';
+  if (e.code === 'unauthorized') return 'Guest sign-in is turned off here. Sign in through your app instead.';
+  if (e.code === 'rate_limited') return 'Too many attempts. Wait a moment and try again.';
+  return 'Could not sign in. Please try again.';
 }
 
 /** @param {{id: string, name: string}} user */
@@ -176,6 +219,7 @@ function showApp(user) {
     if (matchMedia('(max-width: 720px)').matches && !state.active) document.body.classList.remove('show-chat');
   }
   render();
+  renderRooms();
 }
 
 /** @param {import('./chat-protocol.js').Credential} [credential] */
@@ -184,7 +228,7 @@ async function signIn(credential) {
     await chat.connect(nodes.length ? nodes : [defaultUrl()], credential);
   } catch (e) {
     const message = e instanceof ChatError ? e.message : String(e);
-    showSignIn(credential && 'username' in credential ? message : `Please sign in again (${message}).`);
+    showSignIn(credential && 'username' in credential ? signInText(e) : `Please sign in again (${message}).`);
   }
 }
 
@@ -205,8 +249,12 @@ chat.on('welcome', ({ welcome, first }) => {
   if (active && isWatching(active)) markRead(active);
 });
 chat.on('resync', () => void reload(true));
-chat.on('message', ({ message, mine }) => onMessage(message, mine));
+// Room messages (`message.room`) belong to rooms.js.
+chat.on('message', ({ message, mine }) => {
+  if (!message.room) onMessage(message, mine);
+});
 chat.on('ack', ({ nonce, message }) => {
+  if (message?.room) return;
   const conv = state.convs.get(peerOf(message));
   if (!conv) return;
   conv.pending.delete(nonce);
@@ -236,10 +284,17 @@ chat.on('typing', ({ from }) => {
   setTimeout(render, TYPING_SHOWN_MS + 50);
 });
 chat.on('presence', ({ user, online, last_seen_at }) => {
+  state.presence.set(user, { online, lastSeenAt: last_seen_at ?? state.presence.get(user)?.lastSeenAt });
   const conv = state.convs.get(user);
   if (conv) {
     conv.peer.online = online;
     if (last_seen_at) conv.peer.lastSeenAt = last_seen_at;
+  }
+  // A search result keeps it too: opening it then shows the presence already known.
+  for (const r of state.results) {
+    if (r.id !== user) continue;
+    r.online = online;
+    if (last_seen_at) r.lastSeenAt = last_seen_at;
   }
   for (const row of document.querySelectorAll(`.search-result[data-user-id="${CSS.escape(user)}"] .presence`)) row.classList.toggle('online', online);
   render();
@@ -254,7 +309,11 @@ chat.on('unsupported', ({ type }) => {
 $('signin-form').addEventListener('submit', (/** @type {Event} */ ev) => {
   ev.preventDefault();
   const username = $('signin-name').value.trim();
-  if (!username) return;
+  if (!username) {
+    $('signin-error').textContent = 'Please type a name (spaces alone do not count).';
+    $('signin-name').focus();
+    return;
+  }
   $('signin-submit').disabled = true;
   $('signin-error').textContent = '';
   void signIn({ username });
@@ -297,6 +356,8 @@ $('conversations').addEventListener('click', (/** @type {Event} */ ev) => {
   const conv = row?.dataset.peerId ? state.convs.get(row.dataset.peerId) : null;
   if (conv) openConversation(conv.peer);
 });
+document.addEventListener('chat:pane', () => render());
+document.addEventListener('chat:watch', () => refreshWatch());
 $('back').addEventListener('click', () => {
   document.body.classList.remove('show-chat');
 });

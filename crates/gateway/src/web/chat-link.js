@@ -121,7 +121,7 @@ export class ChatLink {
 
   // ---- stored session ---------------------------------------------------------------
 
-  /** @returns {{session?: string, user?: User, cursor?: string}} */
+  /** @returns {{session?: string, user?: User, cursor?: string, rooms?: Record<string, string>}} */
   stored() {
     try {
       const raw = this.options.storage?.getItem(this.options.storageKey);
@@ -131,7 +131,7 @@ export class ChatLink {
     }
   }
 
-  /** @param {{session?: string, user?: User, cursor?: string}} patch */
+  /** @param {{session?: string, user?: User, cursor?: string, rooms?: Record<string, string>}} patch */
   store(patch) {
     if (!this.options.storage) return;
     const next = { ...this.stored(), ...patch };
@@ -292,6 +292,9 @@ export class ChatLink {
     else if (this.credential && 'username' in this.credential) hello.username = this.credential.username;
     else if (this.credential && 'session' in this.credential) hello.session = this.credential.session;
     if (known.cursor) hello.last_seen = known.cursor;
+    // Per room: the last room event id seen (protocol 1.1 room recovery).
+    const rooms = this.roomsForHello(known.rooms ?? {});
+    if (Object.keys(rooms).length) /** @type {any} */ (hello).rooms = rooms;
     this.rawSend(hello);
   }
 
@@ -516,6 +519,15 @@ export class ChatLink {
 
   /** The user now signing in is not the stored one: forget what belonged to the last. */
   forgetPreviousUser() {}
+
+  /**
+   * The `hello.rooms` to send, given the stored per-room cursors.
+   * @param {Record<string, string>} stored
+   * @returns {Record<string, string>}
+   */
+  roomsForHello(stored) {
+    return stored;
+  }
 
   /** Signed in again (`welcome` and `resync` emitted): send what outlives a socket. */
   resumeAfterWelcome() {}

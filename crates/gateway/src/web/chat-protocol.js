@@ -1,6 +1,6 @@
 // @ts-check
 /**
- * chat-protocol.js — a small browser client for the chat wire protocol, version 1
+ * chat-protocol.js — a small browser client for the chat wire protocol, version 1.1
  * (docs/protocol.md). No dependencies, no build step: import it as an ES module.
  *
  * What it does for a host application:
@@ -14,6 +14,10 @@
  *   reconnect, so a message is stored once even if the ack was lost;
  * - on close 4001 forgets the session and reports state `signed-out`;
  * - on `welcome.recovered === false` emits `resync`: reload conversations and history.
+ * - rooms (protocol 1.1): `join`, `leave`, `members`, `rooms`, room sends, history and
+ *   read; keeps each room's last seen event id in storage next to the 1:1 cursor, sends
+ *   them as `hello.rooms` on every reconnect and emits `room-resync` for each room the
+ *   server could not recover (`welcome.rooms[id].recovered === false`): reload its history.
  *
  * It never touches the DOM and never interprets message bodies.
  *
@@ -33,7 +37,11 @@
  */
 
 /** @typedef {{id: string, name: string}} User */
-/** @typedef {{id: string, conversation: string, from: string, to: string, body: string, sent_at: string}} Message */
+/** @typedef {{id: string, conversation: string, from: string, to?: string, room?: string, body: string, sent_at: string}} Message */
+/** @typedef {{id: string, name: string, online?: boolean}} Member */
+/** @typedef {{id: string, name: string, member_count: number, members: Member[], last: Message|null}} RoomInfo */
+/** @typedef {{id: string, name: string, member_count: number, unread: number, last: Message|null}} RoomItem */
+/** @typedef {{room: string, event: 'joined'|'left', user: User, id: string}} MemberEvent */
 /** @typedef {{username: string} | {token: string} | {session: string}} Credential */
 /**
  * @typedef {object} Welcome
@@ -83,7 +91,11 @@ const TYPING_EVERY_MS = 2000;
  * - `read` `{conversation, by, up_to}`; `typing` `{from}`;
  *   `presence` `{user, online, last_seen_at?}`;
  * - `error` `{code, message, ref?}` for error frames no request is waiting for;
- * - `unsupported` `{type}` the first time the server refuses a request type.
+ * - `unsupported` `{type}` the first time the server refuses a request type;
+ * - `member` {@link MemberEvent}: someone (this user's other tabs included) joined or
+ *   left a room this user is in; a room message is a `message` event whose
+ *   `message.room` is set;
+ * - `room-resync` `{room}`: the room's missed events could not be replayed: reload it.
  *
  * Options: see the {@link ChatLink} constructor.
  */
@@ -102,6 +114,15 @@ export class ChatConnection extends ChatLink {
     this.readSent = new Map();
     /** @type {string[]} the current watch list, sent again after each reconnect */
     this.watched = [];
+    /** @type {Map<string, string>} room → highest `up_to` sent in a read */
+    this.roomReadSent = new Map();
+    /**
+     * room → the last room event id this connection object saw. Storage is shared by
+     * every tab of the origin, so another tab may have moved the stored cursor past
+     * events this tab never got: a reconnecting tab resumes from its own.
+     * @type {Map<string, string>}
+     */
+    this.roomSeen = new Map();
   }
 
   // ---- incoming frames ------------------------------------------------------------
@@ -117,9 +138,17 @@ export class ChatConnection extends ChatLink {
         return this.onAck(frame);
       case 'message':
         if (frame.message) this.deliver(frame.message, 'live');
+        if (frame.message?.room) this.noteRoomEvent(frame.message.room, frame.message.id);
         if (frame.cursor) this.store({ cursor: frame.cursor });
         return;
+      case 'member':
+        // A room event with an id from the room's sequence (and a `ref` never).
+        if (frame.ref) return super.onFrame(frame);
+        this.noteRoomEvent(frame.room, frame.id);
+        if (frame.event === 'left' && frame.user?.id === this.user?.id) this.forgetRoom(frame.room);
+        return this.emit('member', { room: frame.room, event: frame.event, user: frame.user, id: frame.id });
       case 'read':
+        if (frame.room) return this.emit('read', { conversation: `room:${frame.room}`, room: frame.room, by: frame.by ?? this.user?.id, up_to: frame.up_to });
         this.emit('read', { conversation: frame.conversation, by: frame.by, up_to: frame.up_to });
         if (frame.cursor) this.store({ cursor: frame.cursor });
         return;
@@ -174,9 +203,25 @@ export class ChatConnection extends ChatLink {
   forgetPreviousUser() {
     this.seen.clear();
     this.readSent.clear();
+    this.roomReadSent.clear();
+    this.roomSeen.clear();
+    this.store({ rooms: undefined });
+  }
+
+  /**
+   * This tab's own room cursors over the stored ones (the stored ones cover rooms this
+   * tab has not heard from since it loaded).
+   * @param {Record<string, string>} stored
+   */
+  roomsForHello(stored) {
+    return { ...stored, ...Object.fromEntries(this.roomSeen) };
   }
 
   resumeAfterWelcome() {
+    const rooms = /** @type {any} */ (this.welcome)?.rooms ?? {};
+    for (const [room, r] of Object.entries(rooms)) {
+      if (r && r.recovered === false) this.emit('room-resync', { room });
+    }
     if (this.watched.length) this.notify({ type: 'watch', users: this.watched });
     // Unacknowledged sends go out again with their original nonce: stored once.
     for (const pending of this.outbox.values()) this.transmit(pending);
@@ -202,10 +247,20 @@ export class ChatConnection extends ChatLink {
     });
   }
 
+  /**
+   * Sends a message to a room (protocol 1.1); like {@link ChatConnection#send}.
+   * @param {string} room @param {string} body @param {{nonce?: string}} [opts]
+   * @returns {Promise<Message>}
+   */
+  sendToRoom(room, body, opts = {}) {
+    return this.send(`room:${room}`, body, opts);
+  }
+
   /** @param {{to: string, body: string, nonce: string, ref: string|null}} pending */
   transmit(pending) {
     pending.ref = this.nextRef('s');
-    this.rawSend({ type: 'send', ref: pending.ref, to: pending.to, body: pending.body, nonce: pending.nonce });
+    const target = pending.to.startsWith('room:') ? { room: pending.to.slice(5) } : { to: pending.to };
+    this.rawSend({ type: 'send', ref: pending.ref, ...target, body: pending.body, nonce: pending.nonce });
   }
 
   /** Nonces of sends still waiting for their ack. */
@@ -287,6 +342,99 @@ export class ChatConnection extends ChatLink {
     if (now - (this.typingSentAt.get(peer) ?? 0) < TYPING_EVERY_MS) return false;
     if (!this.notify({ type: 'typing', to: peer })) return false;
     this.typingSentAt.set(peer, now);
+    return true;
+  }
+
+  // ---- rooms (protocol 1.1) ---------------------------------------------------------
+
+  /**
+   * Remembers the newest room event id seen, sent back as `hello.rooms` on reconnect.
+   * @param {string} room @param {string} id
+   */
+  noteRoomEvent(room, id) {
+    if (!room || !id) return;
+    const mine = this.roomSeen.get(room);
+    if (!mine || compareIds(id, mine) > 0) this.roomSeen.set(room, id);
+    const rooms = { ...(this.stored().rooms ?? {}) };
+    if (rooms[room] && compareIds(id, rooms[room]) <= 0) return;
+    rooms[room] = id;
+    this.store({ rooms });
+  }
+
+  /** Stops recovering a room (after leaving it). @param {string} room */
+  forgetRoom(room) {
+    this.roomSeen.delete(room);
+    const rooms = { ...(this.stored().rooms ?? {}) };
+    delete rooms[room];
+    this.store({ rooms });
+  }
+
+  /** The stored per-room cursors. @returns {Record<string, string>} */
+  roomCursors() {
+    return this.stored().rooms ?? {};
+  }
+
+  /**
+   * Joins (or creates) a room; joining again changes nothing. `name` is used only when
+   * the join creates the room. Rejects with `forbidden` when the token may not join.
+   * @param {string} room id: 1–64 of a-z 0-9 _ - @param {string} [name]
+   * @returns {Promise<RoomInfo>} with at most 100 `members`; page the rest with {@link ChatConnection#members}
+   */
+  async join(room, name) {
+    /** @type {Record<string, any>} */
+    const frame = { type: 'join', room };
+    if (name) frame.name = name;
+    const reply = await this.request(frame);
+    const info = reply.room;
+    if (info?.last) this.markSeen(info.last);
+    return info;
+  }
+
+  /** Leaves a room: nothing more arrives from it. @param {string} room */
+  async leave(room) {
+    await this.request({ type: 'leave', room });
+    this.forgetRoom(room);
+  }
+
+  /**
+   * One page of a room's members, after the member id `after`.
+   * @param {string} room @param {string} [after]
+   * @returns {Promise<{items: Member[], more: boolean}>}
+   */
+  async members(room, after) {
+    /** @type {Record<string, any>} */
+    const frame = { type: 'members', room };
+    if (after) frame.after = after;
+    const reply = await this.request(frame);
+    return { items: reply.items ?? [], more: Boolean(reply.more) };
+  }
+
+  /** The user's rooms, newest activity first. @returns {Promise<RoomItem[]>} */
+  async rooms() {
+    const reply = await this.request({ type: 'rooms' });
+    return reply.items ?? [];
+  }
+
+  /**
+   * A room's history, like {@link ChatConnection#history}.
+   * @param {string} room @param {{before?: string, limit?: number}} [opts]
+   * @returns {Promise<{conversation: string, messages: Message[], more: boolean}>}
+   */
+  async roomHistory(room, opts = {}) {
+    /** @type {Record<string, any>} */
+    const frame = { type: 'history', room, limit: opts.limit ?? 50 };
+    if (opts.before) frame.before = opts.before;
+    const reply = await this.request(frame);
+    for (const m of reply.messages ?? []) this.markSeen(m);
+    return { conversation: reply.conversation ?? `room:${room}`, messages: reply.messages ?? [], more: Boolean(reply.more) };
+  }
+
+  /** Moves this member's read marker in a room forward. @param {string} room @param {string} upTo */
+  markRoomRead(room, upTo) {
+    const sent = this.roomReadSent.get(room);
+    if (sent && compareIds(upTo, sent) <= 0) return false;
+    if (!this.notify({ type: 'read', room, up_to: upTo })) return false;
+    this.roomReadSent.set(room, upTo);
     return true;
   }
 

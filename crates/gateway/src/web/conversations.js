@@ -9,6 +9,7 @@
 import { chat, state } from './app-state.js';
 import { ChatError, compareIds } from './chat-protocol.js';
 import { $, render, renderHistoryStatus, renderPane, toast } from './render.js';
+import { roomWatchIds } from './rooms.js';
 
 /**
  * @typedef {import('./chat-protocol.js').Message} Message
@@ -83,6 +84,11 @@ export function ensureConv(peer) {
     conv.peer.name = peer.name;
   }
   if (peer.online !== undefined) conv.peer.online = peer.online;
+  else if (conv.peer.online === undefined && state.presence.has(peer.id)) {
+    const p = /** @type {{online: boolean, lastSeenAt?: string}} */ (state.presence.get(peer.id));
+    conv.peer.online = p.online;
+    if (p.lastSeenAt) conv.peer.lastSeenAt = p.lastSeenAt;
+  }
   return conv;
 }
 
@@ -159,7 +165,7 @@ export function markRead(conv) {
 
 export function refreshWatch() {
   if (!chat.supports('watch') || chat.status.state !== 'online') return;
-  chat.watch([...state.convs.keys(), ...state.results.map((r) => r.id)]);
+  chat.watch([...state.convs.keys(), ...state.results.map((r) => r.id), ...roomWatchIds()]);
 }
 
 // ---- loading from the server -------------------------------------------------------

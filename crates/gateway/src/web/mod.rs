@@ -4,7 +4,7 @@
 //!
 //! Plain ES modules, no build step: `chat-protocol.js` is the reusable protocol
 //! client (with `chat-link.js` and `chat-wire.js`, which it imports), `app.js` the UI
-//! (with `app-state.js`, `conversations.js`, `render.js` and `view.js`). This module
+//! (with `app-state.js`, `conversations.js`, `rooms.js`, `render.js` and `view.js`). This module
 //! only serves bytes; it never looks at sessions, users or messages.
 
 use axum::http::{header, HeaderValue};
@@ -64,6 +64,11 @@ const ASSETS: &[Asset] = &[
         path: "/chat-wire.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("chat-wire.js"),
+    },
+    Asset {
+        path: "/rooms.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("rooms.js"),
     },
     Asset {
         path: "/view.js",

@@ -37,7 +37,7 @@ function renderList() {
 
 function renderPeer() {
   const conv = state.active ? state.convs.get(state.active) : null;
-  $('pane-empty').hidden = Boolean(conv);
+  $('pane-empty').hidden = Boolean(conv) || Boolean(state.activeRoom);
   $('pane-chat').hidden = !conv;
   if (!conv) return;
   paintAvatar($('peer-avatar'), conv.peer);

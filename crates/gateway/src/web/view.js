@@ -150,9 +150,10 @@ const MARKS = {
 
 /**
  * A message bubble.
- * @param {{id?: string, nonce?: string, body: string, sent_at: string, mine: boolean, status?: Status, error?: string}} m
+ * @param {{id?: string, nonce?: string, body: string, sent_at: string, mine: boolean, status?: Status, error?: string, author?: string, final?: boolean}} m
  */
 function bubble(m) {
+  const from = m.author ? el('div', { class: 'author', text: m.author, data: { testid: 'author' } }) : null;
   const time = new Date(m.sent_at);
   const meta = el('span', { class: 'meta' }, [el('time', { text: Number.isNaN(time.getTime()) ? '' : timeFmt.format(time), attrs: { datetime: m.sent_at } })]);
   if (m.mine && m.status) {
@@ -162,9 +163,11 @@ function bubble(m) {
   if (m.id) data.id = m.id;
   if (m.nonce) data.nonce = m.nonce;
   if (m.status) data.status = m.status;
-  const children = [el('div', { class: 'body', text: m.body, data: { testid: 'body' } }), meta];
+  const children = [from, el('div', { class: 'body', text: m.body, data: { testid: 'body' } }), meta].filter((c) => c !== null);
   if (m.status === 'failed') {
-    children.push(el('button', { class: 'retry', text: `${m.error ?? 'Not sent'} · Retry`, attrs: { type: 'button' }, data: { nonce: m.nonce ?? '' } }));
+    // A refusal that a retry cannot fix (no such user, too long) offers no Retry.
+    if (m.final) children.push(el('span', { class: 'retry final', text: m.error ?? 'Not sent', data: { testid: 'send-error' } }));
+    else children.push(el('button', { class: 'retry', text: `${m.error ?? 'Not sent'} · Retry`, attrs: { type: 'button' }, data: { nonce: m.nonce ?? '' } }));
   }
   return el('li', { class: `message ${m.mine ? 'mine' : 'theirs'}`, data }, [el('div', { class: 'bubble' }, children)]);
 }
@@ -186,7 +189,7 @@ export function messageList(conv, me) {
       mine: m.from === me,
       status: /** @type {Status|undefined} */ (m.from === me ? (conv.peerReadUpTo && compareIds(m.id, conv.peerReadUpTo) <= 0 ? 'read' : 'sent') : undefined),
     })),
-    ...[...conv.pending.values()].map((p) => ({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error })),
+    ...[...conv.pending.values()].map((p) => ({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error, final: p.final })),
   ];
   let previousFrom = null;
   for (const row of rows) {
@@ -202,5 +205,39 @@ export function messageList(conv, me) {
     previousFrom = row.mine;
     items.push(node);
   }
+  return items;
+}
+
+/**
+ * A room's timeline: messages (with the sender's name on others' messages) and the
+ * enter/leave notices inline, in id order, then this user's pending sends.
+ * @param {import('./rooms.js').Room} room
+ * @param {string} me
+ */
+export function roomTimeline(room, me) {
+  /** @type {Array<{id: string, notice?: any, message?: any}>} */
+  const rows = [
+    ...room.messages.map((m) => ({ id: m.id, message: m })),
+    ...room.notices.map((n) => ({ id: n.id, notice: n })),
+  ].sort((a, b) => compareIds(a.id, b.id));
+  const items = [];
+  let previousFrom = null;
+  for (const row of rows) {
+    if (row.notice) {
+      const n = row.notice;
+      const who = n.user.id === me ? 'You' : n.user.name || n.user.id;
+      items.push(el('li', { class: 'notice', data: { testid: 'notice', event: n.event } }, [el('span', { text: `${who} ${n.event === 'joined' ? 'joined' : 'left'} the room` })]));
+      previousFrom = null;
+      continue;
+    }
+    const m = row.message;
+    const mine = m.from === me;
+    const author = mine ? undefined : room.members.get(m.from)?.name ?? room.notices.find((n) => n.user.id === m.from)?.user.name ?? m.from;
+    const node = bubble({ id: m.id, body: m.body, sent_at: m.sent_at, mine, status: mine ? 'sent' : undefined, author: previousFrom === m.from ? undefined : author });
+    if (previousFrom === m.from) node.classList.add('continued');
+    previousFrom = m.from;
+    items.push(node);
+  }
+  for (const p of room.pending.values()) items.push(bubble({ nonce: p.nonce, body: p.body, sent_at: p.createdAt, mine: true, status: p.status, error: p.error, final: p.final }));
   return items;
 }

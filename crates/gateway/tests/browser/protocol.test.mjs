@@ -184,3 +184,57 @@ test('ids compare numerically', () => {
   assert.ok(compareIds('10-2', '10-10') < 0);
   assert.equal(compareIds('10-1', '10-1'), 0);
 });
+
+test('rooms: join, room sends, per-room cursors in hello.rooms, room-resync', async () => {
+  const { chat, storage } = connection();
+  const connected = chat.connect('ws://a/ws', { username: 'A' });
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+
+  const joining = chat.join('lobby', 'The lobby');
+  const join = sockets[0].last('join');
+  assert.deepEqual({ ...join, ref: undefined }, { type: 'join', room: 'lobby', name: 'The lobby', ref: undefined });
+  sockets[0].push({ type: 'joined', ref: join.ref, room: { id: 'lobby', name: 'The lobby', member_count: 1, members: [{ id: 'u-a', name: 'A', online: true }], last: null } });
+  assert.equal((await joining).member_count, 1);
+
+  const members = [];
+  chat.on('member', (e) => members.push(`${e.event}:${e.user.id}`));
+  const got = [];
+  chat.on('message', (e) => got.push(`${e.message.room}:${e.message.id}`));
+  sockets[0].push({ type: 'member', room: 'lobby', event: 'joined', user: { id: 'u-b', name: 'B' }, id: '3-0' });
+  const roomMsg = (id) => ({ id, conversation: 'room:lobby', room: 'lobby', from: 'u-b', body: `r ${id}`, sent_at: '2026-01-01T00:00:00Z' });
+  sockets[0].push({ type: 'message', message: roomMsg('4-0') });
+  sockets[0].push({ type: 'message', message: roomMsg('4-0') });
+  assert.deepEqual(members, ['joined:u-b']);
+  assert.deepEqual(got, ['lobby:4-0'], 'room messages are de-duplicated too');
+  assert.deepEqual(JSON.parse(storage.getItem('k')).rooms, { lobby: '4-0' }, 'room cursor stored next to the 1:1 cursor');
+  assert.equal(JSON.parse(storage.getItem('k')).cursor, '5-0');
+
+  const sending = chat.sendToRoom('lobby', 'hi all');
+  const send = sockets[0].last('send');
+  assert.equal(send.room, 'lobby');
+  assert.equal(send.to, undefined);
+  sockets[0].push({ type: 'ack', ref: send.ref, message: { ...roomMsg('5-0'), from: 'u-a', body: 'hi all' } });
+  assert.equal((await sending).id, '5-0');
+
+  // Another tab moves the shared stored cursor further: this tab still resumes from its own.
+  const stored = JSON.parse(storage.getItem('k'));
+  storage.setItem('k', JSON.stringify({ ...stored, rooms: { lobby: '9-0', other: '2-0' } }));
+  const resyncs = [];
+  chat.on('room-resync', (e) => resyncs.push(e.room));
+  sockets[0].drop(1006);
+  await tick(40);
+  const hello = sockets[1].last('hello');
+  assert.deepEqual(hello.rooms, { lobby: '4-0', other: '2-0' });
+  sockets[1].push(welcome({ recovered: true, rooms: { lobby: { recovered: true }, other: { recovered: false } } }));
+  await tick();
+  assert.deepEqual(resyncs, ['other']);
+
+  const leaving = chat.leave('lobby');
+  const leave = sockets[1].last('leave');
+  sockets[1].push({ type: 'left', ref: leave.ref, room: 'lobby' });
+  await leaving;
+  assert.equal(JSON.parse(storage.getItem('k')).rooms.lobby, undefined, 'a left room is not recovered');
+  chat.close();
+});
