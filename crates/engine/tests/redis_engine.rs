@@ -1195,3 +1195,77 @@ async fn a_send_during_a_write_pause_resolves_truthfully() {
     assert!(retried.duplicate, "the unanswered attempt had stored it");
     assert_eq!(stored(engine.clone(), "long pause").await, 1);
 }
+
+/// A room send during a write pause resolves like a 1:1 send: retried with its nonce
+/// (stored once) when the pause ends in time, else `Unavailable` saying it may have
+/// been stored — never a false "nothing was stored", never two copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_send_during_a_write_pause_resolves_truthfully() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine_with(&server, Retention::default(), 1, 300).await;
+    let alice = chat_protocol::User {
+        id: "rp-a".into(),
+        name: "alice".into(),
+    };
+    engine.upsert_user(&alice.id, &alice.name).await.unwrap();
+    let limits = chat_engine::RoomLimits {
+        rooms_per_user: 10,
+        members_per_room: 10,
+    };
+    engine
+        .join_room("pz-room", &alice, None, limits)
+        .await
+        .unwrap();
+    let send = |nonce: &'static str, body: &'static str| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .room_send(chat_engine::RoomSendRequest {
+                    room: "pz-room".into(),
+                    from: "rp-a".into(),
+                    body: body.into(),
+                    nonce: Some(nonce.into()),
+                    nonce_ttl_secs: 60,
+                    sent_at: "2026-12-04T10:00:00.000Z".into(),
+                })
+                .await
+        }
+    };
+    let stored = |body: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let (history, _) = engine.room_history("pz-room", None, 50).await.unwrap();
+            history.iter().filter(|m| m.body == body).count()
+        }
+    };
+    let pause = |ms: &str| {
+        let reply = server.command(&["CLIENT", "PAUSE", ms, "WRITE"]);
+        assert!(
+            reply.as_deref().is_some_and(|r| r.starts_with("+OK")),
+            "{reply:?}"
+        );
+    };
+    send("r0", "warm up").await.unwrap().expect("a member");
+
+    pause("800");
+    let outcome = send("r1", "short pause")
+        .await
+        .expect("answered once the pause ends")
+        .expect("a member");
+    assert_eq!(stored("short pause").await, 1);
+
+    pause("3000");
+    match send("r2", "long pause").await {
+        Err(EngineError::Unavailable(why)) => {
+            assert!(why.contains(chat_engine::MAYBE_STORED), "{why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let retried = eventually("the retry is answered", WAIT, || async {
+        send("r2", "long pause").await.ok().flatten()
+    })
+    .await;
+    assert!(retried.duplicate, "the unanswered attempt had stored it");
+    assert_eq!(stored("long pause").await, 1);
+    assert_ne!(outcome.message.id, retried.message.id);
+}

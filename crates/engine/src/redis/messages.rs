@@ -285,13 +285,13 @@ impl Messages for RedisEngine {
 
 /// How often a send with a nonce is sent again after `Unavailable`, and the pause
 /// before each (times the attempt number).
-const SEND_RETRIES: u32 = 3;
-const SEND_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const SEND_RETRIES: u32 = 3;
+pub(super) const SEND_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Whether an `Unavailable` reason proves the call never ran: Redis refused it (out
 /// of memory, …). Anything else (a timeout, a connection lost, even fred failing fast
 /// while disconnected, which reads like a connection lost in flight) may have run.
-fn definitely_not_run(why: &str) -> bool {
+pub(super) fn definitely_not_run(why: &str) -> bool {
     ["OOM ", "MISCONF ", "NOREPLICAS ", "READONLY ", "NOWRITE "]
         .iter()
         .any(|p| why.contains(p))

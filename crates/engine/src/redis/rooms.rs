@@ -18,10 +18,10 @@ use fred::prelude::*;
 use serde::Deserialize;
 
 use super::conn::{all_ok, entries, map_err, number, text, Entry};
-use super::{keys, payload, RedisEngine};
+use super::{keys, messages, payload, RedisEngine};
 use crate::{
     sort_by_activity, EngineError, JoinOutcome, RoomEvent, RoomLimits, RoomSendRequest, RoomState,
-    RoomSummary, Rooms, SendOutcome,
+    RoomSummary, Rooms, SendOutcome, MAYBE_STORED,
 };
 
 const JOIN: &str = "chat_room_join";
@@ -413,7 +413,30 @@ impl Rooms for RedisEngine {
             req.nonce_ttl_secs.max(1).to_string(),
             self.max_events(),
         ];
-        let reply = self.core.fcall(SEND, &keys, &args, &self.core.opts).await?;
+        // As for a 1:1 send: a call that failed `Unavailable` may have run (a
+        // timeout), so it is sent again with the same nonce a bounded number of times;
+        // the answer is the stored message or an `Unavailable` saying it may be stored.
+        let mut attempt = 0;
+        let mut uncertain = false;
+        let reply = loop {
+            match self.core.fcall(SEND, &keys, &args, &self.core.opts).await {
+                Ok(reply) => break reply,
+                Err(EngineError::Unavailable(why))
+                    if attempt < messages::SEND_RETRIES && !messages::definitely_not_run(&why) =>
+                {
+                    uncertain = true;
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %why, "room send failed; retrying with its nonce");
+                    tokio::time::sleep(messages::SEND_RETRY_BACKOFF * attempt).await;
+                }
+                Err(EngineError::Unavailable(why))
+                    if uncertain || !messages::definitely_not_run(&why) =>
+                {
+                    return Err(EngineError::Unavailable(format!("{why}; {MAYBE_STORED}")));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let Value::Array(items) = reply else {
             return Err(bad("send"));
         };
