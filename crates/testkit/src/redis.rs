@@ -30,8 +30,20 @@ impl RedisServer {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.spawn();
-        server
+        // A port found free can be taken (by an outgoing connection's ephemeral port)
+        // before redis-server binds it: then it exits at once, and another port is
+        // tried.
+        for _ in 0..5 {
+            if server.try_spawn() {
+                return server;
+            }
+            server.kill();
+            server.port = crate::free_port();
+        }
+        panic!(
+            "redis-server did not start on any of 5 ports; see {}",
+            server.dir.path().join("redis.log").display()
+        );
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -44,6 +56,18 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if !self.try_spawn() {
+            panic!(
+                "redis-server on port {} did not answer PING; see {}",
+                self.port,
+                self.dir.path().join("redis.log").display()
+            );
+        }
+    }
+
+    /// Starts redis-server on `self.port`; whether it answered `PING` (false when it
+    /// exited, e.g. the port was taken, or did not answer within 10 s).
+    fn try_spawn(&mut self) -> bool {
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
@@ -64,15 +88,18 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ping() {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "redis-server on port {} did not answer PING; see {}",
-            self.port,
-            log.display()
-        );
+        false
     }
 
     /// Whether the server answers `PING` right now.
