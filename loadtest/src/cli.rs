@@ -214,6 +214,11 @@ pub struct RoomArgs {
     /// New connections (sign-in + join) per second.
     #[arg(long, default_value_t = 500.0)]
     pub connect_rate: f64,
+    /// Seconds of Redis CPU measured with every member connected and no sends, before
+    /// the sends: subtracted from the send window's Redis CPU (presence refreshes and
+    /// timers are not per room message).
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_secs: f64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -268,6 +268,23 @@ mod tests {
     use super::*;
     use crate::probe::{AddrCounts, CommandCounts, Context, CpuFigures, CpuTotal, CpuUse};
 
+    #[test]
+    fn redis_cpu_above_idle_takes_off_the_idle_rate_over_the_window() {
+        let idle = RedisIdle {
+            secs: 5.0,
+            cpu_seconds: 0.01,
+            percent_of_core: 0.2,
+        };
+        let r = RedisCpu::new(0.5, 20.0, Some(idle), 2000);
+        assert!((r.us_per_room_message.unwrap() - 250.0).abs() < 1e-9);
+        // 0.5 s less 0.002 s/s × 20 s = 0.46 s over 2,000 messages.
+        assert!((r.us_per_room_message_above_idle.unwrap() - 230.0).abs() < 1e-9);
+        assert!((r.percent_of_core - 2.5).abs() < 1e-9);
+        let none = RedisCpu::new(0.5, 20.0, None, 0);
+        assert_eq!(none.us_per_room_message, None);
+        assert_eq!(none.us_per_room_message_above_idle, None);
+    }
+
     fn percentiles(count: u64) -> Percentiles {
         Percentiles {
             count,
@@ -780,12 +797,54 @@ pub struct RoomResult {
     pub latency: Percentiles,
     pub ack_latency: Percentiles,
     pub timeline: Vec<TimelineRow>,
-    /// Redis CPU (all `--redis-pid`s) / room messages acked, in µs.
+    /// Redis CPU (all `--redis-pid`s, from `/proc`) / room messages acked, in µs.
     pub redis_cpu_us_per_room_message: Option<f64>,
+    /// Redis CPU over the send window from `INFO cpu`, and above the idle rate measured
+    /// just before with every member connected (absent from earlier reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_cpu: Option<RedisCpu>,
     /// Per-process CPU; its per-message figures are per room message acked.
     pub cpu: CpuReport,
     /// Redis commands per room message acked.
     pub redis_commands: Option<RedisWork>,
     pub warnings: Vec<String>,
     pub ok: bool,
+}
+
+/// Redis CPU with nothing sent: what it costs to hold the members (presence refreshes,
+/// timers), to be taken off the send window's figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RedisIdle {
+    pub secs: f64,
+    pub cpu_seconds: f64,
+    pub percent_of_core: f64,
+}
+
+/// Redis CPU (`INFO cpu`, summed over every address) over a send window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RedisCpu {
+    pub window_secs: f64,
+    pub cpu_seconds: f64,
+    pub percent_of_core: f64,
+    /// CPU microseconds per room message acked, all of it.
+    pub us_per_room_message: Option<f64>,
+    pub idle: Option<RedisIdle>,
+    /// The window's CPU less the idle rate over the same time, per room message acked:
+    /// the work the messages themselves cost.
+    pub us_per_room_message_above_idle: Option<f64>,
+}
+
+impl RedisCpu {
+    pub fn new(used: f64, secs: f64, idle: Option<RedisIdle>, messages: u64) -> RedisCpu {
+        let per = |cpu: f64| (messages > 0).then(|| cpu * 1e6 / messages as f64);
+        let above = idle.and_then(|i| per(used - i.cpu_seconds / i.secs.max(1e-9) * secs));
+        RedisCpu {
+            window_secs: secs,
+            cpu_seconds: used,
+            percent_of_core: used / secs.max(1e-9) * 100.0,
+            us_per_room_message: per(used),
+            idle,
+            us_per_room_message_above_idle: above,
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::cli::{Global, RoomArgs};
 use crate::net::{self, SourceIps, Ws};
 use crate::probe::{self, CpuReport, CpuWindow, RedisSnapshot};
 use crate::record::{self, now_us, Counters, SharedRecorder};
-use crate::report::{RoomResult, Throughput};
+use crate::report::{RedisCpu, RedisIdle, RoomResult, Throughput};
 use crate::scenario::Done;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -351,6 +351,7 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
     }
     // Let the last joins' member events settle before the window.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = RedisIdle::measure(&g.redis_addrs, a.idle_secs).await;
 
     let window = a.warmup_secs + a.duration_secs;
     let interval = Duration::from_secs_f64(1.0 / a.rate.max(1e-6));
@@ -367,6 +368,8 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
     pids.extend(&g.redis_pids);
     let cpu = CpuWindow::start(&pids);
     let redis_before = RedisSnapshot::take(&g.redis_addrs);
+    let redis_cpu_before = probe::redis_cpu_total(&g.redis_addrs);
+    let window_clock = Instant::now();
     let mut active = 0u64;
     for (i, gtx) in go_tx.into_iter().enumerate() {
         let i = i as u64;
@@ -413,6 +416,14 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    // The CPU and command windows end here, before the members sign out (sign-out is
+    // work per member, not per room message).
+    let acked_so_far: u64 = room_acked.iter().map(Counters::get).sum();
+    let (uses, context) = cpu.finish(acked_so_far);
+    let redis_after = RedisSnapshot::take(&g.redis_addrs);
+    let redis_cpu_window = probe::redis_cpu_total(&g.redis_addrs)
+        .zip(redis_cpu_before)
+        .map(|(after, before)| (after - before, window_clock.elapsed().as_secs_f64()));
     let _ = stop_tx.send(true);
     let mut outs = Vec::new();
     for t in tasks {
@@ -459,13 +470,9 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
             }
         }
     }
-    let (uses, context) = cpu.finish(acked_total);
     let cpu = CpuReport::new(uses, &g.redis_pids, context, acked_total);
-    let redis = probe::redis_work(
-        &redis_before,
-        &RedisSnapshot::take(&g.redis_addrs),
-        acked_total,
-    );
+    let redis = probe::redis_work(&redis_before, &redis_after, acked_total);
+    let redis_cpu = redis_cpu_window.map(|(used, secs)| RedisCpu::new(used, secs, idle, acked_total));
     let (latency, ack, timeline, hist) = {
         let r = recorder
             .lock()
@@ -524,6 +531,7 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
         ack_latency: ack,
         timeline: timeline.rows(),
         redis_cpu_us_per_room_message: redis_us,
+        redis_cpu,
         cpu,
         redis_commands: redis,
         warnings,
@@ -537,6 +545,25 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
         hist,
         ok,
     })
+}
+
+impl RedisIdle {
+    /// Redis CPU over `secs` of quiet (none when `secs` is 0 or Redis is unreadable).
+    async fn measure(addrs: &[String], secs: f64) -> Option<RedisIdle> {
+        if secs <= 0.0 {
+            return None;
+        }
+        let before = probe::redis_cpu_total(addrs)?;
+        let clock = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let used = probe::redis_cpu_total(addrs)? - before;
+        let secs = clock.elapsed().as_secs_f64();
+        Some(RedisIdle {
+            secs,
+            cpu_seconds: used,
+            percent_of_core: used / secs * 100.0,
+        })
+    }
 }
 
 fn summary(v: &RoomResult) -> String {
@@ -564,6 +591,16 @@ fn summary(v: &RoomResult) -> String {
             t.figures
                 .us_per_message
                 .map_or("-".into(), |u| format!("{u:.1} us"))
+        );
+    }
+    if let Some(r) = &v.redis_cpu {
+        let us = |u: Option<f64>| u.map_or("-".into(), |u| format!("{u:.1} us"));
+        s += &format!(
+            "  redis (INFO cpu): {:.2}% of a core, {} per room message; idle {}, above idle {} per room message\n",
+            r.percent_of_core,
+            us(r.us_per_room_message),
+            r.idle.map_or("-".into(), |i| format!("{:.2}% over {:.1} s", i.percent_of_core, i.secs)),
+            us(r.us_per_room_message_above_idle),
         );
     }
     if let Some(h) = &v.cpu.context.harness {

@@ -52,6 +52,8 @@ fn room_scenario_delivers_every_room_message_to_every_member_once() {
             "3",
             "--drain-secs",
             "10",
+            "--idle-secs",
+            "1",
         ])
         .output()
         .expect("run chat-loadtest");
@@ -112,4 +114,20 @@ fn room_scenario_delivers_every_room_message_to_every_member_once() {
         Some(2),
         "{r}"
     );
+    // Redis CPU from INFO cpu over the send window, with the idle rate measured first
+    // and taken off.
+    let rc = &r["redis_cpu"];
+    let g = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!(g(&rc["idle"], "secs") >= 0.9, "{rc}");
+    assert!(g(&rc["idle"], "cpu_seconds") >= 0.0, "{rc}");
+    assert!(g(rc, "us_per_room_message") > 0.0, "{rc}");
+    assert!(
+        g(rc, "us_per_room_message_above_idle") <= g(rc, "us_per_room_message"),
+        "{rc}"
+    );
+    // The command window holds the room messages and nothing per member (sign-outs
+    // come after it): each message stored once and published once.
+    let calls = &r["redis_commands"]["calls"];
+    assert_eq!(calls["xadd"].as_u64(), Some(n("acked")), "{calls}");
+    assert_eq!(calls["spublish"].as_u64(), Some(n("acked")), "{calls}");
 }
