@@ -154,19 +154,8 @@ fn sum(phases: &[&PhaseTally]) -> Result<PhaseResult> {
     let mut hist = Hist::default();
     let mut max_us = 0;
     for p in phases {
-        r.sent += p.sent;
-        r.acked += p.acked;
-        r.errors += p.errors;
-        r.unacked += p.unacked;
-        r.delivered += p.delivered;
-        r.lost += p.lost;
-        r.duplicated += p.duplicated;
-        r.out_of_order += p.out_of_order;
-        r.delivered_unacked += p.delivered_unacked;
+        r.counts.add(&p.counts);
         max_us = max_us.max(p.max_delivery_us);
-        r.disconnects += p.disconnects;
-        r.reconnected += p.reconnected;
-        r.reconnect_failures += p.reconnect_failures;
         if !p.reconnect.is_empty() {
             hist.add(&Hist::decode(&p.reconnect)?);
         }
@@ -220,9 +209,11 @@ pub fn result(
         });
     }
     let all = sum(&phases.iter().collect::<Vec<_>>())?;
-    let exactly_once = out.lost == 0 && out.duplicated == 0 && all.out_of_order == 0;
-    let all_recovered =
-        out.connect_failures == 0 && all.reconnect_failures == 0 && out.unacked == 0;
+    let exactly_once =
+        out.counts.lost == 0 && out.counts.duplicated == 0 && all.counts.out_of_order == 0;
+    let all_recovered = out.counts.connect_failures == 0
+        && all.counts.reconnect_failures == 0
+        && out.counts.unacked == 0;
     let mut warnings = out.warnings.clone();
     if injections.iter().any(|i| !i.ok) {
         warnings.push("an injection command failed (see injections[].output)".into());
@@ -230,20 +221,20 @@ pub fn result(
     let ok = exactly_once && all_recovered && injections.iter().all(|i| i.ok);
     Ok(ChaosResult {
         users: a.users + a.users % 2,
-        connected: out.connected,
-        connect_failures: out.connect_failures,
-        sent: out.sent,
-        acked: out.acked,
-        send_errors: out.send_errors.clone(),
-        unacked: out.unacked,
-        delivered: out.received,
-        lost: out.lost,
-        duplicated: out.duplicated,
-        out_of_order: all.out_of_order,
-        delivered_unacked: all.delivered_unacked,
-        redelivered: out.redelivered,
-        unexpected_disconnects: out.unexpected_disconnects,
-        clients_not_recovered: all.reconnect_failures,
+        connected: out.counts.connected,
+        connect_failures: out.counts.connect_failures,
+        sent: out.counts.sent,
+        acked: out.counts.acked,
+        send_errors: out.counts.send_errors.clone(),
+        unacked: out.counts.unacked,
+        delivered: out.counts.received,
+        lost: out.counts.lost,
+        duplicated: out.counts.duplicated,
+        out_of_order: all.counts.out_of_order,
+        delivered_unacked: all.counts.delivered_unacked,
+        redelivered: out.counts.redelivered,
+        unexpected_disconnects: out.counts.unexpected_disconnects,
+        clients_not_recovered: all.counts.reconnect_failures,
         latency: Hist::decode(&out.latency)?.summary(),
         ack_latency: Hist::decode(&out.ack_latency)?.summary(),
         baseline,
@@ -280,14 +271,14 @@ fn summary(r: &ChaosResult) -> String {
     let row = |name: &str, n: u64, cmd: f64, f: &PhaseResult| {
         format!(
             "  {name:<13} {n:>2} {:>5} {:>6} {:>4} {:>6} {:>5} {:>4} {:>4} {:>5}  {:>8.0}/{:<8.0}  {:>17.0}  {:>10.0}\n",
-            f.sent,
-            f.acked,
-            f.errors,
-            f.delivered,
-            f.lost,
-            f.duplicated,
-            f.out_of_order,
-            f.disconnects,
+            f.counts.sent,
+            f.counts.acked,
+            f.counts.errors,
+            f.counts.delivered,
+            f.counts.lost,
+            f.counts.duplicated,
+            f.counts.out_of_order,
+            f.counts.disconnects,
             f.reconnect.p50_ms,
             f.reconnect.max_ms,
             f.max_delivery_ms,

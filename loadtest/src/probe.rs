@@ -258,10 +258,7 @@ pub fn metrics_rss(ws_url: &str) -> Option<u64> {
 fn redis_info(host_port: &str, section: &str) -> Option<String> {
     let mut stream = TcpStream::connect(host_port).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let cmd = format!(
-        "*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n",
-        section.len()
-    );
+    let cmd = format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len());
     stream.write_all(cmd.as_bytes()).ok()?;
     // A bulk string: "$<len>\r\n<payload>\r\n". Read until the payload is complete.
     let mut buf = Vec::new();

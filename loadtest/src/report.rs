@@ -183,29 +183,44 @@ pub struct RssRow {
     pub bytes_per_connection: Option<f64>,
 }
 
-/// `dm` and `reconnect-storm` (and each `ramp` step): sends, deliveries, what was lost
-/// or duplicated, latencies, and the CPU and Redis work around the window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DmResult {
+/// What a `dm` run counted: the same fields in a worker's outcome (merged exactly
+/// across workers) and in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DmCounts {
     pub users: u64,
     pub connected: u64,
     pub connect_failures: u64,
     pub connect_errors: Vec<String>,
     /// `welcome.node` → users signed in there.
     pub nodes: BTreeMap<String, u64>,
-    pub target_rate: f64,
-    /// Warm-up plus measured duration: what the rates are divided by.
-    pub window_secs: f64,
     pub sent: u64,
     pub acked: u64,
     /// Error code → sends refused with it.
     pub send_errors: BTreeMap<String, u64>,
+    /// Sent, neither acked nor refused by the end of the drain.
     pub unacked: u64,
+    /// Distinct messages the recipients received.
     pub received: u64,
+    /// Acked but never received by the recipient.
     pub lost: u64,
+    /// The same send stored twice (received, or acked, under two message ids).
     pub duplicated: u64,
+    /// The same message id delivered again (allowed: delivery is at-least-once and
+    /// clients drop these by id).
     pub redelivered: u64,
+    /// Connections that ended without the harness asking.
     pub unexpected_disconnects: u64,
+}
+
+/// `dm` and `reconnect-storm` (and each `ramp` step): sends, deliveries, what was lost
+/// or duplicated, latencies, and the CPU and Redis work around the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DmResult {
+    #[serde(flatten)]
+    pub counts: DmCounts,
+    pub target_rate: f64,
+    /// Warm-up plus measured duration: what the rates are divided by.
+    pub window_secs: f64,
     pub throughput: Throughput,
     /// Intended send → receipt by the peer.
     pub latency: Percentiles,
@@ -230,20 +245,31 @@ pub struct Throughput {
     pub elapsed_secs: f64,
 }
 
-/// What happened around a `reconnect-storm`'s drop (or node kill).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StormResult {
+/// What a `reconnect-storm` counted around its drop (or node kill), in a worker's
+/// outcome and in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StormCounts {
     pub dropped: u64,
     pub reconnected: u64,
+    /// Reconnected with `recovered: false` (the cursor was no longer retained).
     pub not_recovered: u64,
     pub reconnect_failures: u64,
+    /// From the drop to the last client's `welcome`.
     pub all_recovered_ms: f64,
-    /// Drop → welcome, per client.
-    pub recovery: Percentiles,
+    /// Sends intended between the drop and the last client's recovery.
     pub sent_during: u64,
     pub acked_during: u64,
     pub received_during: u64,
     pub lost_during: u64,
+}
+
+/// What happened around a `reconnect-storm`'s drop (or node kill).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StormResult {
+    #[serde(flatten)]
+    pub counts: StormCounts,
+    /// Drop → welcome, per client.
+    pub recovery: Percentiles,
 }
 
 /// `ramp`: the highest rate that kept p99 under the bound with nothing lost.
@@ -333,22 +359,24 @@ mod tests {
             per_message: BTreeMap::from([("fcall".into(), 1.0)]),
         };
         DmResult {
-            users: 10,
-            connected: 10,
-            connect_failures: 0,
-            connect_errors: vec![],
-            nodes: BTreeMap::from([("gw-a".into(), 10)]),
+            counts: DmCounts {
+                users: 10,
+                connected: 10,
+                connect_failures: 0,
+                connect_errors: vec![],
+                nodes: BTreeMap::from([("gw-a".into(), 10)]),
+                sent: 500,
+                acked: 500,
+                send_errors: BTreeMap::from([("rate_limited".into(), 1)]),
+                unacked: 0,
+                received: 500,
+                lost: 0,
+                duplicated: 0,
+                redelivered: 1,
+                unexpected_disconnects: 0,
+            },
             target_rate: 100.0,
             window_secs: 6.0,
-            sent: 500,
-            acked: 500,
-            send_errors: BTreeMap::from([("rate_limited".into(), 1)]),
-            unacked: 0,
-            received: 500,
-            lost: 0,
-            duplicated: 0,
-            redelivered: 1,
-            unexpected_disconnects: 0,
             throughput: Throughput {
                 sent_per_sec: 83.5,
                 delivered_per_sec: 83.25,
@@ -413,16 +441,18 @@ mod tests {
 
     fn every_scenario() -> Vec<Report> {
         let storm = StormResult {
-            dropped: 10,
-            reconnected: 10,
-            not_recovered: 0,
-            reconnect_failures: 0,
-            all_recovered_ms: 350.5,
+            counts: StormCounts {
+                dropped: 10,
+                reconnected: 10,
+                not_recovered: 0,
+                reconnect_failures: 0,
+                all_recovered_ms: 350.5,
+                sent_during: 40,
+                acked_during: 40,
+                received_during: 40,
+                lost_during: 0,
+            },
             recovery: percentiles(10),
-            sent_during: 40,
-            acked_during: 40,
-            received_during: 40,
-            lost_during: 0,
         };
         vec![
             report(Run::Connect {
@@ -559,7 +589,7 @@ mod tests {
         };
         assert_eq!(params.scenario.users, 1000);
         assert_eq!(params.scenario.rate, 5000.0);
-        assert!(result.ok && result.lost == 0 && result.duplicated == 0);
+        assert!(result.ok && result.counts.lost == 0 && result.counts.duplicated == 0);
         assert!(result.cpu.redis.is_some() && result.redis_commands.is_some());
         let cluster = committed("2026-12-04/dm-5000-cluster3.json");
         let Run::Dm { params, result } = &cluster.run else {
@@ -696,23 +726,57 @@ pub struct ChaosResult {
     pub warnings: Vec<String>,
 }
 
-/// Figures of the messages intended in a set of phases (see `dm::PhaseTally`).
+/// What a chaos run counted in one phase, or in a set of phases added up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PhaseResult {
+pub struct PhaseCounts {
     pub sent: u64,
     pub acked: u64,
+    /// Refused with an error frame (e.g. `unavailable`), not acked.
     pub errors: u64,
+    /// Neither acked nor refused by the end of the drain.
     pub unacked: u64,
+    /// Delivered to the recipient's connection (first copy).
     pub delivered: u64,
+    /// Acked but never delivered.
     pub lost: u64,
+    /// Delivered under a second id (stored twice), or acked under one id and
+    /// delivered under another.
     pub duplicated: u64,
+    /// Delivered after a later message of the same sender.
     pub out_of_order: u64,
+    /// Delivered although the send was answered with an error (the error lied).
     pub delivered_unacked: u64,
-    /// Worst intended-send-to-delivery time of a message of these phases.
-    pub max_delivery_ms: f64,
+    /// Connections that ended unexpectedly in the phase, resumed, never resumed.
     pub disconnects: u64,
     pub reconnected: u64,
     pub reconnect_failures: u64,
+}
+
+impl PhaseCounts {
+    /// Adds `other` in (phases of several workers, or several phases).
+    pub fn add(&mut self, other: &PhaseCounts) {
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.errors += other.errors;
+        self.unacked += other.unacked;
+        self.delivered += other.delivered;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.out_of_order += other.out_of_order;
+        self.delivered_unacked += other.delivered_unacked;
+        self.disconnects += other.disconnects;
+        self.reconnected += other.reconnected;
+        self.reconnect_failures += other.reconnect_failures;
+    }
+}
+
+/// Figures of the messages intended in a set of phases (see `dm::PhaseTally`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    #[serde(flatten)]
+    pub counts: PhaseCounts,
+    /// Worst intended-send-to-delivery time of a message of these phases.
+    pub max_delivery_ms: f64,
     /// Drop-to-resumed times of the disconnects.
     pub reconnect: Percentiles,
 }

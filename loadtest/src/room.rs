@@ -472,7 +472,8 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
     }
     let cpu = CpuReport::new(uses, &g.redis_pids, context, acked_total);
     let redis = probe::redis_work(&redis_before, &redis_after, acked_total);
-    let redis_cpu = redis_cpu_window.map(|(used, secs)| RedisCpu::new(used, secs, idle, acked_total));
+    let redis_cpu =
+        redis_cpu_window.map(|(used, secs)| RedisCpu::new(used, secs, idle, acked_total));
     let (latency, ack, timeline, hist) = {
         let r = recorder
             .lock()

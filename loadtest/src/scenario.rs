@@ -250,60 +250,39 @@ async fn dm_step(
             dm::merge(&mut out, *d)?;
         }
     }
-    let (uses, context) = cpu.finish(out.received);
-    let cpu = CpuReport::new(uses, &g.redis_pids, context, out.received);
+    let (uses, context) = cpu.finish(out.counts.received);
+    let cpu = CpuReport::new(uses, &g.redis_pids, context, out.counts.received);
     let redis = probe::redis_work(
         &redis_before,
         &RedisSnapshot::take(&g.redis_addrs),
-        out.acked,
+        out.counts.acked,
     );
     let window = a.warmup_secs + a.duration_secs;
     let latency = Hist::decode(&out.latency)?.summary();
     let ack = Hist::decode(&out.ack_latency)?.summary();
     let timeline = Timeline::decode(&out.timeline)?;
     let storm = out.storm.as_ref().map(|s| StormResult {
-        dropped: s.dropped,
-        reconnected: s.reconnected,
-        not_recovered: s.not_recovered,
-        reconnect_failures: s.reconnect_failures,
-        all_recovered_ms: s.all_recovered_ms,
+        counts: s.counts.clone(),
         recovery: Hist::decode(&s.recovery)
             .map(|h| h.summary())
             .unwrap_or_default(),
-        sent_during: s.sent_during,
-        acked_during: s.acked_during,
-        received_during: s.received_during,
-        lost_during: s.lost_during,
     });
-    let ok = out.lost == 0
-        && out.duplicated == 0
-        && out.unacked == 0
-        && out.connect_failures == 0
-        && out.sent == out.acked
+    let ok = out.counts.lost == 0
+        && out.counts.duplicated == 0
+        && out.counts.unacked == 0
+        && out.counts.connect_failures == 0
+        && out.counts.sent == out.counts.acked
         && out
             .storm
             .as_ref()
-            .is_none_or(|s| s.reconnect_failures == 0 && s.not_recovered == 0);
+            .is_none_or(|s| s.counts.reconnect_failures == 0 && s.counts.not_recovered == 0);
     let result = DmResult {
-        users: out.users,
-        connected: out.connected,
-        connect_failures: out.connect_failures,
-        connect_errors: out.connect_errors.clone(),
-        nodes: out.nodes.clone(),
+        counts: out.counts.clone(),
         target_rate: a.rate,
         window_secs: window,
-        sent: out.sent,
-        acked: out.acked,
-        send_errors: out.send_errors.clone(),
-        unacked: out.unacked,
-        received: out.received,
-        lost: out.lost,
-        duplicated: out.duplicated,
-        redelivered: out.redelivered,
-        unexpected_disconnects: out.unexpected_disconnects,
         throughput: Throughput {
-            sent_per_sec: out.sent as f64 / window.max(1e-9),
-            delivered_per_sec: out.received as f64 / window.max(1e-9),
+            sent_per_sec: out.counts.sent as f64 / window.max(1e-9),
+            delivered_per_sec: out.counts.received as f64 / window.max(1e-9),
             elapsed_secs: out.elapsed_secs,
         },
         latency,
@@ -326,8 +305,8 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
 fn dm_summary(name: &str, v: &DmResult) -> String {
     let mut s = format!(
         "{name}: {} users ({} failed to connect) on nodes {}\n  sent {} acked {} received {} | lost {} duplicated {} unacked {} redelivered {} errors {}\n  throughput: {:.0} msg/s delivered (target {:.0})\n  send->receive: {}\n  ack:           {}\n",
-        v.users, v.connect_failures, json_text(&v.nodes), v.sent, v.acked, v.received,
-        v.lost, v.duplicated, v.unacked, v.redelivered, json_text(&v.send_errors),
+        v.counts.users, v.counts.connect_failures, json_text(&v.counts.nodes), v.counts.sent, v.counts.acked, v.counts.received,
+        v.counts.lost, v.counts.duplicated, v.counts.unacked, v.counts.redelivered, json_text(&v.counts.send_errors),
         v.throughput.delivered_per_sec,
         v.target_rate,
         v.latency.line(), v.ack_latency.line(),
@@ -374,12 +353,12 @@ fn dm_summary(name: &str, v: &DmResult) -> String {
     if let Some(st) = &v.storm {
         s += &format!(
             "  storm: {} dropped, {} reconnected ({} not recovered, {} failed), all back after {:.0} ms\n  during the storm: sent {} acked {} received {} lost {}\n",
-            st.dropped, st.reconnected, st.not_recovered, st.reconnect_failures,
-            st.all_recovered_ms, st.sent_during, st.acked_during,
-            st.received_during, st.lost_during
+            st.counts.dropped, st.counts.reconnected, st.counts.not_recovered, st.counts.reconnect_failures,
+            st.counts.all_recovered_ms, st.counts.sent_during, st.counts.acked_during,
+            st.counts.received_during, st.counts.lost_during
         );
     }
-    for e in &v.connect_errors {
+    for e in &v.counts.connect_errors {
         s += &format!("  connect error: {}\n", json_text(e));
     }
     for w in &v.warnings {
@@ -466,8 +445,8 @@ pub async fn ramp(g: &Global, r: RampArgs) -> Result<Done<RampResult>> {
             rate,
             value.throughput.delivered_per_sec,
             p99,
-            value.lost,
-            value.duplicated,
+            value.counts.lost,
+            value.counts.duplicated,
             if passed { "pass" } else { "FAIL" }
         );
         steps.push(RampStep {

@@ -242,7 +242,7 @@ pub async fn run(
              raise CHAT_LIMITS__SEND_PER_SECOND / SEND_BURST or add users"
         ));
     }
-    out.users = users;
+    out.counts.users = users;
     out.elapsed_secs = elapsed;
     if let Ok(r) = recorder.lock() {
         out.latency = r.latency.encode();

@@ -2,38 +2,21 @@
 //! the peer, duplicated when stored twice (two message ids for one send). Also the exact
 //! merge of worker processes' outcomes (histograms added, never averaged).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::report::{DmCounts, PhaseCounts, StormCounts};
 use crate::stats::{Hist, Timeline};
 
 /// Everything one process measured; outcomes of several workers merge exactly.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DmOutcome {
-    pub users: u64,
-    pub connected: u64,
-    pub connect_failures: u64,
-    pub connect_errors: Vec<String>,
-    /// `welcome.node` → users signed in there.
-    pub nodes: BTreeMap<String, u64>,
-    pub sent: u64,
-    pub acked: u64,
-    pub send_errors: BTreeMap<String, u64>,
-    /// Sent, neither acked nor refused by the end of the drain.
-    pub unacked: u64,
-    /// Distinct messages the recipients received.
-    pub received: u64,
-    /// Acked but never received by the recipient.
-    pub lost: u64,
-    /// The same send stored twice (received, or acked, under two message ids).
-    pub duplicated: u64,
-    /// The same message id delivered again (allowed: delivery is at-least-once and
-    /// clients drop these by id).
-    pub redelivered: u64,
-    /// Connections that ended without the harness asking.
-    pub unexpected_disconnects: u64,
+    /// The counts the report shows as they are.
+    #[serde(flatten)]
+    pub counts: DmCounts,
+    /// Histograms and timeline, encoded so workers' outcomes add up exactly.
     pub latency: String,
     pub ack_latency: String,
     pub timeline: Vec<String>,
@@ -51,29 +34,10 @@ pub struct DmOutcome {
 /// and of the disconnects that happened in it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseTally {
-    pub sent: u64,
-    pub acked: u64,
-    /// Refused with an error frame (e.g. `unavailable`), not acked.
-    pub errors: u64,
-    /// Neither acked nor refused by the end of the drain.
-    pub unacked: u64,
-    /// Delivered to the recipient's connection (first copy).
-    pub delivered: u64,
-    /// Acked but never delivered.
-    pub lost: u64,
-    /// Delivered under a second id (stored twice), or acked under one id and
-    /// delivered under another.
-    pub duplicated: u64,
-    /// Delivered after a later message of the same sender.
-    pub out_of_order: u64,
-    /// Delivered although the send was answered with an error (the error lied).
-    pub delivered_unacked: u64,
+    #[serde(flatten)]
+    pub counts: PhaseCounts,
     /// Worst intended-send-to-delivery time of a message of the phase, µs.
     pub max_delivery_us: u64,
-    /// Connections that ended unexpectedly in the phase, resumed, never resumed.
-    pub disconnects: u64,
-    pub reconnected: u64,
-    pub reconnect_failures: u64,
     /// Histogram of drop-to-resumed times (encoded).
     pub reconnect: String,
 }
@@ -86,19 +50,10 @@ pub struct ChaosTally {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StormOutcome {
-    pub dropped: u64,
-    pub reconnected: u64,
-    /// Reconnected with `recovered: false` (the cursor was no longer retained).
-    pub not_recovered: u64,
-    pub reconnect_failures: u64,
-    /// From the drop to the last client's `welcome`.
-    pub all_recovered_ms: f64,
+    #[serde(flatten)]
+    pub counts: StormCounts,
+    /// Drop → welcome times (encoded histogram).
     pub recovery: String,
-    /// Sends intended between the drop and the last client's recovery.
-    pub sent_during: u64,
-    pub acked_during: u64,
-    pub received_during: u64,
-    pub lost_during: u64,
 }
 
 /// One send of one user.
@@ -147,63 +102,65 @@ pub(super) fn combine(users: Vec<UserOutcome>, storm_at_us: Option<u64>) -> DmOu
     let mut storm_end_us = 0u64;
     for u in &users {
         if let (Some(s), Some(us)) = (storm.as_mut(), &u.storm) {
-            s.dropped += 1;
+            s.counts.dropped += 1;
             match us.recovered_after_us {
                 Some(after) => {
-                    s.reconnected += 1;
+                    s.counts.reconnected += 1;
                     recovery.record_us(after);
                     storm_end_us = storm_end_us.max(after);
-                    s.not_recovered += u64::from(!us.recovered);
+                    s.counts.not_recovered += u64::from(!us.recovered);
                 }
-                None => s.reconnect_failures += 1,
+                None => s.counts.reconnect_failures += 1,
             }
         }
     }
     for (i, u) in users.iter().enumerate() {
         match (&u.node, &u.connect_error) {
             (Some(node), _) => {
-                out.connected += 1;
-                *out.nodes.entry(node.clone()).or_default() += 1;
+                out.counts.connected += 1;
+                *out.counts.nodes.entry(node.clone()).or_default() += 1;
             }
             (None, err) => {
-                out.connect_failures += 1;
-                if out.connect_errors.len() < 5 {
-                    out.connect_errors.push(err.clone().unwrap_or_default());
+                out.counts.connect_failures += 1;
+                if out.counts.connect_errors.len() < 5 {
+                    out.counts
+                        .connect_errors
+                        .push(err.clone().unwrap_or_default());
                 }
             }
         }
         let peer = &users[i ^ 1];
-        out.duplicated += u.duplicated;
-        out.redelivered += u.redelivered;
-        out.unexpected_disconnects += u.unexpected_disconnects;
-        out.received += u.received.len() as u64;
+        out.counts.duplicated += u.duplicated;
+        out.counts.redelivered += u.redelivered;
+        out.counts.unexpected_disconnects += u.unexpected_disconnects;
+        out.counts.received += u.received.len() as u64;
         for (seq, r) in u.records.iter().enumerate() {
             let in_storm = storm_at_us
                 .is_some_and(|at| r.intended_us >= at && r.intended_us <= at + storm_end_us);
-            out.sent += 1;
+            out.counts.sent += 1;
             match (&r.acked_id, &r.error) {
-                (Some(_), _) => out.acked += 1,
-                (None, Some(code)) => *out.send_errors.entry(code.clone()).or_default() += 1,
-                (None, None) => out.unacked += 1,
+                (Some(_), _) => out.counts.acked += 1,
+                (None, Some(code)) => *out.counts.send_errors.entry(code.clone()).or_default() += 1,
+                (None, None) => out.counts.unacked += 1,
             }
             let got = peer.received.get(&(seq as u64));
             if r.acked_id.is_some() && got.is_none() {
-                out.lost += 1;
+                out.counts.lost += 1;
             }
             if let (Some(a), Some(g)) = (&r.acked_id, got) {
                 // Received under another id than the ack's: stored twice.
-                out.duplicated += u64::from(a != g);
+                out.counts.duplicated += u64::from(a != g);
             }
             if let Some(s) = storm.as_mut().filter(|_| in_storm) {
-                s.sent_during += 1;
-                s.acked_during += u64::from(r.acked_id.is_some());
-                s.received_during += u64::from(got.is_some());
-                s.lost_during += u64::from(r.acked_id.is_some() && got.is_none());
+                s.counts.sent_during += 1;
+                s.counts.acked_during += u64::from(r.acked_id.is_some());
+                s.counts.received_during += u64::from(got.is_some());
+                s.counts.lost_during += u64::from(r.acked_id.is_some() && got.is_none());
             }
         }
     }
     if let Some(s) = storm.as_mut() {
-        s.all_recovered_ms = storm_end_us as f64 / 1000.0;
+        s.counts.all_recovered_ms = storm_end_us as f64 / 1000.0;
         s.recovery = recovery.encode();
     }
     out.storm = storm;
@@ -224,22 +181,22 @@ pub(super) fn chaos_tally(users: &[UserOutcome], phase_starts_us: &[u64]) -> Cha
         for (seq, r) in u.records.iter().enumerate() {
             let seq = seq as u64;
             let p = &mut phases[phase_of(r.intended_us)];
-            p.sent += 1;
+            p.counts.sent += 1;
             let got = peer.received.get(&seq);
             match (&r.acked_id, &r.error) {
-                (Some(_), _) => p.acked += 1,
-                (None, Some(_)) => p.errors += 1,
-                (None, None) => p.unacked += 1,
+                (Some(_), _) => p.counts.acked += 1,
+                (None, Some(_)) => p.counts.errors += 1,
+                (None, None) => p.counts.unacked += 1,
             }
             if got.is_some() {
-                p.delivered += 1;
+                p.counts.delivered += 1;
                 if r.acked_id.is_none() {
-                    p.delivered_unacked += 1;
+                    p.counts.delivered_unacked += 1;
                 }
             }
             match (&r.acked_id, got) {
-                (Some(_), None) => p.lost += 1,
-                (Some(a), Some(g)) if a != g => p.duplicated += 1,
+                (Some(_), None) => p.counts.lost += 1,
+                (Some(a), Some(g)) if a != g => p.counts.duplicated += 1,
                 _ => {}
             }
             if let Some(at) = peer.delivered_at.get(&seq) {
@@ -252,21 +209,21 @@ pub(super) fn chaos_tally(users: &[UserOutcome], phase_starts_us: &[u64]) -> Cha
                 let at = peer.records.get(*seq as usize).map_or(0, |r| r.intended_us);
                 let p = &mut phases[phase_of(at)];
                 if dup {
-                    p.duplicated += 1;
+                    p.counts.duplicated += 1;
                 } else {
-                    p.out_of_order += 1;
+                    p.counts.out_of_order += 1;
                 }
             }
         }
         for &(at, after) in &u.drops {
             let k = phase_of(at);
-            phases[k].disconnects += 1;
+            phases[k].counts.disconnects += 1;
             match after {
                 Some(us) => {
-                    phases[k].reconnected += 1;
+                    phases[k].counts.reconnected += 1;
                     reconnect[k].record_us(us);
                 }
-                None => phases[k].reconnect_failures += 1,
+                None => phases[k].counts.reconnect_failures += 1,
             }
         }
     }
@@ -290,25 +247,27 @@ pub fn merge(into: &mut DmOutcome, other: DmOutcome) -> Result<()> {
         *a = h.encode();
         Ok(())
     };
-    into.users += other.users;
-    into.connected += other.connected;
-    into.connect_failures += other.connect_failures;
-    into.connect_errors.extend(other.connect_errors);
-    into.connect_errors.truncate(10);
-    for (k, v) in other.nodes {
-        *into.nodes.entry(k).or_default() += v;
+    into.counts.users += other.counts.users;
+    into.counts.connected += other.counts.connected;
+    into.counts.connect_failures += other.counts.connect_failures;
+    into.counts
+        .connect_errors
+        .extend(other.counts.connect_errors);
+    into.counts.connect_errors.truncate(10);
+    for (k, v) in other.counts.nodes {
+        *into.counts.nodes.entry(k).or_default() += v;
     }
-    into.sent += other.sent;
-    into.acked += other.acked;
-    for (k, v) in other.send_errors {
-        *into.send_errors.entry(k).or_default() += v;
+    into.counts.sent += other.counts.sent;
+    into.counts.acked += other.counts.acked;
+    for (k, v) in other.counts.send_errors {
+        *into.counts.send_errors.entry(k).or_default() += v;
     }
-    into.unacked += other.unacked;
-    into.received += other.received;
-    into.lost += other.lost;
-    into.duplicated += other.duplicated;
-    into.redelivered += other.redelivered;
-    into.unexpected_disconnects += other.unexpected_disconnects;
+    into.counts.unacked += other.counts.unacked;
+    into.counts.received += other.counts.received;
+    into.counts.lost += other.counts.lost;
+    into.counts.duplicated += other.counts.duplicated;
+    into.counts.redelivered += other.counts.redelivered;
+    into.counts.unexpected_disconnects += other.counts.unexpected_disconnects;
     add_hist(&mut into.latency, &other.latency)?;
     add_hist(&mut into.ack_latency, &other.ack_latency)?;
     let mut tl = Timeline::decode(&into.timeline)?;
@@ -318,16 +277,16 @@ pub fn merge(into: &mut DmOutcome, other: DmOutcome) -> Result<()> {
     into.warnings.extend(other.warnings);
     match (&mut into.storm, other.storm) {
         (Some(a), Some(b)) => {
-            a.dropped += b.dropped;
-            a.reconnected += b.reconnected;
-            a.not_recovered += b.not_recovered;
-            a.reconnect_failures += b.reconnect_failures;
-            a.all_recovered_ms = a.all_recovered_ms.max(b.all_recovered_ms);
+            a.counts.dropped += b.counts.dropped;
+            a.counts.reconnected += b.counts.reconnected;
+            a.counts.not_recovered += b.counts.not_recovered;
+            a.counts.reconnect_failures += b.counts.reconnect_failures;
+            a.counts.all_recovered_ms = a.counts.all_recovered_ms.max(b.counts.all_recovered_ms);
             add_hist(&mut a.recovery, &b.recovery)?;
-            a.sent_during += b.sent_during;
-            a.acked_during += b.acked_during;
-            a.received_during += b.received_during;
-            a.lost_during += b.lost_during;
+            a.counts.sent_during += b.counts.sent_during;
+            a.counts.acked_during += b.counts.acked_during;
+            a.counts.received_during += b.counts.received_during;
+            a.counts.lost_during += b.counts.lost_during;
         }
         (a @ None, b) => *a = b,
         _ => {}
@@ -335,19 +294,8 @@ pub fn merge(into: &mut DmOutcome, other: DmOutcome) -> Result<()> {
     match (&mut into.chaos, other.chaos) {
         (Some(a), Some(b)) => {
             for (x, y) in a.phases.iter_mut().zip(b.phases) {
-                x.sent += y.sent;
-                x.acked += y.acked;
-                x.errors += y.errors;
-                x.unacked += y.unacked;
-                x.delivered += y.delivered;
-                x.lost += y.lost;
-                x.duplicated += y.duplicated;
-                x.out_of_order += y.out_of_order;
-                x.delivered_unacked += y.delivered_unacked;
+                x.counts.add(&y.counts);
                 x.max_delivery_us = x.max_delivery_us.max(y.max_delivery_us);
-                x.disconnects += y.disconnects;
-                x.reconnected += y.reconnected;
-                x.reconnect_failures += y.reconnect_failures;
                 add_hist(&mut x.reconnect, &y.reconnect)?;
             }
         }
@@ -398,16 +346,36 @@ mod tests {
         assert_eq!(t.phases.len(), 3);
         let (p0, p1, p2) = (&t.phases[0], &t.phases[1], &t.phases[2]);
         assert_eq!(
-            (p0.sent, p0.delivered, p0.lost, p0.out_of_order),
+            (
+                p0.counts.sent,
+                p0.counts.delivered,
+                p0.counts.lost,
+                p0.counts.out_of_order
+            ),
             (1, 1, 0, 1)
         );
         assert_eq!(p0.max_delivery_us, 10);
-        assert_eq!((p1.sent, p1.acked, p1.delivered, p1.lost), (1, 1, 0, 1));
         assert_eq!(
-            (p1.disconnects, p1.reconnected, p1.reconnect_failures),
+            (
+                p1.counts.sent,
+                p1.counts.acked,
+                p1.counts.delivered,
+                p1.counts.lost
+            ),
+            (1, 1, 0, 1)
+        );
+        assert_eq!(
+            (
+                p1.counts.disconnects,
+                p1.counts.reconnected,
+                p1.counts.reconnect_failures
+            ),
             (2, 1, 1)
         );
-        assert_eq!((p2.sent, p2.delivered, p2.duplicated), (1, 1, 1));
+        assert_eq!(
+            (p2.counts.sent, p2.counts.delivered, p2.counts.duplicated),
+            (1, 1, 1)
+        );
         assert_eq!(p2.max_delivery_us, 150);
     }
 
@@ -417,10 +385,10 @@ mod tests {
         let a = user(vec![Some("1-0"), Some("2-0"), Some("3-0")], &[]);
         let b = user(vec![], &[(0, "1-0"), (1, "9-9")]);
         let out = combine(vec![a, b], None);
-        assert_eq!(out.sent, 3);
-        assert_eq!(out.acked, 3);
-        assert_eq!(out.received, 2);
-        assert_eq!(out.lost, 1);
-        assert_eq!(out.duplicated, 1);
+        assert_eq!(out.counts.sent, 3);
+        assert_eq!(out.counts.acked, 3);
+        assert_eq!(out.counts.received, 2);
+        assert_eq!(out.counts.lost, 1);
+        assert_eq!(out.counts.duplicated, 1);
     }
 }
