@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chat_engine::{JoinOutcome, RoomLimits, RoomSendRequest, RoomState};
 use chat_protocol::api as wire;
-use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, StreamId, MAX_NONCE};
+use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, StreamId, User, MAX_NONCE};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
@@ -198,17 +198,25 @@ async fn history(
     Ok(Json(HistoryPage { messages, more }).into_response())
 }
 
+/// The checks shared by adding and removing a member: the room id and the user id
+/// are well formed and the user exists. Returns that user for the engine call (the
+/// room's existence is the engine's to decide: a join creates it, a leave of a
+/// missing room does nothing).
+async fn member_request(state: &Shared, room: &str, user: &str) -> Result<User, ApiError> {
+    check_room(room)?;
+    check_user(user)?;
+    state
+        .engine
+        .get_user(user)
+        .await?
+        .ok_or_else(|| not_found("no such user"))
+}
+
 async fn add_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_room(&room)?;
-    check_user(&user)?;
-    let user = state
-        .engine
-        .get_user(&user)
-        .await?
-        .ok_or_else(|| not_found("no such user"))?;
+    let user = member_request(&state, &room, &user).await?;
     let limits = &state.settings.limits;
     let outcome = state
         .engine
@@ -242,13 +250,7 @@ async fn remove_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_room(&room)?;
-    check_user(&user)?;
-    let user = state
-        .engine
-        .get_user(&user)
-        .await?
-        .ok_or_else(|| not_found("no such user"))?;
+    let user = member_request(&state, &room, &user).await?;
     state.engine.leave_room(&room, &user).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

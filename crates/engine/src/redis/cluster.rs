@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_protocol::{dm_conversation, Event, StreamId};
 use fred::prelude::*;
+use fred::types::config::Options;
 use fred::types::Expiration;
 
 use super::conn::{all_ok, map_err, number, strings, text};
@@ -112,25 +113,34 @@ impl Cluster {
         Ok(())
     }
 
-    /// `chat_pres_drop` in the user's slot; announces when the user went offline.
-    async fn pres_drop(&self, user: &str, node: &str) -> Result<(), EngineError> {
-        let keys = vec![keys::presence(user), keys::convs(user)];
+    /// Calls a presence function (`chat_pres_open` / `_close` / `_drop`) in the user's
+    /// slot: all three take the user's presence hash and conversation list, the node
+    /// and the fan-out.
+    async fn pres_call(
+        &self,
+        function: &'static str,
+        user: &str,
+        node: &str,
+        opts: &Options,
+    ) -> Result<Value, EngineError> {
+        let keys = [keys::presence(user), keys::convs(user)];
+        let args = [node.to_string(), self.fanout()];
+        self.core.fcall(function, &keys, &args, opts).await
+    }
+
+    /// `chat_pres_drop` in the user's slot: the node's connections of the user are
+    /// gone. Returns the partners to tell when that took the user offline.
+    async fn pres_drop(&self, user: &str, node: &str) -> Result<Option<Vec<String>>, EngineError> {
         let reply = self
-            .core
-            .fcall(
-                functions::PRES_DROP,
-                &keys,
-                &[node.to_string(), self.fanout()],
-                &self.core.opts,
-            )
+            .pres_call(functions::PRES_DROP, user, node, &self.core.opts)
             .await?;
-        if let Value::Array(mut parts) = reply {
-            if parts.len() == 2 && number(&parts[0]) == 1 {
-                let partners = strings(parts.pop().unwrap_or(Value::Null));
-                self.went_offline(user, &partners).await?;
+        // {offline, partners}
+        Ok(match reply {
+            Value::Array(mut parts) if parts.len() == 2 && number(&parts[0]) == 1 => {
+                Some(strings(parts.pop().unwrap_or(Value::Null)))
             }
-        }
-        Ok(())
+            _ => None,
+        })
     }
 }
 
@@ -246,11 +256,8 @@ impl Shape for Cluster {
     }
 
     async fn connection_opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
-        let keys = vec![keys::presence(user), keys::convs(user)];
-        let args = vec![node.to_string(), self.fanout()];
         let reply = self
-            .core
-            .fcall(functions::PRES_OPEN, &keys, &args, &self.core.once)
+            .pres_call(functions::PRES_OPEN, user, node, &self.core.once)
             .await?;
         let (n, partners) = match reply {
             Value::Array(mut parts) if parts.len() == 2 => {
@@ -279,11 +286,8 @@ impl Shape for Cluster {
     }
 
     async fn connection_closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
-        let keys = vec![keys::presence(user), keys::convs(user)];
-        let args = vec![node.to_string(), self.fanout()];
         let reply = self
-            .core
-            .fcall(functions::PRES_CLOSE, &keys, &args, &self.core.once)
+            .pres_call(functions::PRES_CLOSE, user, node, &self.core.once)
             .await?;
         let (left, offline, partners) = match reply {
             Value::Array(mut parts) if parts.len() == 3 => {
@@ -320,27 +324,17 @@ impl Shape for Cluster {
     }
 
     async fn drop_presence(&self, user: &str, node: &str) -> Result<(), EngineError> {
-        let keys = vec![keys::presence(user), keys::convs(user)];
-        let reply = self
-            .core
-            .fcall(
-                functions::PRES_DROP,
-                &keys,
-                &[node.to_string(), self.fanout()],
-                &self.core.opts,
-            )
-            .await?;
+        // Presence before the node's set: should the drop fail, the user stays in the
+        // set, where the reaper of a dead node still finds them.
+        let offline = self.pres_drop(user, node).await?;
         let _: i64 = self
             .core
             .cmd()
             .srem(keys::node_users(node), user)
             .await
             .map_err(map_err)?;
-        if let Value::Array(mut parts) = reply {
-            if parts.len() == 2 && number(&parts[0]) == 1 {
-                let partners = strings(parts.pop().unwrap_or(Value::Null));
-                self.went_offline(user, &partners).await?;
-            }
+        if let Some(partners) = offline {
+            self.went_offline(user, &partners).await?;
         }
         Ok(())
     }
@@ -384,7 +378,9 @@ impl Shape for Cluster {
                 return Ok(());
             }
             for user in &users {
-                self.pres_drop(user, node).await?;
+                if let Some(partners) = self.pres_drop(user, node).await? {
+                    self.went_offline(user, &partners).await?;
+                }
             }
         }
     }

@@ -1,13 +1,31 @@
-// Spawns the processes the browser test needs — one redis-server and chat-gateway
+// Spawns the processes the browser tests need — one redis-server and chat-gateway
 // nodes on free ports — and guarantees they are gone when the test ends, passes or not.
+// `BrowserRun` is the setup every browser test shares: that cluster with two nodes,
+// headless Chromium, pages that record their errors, and steps that stop at the first
+// failure.
+//
+// Environment: CHAT_GATEWAY_BIN (default <repo>/target/debug/chat-gateway),
+// CHAT_ARTIFACTS (screenshots; default <repo>/artifacts/browser),
+// CHROMIUM (default /usr/bin/chromium).
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { after, before } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '../../../..');
+/** The gateway binary the nodes run (and the e2e test mints tokens with). */
+export const BIN = process.env.CHAT_GATEWAY_BIN ?? path.join(repo, 'target', 'debug', 'chat-gateway');
+/** Where screenshots go. */
+export const ARTIFACTS = process.env.CHAT_ARTIFACTS ?? path.join(repo, 'artifacts', 'browser');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 /** Every child still running, so nothing outlives the test run. */
 const children = new Set();
@@ -168,6 +186,118 @@ export class Cluster {
   removeDir() {
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One browser test's setup: a redis-server, two gateway nodes on it (`gw-1`, `gw-2`)
+ * and headless Chromium, started in a `before` hook and stopped in an `after` hook,
+ * which also screenshots every open page. The logs are printed when a step failed;
+ * otherwise the temp directory is removed.
+ */
+export class BrowserRun {
+  /**
+   * @param {{apiKey: string, jwtSecret: string, viewport: {width: number, height: number}, shotPrefix?: string}} opts
+   *   the nodes' API key and JWT secret, the size of a new page, and what screenshot
+   *   names start with (so two tests' screenshots do not overwrite each other)
+   */
+  constructor({ apiKey, jwtSecret, viewport, shotPrefix = '' }) {
+    this.cluster = new Cluster();
+    /** @type {import('playwright-core').Browser|null} */
+    this.browser = null;
+    /** Open pages by name, screenshotted at the end and on a failed step. @type {Record<string, import('playwright-core').Page>} */
+    this.pages = {};
+    /** Uncaught page errors: a test asserts this stays empty. @type {string[]} */
+    this.pageErrors = [];
+    /** Dialogs the pages opened (each dismissed): a test may assert none fired. @type {string[]} */
+    this.dialogs = [];
+    /** Set by the first failing step: later steps depend on it and are not run. */
+    this.failed = false;
+    this.viewport = viewport;
+    this.shotPrefix = shotPrefix;
+    /** The two nodes, once `before` has run. @type {any} */
+    this.node1 = null;
+    /** @type {any} */
+    this.node2 = null;
+    before(async () => {
+      mkdirSync(ARTIFACTS, { recursive: true });
+      const redis = await this.cluster.redis();
+      const env = { CHAT_REDIS__URL: redis, CHAT_API__KEY: apiKey, CHAT_AUTH__JWT_SECRET: jwtSecret };
+      [this.node1, this.node2] = await Promise.all([this.cluster.gateway(BIN, 'gw-1', env), this.cluster.gateway(BIN, 'gw-2', env)]);
+      this.browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+      });
+    });
+    after(async () => {
+      await this.screenshotAll('');
+      await this.browser?.close().catch(() => {});
+      await this.cluster.stop();
+      if (this.failed) console.log(this.cluster.logs());
+      else this.cluster.removeDir();
+    });
+  }
+
+  /** Screenshots every open page as `<prefix><page><suffix>.png`, ignoring failures. @param {string} suffix */
+  async screenshotAll(suffix) {
+    for (const [name, page] of Object.entries(this.pages)) {
+      await page.screenshot({ path: path.join(ARTIFACTS, `${this.shotPrefix}${name}${suffix}.png`) }).catch(() => {});
+    }
+  }
+
+  /**
+   * Opens a page in `context` (a fresh one, with its own storage, when absent) and
+   * records its uncaught errors and dialogs.
+   * @param {string} name
+   * @param {string} url
+   * @param {import('playwright-core').BrowserContext} [context]
+   */
+  openPage = async (name, url, context) => {
+    const ctx = context ?? await /** @type {import('playwright-core').Browser} */ (this.browser).newContext({ viewport: this.viewport });
+    const page = await ctx.newPage();
+    page.on('pageerror', (e) => this.pageErrors.push(`${name}: ${e.message}`));
+    page.on('dialog', async (d) => {
+      this.dialogs.push(`${name}: ${d.type()} ${d.message()}`);
+      await d.dismiss().catch(() => {});
+    });
+    await page.goto(url);
+    this.pages[name] = page;
+    return page;
+  };
+
+  /**
+   * Runs one step as a subtest. Steps build on each other, so after a failure the rest
+   * are skipped (and screenshots of the failure are saved).
+   * @param {import('node:test').TestContext} t
+   * @param {string} name
+   * @param {(t: import('node:test').TestContext) => Promise<void>|void} fn
+   */
+  step = (t, name, fn) => t.test(name, async (st) => {
+    if (this.failed) {
+      st.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn(st);
+    } catch (e) {
+      this.failed = true;
+      await this.screenshotAll('-failure');
+      throw e;
+    }
+  });
+}
+
+/**
+ * Signs in as a guest on the sign-in form and waits until the client is online.
+ * @param {import('playwright-core').Page} page
+ * @param {string} username
+ * @returns {Promise<string>} the user id the page shows
+ */
+export async function signIn(page, username) {
+  await page.fill('#signin-name', username);
+  await page.click('#signin-submit');
+  await page.waitForFunction(() => document.body.dataset.connection === 'online' && document.getElementById('me-id')?.textContent, null, { timeout: 15_000 });
+  return /** @type {string} */ (await page.textContent('#me-id'));
 }
 
 /** Whether a Redis on this port answers PING. @param {number} port */

@@ -4,91 +4,27 @@
 //   cargo build -p chat-gateway
 //   cd crates/gateway/tests/browser && npm install && node --test
 //
-// Environment: CHAT_GATEWAY_BIN (default <repo>/target/debug/chat-gateway),
-// CHAT_ARTIFACTS (screenshots; default <repo>/artifacts/browser),
-// CHROMIUM (default /usr/bin/chromium).
+// Environment: CHAT_GATEWAY_BIN, CHAT_ARTIFACTS, CHROMIUM (defaults in cluster.mjs,
+// which also holds the setup this test shares with rooms.test.mjs).
 //
 // Every step runs; after a failed step the later ones (which build on it) are
 // reported as skipped and the test fails.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { test } from 'node:test';
 
-import { Cluster, eventually } from './cluster.mjs';
+import { ARTIFACTS, BIN, BrowserRun, eventually, signIn } from './cluster.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '../../../..');
-const BIN = process.env.CHAT_GATEWAY_BIN ?? path.resolve(here, '../../../../target/debug/chat-gateway');
-const ARTIFACTS = process.env.CHAT_ARTIFACTS ?? path.join(repo, 'artifacts', 'browser');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const API_KEY = 'e2e-api-key-0123456789abcdef';
 const JWT_SECRET = 'e2e-jwt-secret-with-enough-length-0123456789';
 
-const cluster = new Cluster();
-/** @type {import('playwright-core').Browser|null} */
-let browser = null;
-/** @type {Record<string, import('playwright-core').Page>} */
-const pages = {};
-/** Uncaught page errors and dialogs: both must stay empty. */
-const pageErrors = [];
-const dialogs = [];
-
-let node1;
-let node2;
-/** Set by the first failing step: later steps depend on it and are not run. */
-let failed = false;
-
-before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const redis = await cluster.redis();
-  const env = { CHAT_REDIS__URL: redis, CHAT_API__KEY: API_KEY, CHAT_AUTH__JWT_SECRET: JWT_SECRET };
-  [node1, node2] = await Promise.all([cluster.gateway(BIN, 'gw-1', env), cluster.gateway(BIN, 'gw-2', env)]);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
-});
-
-after(async () => {
-  for (const [name, page] of Object.entries(pages)) {
-    await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) }).catch(() => {});
-  }
-  await browser?.close().catch(() => {});
-  await cluster.stop();
-  if (failed) console.log(cluster.logs());
-  else cluster.removeDir();
-});
-
-/** Opens a page in a fresh context (its own storage) and records errors and dialogs. */
-async function openPage(name, url) {
-  const context = await /** @type {import('playwright-core').Browser} */ (browser).newContext({ viewport: { width: 1100, height: 720 } });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  page.on('dialog', async (d) => {
-    dialogs.push(`${name}: ${d.type()} ${d.message()}`);
-    await d.dismiss().catch(() => {});
-  });
-  await page.goto(url);
-  pages[name] = page;
-  return page;
-}
+const run = new BrowserRun({ apiKey: API_KEY, jwtSecret: JWT_SECRET, viewport: { width: 1100, height: 720 } });
+const { openPage, step, pageErrors, dialogs } = run;
 
 /** @param {string} name */
 function shot(name) {
   return (/** @type {import('playwright-core').Page} */ page) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
-}
-
-/** @param {import('playwright-core').Page} page @param {string} username */
-async function signIn(page, username) {
-  await page.fill('#signin-name', username);
-  await page.click('#signin-submit');
-  await page.waitForFunction(() => document.body.dataset.connection === 'online' && document.getElementById('me-id')?.textContent, null, { timeout: 15_000 });
-  return /** @type {string} */ (await page.textContent('#me-id'));
 }
 
 /** Message bodies in the open conversation, as the page shows them. @param {import('playwright-core').Page} page */
@@ -118,31 +54,6 @@ async function mintToken(user, name) {
   });
 }
 
-/**
- * Runs one step as a subtest. Steps build on each other, so after a failure the rest
- * are skipped (and screenshots of the failure are saved).
- * @param {import('node:test').TestContext} t
- * @param {string} name
- * @param {(t: import('node:test').TestContext) => Promise<void>|void} fn
- */
-function step(t, name, fn) {
-  return t.test(name, async (st) => {
-    if (failed) {
-      st.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(st);
-    } catch (e) {
-      failed = true;
-      for (const [page, p] of Object.entries(pages)) {
-        await p.screenshot({ path: path.join(ARTIFACTS, `${page}-failure.png`) }).catch(() => {});
-      }
-      throw e;
-    }
-  });
-}
-
 test('web client against a two-node cluster', { timeout: 240_000 }, async (t) => {
   let alice;
   let bob;
@@ -152,7 +63,7 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
   await step(t, 'nodes serve the web client with no-cache', async () => {
     const hint = '(is web::routes() merged into the router in http.rs, replacing the old "/" route?)';
     for (const [file, type] of [['/', 'text/html'], ['/app.js', 'text/javascript'], ['/chat-protocol.js', 'text/javascript'], ['/view.js', 'text/javascript'], ['/app.css', 'text/css']]) {
-      const res = await fetch(`${node1.http}${file}`);
+      const res = await fetch(`${run.node1.http}${file}`);
       assert.equal(res.status, 200, `GET ${file} ${hint}`);
       assert.match(res.headers.get('content-type') ?? '', new RegExp(`^${type}`), `content type of ${file} ${hint}`);
       assert.equal(res.headers.get('cache-control'), 'no-cache', `cache-control of ${file} ${hint}`);
@@ -160,9 +71,9 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
   });
 
   await step(t, 'two guests sign in on different nodes', async () => {
-    a = await openPage('alice', `${node1.http}/`);
+    a = await openPage('alice', `${run.node1.http}/`);
     // Bob's page lists both nodes: node 2 first, node 1 to fail over to.
-    b = await openPage('bob', `${node2.http}/?nodes=${node2.ws},${node1.ws}`);
+    b = await openPage('bob', `${run.node2.http}/?nodes=${run.node2.ws},${run.node1.ws}`);
     await a.waitForSelector('#signin-name');
     await shot('signin')(a);
     alice = await signIn(a, 'Alice');
@@ -268,7 +179,7 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
       while (acks.size < 60 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       ws.close();
       return acks.size;
-    }, node1.ws);
+    }, run.node1.ws);
     assert.equal(sent, 60);
     await waitForBody(b, 'bulk 59', 'bob to receive the bulk messages live');
     await b.reload();
@@ -306,7 +217,7 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
   });
 
   await step(t, 'a node crash: the client fails over and catches up', async () => {
-    await cluster.kill(node2);
+    await run.cluster.kill(run.node2);
     await b.waitForFunction(() => document.body.dataset.connection !== 'online', null, { timeout: 5_000 })
       .then(() => shot('bob-reconnecting')(b))
       .catch(() => {});
@@ -329,7 +240,7 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
 
   await step(t, 'a host app\'s token in the URL fragment signs in and is removed', async () => {
     const token = await mintToken('carol', 'Carol');
-    const c = await openPage('carol', `${node1.http}/#token=${token}`);
+    const c = await openPage('carol', `${run.node1.http}/#token=${token}`);
     await c.waitForFunction(() => document.body.dataset.connection === 'online', null, { timeout: 15_000 });
     assert.equal(await c.textContent('#me-id'), 'carol');
     assert.equal(await c.textContent('#me-name'), 'Carol');
@@ -342,9 +253,9 @@ test('web client against a two-node cluster', { timeout: 240_000 }, async (t) =>
     assert.equal(await a.locator('#conversations [data-testid="conversation"]').first().getAttribute('data-peer-id'), 'carol', 'newest conversation first');
   });
 
-  const apiProbe = await fetch(`${node1.http}/api/v1/users/nobody/disconnect`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } }).catch(() => null);
+  const apiProbe = await fetch(`${run.node1.http}/api/v1/users/nobody/disconnect`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } }).catch(() => null);
   await step(t, 'signed out by the host app (close 4001): back to sign-in, session forgotten', async () => {
-    const res = await fetch(`${node1.http}/api/v1/users/${bob}/disconnect`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
+    const res = await fetch(`${run.node1.http}/api/v1/users/${bob}/disconnect`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
     assert.equal(res.status, 204);
     await b.waitForSelector('#signin:not([hidden])', { timeout: 10_000 });
     assert.match(await b.textContent('#signin-error'), /signed out/i);

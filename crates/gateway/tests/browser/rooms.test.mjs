@@ -8,90 +8,17 @@
 // Screenshots go to CHAT_ARTIFACTS (default <repo>/artifacts/browser): room-*.png.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { test } from 'node:test';
 
-import { Cluster, eventually } from './cluster.mjs';
+import { ARTIFACTS, BrowserRun, eventually, signIn } from './cluster.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '../../../..');
-const BIN = process.env.CHAT_GATEWAY_BIN ?? path.resolve(here, '../../../../target/debug/chat-gateway');
-const ARTIFACTS = process.env.CHAT_ARTIFACTS ?? path.join(repo, 'artifacts', 'browser');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const API_KEY = 'rooms-e2e-api-key-0123456789abcdef';
 const JWT_SECRET = 'rooms-e2e-jwt-secret-with-enough-length-0123456789';
 const ROOM = 'team-room';
 
-const cluster = new Cluster();
-/** @type {import('playwright-core').Browser|null} */
-let browser = null;
-/** @type {Record<string, import('playwright-core').Page>} */
-const pages = {};
-const pageErrors = [];
-let node1;
-let node2;
-let failed = false;
-
-before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const redis = await cluster.redis();
-  const env = { CHAT_REDIS__URL: redis, CHAT_API__KEY: API_KEY, CHAT_AUTH__JWT_SECRET: JWT_SECRET };
-  [node1, node2] = await Promise.all([cluster.gateway(BIN, 'gw-1', env), cluster.gateway(BIN, 'gw-2', env)]);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
-});
-
-after(async () => {
-  for (const [name, page] of Object.entries(pages)) {
-    await page.screenshot({ path: path.join(ARTIFACTS, `room-${name}.png`) }).catch(() => {});
-  }
-  await browser?.close().catch(() => {});
-  await cluster.stop();
-  if (failed) console.log(cluster.logs());
-  else cluster.removeDir();
-});
-
-/** A page in `context` (a new one when absent), recording uncaught errors. */
-async function openPage(name, url, context) {
-  const ctx = context ?? await /** @type {import('playwright-core').Browser} */ (browser).newContext({ viewport: { width: 1200, height: 760 } });
-  const page = await ctx.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  page.on('dialog', (d) => d.dismiss().catch(() => {}));
-  await page.goto(url);
-  pages[name] = page;
-  return page;
-}
-
-function step(t, name, fn) {
-  return t.test(name, async (st) => {
-    if (failed) {
-      st.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(st);
-    } catch (e) {
-      failed = true;
-      for (const [page, p] of Object.entries(pages)) {
-        await p.screenshot({ path: path.join(ARTIFACTS, `room-${page}-failure.png`) }).catch(() => {});
-      }
-      throw e;
-    }
-  });
-}
-
-async function signIn(page, username) {
-  await page.fill('#signin-name', username);
-  await page.click('#signin-submit');
-  await page.waitForFunction(() => document.body.dataset.connection === 'online' && document.getElementById('me-id')?.textContent, null, { timeout: 15_000 });
-  return /** @type {string} */ (await page.textContent('#me-id'));
-}
+const run = new BrowserRun({ apiKey: API_KEY, jwtSecret: JWT_SECRET, viewport: { width: 1200, height: 760 }, shotPrefix: 'room-' });
+const { openPage, step, pageErrors } = run;
 
 function roomBodies(page) {
   return page.$$eval('#room-message-list [data-testid="body"]', (els) => els.map((e) => e.textContent));
@@ -131,7 +58,7 @@ test('rooms in the web client across two nodes', { timeout: 240_000 }, async (t)
   let aliceContext;
 
   await step(t, 'sign-in explains a blank name and an invalid name in plain words', async () => {
-    a1 = await openPage('alice-1', `${node1.http}/`);
+    a1 = await openPage('alice-1', `${run.node1.http}/`);
     aliceContext = a1.context();
     await a1.waitForSelector('#signin-name');
     await a1.fill('#signin-name', '    ');
@@ -148,9 +75,9 @@ test('rooms in the web client across two nodes', { timeout: 240_000 }, async (t)
 
   await step(t, 'three users on two nodes; the sign-out button shows a sign-out icon', async () => {
     alice = await signIn(a1, 'Alice');
-    b = await openPage('bob', `${node2.http}/`);
+    b = await openPage('bob', `${run.node2.http}/`);
     bob = await signIn(b, 'Bob');
-    c = await openPage('carol', `${node1.http}/?nodes=${node2.ws}`);
+    c = await openPage('carol', `${run.node1.http}/?nodes=${run.node2.ws}`);
     carol = await signIn(c, 'Carol');
     assert.equal(new Set([alice, bob, carol]).size, 3);
     assert.equal(await a1.locator('#signout path[data-icon="sign-out"]').count(), 1);
@@ -172,7 +99,7 @@ test('rooms in the web client across two nodes', { timeout: 240_000 }, async (t)
     await joinRoom(a1, 'Team Room');
     assert.equal(await a1.textContent('#room-name'), 'Team Room');
     assert.equal(await roomCount(a1), '1 member');
-    a2 = await openPage('alice-2', `${node1.http}/?nodes=${node2.ws}`, aliceContext);
+    a2 = await openPage('alice-2', `${run.node1.http}/?nodes=${run.node2.ws}`, aliceContext);
     await a2.waitForFunction(() => document.body.dataset.connection === 'online', null, { timeout: 15_000 });
     assert.match(await a2.textContent('#node-label'), /gw-2/);
     await a2.waitForSelector(`#rooms [data-room-id="${ROOM}"]`, { timeout: 10_000 });
@@ -236,7 +163,7 @@ test('rooms in the web client across two nodes', { timeout: 240_000 }, async (t)
     const stored = await a1.evaluate(() => JSON.parse(localStorage.getItem(`chat-session@${location.origin}`) ?? '{}'));
     assert.ok(stored.rooms && stored.rooms['team-room'], `room cursor stored next to the 1:1 cursor: ${JSON.stringify(stored)}`);
     assert.ok(stored.cursor, '1:1 cursor still stored');
-    await a2.goto(`${node1.http}/?nodes=${node2.ws}`);
+    await a2.goto(`${run.node1.http}/?nodes=${run.node2.ws}`);
     await a2.waitForSelector('#pane-room:not([hidden])', { timeout: 15_000 });
     assert.equal(await a2.textContent('#room-name'), 'Team Room');
     await waitForRoomBody(a2, 'sent while tab 2 was away', 'alice tab 2 after reload');
