@@ -56,8 +56,22 @@ impl From<EngineError> for ApiError {
     }
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError(ErrorCode::BadRequest, message.into())
+}
+
+/// A history request's `before` (empty: the newest page) and `limit` (1–100, default
+/// 50), for conversations and rooms alike.
+pub(crate) fn page_query(q: &wire::HistoryQuery) -> Result<(Option<StreamId>, usize), ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(bad("limit must be 1-100"));
+    }
+    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(StreamId::parse(s).ok_or_else(|| bad("before is not a message id"))?),
+        None => None,
+    };
+    Ok((before, limit as usize))
 }
 
 async fn require_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -135,16 +149,8 @@ async fn history(
 ) -> Result<Response, ApiError> {
     check_id(&a, "user_a")?;
     check_id(&b, "user_b")?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(bad("limit must be 1-100"));
-    }
-    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(StreamId::parse(s).ok_or_else(|| bad("before is not a message id"))?),
-        None => None,
-    };
-    let (messages, more) =
-        crate::connection::history_page(&state, &a, &b, before, limit as usize).await?;
+    let (before, limit) = page_query(&q)?;
+    let (messages, more) = crate::connection::history_page(&state, &a, &b, before, limit).await?;
     Ok(Json(wire::HistoryPage { messages, more }).into_response())
 }
 

@@ -11,10 +11,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chat_engine::{JoinOutcome, RoomLimits, RoomSendRequest, RoomState};
 use chat_protocol::api as wire;
-use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, StreamId, User, MAX_NONCE};
+use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, User, MAX_NONCE};
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::api::{bad, page_query, ApiError};
 use crate::connection::now_rfc3339;
 use crate::errors::{refuse, Refused};
 use crate::send_policy::{self, Origin};
@@ -102,10 +102,6 @@ struct HistoryPage {
     more: bool,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::from(refuse(ErrorCode::BadRequest, message))
-}
-
 fn check_room(room: &str) -> Result<(), ApiError> {
     if valid_room_id(room) {
         Ok(())
@@ -180,21 +176,11 @@ async fn history(
     Query(q): Query<wire::HistoryQuery>,
 ) -> Result<Response, ApiError> {
     check_room(&room)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(bad("limit must be 1-100"));
-    }
-    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(StreamId::parse(s).ok_or_else(|| bad("before is not a message id"))?),
-        None => None,
-    };
+    let (before, limit) = page_query(&q)?;
     if state.engine.room(&room).await?.is_none() {
         return Err(not_found("no such room"));
     }
-    let (messages, more) = state
-        .engine
-        .room_history(&room, before, limit as usize)
-        .await?;
+    let (messages, more) = state.engine.room_history(&room, before, limit).await?;
     Ok(Json(HistoryPage { messages, more }).into_response())
 }
 

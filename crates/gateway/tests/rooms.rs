@@ -570,6 +570,16 @@ async fn room_api(engine: Engine) {
     assert_eq!(status, 200);
     let page: Value = serde_json::from_str(&page).unwrap();
     assert_eq!(page, json!({"messages": [created], "more": false}));
+    // Paging arguments are checked as for conversations: a clear 400.
+    for (query, says) in [
+        ("limit=0", "limit must be 1-100"),
+        ("limit=101", "limit must be 1-100"),
+        ("before=not-an-id", "before is not a message id"),
+    ] {
+        let (status, text) = http(addr, "GET", &format!("{post}?{query}"), key, None).await;
+        assert_eq!(status, 400, "{query}: {text}");
+        assert!(text.contains(says), "{query}: {text}");
+    }
 
     let (status, _) = http(
         addr,
