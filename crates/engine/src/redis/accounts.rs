@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn session_values_round_trip_and_old_values_read_as_no_claim() {
-        let lobby = vec!["lobby".to_string(), "*".to_string()];
+        let lobby = ["lobby".to_string(), "*".to_string()];
         for rooms in [None, Some(&[][..]), Some(&lobby[..])] {
             let value = session_value("g-1.a@b", rooms).unwrap();
             let (user, read) = parse_session_value(&value).unwrap();
