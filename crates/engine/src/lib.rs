@@ -60,16 +60,25 @@ pub trait Accounts: Send + Sync + 'static {
     /// Creates a new guest user with a fresh id.
     async fn create_guest(&self, name: &str) -> Result<User, EngineError>;
 
-    /// Issues a new session for the user, valid for `ttl_secs` (sliding).
-    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError>;
+    /// Issues a new session for the user, valid for `ttl_secs` (sliding). `rooms` is
+    /// the JWT `rooms` claim of the sign-in that created it (`None`: no claim, any
+    /// room; `Some(&[])`: no room); it is stored with the session so that every
+    /// resume keeps the same restriction.
+    async fn create_session(
+        &self,
+        user_id: &str,
+        rooms: Option<&[String]>,
+        ttl_secs: u64,
+    ) -> Result<String, EngineError>;
 
-    /// The user behind a session, and its expiry pushed back to `ttl_secs` from now.
-    /// `None` when the session is unknown, expired or revoked.
+    /// The user behind a session and the `rooms` claim it was created with, and its
+    /// expiry pushed back to `ttl_secs` from now. `None` when the session is unknown,
+    /// expired or revoked.
     async fn resume_session(
         &self,
         session: &str,
         ttl_secs: u64,
-    ) -> Result<Option<User>, EngineError>;
+    ) -> Result<Option<Session>, EngineError>;
 
     /// Revokes every session of the user.
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError>;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chat_protocol::{Message, StreamId};
+use chat_protocol::{Message, StreamId, User};
 
 /// Why an engine call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -26,6 +26,17 @@ pub enum EngineError {
 /// In the reason of an [`EngineError::Unavailable`] send: the send's attempts went
 /// unanswered (timeouts), so the message may have been stored after all.
 pub const MAYBE_STORED: &str = "the message may have been stored: retry with the same nonce";
+
+/// A resumed session ([`crate::Accounts::resume_session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Who the session belongs to.
+    pub user: User,
+    /// The JWT `rooms` claim of the sign-in that created the session, kept so a
+    /// resumed session may join only what the token allowed (`None`: no claim, any
+    /// room; an empty list: no room).
+    pub rooms: Option<Vec<String>>,
+}
 
 /// A message to store and deliver.
 #[derive(Debug, Clone)]
@@ -128,7 +139,7 @@ pub trait EventSink: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationSummary {
     pub conversation: String,
-    pub peer: chat_protocol::User,
+    pub peer: User,
     pub last: Option<Message>,
     /// Messages from the peer after the user's read marker.
     pub unread: u64,

@@ -70,6 +70,7 @@ both_engines!(
     directory_search,
     disconnect_reaches_the_sink,
     clear_hides_messages_from_recovery,
+    sessions_keep_the_rooms_claim,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,15 +137,15 @@ async fn session_sets_are_pruned_on_redis() {
     let (engine, _sink) = redis(&server).await;
     engine.upsert_user("sp-user", "S").await.unwrap();
     for _ in 0..5 {
-        engine.create_session("sp-user", 1).await.unwrap();
+        engine.create_session("sp-user", None, 1).await.unwrap();
     }
-    let live = engine.create_session("sp-user", 60).await.unwrap();
+    let live = engine.create_session("sp-user", None, 60).await.unwrap();
     assert_eq!(
         server.command(&["SCARD", "chat:usess:sp-user"]).as_deref(),
         Some(":6\r\n")
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    engine.create_session("sp-user", 60).await.unwrap();
+    engine.create_session("sp-user", None, 60).await.unwrap();
     assert_eq!(
         server.command(&["SCARD", "chat:usess:sp-user"]).as_deref(),
         Some(":2\r\n"),

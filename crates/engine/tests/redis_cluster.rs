@@ -72,9 +72,10 @@ async fn shared_behaviour_checks_on_a_cluster() {
     disconnect_reaches_the_sink(e.clone(), sink.clone()).await;
     clear_hides_messages_from_recovery(e.clone(), sink.clone()).await;
     // Sessions: the session keys and the user's set live in different slots.
-    let token = e.create_session("ann", 60).await.unwrap();
+    sessions_keep_the_rooms_claim(e.clone(), sink.clone()).await;
+    let token = e.create_session("ann", None, 60).await.unwrap();
     assert_eq!(
-        e.resume_session(&token, 60).await.unwrap().unwrap().id,
+        e.resume_session(&token, 60).await.unwrap().unwrap().user.id,
         "ann"
     );
     e.revoke_sessions("ann").await.unwrap();

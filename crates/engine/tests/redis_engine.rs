@@ -448,10 +448,10 @@ async fn sessions_create_resume_slide_and_revoke() {
     let server = RedisServer::start();
     let (engine, _sink) = engine(&server).await;
     engine.upsert_user("alice", "Alice").await.unwrap();
-    let s = engine.create_session("alice", 2).await.unwrap();
+    let s = engine.create_session("alice", None, 2).await.unwrap();
     assert_eq!(s.len(), 64);
     assert!(s.bytes().all(|b| b.is_ascii_hexdigit()));
-    let user = engine.resume_session(&s, 2).await.unwrap().unwrap();
+    let user = engine.resume_session(&s, 2).await.unwrap().unwrap().user;
     assert_eq!((user.id.as_str(), user.name.as_str()), ("alice", "Alice"));
     assert!(engine.resume_session("unknown", 2).await.unwrap().is_none());
 
@@ -464,9 +464,9 @@ async fn sessions_create_resume_slide_and_revoke() {
     assert!(engine.resume_session(&s, 2).await.unwrap().is_none());
 
     // Revoke every session of a user.
-    let s1 = engine.create_session("alice", 60).await.unwrap();
-    let s2 = engine.create_session("alice", 60).await.unwrap();
-    let sb = engine.create_session("bob-less", 60).await.unwrap();
+    let s1 = engine.create_session("alice", None, 60).await.unwrap();
+    let s2 = engine.create_session("alice", None, 60).await.unwrap();
+    let sb = engine.create_session("bob-less", None, 60).await.unwrap();
     assert!(engine.resume_session(&s1, 60).await.unwrap().is_some());
     engine.revoke_sessions("alice").await.unwrap();
     assert!(engine.resume_session(&s1, 60).await.unwrap().is_none());
@@ -474,6 +474,47 @@ async fn sessions_create_resume_slide_and_revoke() {
     // A session whose user hash is gone is unknown.
     assert!(engine.resume_session(&sb, 60).await.unwrap().is_none());
     engine.revoke_sessions("nobody").await.unwrap();
+}
+
+/// A session key holding a bare user id (written before sessions kept the `rooms`
+/// claim) still resumes, with no claim; a value whose claim part is unreadable is
+/// an unknown session, never one without a restriction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_written_before_the_rooms_claim_still_resume() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    engine.upsert_user("old-timer", "Old").await.unwrap();
+    let old = "0123456789abcdef".repeat(4);
+    let key = format!("chat:sess:{old}");
+    assert_eq!(
+        server
+            .command(&["SET", &key, "old-timer", "EX", "60"])
+            .as_deref(),
+        Some("+OK\r\n")
+    );
+    let session = engine.resume_session(&old, 60).await.unwrap().unwrap();
+    assert_eq!(session.user.id, "old-timer");
+    assert_eq!(session.user.name, "Old");
+    assert_eq!(session.rooms, None, "an old session has no claim");
+    // The resume slid its expiry and left the value as it was.
+    let ttl = server.command(&["TTL", &key]).unwrap();
+    assert!(ttl.starts_with(":6") || ttl.starts_with(":5"), "ttl {ttl}");
+    assert_eq!(
+        server.command(&["GET", &key]).as_deref(),
+        Some("$9\r\nold-timer\r\n")
+    );
+    // What a new session with a claim stores, byte for byte.
+    let claimed = engine
+        .create_session("old-timer", Some(&["lobby".to_string()]), 60)
+        .await
+        .unwrap();
+    let value = server
+        .command(&["GET", &format!("chat:sess:{claimed}")])
+        .unwrap();
+    assert!(value.ends_with("old-timer [\"lobby\"]\r\n"), "{value}");
+    // A corrupt claim part fails closed.
+    server.command(&["SET", &key, "old-timer [lobby", "EX", "60"]);
+    assert!(engine.resume_session(&old, 60).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1100,7 +1141,7 @@ async fn out_of_memory_is_unavailable_and_not_ready() {
         "send without nonce",
     );
     unavailable(
-        engine.create_session("oom-a", 60).await.map(|_| ()),
+        engine.create_session("oom-a", None, 60).await.map(|_| ()),
         "create_session",
     );
     unavailable(

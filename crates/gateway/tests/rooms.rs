@@ -2,7 +2,7 @@
 //! delivery to every tab of every member, `forbidden` for non-members (nothing
 //! stored), history paging, the rooms list and unread (also in `welcome.unread`),
 //! recovery through `hello.rooms` after a disconnect with traffic during it, the JWT
-//! `rooms` claim, the server API and the caps — on both engines where one node
+//! `rooms` claim (kept by a resumed session), the server API and the caps — on both engines where one node
 //! suffices, and across two nodes on Redis.
 
 mod common;
@@ -455,22 +455,25 @@ async fn room_recovery(engine: Engine) {
 
 both_engines!(room_recovery);
 
+/// A token for `sub` signed with the test clusters' secret, with this `rooms` claim
+/// (none when `None`).
+fn token(sub: &str, rooms: Option<Value>) -> String {
+    let mut claims = json!({"sub": sub, "name": sub, "exp": now_secs() + 600});
+    if let Some(rooms) = rooms {
+        claims["rooms"] = rooms;
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// The JWT `rooms` claim restricts joins; guests join anything.
 async fn rooms_claim(engine: Engine) {
     let cluster = Cluster::single(engine, &[]);
     let url = cluster.url(0);
-    let token = |sub: &str, rooms: Option<Value>| {
-        let mut claims = json!({"sub": sub, "name": sub, "exp": now_secs() + 600});
-        if let Some(rooms) = rooms {
-            claims["rooms"] = rooms;
-        }
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-        )
-        .unwrap()
-    };
     let sub = unique_name("claim").to_lowercase();
     let allowed = unique_room("allowed");
     let other = unique_room("other");
@@ -498,6 +501,57 @@ async fn rooms_claim(engine: Engine) {
 }
 
 both_engines!(rooms_claim);
+
+/// A session keeps the `rooms` claim of the token that created it: resuming it (in a
+/// new connection, later) does not lift the restriction. A session from a token
+/// without the claim, or with an empty one, resumes as it was issued.
+async fn rooms_claim_survives_a_resumed_session(engine: Engine) {
+    let cluster = Cluster::single(engine, &[]);
+    let url = cluster.url(0);
+    let sub = unique_name("resumed").to_lowercase();
+    let lobby = unique_room("lobby");
+    let other = unique_room("other");
+
+    let signed = Tab::hello(
+        &url,
+        json!({"type":"hello","token": token(&format!("{sub}-1"), Some(json!([lobby])))}),
+    )
+    .await;
+    let session = signed.welcome["session"].clone();
+    drop(signed);
+    let mut resumed = Tab::hello(&url, json!({"type":"hello","session": session})).await;
+    assert_eq!(resumed.welcome["resumed"], true, "{}", resumed.welcome);
+    let ok = resumed.req(json!({"type":"join","room": lobby})).await;
+    assert_eq!(ok["type"], "joined", "{ok}");
+    let no = resumed.req(json!({"type":"join","room": other})).await;
+    assert!(is_error(&no, "forbidden"), "{no}");
+    // A tab opened from the resumed one's session (the same session) as well.
+    let mut again = resumed.another(&url, None).await;
+    let no = again.req(json!({"type":"join","room": other})).await;
+    assert!(is_error(&no, "forbidden"), "{no}");
+
+    // An empty claim: the resumed session may join no room.
+    let none = Tab::hello(
+        &url,
+        json!({"type":"hello","token": token(&format!("{sub}-2"), Some(json!([])))}),
+    )
+    .await;
+    let mut none = none.another(&url, None).await;
+    let no = none.req(json!({"type":"join","room": lobby})).await;
+    assert!(is_error(&no, "forbidden"), "{no}");
+
+    // No claim: the resumed session may join anything.
+    let free = Tab::hello(
+        &url,
+        json!({"type":"hello","token": token(&format!("{sub}-3"), None)}),
+    )
+    .await;
+    let mut free = free.another(&url, None).await;
+    let ok = free.req(json!({"type":"join","room": other})).await;
+    assert_eq!(ok["type"], "joined", "{ok}");
+}
+
+both_engines!(rooms_claim_survives_a_resumed_session);
 
 /// The server API's room calls; members are told as for a client's join/leave.
 async fn room_api(engine: Engine) {

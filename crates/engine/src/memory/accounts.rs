@@ -6,7 +6,17 @@ use async_trait::async_trait;
 use chat_protocol::User;
 
 use super::{new_guest_id, new_session_token, MemoryEngine, State};
-use crate::{Accounts, EngineError};
+use crate::{Accounts, EngineError, Session};
+
+/// A session this node issued.
+pub(super) struct StoredSession {
+    /// The user it signs in.
+    pub(super) user: String,
+    /// When it expires unless resumed before (sliding).
+    pub(super) expires: Instant,
+    /// The JWT `rooms` claim it was created with, returned on every resume.
+    pub(super) rooms: Option<Vec<String>>,
+}
 
 impl State {
     /// Creates or renames a user, keeping the directory index in step. Returns
@@ -56,7 +66,7 @@ impl State {
         };
         let sessions = &mut self.sessions;
         set.retain(|s| match sessions.get(s) {
-            Some((_, exp)) if *exp > now => true,
+            Some(session) if session.expires > now => true,
             _ => {
                 sessions.remove(s);
                 false
@@ -96,7 +106,12 @@ impl Accounts for MemoryEngine {
         })
     }
 
-    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError> {
+    async fn create_session(
+        &self,
+        user_id: &str,
+        rooms: Option<&[String]>,
+        ttl_secs: u64,
+    ) -> Result<String, EngineError> {
         let session = new_session_token();
         let mut st = self.lock();
         st.prune();
@@ -105,10 +120,11 @@ impl Accounts for MemoryEngine {
         st.touch_guest(user_id, Duration::from_secs(self.retention.guest_ttl_secs));
         st.sessions.insert(
             session.clone(),
-            (
-                user_id.to_string(),
-                Instant::now() + Duration::from_secs(ttl_secs),
-            ),
+            StoredSession {
+                user: user_id.to_string(),
+                expires: Instant::now() + Duration::from_secs(ttl_secs),
+                rooms: rooms.map(<[String]>::to_vec),
+            },
         );
         st.user_sessions
             .entry(user_id.to_string())
@@ -121,21 +137,24 @@ impl Accounts for MemoryEngine {
         &self,
         session: &str,
         ttl_secs: u64,
-    ) -> Result<Option<User>, EngineError> {
+    ) -> Result<Option<Session>, EngineError> {
         let mut st = self.lock();
         let now = Instant::now();
-        let uid = match st.sessions.get_mut(session) {
-            Some((uid, exp)) if *exp > now => {
-                *exp = now + Duration::from_secs(ttl_secs);
-                uid.clone()
+        let (uid, rooms) = match st.sessions.get_mut(session) {
+            Some(stored) if stored.expires > now => {
+                stored.expires = now + Duration::from_secs(ttl_secs);
+                (stored.user.clone(), stored.rooms.clone())
             }
             _ => return Ok(None),
         };
         st.expire_guests();
         st.touch_guest(&uid, Duration::from_secs(self.retention.guest_ttl_secs));
-        Ok(st.users.get(&uid).map(|name| User {
-            id: uid.clone(),
-            name: name.clone(),
+        Ok(st.users.get(&uid).map(|name| Session {
+            user: User {
+                id: uid.clone(),
+                name: name.clone(),
+            },
+            rooms,
         }))
     }
 

@@ -34,7 +34,7 @@ use crate::{EventSink, InboxEvent, Node, Retention};
 #[derive(Default)]
 struct State {
     users: HashMap<String, String>,
-    sessions: HashMap<String, (String, Instant)>,
+    sessions: HashMap<String, accounts::StoredSession>,
     user_sessions: HashMap<String, HashSet<String>>,
     /// Conversation id → history: message id → (sequence number, message).
     conversations: HashMap<String, BTreeMap<StreamId, (u64, Message)>>,
@@ -133,12 +133,12 @@ impl State {
         let expired: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(_, (_, exp))| *exp <= now)
+            .filter(|(_, session)| session.expires <= now)
             .map(|(s, _)| s.clone())
             .collect();
         for s in expired {
-            if let Some((uid, _)) = self.sessions.remove(&s) {
-                if let Some(set) = self.user_sessions.get_mut(&uid) {
+            if let Some(session) = self.sessions.remove(&s) {
+                if let Some(set) = self.user_sessions.get_mut(&session.user) {
                     set.remove(&s);
                 }
             }

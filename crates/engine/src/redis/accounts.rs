@@ -1,8 +1,9 @@
 //! Users and sessions on Redis ([`Accounts`]).
 //!
 //! A user is the hash `chat:user:<id>` (`name`, `idx`: its directory member, `seen`);
-//! a session is `chat:sess:<token>` holding the user id with a sliding expiry, and
-//! `chat:usess:<id>` the set of a user's sessions, for revoking them all.
+//! a session is `chat:sess:<token>` holding the user id and the sign-in's `rooms` claim
+//! ([`session_value`]) with a sliding expiry, and `chat:usess:<id>` the set of a user's
+//! sessions, for revoking them all.
 
 use async_trait::async_trait;
 use chat_protocol::User;
@@ -12,11 +13,45 @@ use fred::types::{ClusterHash, CustomCommand, Expiration};
 use super::conn::{all_ok, map_err, text};
 use super::{keys, ttl, RedisEngine};
 use crate::memory::{new_guest_id, new_session_token};
-use crate::{Accounts, EngineError};
+use crate::{Accounts, EngineError, Session};
 
 /// Expired guests' directory entries removed per sweep (one sweep per new guest and
 /// per reaping round): bounded work per call.
 const GUEST_SWEEP: i64 = 100;
+
+/// The value of a session key: the user id, then, only when the sign-in carried a
+/// `rooms` claim, a space and the claim as a JSON array (`alice ["lobby"]`; an empty
+/// claim is `alice []`, which may join no room). A bare user id (every session written
+/// before the claim was stored) reads as no claim, as it meant then. User ids never
+/// contain a space (refused here all the same, so a value always reads back as
+/// written); JSON keeps any claim entry intact, valid room id or not.
+fn session_value(user_id: &str, rooms: Option<&[String]>) -> Result<String, EngineError> {
+    if user_id.is_empty() || user_id.contains(' ') {
+        return Err(EngineError::Internal(format!(
+            "cannot issue a session for user id {user_id:?}: empty or contains a space"
+        )));
+    }
+    match rooms {
+        None => Ok(user_id.to_string()),
+        Some(rooms) => {
+            let claim = serde_json::to_string(rooms)
+                .map_err(|e| EngineError::Internal(format!("rooms claim not encodable: {e}")))?;
+            Ok(format!("{user_id} {claim}"))
+        }
+    }
+}
+
+/// Reads a [`session_value`]: the user id and the claim. `None` when the value is not
+/// one (the claim part is not a JSON array of strings).
+fn parse_session_value(value: &str) -> Option<(&str, Option<Vec<String>>)> {
+    match value.split_once(' ') {
+        None => Some((value, None)),
+        Some((user_id, claim)) => {
+            let rooms: Vec<String> = serde_json::from_str(claim).ok()?;
+            Some((user_id, Some(rooms)))
+        }
+    }
+}
 
 impl RedisEngine {
     /// A guest signed in (or was created): their user hash lives
@@ -188,14 +223,20 @@ impl Accounts for RedisEngine {
         })
     }
 
-    async fn create_session(&self, user_id: &str, ttl_secs: u64) -> Result<String, EngineError> {
+    async fn create_session(
+        &self,
+        user_id: &str,
+        rooms: Option<&[String]>,
+        ttl_secs: u64,
+    ) -> Result<String, EngineError> {
+        let value = session_value(user_id, rooms)?;
         let token = new_session_token();
         let _: () = self
             .core
             .cmd()
             .set(
                 keys::session(&token),
-                user_id,
+                value,
                 Some(Expiration::EX(ttl(ttl_secs))),
                 None,
                 false,
@@ -223,9 +264,9 @@ impl Accounts for RedisEngine {
         &self,
         session: &str,
         ttl_secs: u64,
-    ) -> Result<Option<User>, EngineError> {
+    ) -> Result<Option<Session>, EngineError> {
         let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
-        let uid: Value = self
+        let value: Value = self
             .core
             .cmd()
             .custom(
@@ -238,9 +279,15 @@ impl Accounts for RedisEngine {
             )
             .await
             .map_err(map_err)?;
-        let Some(uid) = text(uid) else {
+        let Some(value) = text(value) else {
             return Ok(None);
         };
+        let Some((uid, rooms)) = parse_session_value(&value) else {
+            // Fail closed: an unreadable claim must not turn into "any room".
+            tracing::warn!("session value unreadable: the session is treated as unknown");
+            return Ok(None);
+        };
+        let uid = uid.to_string();
         let set = keys::user_sessions(&uid);
         let cmd = self.core.cmd();
         let (user, _) = tokio::join!(
@@ -256,7 +303,10 @@ impl Accounts for RedisEngine {
             self.touch_guest(&uid, &keys::name_member(&uid, &name))
                 .await?;
         }
-        Ok(Some(User { id: uid, name }))
+        Ok(Some(Session {
+            user: User { id: uid, name },
+            rooms,
+        }))
     }
 
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
@@ -272,5 +322,27 @@ impl Accounts for RedisEngine {
         }
         let _: i64 = self.core.cmd().del(&set).await.map_err(map_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_values_round_trip_and_old_values_read_as_no_claim() {
+        let lobby = ["lobby".to_string(), "*".to_string()];
+        for rooms in [None, Some(&[][..]), Some(&lobby[..])] {
+            let value = session_value("g-1.a@b", rooms).unwrap();
+            let (user, read) = parse_session_value(&value).unwrap();
+            assert_eq!((user, read.as_deref()), ("g-1.a@b", rooms));
+        }
+        assert_eq!(session_value("alice", None).unwrap(), "alice");
+        assert_eq!(session_value("alice", Some(&[])).unwrap(), "alice []");
+        assert_eq!(parse_session_value("alice"), Some(("alice", None)));
+        assert_eq!(parse_session_value("alice {oops"), None);
+        assert_eq!(parse_session_value("alice [1]"), None);
+        assert!(session_value("al ice", None).is_err());
+        assert!(session_value("", None).is_err());
     }
 }

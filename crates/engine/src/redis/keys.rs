@@ -140,7 +140,8 @@ pub const NODES: &str = "chat:nodes";
 /// `"<user id> <presence frame>"`.
 pub const PRESENCE_CHANNEL: &str = "chat:presence";
 
-/// A session: string holding the user id, with a sliding expiry.
+/// A session: string holding the user id and the sign-in's `rooms` claim
+/// (`accounts.rs`), with a sliding expiry.
 pub fn session(session: &str) -> String {
     format!("{PREFIX}sess:{session}")
 }

@@ -619,8 +619,8 @@ pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<
     let e = engine.as_ref();
     let kept = e.create_guest("Keptguest").await.unwrap();
     let gone = e.create_guest("Goneguest").await.unwrap();
-    let session = e.create_session(&kept.id, 60).await.unwrap();
-    let gone_session = e.create_session(&gone.id, 60).await.unwrap();
+    let session = e.create_session(&kept.id, None, 60).await.unwrap();
+    let gone_session = e.create_session(&gone.id, None, 60).await.unwrap();
     // Kept signs in every 400 ms; Gone never again.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -643,8 +643,37 @@ pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<
     assert!(!found.contains(&gone.id), "{found:?}");
     // Token users never expire.
     e.upsert_user("gx-token", "Token").await.unwrap();
-    let s = e.create_session("gx-token", 60).await.unwrap();
+    let s = e.create_session("gx-token", None, 60).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(e.get_user("gx-token").await.unwrap().is_some());
     assert!(e.resume_session(&s, 60).await.unwrap().is_some());
+}
+
+/// A session keeps the JWT `rooms` claim it was created with, on every resume: absent
+/// (any room), empty (no room) and a list stay distinct; revoking drops them all.
+pub async fn sessions_keep_the_rooms_claim(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+    let e = engine.as_ref();
+    let user = "claim-user.1@x";
+    e.upsert_user(user, "Claimed").await.unwrap();
+    let list = vec!["lobby".to_string(), "team_2-a".to_string()];
+    let any = vec!["*".to_string()];
+    let odd = vec!["Not A Room, \"quoted\"".to_string()];
+    let claims: [Option<&[String]>; 5] = [None, Some(&[]), Some(&list), Some(&any), Some(&odd)];
+    let mut sessions = Vec::new();
+    for claim in claims {
+        sessions.push(e.create_session(user, claim, 60).await.unwrap());
+    }
+    // Twice: a resume (which slides the expiry) keeps the claim for the next one.
+    for _ in 0..2 {
+        for (session, claim) in sessions.iter().zip(claims) {
+            let resumed = e.resume_session(session, 60).await.unwrap().unwrap();
+            assert_eq!(resumed.user.id, user);
+            assert_eq!(resumed.user.name, "Claimed");
+            assert_eq!(resumed.rooms.as_deref(), claim, "claim {claim:?}");
+        }
+    }
+    e.revoke_sessions(user).await.unwrap();
+    for session in &sessions {
+        assert!(e.resume_session(session, 60).await.unwrap().is_none());
+    }
 }

@@ -160,7 +160,8 @@ async fn reply<S: Socket>(sink: &mut SplitSink<S, WsMessage>, frame: ServerFrame
 }
 
 /// Checks the one credential and returns the user, a session, `resumed` and the
-/// token's `rooms` claim.
+/// `rooms` claim: the token's, or for a resumed session the one it was created with
+/// (stored by the engine, so a session never outgrows the token that issued it).
 async fn authenticate(
     state: &Shared,
     token: Option<String>,
@@ -191,7 +192,9 @@ async fn authenticate(
             .filter(|n| !n.is_empty() && n.chars().count() <= 64)
             .unwrap_or_else(|| claims.sub.clone());
         let existed = engine.upsert_user(&claims.sub, &name).await?;
-        let session = engine.create_session(&claims.sub, ttl).await?;
+        let session = engine
+            .create_session(&claims.sub, claims.rooms.as_deref(), ttl)
+            .await?;
         metrics::counter!(crate::metric::SIGN_INS, "kind" => "token").increment(1);
         return Ok((
             User {
@@ -207,12 +210,12 @@ async fn authenticate(
         if session.is_empty() || session.len() > 128 {
             return Err(Refusal::Unauthorized("session unknown or expired".into()));
         }
-        let user = engine
+        let resumed = engine
             .resume_session(&session, ttl)
             .await?
             .ok_or_else(|| Refusal::Unauthorized("session unknown or expired".into()))?;
         metrics::counter!(crate::metric::SIGN_INS, "kind" => "session").increment(1);
-        return Ok((user, session, true, None));
+        return Ok((resumed.user, session, true, resumed.rooms));
     }
     let raw = username.unwrap_or_default();
     if !state.settings.guests_allowed() {
@@ -226,7 +229,7 @@ async fn authenticate(
         )
     })?;
     let user = engine.create_guest(&name).await?;
-    let session = engine.create_session(&user.id, ttl).await?;
+    let session = engine.create_session(&user.id, None, ttl).await?;
     metrics::counter!(crate::metric::SIGN_INS, "kind" => "guest").increment(1);
     Ok((user, session, false, None))
 }

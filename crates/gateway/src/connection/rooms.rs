@@ -36,7 +36,8 @@ const PAGE: usize = 200;
 pub(crate) struct SignedInRooms {
     /// `hello.rooms`: room → the last event id the client saw.
     pub last_seen: BTreeMap<String, String>,
-    /// The JWT `rooms` claim (`None`: guests, sessions, tokens without it).
+    /// The JWT `rooms` claim, of the token or of the sign-in that created the resumed
+    /// session (`None`: guests, tokens without it).
     pub claim: Option<Vec<String>>,
 }
 

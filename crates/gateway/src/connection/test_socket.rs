@@ -215,7 +215,7 @@ mod flaky_impl {
     use chat_engine::prelude::*;
     use chat_engine::{
         ConversationSummary, EngineError, InboxEvent, PresenceInfo, ReadOutcome, SendOutcome,
-        SendRequest,
+        SendRequest, Session,
     };
     use chat_protocol::{Message, StreamId, User};
     use std::sync::atomic::Ordering;
@@ -246,10 +246,15 @@ mod flaky_impl {
         async fn create_guest(&self, name: &str) -> Result<User, EngineError> {
             self.inner.create_guest(name).await
         }
-        async fn create_session(&self, user_id: &str, ttl: u64) -> Result<String, EngineError> {
-            self.inner.create_session(user_id, ttl).await
+        async fn create_session(
+            &self,
+            user_id: &str,
+            rooms: Option<&[String]>,
+            ttl: u64,
+        ) -> Result<String, EngineError> {
+            self.inner.create_session(user_id, rooms, ttl).await
         }
-        async fn resume_session(&self, s: &str, ttl: u64) -> Result<Option<User>, EngineError> {
+        async fn resume_session(&self, s: &str, ttl: u64) -> Result<Option<Session>, EngineError> {
             self.inner.resume_session(s, ttl).await
         }
         async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
