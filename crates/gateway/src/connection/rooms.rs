@@ -507,15 +507,15 @@ impl<S: Socket> Conn<S> {
         }
         metrics::counter!(crate::metric::MESSAGES_DELIVERED).increment(1);
         self.write_bytes(event.json.clone()).await?;
-        match &event.change {
-            // The user left: nothing more of this room reaches this connection.
-            Some((user, false)) if *user == self.user.id => {
+        // The user left: nothing more of this room reaches this connection.
+        let member = !matches!(&event.change, Some((user, false)) if *user == self.user.id);
+        // Updated in place: a delivery allocates nothing here once the room is known.
+        match self.rooms.last.get_mut(&event.room) {
+            Some(last) => *last = (event.id, member),
+            None => {
                 self.rooms
                     .last
-                    .insert(event.room.clone(), (event.id, false));
-            }
-            _ => {
-                self.rooms.last.insert(event.room.clone(), (event.id, true));
+                    .insert(event.room.clone(), (event.id, member));
             }
         }
         Ok(())
