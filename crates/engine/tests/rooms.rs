@@ -395,7 +395,13 @@ async fn age_retention(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
     assert_eq!(recovers(e, &room, joined).await, None);
     assert_eq!(recovers(e, &room, first_old).await, None);
     let replay = recovers(e, &room, kept[0].prev).await;
-    assert_eq!(replay.as_deref(), Some(&kept[..]), "exact after the trimmed cursor");
+    assert_eq!(
+        replay.as_deref(),
+        Some(&kept[..]),
+        "exact after the trimmed cursor"
+    );
+    // Redis may keep the newest old messages (a partly old stream node): a cursor on
+    // the last of them still gets exactly the recent ones.
     let newest_old = StreamId::parse(&sent[OLD - 1].id).unwrap();
     if kept[0].id <= newest_old {
         let replay = recovers(e, &room, newest_old).await.unwrap();
