@@ -168,9 +168,9 @@ pub struct PresenceInfo {
 /// Retention of stored data and the bounds on per-user growth. Zero means unlimited.
 #[derive(Debug, Clone)]
 pub struct Retention {
-    /// Messages kept per conversation (approximate trimming).
+    /// Messages kept per conversation, and events per room (approximate trimming).
     pub history_max_len: u64,
-    /// Oldest message age kept, in seconds.
+    /// Oldest message age kept, in seconds, in conversations and rooms.
     pub history_max_age_secs: u64,
     /// Events kept per user inbox (the recovery window).
     pub inbox_max_len: u64,

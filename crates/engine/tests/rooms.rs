@@ -325,6 +325,104 @@ async fn recovery_reads(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
     assert_eq!(rest, all[5..8]);
 }
 
+/// Whether a client whose last room event is `cursor` is recovered, decided as the
+/// gateway does (`recover_rooms`): the first event after it must chain to it (or there
+/// is none and it is the head). Returns the events replayed when it is.
+async fn recovers(engine: &dyn Engine, room: &str, cursor: StreamId) -> Option<Vec<RoomEvent>> {
+    let head = engine.room_head(room).await.unwrap();
+    if cursor > head {
+        return None;
+    }
+    let events = engine.read_room(room, cursor, 10_000).await.unwrap();
+    let proven = match events.first() {
+        Some(first) => first.prev == cursor,
+        None => cursor == head,
+    };
+    proven.then_some(events)
+}
+
+/// Old room messages sent before a pause.
+const OLD: usize = 250;
+
+/// With `history_max_age_secs` 1 ([`max_age`]): events older than that leave the
+/// room's stream at the next append, from the oldest end, and history and recovery
+/// keep the same ones. Redis trims `MINID ~` (whole stream nodes only), so more old
+/// messages are sent than a few nodes hold and the checks allow some to stay.
+async fn age_retention(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
+    let room = format!("{p}-aged");
+    let a = format!("{p}a");
+    let e = engine.as_ref();
+    join(e, &room, &a).await;
+    let joined = e.room_head(&room).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..OLD {
+        let out = e.room_send(msg(&room, &a, &format!("old{i}"), None)).await;
+        sent.push(out.unwrap().unwrap().message);
+    }
+    let first_old = StreamId::parse(&sent[0].id).unwrap();
+    // Past the max age: the next append trims everything sent so far that it can.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..3 {
+        let out = e.room_send(msg(&room, &a, &format!("new{i}"), None)).await;
+        sent.push(out.unwrap().unwrap().message);
+    }
+
+    // History: the newest messages, every recent one, the oldest ones gone.
+    let (history, more) = e.room_history(&room, None, 1000).await.unwrap();
+    assert!(!more);
+    assert_eq!(history, sent[sent.len() - history.len()..], "a suffix");
+    assert!(history.len() >= 3, "messages within the age stay");
+    assert!(
+        history.len() <= OLD + 3 - 100,
+        "old messages left the history: kept {}",
+        history.len()
+    );
+
+    // Recovery: the stream holds the same messages as the history.
+    let kept = e.read_room(&room, StreamId::ZERO, 10_000).await.unwrap();
+    assert_chain(&kept[1..], kept[0].id);
+    let kept_messages: Vec<String> = kept
+        .iter()
+        .filter(|ev| ev.change.is_none())
+        .map(|ev| json(ev)["message"]["id"].as_str().unwrap().to_string())
+        .collect();
+    let history_ids: Vec<String> = history.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(kept_messages, history_ids);
+    // A cursor before what is kept (the join, the first old message) is not
+    // recovered; the id right before the oldest kept event is (its entry is trimmed,
+    // but nothing after it is missing), and so is every kept one.
+    assert!(kept[0].prev > first_old, "the oldest events were trimmed");
+    assert_eq!(recovers(e, &room, joined).await, None);
+    assert_eq!(recovers(e, &room, first_old).await, None);
+    let replay = recovers(e, &room, kept[0].prev).await;
+    assert_eq!(
+        replay.as_deref(),
+        Some(&kept[..]),
+        "exact after the trimmed cursor"
+    );
+    // Redis may keep the newest old messages (a partly old stream node): a cursor on
+    // the last of them still gets exactly the recent ones.
+    let newest_old = StreamId::parse(&sent[OLD - 1].id).unwrap();
+    if kept[0].id <= newest_old {
+        let replay = recovers(e, &room, newest_old).await.unwrap();
+        assert_eq!(replay.len(), 3);
+    }
+    assert_eq!(
+        e.room_head(&room).await.unwrap(),
+        StreamId::parse(&sent.last().unwrap().id).unwrap()
+    );
+}
+
+/// Retention with `history_max_age_secs` 1 and `history_max_len` `max_len` (0: the
+/// age alone; otherwise both limits, which Redis applies with two trims).
+fn max_age(max_len: u64) -> Retention {
+    Retention {
+        history_max_len: max_len,
+        history_max_age_secs: 1,
+        ..Retention::default()
+    }
+}
+
 /// The caps: members per room and rooms per user.
 async fn caps(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
     let limits = RoomLimits {
@@ -365,18 +463,20 @@ async fn caps(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
     assert_eq!(engine.room(&format!("{p}-third")).await.unwrap(), None);
 }
 
-fn memory() -> (Arc<dyn Engine>, Arc<Rec>) {
+fn memory(retention: Retention) -> (Arc<dyn Engine>, Arc<Rec>) {
     let sink = Arc::new(Rec::default());
-    (
-        MemoryEngine::new("node", Retention::default(), sink.clone()),
-        sink,
-    )
+    (MemoryEngine::new("node", retention, sink.clone()), sink)
 }
 
 async fn redis(url: String) -> (Arc<RedisEngine>, Arc<Rec>) {
+    redis_with(url, Retention::default()).await
+}
+
+async fn redis_with(url: String, retention: Retention) -> (Arc<RedisEngine>, Arc<Rec>) {
     let sink = Arc::new(Rec::default());
     let config = RedisConfig {
         url,
+        retention,
         subscribers: 2,
         ..RedisConfig::default()
     };
@@ -386,23 +486,25 @@ async fn redis(url: String) -> (Arc<RedisEngine>, Arc<Rec>) {
     )
 }
 
+/// Each check on the memory engine (module `$memory`) and a single Redis (`$redis`),
+/// both with `$retention`.
 macro_rules! all_engines {
-    ($($check:ident),* $(,)?) => {
-        mod memory_engine {
+    ($memory:ident, $redis:ident, $retention:expr; $($check:ident),* $(,)?) => {
+        mod $memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let (engine, sink) = super::memory();
+                    let (engine, sink) = super::memory($retention);
                     super::$check(engine, sink, "m").await;
                 }
             )*
         }
-        mod redis_engine {
+        mod $redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     let server = chat_testkit::RedisServer::start();
-                    let (engine, sink) = super::redis(server.url()).await;
+                    let (engine, sink) = super::redis_with(server.url(), $retention).await;
                     super::$check(engine, sink, "r").await;
                 }
             )*
@@ -410,7 +512,12 @@ macro_rules! all_engines {
     };
 }
 
-all_engines!(membership, messages, recovery_reads, caps);
+all_engines!(memory_engine, redis_engine, chat_engine::Retention::default();
+    membership, messages, recovery_reads, caps);
+all_engines!(memory_engine_max_age, redis_engine_max_age, super::max_age(0); age_retention);
+all_engines!(
+    memory_engine_max_age_and_len, redis_engine_max_age_and_len, super::max_age(10_000);
+    age_retention);
 
 /// Every check on one Redis Cluster (distinct names per check), rooms spread over
 /// the nodes by their hash tags.
@@ -423,6 +530,8 @@ async fn every_check_on_a_cluster() {
     messages(engine.clone(), sink.clone(), "c2").await;
     recovery_reads(engine.clone(), sink.clone(), "c3").await;
     caps(engine.clone(), sink.clone(), "c4").await;
+    let (aged, aged_sink) = redis_with(cluster.url(), max_age(10_000)).await;
+    age_retention(aged, aged_sink, "c5").await;
     let nodes: std::collections::BTreeSet<usize> = ["c1-lobby", "c2-team", "c3-rec", "c4-small"]
         .iter()
         .map(|r| cluster.node_of(&chat_engine::redis::keys::room_events(r)))

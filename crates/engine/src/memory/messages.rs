@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chat_protocol::{dm_conversation, Event, Message, StreamId};
 
-use super::MemoryEngine;
+use super::{MemoryEngine, State};
 use crate::events::now_ms;
 use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest};
 
@@ -24,20 +24,12 @@ impl Messages for MemoryEngine {
         let conversation = dm_conversation(&req.from, &req.to);
         let mut st = self.lock();
         st.prune();
-        let now = Instant::now();
-        let nonce_key = req
-            .nonce
-            .as_ref()
-            .map(|n| (conversation.clone(), req.from.clone(), n.clone()));
-        if let Some(key) = &nonce_key {
-            if let Some((message, exp)) = st.nonces.get(key) {
-                if *exp > now {
-                    return Ok(SendOutcome {
-                        message: message.clone(),
-                        duplicate: true,
-                    });
-                }
-            }
+        let nonce = SendNonce::new(&conversation, &req.from, req.nonce.as_deref());
+        if let Some(message) = nonce.stored(&st) {
+            return Ok(SendOutcome {
+                message,
+                duplicate: true,
+            });
         }
         let id = st.next_id();
         let message = Message {
@@ -81,15 +73,7 @@ impl Messages for MemoryEngine {
             let min_ms = now_ms().saturating_sub(self.retention.history_max_age_secs * 1000);
             history.retain(|k, _| k.ms >= min_ms);
         }
-        if let Some(key) = nonce_key {
-            st.nonces.insert(
-                key,
-                (
-                    message.clone(),
-                    now + Duration::from_secs(req.nonce_ttl_secs),
-                ),
-            );
-        }
+        nonce.remember(&mut st, &message, req.nonce_ttl_secs);
         let json = Bytes::from(Event::Message { message: &message }.to_json());
         for user in [&message.from, &message.to] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
@@ -216,6 +200,40 @@ impl Messages for MemoryEngine {
             out.push(event);
         }
         Ok(out)
+    }
+}
+
+/// A send's nonce: looked up before the send stores anything and remembered after it
+/// stored, the same for 1:1 and room sends (`rooms.rs`).
+pub(super) struct SendNonce {
+    /// (conversation, sender, nonce) in `State::nonces`; none for a send without a
+    /// nonce, which is never a retry.
+    key: Option<(String, String, String)>,
+    /// When the send arrived: a nonce counts as seen until its expiry passes this, and
+    /// a new one expires its ttl after this.
+    now: Instant,
+}
+
+impl SendNonce {
+    pub(super) fn new(conversation: &str, from: &str, nonce: Option<&str>) -> SendNonce {
+        SendNonce {
+            key: nonce.map(|n| (conversation.to_string(), from.to_string(), n.to_string())),
+            now: Instant::now(),
+        }
+    }
+
+    /// The message an earlier send with this nonce stored, while it is remembered.
+    pub(super) fn stored(&self, st: &State) -> Option<Message> {
+        let (message, expires) = st.nonces.get(self.key.as_ref()?)?;
+        (*expires > self.now).then(|| message.clone())
+    }
+
+    /// Remembers that this nonce stored `message`, for `ttl_secs`.
+    pub(super) fn remember(self, st: &mut State, message: &Message, ttl_secs: u64) {
+        if let Some(key) = self.key {
+            let expires = self.now + Duration::from_secs(ttl_secs);
+            st.nonces.insert(key, (message.clone(), expires));
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chat_protocol::rooms::{MemberChange, MemberEvent};
 use chat_protocol::{room_conversation, Event, Message, StreamId, User};
 
+use super::messages::SendNonce;
 use super::{MemoryEngine, State};
 use crate::events::now_ms;
 use crate::{
@@ -32,22 +32,51 @@ pub(super) struct RoomsState {
 }
 
 struct Room {
+    /// Display name, set by the join that created the room.
     name: String,
     /// Member id → display name at join.
     members: BTreeMap<String, String>,
-    /// Every event (messages and `member` events), oldest first, trimmed like inboxes.
+    /// Every event (messages and `member` events), oldest first, trimmed from the
+    /// front by `history_max_len` and `history_max_age_secs` (as Redis trims the
+    /// room's one stream).
     events: VecDeque<Arc<RoomEvent>>,
-    /// Messages by id with their sequence number (the history).
+    /// Messages by id with their sequence number (the history): the messages among
+    /// `events`, so history and recovery keep the same ones, as on Redis.
     messages: BTreeMap<StreamId, (u64, Message)>,
+    /// Newest event id: the next event's `prev`, kept when trimming drops events.
     head: StreamId,
+    /// Messages ever sent: unread is this minus a member's marker.
     seq: u64,
+    /// The newest message, for room states and summaries even once trimmed.
     last: Option<Message>,
+    /// Newest message (or the creating join): orders the user's rooms list.
     active: StreamId,
     /// Member → read marker (sequence number).
     reads: HashMap<String, u64>,
 }
 
 impl Room {
+    /// Drops the oldest events past `max_len` (0 = no limit) or older than `min_ms`,
+    /// and the messages among them. Only the oldest end is touched (both are in id
+    /// order), so a trim costs what it drops, not the room's size.
+    fn trim(&mut self, max_len: u64, min_ms: Option<u64>) {
+        while let Some(oldest) = self.events.front() {
+            let too_many = max_len > 0 && self.events.len() as u64 > max_len;
+            let too_old = min_ms.is_some_and(|min| oldest.id.ms < min);
+            if !too_many && !too_old {
+                break;
+            }
+            self.events.pop_front();
+        }
+        let kept = self.events.front().map(|e| e.id);
+        while let Some((&id, _)) = self.messages.first_key_value() {
+            if kept.is_some_and(|kept| id >= kept) {
+                break;
+            }
+            self.messages.pop_first();
+        }
+    }
+
     fn state(&self, id: &str) -> RoomState {
         RoomState {
             id: id.to_string(),
@@ -70,6 +99,8 @@ impl MemoryEngine {
     ) -> StreamId {
         let id = st.next_id();
         let max_len = self.retention.history_max_len;
+        let max_age = self.retention.history_max_age_secs;
+        let min_ms = (max_age > 0).then(|| now_ms().saturating_sub(max_age.saturating_mul(1000)));
         let Some(room) = st.rooms.rooms.get_mut(room_id) else {
             return id;
         };
@@ -82,11 +113,7 @@ impl MemoryEngine {
         });
         room.head = id;
         room.events.push_back(event.clone());
-        if max_len > 0 {
-            while room.events.len() as u64 > max_len {
-                room.events.pop_front();
-            }
-        }
+        room.trim(max_len, min_ms);
         if let Some((user, _)) = &event.change {
             if st.subscribed.contains(user) {
                 self.sink.deliver(user, LiveEvent::Room(event.clone()));
@@ -277,18 +304,12 @@ impl Rooms for MemoryEngine {
         {
             return Ok(None);
         }
-        let now = Instant::now();
-        let nonce_key = req
-            .nonce
-            .as_ref()
-            .map(|n| (conversation.clone(), req.from.clone(), n.clone()));
-        if let Some((message, exp)) = nonce_key.as_ref().and_then(|k| st.nonces.get(k)) {
-            if *exp > now {
-                return Ok(Some(SendOutcome {
-                    message: message.clone(),
-                    duplicate: true,
-                }));
-            }
+        let nonce = SendNonce::new(&conversation, &req.from, req.nonce.as_deref());
+        if let Some(message) = nonce.stored(&st) {
+            return Ok(Some(SendOutcome {
+                message,
+                duplicate: true,
+            }));
         }
         let mut message = Message {
             id: String::new(),
@@ -308,34 +329,16 @@ impl Rooms for MemoryEngine {
             },
             None,
         );
-        let history_max_len = self.retention.history_max_len;
-        let max_age = self.retention.history_max_age_secs;
         if let Some(room) = st.rooms.rooms.get_mut(&req.room) {
             room.seq += 1;
             let seq = room.seq;
             room.reads.insert(req.from.clone(), seq);
             room.last = Some(message.clone());
             room.active = id;
+            // Trimmed with the events (`append_room_event`).
             room.messages.insert(id, (seq, message.clone()));
-            if history_max_len > 0 {
-                while room.messages.len() as u64 > history_max_len {
-                    room.messages.pop_first();
-                }
-            }
-            if max_age > 0 {
-                let min_ms = now_ms().saturating_sub(max_age * 1000);
-                room.messages.retain(|k, _| k.ms >= min_ms);
-            }
         }
-        if let Some(key) = nonce_key {
-            st.nonces.insert(
-                key,
-                (
-                    message.clone(),
-                    now + Duration::from_secs(req.nonce_ttl_secs),
-                ),
-            );
-        }
+        nonce.remember(&mut st, &message, req.nonce_ttl_secs);
         Ok(Some(SendOutcome {
             message,
             duplicate: false,

@@ -117,9 +117,9 @@ pub(crate) fn message_tail(req: &SendRequest) -> String {
     json[HEAD.len()..].to_string()
 }
 
-/// The history options every send shares: `history_max_len`,
-/// `history_max_age_secs`, `now_ms`.
-fn history_args(retention: &Retention, now_ms: u64) -> [String; 3] {
+/// The history options every send shares (room events too, `rooms.lua`):
+/// `history_max_len`, `history_max_age_secs`, `now_ms`.
+pub(crate) fn history_args(retention: &Retention, now_ms: u64) -> [String; 3] {
     [
         retention.history_max_len.to_string(),
         retention.history_max_age_secs.to_string(),

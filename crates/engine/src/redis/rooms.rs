@@ -9,6 +9,11 @@
 //! the user's connections follows — is a plain command or two in the user's slot.
 //! The rooms-per-user cap is read before the join (a user racing two joins past it
 //! may end one over); the members-per-room cap is checked atomically in Lua.
+//!
+//! The event stream is trimmed on each append like a conversation's history:
+//! `history_max_len` events and `history_max_age_secs` (a `MINID` from this node's
+//! clock), both approximate. Recovery stays exact because it is proven by the `prev`
+//! chain of what is left, not by the trim.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,7 +23,8 @@ use fred::prelude::*;
 use serde::Deserialize;
 
 use super::conn::{all_ok, entries, map_err, number, text, Entry};
-use super::{keys, messages, payload, RedisEngine};
+use super::{functions, keys, messages, payload, RedisEngine};
+use crate::events::now_ms;
 use crate::{
     sort_by_activity, EngineError, JoinOutcome, RoomEvent, RoomLimits, RoomSendRequest, RoomState,
     RoomSummary, Rooms, SendOutcome, MAYBE_STORED,
@@ -107,8 +113,10 @@ fn outcome(v: Value) -> Result<(i64, Option<(StreamId, StreamId)>), EngineError>
 }
 
 impl RedisEngine {
-    fn max_events(&self) -> String {
-        self.core.retention.history_max_len.to_string()
+    /// What the room's stream keeps (`room_keep` in `rooms.lua`): events by count and
+    /// by age, the age from this node's clock, as a conversation's history.
+    fn keep_args(&self) -> [String; 3] {
+        functions::history_args(&self.core.retention, now_ms())
     }
 
     /// Tells every node with the user's connections about their membership change.
@@ -134,8 +142,9 @@ impl RedisEngine {
     ) -> Result<(i64, Option<RoomEvent>), EngineError> {
         let event = MemberEvent::new(room, change, user);
         let (head, tail) = event.split_at_id();
-        // Both functions start with: user, head, tail, max events kept.
-        let mut args = vec![user.id.clone(), head, tail, self.max_events()];
+        // Both functions start with: user, head, tail, then what the stream keeps.
+        let mut args = vec![user.id.clone(), head, tail];
+        args.extend(self.keep_args());
         args.extend(extra);
         let (code, ids) = outcome(
             self.core
@@ -406,13 +415,13 @@ impl Rooms for RedisEngine {
             keys::room_channel(&req.room),
             keys::room_nonce(&req.room, &req.from, &nonce),
         ];
-        let args = vec![
+        let mut args = vec![
             req.from.clone(),
             head,
             tail,
             req.nonce_ttl_secs.max(1).to_string(),
-            self.max_events(),
         ];
+        args.extend(self.keep_args());
         // As for a 1:1 send: a call that failed `Unavailable` may have run (a
         // timeout), so it is sent again with the same nonce a bounded number of times;
         // the answer is the stored message or an `Unavailable` saying it may be stored.

@@ -12,14 +12,30 @@ lt (id of the last message, or of the event that created the room), r:<user> (a 
 Channel payload: "<id> <prev> <flag> <frame>", flag '-' for a message, '+<user>'
 joined, '~<user>' left. ]]
 
--- Appends an event and publishes it. Returns its id and the previous one.
-local function room_append(meta, ev, ch, max_len, head, tail, fields, flag)
+-- What a room stream keeps, from ARGV starting at `first`: history_max_len (events,
+-- 0 = no limit), history_max_age_secs (0 = no limit) and now_ms (the node's clock),
+-- as a conversation's (send.lua's `min_id`). Both trims are approximate (~).
+local function room_keep(args, first)
+  return {
+    max_len = args[first], by_len = (tonumber(args[first]) or 0) > 0,
+    min_id = min_id(args[first + 1], args[first + 2]),
+  }
+end
+
+-- Appends an event and publishes it, trimming the stream to `keep` (room_keep): one
+-- XADD, with an XTRIM only when both a length and an age limit are set (XADD takes one
+-- strategy). Returns its id, the previous one and the frame.
+local function room_append(meta, ev, ch, keep, head, tail, fields, flag)
   local prev = redis.call('HGET', meta, 'e') or '0-0'
   local args = {ev}
-  if tonumber(max_len) > 0 then
+  if keep.by_len then
     table.insert(args, 'MAXLEN')
     table.insert(args, '~')
-    table.insert(args, max_len)
+    table.insert(args, keep.max_len)
+  elseif keep.min_id then
+    table.insert(args, 'MINID')
+    table.insert(args, '~')
+    table.insert(args, keep.min_id)
   end
   table.insert(args, '*')
   table.insert(args, 'p')
@@ -32,6 +48,9 @@ local function room_append(meta, ev, ch, max_len, head, tail, fields, flag)
     table.insert(args, v)
   end
   local id = redis.call('XADD', unpack(args))
+  if keep.by_len and keep.min_id then
+    redis.call('XTRIM', ev, 'MINID', '~', keep.min_id)
+  end
   redis.call('HSET', meta, 'e', id)
   local frame = head .. id .. tail
   redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. flag .. ' ' .. frame)
@@ -42,7 +61,8 @@ end
 KEYS: 1 meta, 2 members (sorted set, score 0), 3 names (hash member -> name),
       4 ev (event stream), 5 ch (room channel)
 ARGV: 1 user, 2 head, 3 tail (the joined frame around its id), 4 max events kept,
-      5 user name, 6 room name (used when the room is new), 7 max members
+      5 max age secs, 6 now_ms (room_keep), 7 user name, 8 room name (used when the
+      room is new), 9 max members
 Returns {1, id, prev} joined, {0} already a member, {-1} the room is full. ]]
 redis.register_function('chat_room_join', function(keys, args)
   local meta, members, names, ev, ch = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -50,16 +70,16 @@ redis.register_function('chat_room_join', function(keys, args)
   if redis.call('ZSCORE', members, user) then
     return {0}
   end
-  if redis.call('ZCARD', members) >= tonumber(args[7]) then
+  if redis.call('ZCARD', members) >= tonumber(args[9]) then
     return {-1}
   end
-  local created = redis.call('HSETNX', meta, 'name', args[6]) == 1
+  local created = redis.call('HSETNX', meta, 'name', args[8]) == 1
   redis.call('ZADD', members, 0, user)
-  redis.call('HSET', names, user, args[5])
+  redis.call('HSET', names, user, args[7])
   -- Messages from before the join are not unread.
   redis.call('HSET', meta, 'r:' .. user, redis.call('HGET', meta, 's') or 0)
-  local id, prev = room_append(meta, ev, ch, args[4], args[2], args[3], {'k', 'j', 'u', user},
-    '+' .. user)
+  local id, prev = room_append(meta, ev, ch, room_keep(args, 4), args[2], args[3],
+    {'k', 'j', 'u', user}, '+' .. user)
   if created then
     redis.call('HSET', meta, 'lt', id)
   end
@@ -68,7 +88,8 @@ end)
 
 --[[ chat_room_leave
 KEYS: 1 meta, 2 members, 3 names, 4 ev, 5 ch
-ARGV: 1 user, 2 head, 3 tail (the left frame around its id), 4 max events kept
+ARGV: 1 user, 2 head, 3 tail (the left frame around its id), 4 max events kept,
+      5 max age secs, 6 now_ms (room_keep)
 Returns {1, id, prev} left, {0} not a member. ]]
 redis.register_function('chat_room_leave', function(keys, args)
   local meta, members, names, ev, ch = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -78,15 +99,15 @@ redis.register_function('chat_room_leave', function(keys, args)
   end
   redis.call('HDEL', names, user)
   redis.call('HDEL', meta, 'r:' .. user)
-  local id, prev = room_append(meta, ev, ch, args[4], args[2], args[3], {'k', 'l', 'u', user},
-    '~' .. user)
+  local id, prev = room_append(meta, ev, ch, room_keep(args, 4), args[2], args[3],
+    {'k', 'l', 'u', user}, '~' .. user)
   return {1, id, prev}
 end)
 
 --[[ chat_room_send
 KEYS: 1 meta, 2 members, 3 ev, 4 ch, 5 nonce (string: the message id, with a TTL)
 ARGV: 1 from, 2 head, 3 tail (the message frame around its id), 4 nonce ttl secs,
-      5 max events kept
+      5 max events kept, 6 max age secs, 7 now_ms (room_keep)
 Returns {1, id} stored, {2, id} a retried nonce (nothing stored), {0} not a member. ]]
 redis.register_function('chat_room_send', function(keys, args)
   local meta, members, ev, ch, nonce = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -99,8 +120,8 @@ redis.register_function('chat_room_send', function(keys, args)
     return {2, seen}
   end
   local seq = redis.call('HINCRBY', meta, 's', 1)
-  local id, _, frame = room_append(meta, ev, ch, args[5], args[2], args[3], {'k', 'm', 's', seq},
-    '-')
+  local id, _, frame = room_append(meta, ev, ch, room_keep(args, 5), args[2], args[3],
+    {'k', 'm', 's', seq}, '-')
   redis.call('HSET', meta, 'r:' .. from, seq, 'lm', frame, 'lt', id)
   redis.call('SET', nonce, id, 'EX', args[4])
   return {1, id}
