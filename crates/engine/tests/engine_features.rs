@@ -93,6 +93,27 @@ async fn growth_is_bounded_on_redis() {
     growth_is_bounded(engine, sink).await;
 }
 
+/// `history_max_age_secs` drops a conversation's old messages and keeps the recent
+/// ones (memory trims exactly; Redis's `MINID ~` trims whole stream nodes, checked
+/// with rooms in `rooms.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_messages_age_out_in_memory() {
+    let sink = Arc::new(Rec::default());
+    let retention = Retention {
+        history_max_age_secs: 1,
+        ..Retention::default()
+    };
+    let engine = MemoryEngine::new("node", retention, sink.clone());
+    for i in 0..3 {
+        send(engine.as_ref(), "age-a", "age-b", &format!("old {i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let recent = send(engine.as_ref(), "age-a", "age-b", "recent").await;
+    let (history, more) = engine.history("age-a", "age-b", None, 10).await.unwrap();
+    assert_eq!(history, vec![recent], "only the message within the age is kept");
+    assert!(!more);
+}
+
 fn short_guests() -> Retention {
     Retention {
         guest_ttl_secs: 1,
