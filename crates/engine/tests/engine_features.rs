@@ -110,7 +110,11 @@ async fn old_messages_age_out_in_memory() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let recent = send(engine.as_ref(), "age-a", "age-b", "recent").await;
     let (history, more) = engine.history("age-a", "age-b", None, 10).await.unwrap();
-    assert_eq!(history, vec![recent], "only the message within the age is kept");
+    assert_eq!(
+        history,
+        vec![recent],
+        "only the message within the age is kept"
+    );
     assert!(!more);
 }
 

@@ -461,6 +461,39 @@ async fn caps(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
         .unwrap();
     assert_eq!(third, JoinOutcome::TooManyRooms);
     assert_eq!(engine.room(&format!("{p}-third")).await.unwrap(), None);
+
+    // Joins made at the same moment cannot pass the cap together, and a refused
+    // join leaves nothing listed.
+    let racer = user(&format!("{p}racer"));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (engine, racer) = (engine.clone(), racer.clone());
+            let room = format!("{p}-race{i}");
+            tokio::spawn(async move { engine.join_room(&room, &racer, None, limits).await })
+        })
+        .collect();
+    let mut joined = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            JoinOutcome::Joined { .. } => joined += 1,
+            JoinOutcome::TooManyRooms => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(joined, 2, "exactly the cap");
+    let mut listed = engine.user_rooms(&racer.id).await.unwrap();
+    listed.sort();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for room in &listed {
+        assert!(engine.is_member(room, &racer.id).await.unwrap(), "{room}");
+    }
+    // A join refused because the room is full is not listed either.
+    let late = user(&format!("{p}late"));
+    assert_eq!(
+        engine.join_room(&room, &late, None, limits).await.unwrap(),
+        JoinOutcome::RoomFull
+    );
+    assert!(engine.user_rooms(&late.id).await.unwrap().is_empty());
 }
 
 fn memory(retention: Retention) -> (Arc<dyn Engine>, Arc<Rec>) {

@@ -72,7 +72,10 @@ impl Messages for MemoryEngine {
         if self.retention.history_max_age_secs > 0 {
             // From the oldest end only (ids are in time order): O(trimmed) per send.
             let min_ms = now_ms().saturating_sub(self.retention.history_max_age_secs * 1000);
-            while history.first_key_value().is_some_and(|(k, _)| k.ms < min_ms) {
+            while history
+                .first_key_value()
+                .is_some_and(|(k, _)| k.ms < min_ms)
+            {
                 history.pop_first();
             }
         }

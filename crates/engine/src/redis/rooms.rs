@@ -34,6 +34,7 @@ const JOIN: &str = "chat_room_join";
 const LEAVE: &str = "chat_room_leave";
 const SEND: &str = "chat_room_send";
 const READ: &str = "chat_room_read";
+const RESERVE: &str = "chat_rooms_reserve";
 
 /// Entries read per `XREVRANGE` while paging history past `member` events.
 const HISTORY_SCAN: usize = 200;
@@ -204,40 +205,41 @@ impl Rooms for RedisEngine {
         name: Option<&str>,
         limits: RoomLimits,
     ) -> Result<JoinOutcome, EngineError> {
-        let member: Option<f64> = self
+        // The room goes into the user's set first, atomically against the cap; a join
+        // that then does not happen takes it out again.
+        let reserved = self
             .core
-            .cmd()
-            .zscore(keys::room_members(room), &user.id)
-            .await
-            .map_err(map_err)?;
-        if member.is_none() {
-            let mine: u64 = self
-                .core
-                .cmd()
-                .scard(keys::user_rooms(&user.id))
-                .await
-                .map_err(map_err)?;
-            if mine >= limits.rooms_per_user {
-                return Ok(JoinOutcome::TooManyRooms);
-            }
+            .fcall(
+                RESERVE,
+                &[keys::user_rooms(&user.id)],
+                &[room.to_string(), limits.rooms_per_user.to_string()],
+                &self.core.opts,
+            )
+            .await?
+            .as_i64()
+            .ok_or_else(|| bad("reserve"))?;
+        if reserved < 0 {
+            return Ok(JoinOutcome::TooManyRooms);
         }
         let args = vec![
             user.name.clone(),
             name.unwrap_or(room).to_string(),
             limits.members_per_room.to_string(),
         ];
-        let (code, event) = self
+        let joined = self
             .member_event(JOIN, room, user, MemberChange::Joined, args)
-            .await?;
-        if code < 0 {
+            .await;
+        let full = matches!(joined, Ok((code, _)) if code < 0);
+        if reserved == 1 && (full || joined.is_err()) {
+            let undo: Result<i64, _> = self.core.cmd().srem(keys::user_rooms(&user.id), room).await;
+            if let Err(e) = undo {
+                tracing::warn!(room.id = room, user.id = %user.id, error = %e, "could not unlist a room that was not joined");
+            }
+        }
+        let (code, event) = joined?;
+        if full {
             return Ok(JoinOutcome::RoomFull);
         }
-        let _: i64 = self
-            .core
-            .cmd()
-            .sadd(keys::user_rooms(&user.id), room)
-            .await
-            .map_err(map_err)?;
         if let Some(event) = &event {
             self.notify_member(event, &user.id).await?;
         }

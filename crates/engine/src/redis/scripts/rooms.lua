@@ -1,5 +1,6 @@
---[[ rooms.lua: rooms (protocol 1.1). Every function touches only one room's keys
-(hash tag {r:<room>}), so it is slot-local on a cluster and the same on one Redis.
+--[[ rooms.lua: rooms (protocol 1.1). Every function but chat_rooms_reserve touches
+only one room's keys (hash tag {r:<room>}), so it is slot-local on a cluster and the
+same on one Redis; chat_rooms_reserve touches only the user's set of rooms.
 A room message is appended once to the room's event stream and published once on
 the room's channel: no work per member. The user-slot halves (the user's set of
 rooms, the notice on the user's own channel) are plain commands from the engine.
@@ -162,4 +163,21 @@ redis.register_function('chat_room_read', function(keys, args)
     end
     upper = '(' .. found[#found][1]
   end
+end)
+
+--[[ chat_rooms_reserve (in the user's slot, unlike the functions above)
+KEYS: 1 the user's set of rooms
+ARGV: 1 room, 2 max rooms per user
+Lists the room among the user's before the join, so two joins at once cannot both
+pass the cap. Returns 1 listed now, 0 listed already, -1 the cap is reached. ]]
+redis.register_function('chat_rooms_reserve', function(keys, args)
+  local mine, room = keys[1], args[1]
+  if redis.call('SISMEMBER', mine, room) == 1 then
+    return 0
+  end
+  if redis.call('SCARD', mine) >= tonumber(args[2]) then
+    return -1
+  end
+  redis.call('SADD', mine, room)
+  return 1
 end)
