@@ -9,7 +9,7 @@
 //!
 //! Rooms (protocol 1.1) have cursors of their own, one per room ([`RoomCursors`]),
 //! kept by the same rule and sent as `hello.rooms`; the room requests are in
-//! [`rooms`](self::rooms).
+//! `client/rooms.rs`.
 
 mod rooms;
 

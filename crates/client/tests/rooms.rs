@@ -26,13 +26,21 @@ async fn room_requests(engine: Engine) {
     assert_eq!(info.members.len(), 1);
     assert_eq!(info.members[0].id, a);
     assert_eq!(info.last, None);
-    assert_eq!(alice.room_cursor(&room), None, "an empty room: nothing seen");
+    assert_eq!(
+        alice.room_cursor(&room),
+        None,
+        "an empty room: nothing seen"
+    );
     let ev = next_room_event(&mut alice, &room, "alice's own join").await;
     assert!(
         matches!(&ev, RoomEvent::Member { change: MemberChange::Joined, user, .. } if *user == a),
         "{ev:?}"
     );
-    assert_eq!(alice.room_cursor(&room), Some(ev.id()), "a member event moves it");
+    assert_eq!(
+        alice.room_cursor(&room),
+        Some(ev.id()),
+        "a member event moves it"
+    );
 
     // A second join keeps the name, and every member hears of it.
     let info = bob.join(&room, Some("ignored")).await.expect("join");
@@ -77,14 +85,19 @@ async fn room_requests(engine: Engine) {
     // History pages: newest first page, then older ones; the whole, in order.
     let mut ids = vec![sent.id.clone(), first.id.clone()];
     for i in 0..5 {
-        let m = alice.room_send(&room, &format!("m{i}")).await.expect("send");
+        let m = alice
+            .room_send(&room, &format!("m{i}"))
+            .await
+            .expect("send");
         ids.push(m.id);
     }
     let (page, more) = bob.room_history(&room, None, 4).await.expect("history");
     let got: Vec<&str> = page.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(got, ids[3..], "the newest 4, ascending");
     assert!(more);
-    assert!(page.iter().all(|m| m.room.as_deref() == Some(room.as_str())));
+    assert!(page
+        .iter()
+        .all(|m| m.room.as_deref() == Some(room.as_str())));
     let (page, more) = bob
         .room_history(&room, Some(&ids[3]), 4)
         .await
@@ -104,7 +117,10 @@ async fn room_requests(engine: Engine) {
     assert_eq!(rooms[0].name, "The lobby");
     assert_eq!(rooms[0].member_count, 2);
     assert_eq!(rooms[0].unread, 5);
-    assert_eq!(rooms[0].last.as_ref().map(|m| m.id.as_str()), Some(ids[6].as_str()));
+    assert_eq!(
+        rooms[0].last.as_ref().map(|m| m.id.as_str()),
+        Some(ids[6].as_str())
+    );
 
     // Read: the marker moves; bob's own connection hears of it.
     bob.room_read(&room, &ids[4]).await.expect("read");
@@ -125,7 +141,11 @@ async fn room_requests(engine: Engine) {
     assert_eq!(rooms[0].unread, 2);
 
     // Not a member: refused, nothing stored; a bad id is a bad request.
-    assert_code(carol.members(&room, None).await, ErrorCode::Forbidden, "members");
+    assert_code(
+        carol.members(&room, None).await,
+        ErrorCode::Forbidden,
+        "members",
+    );
     assert_code(
         carol.room_send(&room, "intruder").await,
         ErrorCode::Forbidden,
@@ -168,9 +188,7 @@ async fn room_requests(engine: Engine) {
     bob.leave(&room).await.expect("leave");
     assert_eq!(bob.room_cursor(&room), None);
     assert!(!bob.resume_state().rooms.contains_key(&room));
-    let left = |ev: &RoomEvent| {
-        matches!(ev, RoomEvent::Member { change: MemberChange::Left, user, .. } if *user == b)
-    };
+    let left = |ev: &RoomEvent| matches!(ev, RoomEvent::Member { change: MemberChange::Left, user, .. } if *user == b);
     loop {
         let ev = next_room_event(&mut alice, &room, "bob left").await;
         if left(&ev) {
@@ -183,17 +201,26 @@ async fn room_requests(engine: Engine) {
             break;
         }
     }
-    assert_eq!(bob.room_cursor(&room), None, "its own leave does not restart it");
+    assert_eq!(
+        bob.room_cursor(&room),
+        None,
+        "its own leave does not restart it"
+    );
     assert_code(
         bob.room_send(&room, "still here?").await,
         ErrorCode::Forbidden,
         "send after leaving",
     );
-    alice.room_send(&room, "after bob left").await.expect("send");
+    alice
+        .room_send(&room, "after bob left")
+        .await
+        .expect("send");
     let ev = room_events_until(&mut carol, &room, "after bob left", "carol").await;
     assert!(!ev.is_empty());
     assert_quiet(&mut bob, &room, "nothing after leaving").await;
-    bob.leave(&room).await.expect("leaving again changes nothing");
+    bob.leave(&room)
+        .await
+        .expect("leaving again changes nothing");
 }
 
 both_engines!(room_requests);
@@ -218,7 +245,10 @@ async fn room_recovery(engine: Engine) {
     // Traffic while bob is away: messages and a member event.
     let mut away = Vec::new();
     for i in 0..3 {
-        let m = alice.room_send(&room, &format!("away {i}")).await.expect("send");
+        let m = alice
+            .room_send(&room, &format!("away {i}"))
+            .await
+            .expect("send");
         away.push(RoomEvent::message(&m));
     }
     let mut carol = guest(&url, "carol").await;
@@ -293,20 +323,32 @@ async fn join_starts_the_cursor(engine: Engine) {
     let room = unique("start");
     let mut alice = guest(&url, "alice").await;
     alice.join(&room, None).await.expect("join");
-    let last = alice.room_send(&room, "last before bob").await.expect("send");
+    let last = alice
+        .room_send(&room, "last before bob")
+        .await
+        .expect("send");
     let mut bob = guest(&url, "bob").await;
     let info = bob.join(&room, None).await.expect("join");
     assert_eq!(info.last.as_ref(), Some(&last));
     assert_eq!(bob.room_cursor(&room), Some(last.id.as_str()));
     let state = bob.resume_state();
     bob.close().await;
-    let missed = alice.room_send(&room, "while bob away").await.expect("send");
+    let missed = alice
+        .room_send(&room, "while bob away")
+        .await
+        .expect("send");
     let mut bob = Client::resume(&url, state).await.expect("resume");
     assert!(bob.welcome().rooms[&room].recovered);
     let got = room_events_until(&mut bob, &room, "while bob away", "the missed message").await;
     // Bob's own join event, then the message: nothing from before the join.
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(matches!(&got[0], RoomEvent::Member { change: MemberChange::Joined, .. }));
+    assert!(matches!(
+        &got[0],
+        RoomEvent::Member {
+            change: MemberChange::Joined,
+            ..
+        }
+    ));
     assert_eq!(got[1], RoomEvent::message(&missed));
 }
 
@@ -336,7 +378,10 @@ async fn room_recovery_across_two_nodes() {
 
     let mut away = Vec::new();
     for i in 0..3 {
-        let m = alice.room_send(&room, &format!("away {i}")).await.expect("send");
+        let m = alice
+            .room_send(&room, &format!("away {i}"))
+            .await
+            .expect("send");
         away.push(RoomEvent::message(&m));
     }
     carol.leave(&room).await.expect("leave");

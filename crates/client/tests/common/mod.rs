@@ -177,7 +177,11 @@ pub async fn assert_quiet(client: &mut Client, room: &str, what: &str) {
 }
 
 /// Asserts that the request failed with `code`.
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, ClientError>, code: ErrorCode, what: &str) {
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    code: ErrorCode,
+    what: &str,
+) {
     match result {
         Err(ClientError::Server { code: got, .. }) if got == code => {}
         other => panic!("{what}: expected an error with code {code:?}, got {other:?}"),
