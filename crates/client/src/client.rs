@@ -6,16 +6,24 @@
 //! The cursor follows what the caller *consumed* through [`Client::next_event`], not
 //! what was merely received: frames still queued when the connection drops are
 //! replayed by the server after [`Client::resume`]. It never moves backwards.
+//!
+//! Rooms (protocol 1.1) have cursors of their own, one per room ([`RoomCursors`]),
+//! kept by the same rule and sent as `hello.rooms`; the room requests are in
+//! `client/rooms.rs`.
 
-use std::collections::VecDeque;
+mod rooms;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use chat_protocol::rooms::{MemberChange, RoomsRecovered};
 use chat_protocol::{
-    ClientFrame, ConversationItem, Limits, Message, ServerFrame, StreamId, Unread, User, UserInfo,
+    room_conversation, ClientFrame, ConversationItem, Limits, Message, ServerFrame, StreamId,
+    Unread, User, UserInfo,
 };
 
 use crate::raw::{Connection, RawFrame};
-use crate::{ClientError, RecentIds, RefGen};
+use crate::{ClientError, RecentIds, RefGen, RoomCursors};
 
 /// Default deadline for connecting, `welcome` and each request's reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,15 +42,27 @@ pub enum Credential {
 /// The server's `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
+    /// The session to resume with on a later connection.
     pub session: String,
+    /// Who signed in.
     pub user: User,
+    /// Whether `hello` named a session that was still valid.
     pub resumed: bool,
+    /// Whether every 1:1 event after `hello.last_seen` follows; `false` means the
+    /// caller reloads with `history` and `conversations`.
     pub recovered: bool,
+    /// The node that answered, for logs and tests.
     pub node: String,
+    /// Body, frame and send-rate limits this node applies.
     pub limits: Limits,
+    /// Conversations and rooms with unread messages.
     pub unread: Vec<Unread>,
     /// Inbox cursor after which live delivery starts (protocol extension).
     pub cursor: Option<String>,
+    /// Per room listed in `hello.rooms` that the user is still a member of: whether
+    /// every event after the id sent follows (protocol 1.1). Empty when no room was
+    /// listed. A room with `recovered: false` is reloaded with `room_history`.
+    pub rooms: RoomsRecovered,
 }
 
 impl Welcome {
@@ -57,7 +77,7 @@ impl Welcome {
                 limits,
                 unread,
                 cursor,
-                ..
+                rooms,
             } => Some(Welcome {
                 session,
                 user,
@@ -67,6 +87,7 @@ impl Welcome {
                 limits,
                 unread,
                 cursor,
+                rooms: rooms.unwrap_or_default(),
             }),
             _ => None,
         }
@@ -74,11 +95,16 @@ impl Welcome {
 }
 
 /// What a client needs to pick up where it left off on a new connection: its
-/// session, its last cursor, and the ids it already delivered (for de-duplication).
+/// session, its last cursors, and the ids it already delivered (for de-duplication).
 #[derive(Debug, Clone)]
 pub struct ResumeState {
+    /// The session to sign in with (`hello.session`).
     pub session: String,
+    /// The last 1:1 cursor consumed, sent as `hello.last_seen`.
     pub cursor: Option<String>,
+    /// Room id → the last room event id consumed, sent as `hello.rooms`.
+    pub rooms: BTreeMap<String, String>,
+    /// Ids already delivered, so the replay's overlap is dropped.
     pub seen: RecentIds,
 }
 
@@ -88,10 +114,15 @@ pub struct Client {
     welcome: Welcome,
     /// Last cursor consumed by the caller (see the module docs).
     cursor: Option<String>,
+    /// Per room, the last room event id consumed by the caller (`hello.rooms`).
+    room_cursors: RoomCursors,
     /// Frames that arrived while a request waited for its reply, oldest first.
     pending: VecDeque<ServerFrame>,
+    /// Recently delivered ids, to drop the duplicates at-least-once delivery brings.
     seen: RecentIds,
+    /// Gives each request a `ref` to match its reply by.
     refs: RefGen,
+    /// Deadline for each request's reply.
     timeout: Duration,
 }
 
@@ -104,15 +135,25 @@ impl Client {
         cred: Credential,
         last_seen: Option<String>,
     ) -> Result<Client, ClientError> {
-        Self::connect_with(url, cred, last_seen, RecentIds::default()).await
+        Self::connect_with(
+            url,
+            cred,
+            last_seen,
+            RoomCursors::default(),
+            RecentIds::default(),
+        )
+        .await
     }
 
-    /// Connects with a stored session and cursor (after any disconnect, to any node).
+    /// Connects with a stored session and cursors (after any disconnect, to any
+    /// node). Rooms with a cursor are listed in `hello.rooms`; see
+    /// [`Welcome::rooms`] for which were recovered.
     pub async fn resume(url: &str, state: ResumeState) -> Result<Client, ClientError> {
         Self::connect_with(
             url,
             Credential::Session(state.session),
             state.cursor,
+            RoomCursors::from_map(state.rooms),
             state.seen,
         )
         .await
@@ -129,6 +170,7 @@ impl Client {
         url: &str,
         cred: Credential,
         last_seen: Option<String>,
+        mut room_cursors: RoomCursors,
         seen: RecentIds,
     ) -> Result<Client, ClientError> {
         let (mut token, mut session, mut username) = (None, None, None);
@@ -144,17 +186,19 @@ impl Client {
             last_seen: last_seen.clone(),
             client: Some(concat!("chat-client/", env!("CARGO_PKG_VERSION")).to_string()),
             reference: None,
-            rooms: None,
+            rooms: room_cursors.for_hello(),
         };
         let mut conn = Connection::open(url, DEFAULT_TIMEOUT).await?;
         conn.send_frame(&hello).await?;
         let welcome = wait_welcome(&mut conn, DEFAULT_TIMEOUT).await?;
         let cursor = initial_cursor(last_seen, &welcome);
+        room_cursors.after_welcome(&welcome.rooms);
         tracing::debug!(user.id = %welcome.user.id, node = %welcome.node, "signed in");
         Ok(Client {
             conn,
             welcome,
             cursor,
+            room_cursors,
             pending: VecDeque::new(),
             seen,
             refs: RefGen::new(),
@@ -179,11 +223,17 @@ impl Client {
         self.cursor.as_deref()
     }
 
-    /// Session, cursor and seen ids, for [`Client::resume`].
+    /// The last event id consumed in `room`, to send in `hello.rooms`.
+    pub fn room_cursor(&self, room: &str) -> Option<&str> {
+        self.room_cursors.get(room)
+    }
+
+    /// Session, cursors and seen ids, for [`Client::resume`].
     pub fn resume_state(&self) -> ResumeState {
         ResumeState {
             session: self.welcome.session.clone(),
             cursor: self.cursor.clone(),
+            rooms: self.room_cursors.to_map(),
             seen: self.seen.clone(),
         }
     }
@@ -233,11 +283,35 @@ impl Client {
         before: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<Message>, bool), ClientError> {
-        let frame = ClientFrame::History {
-            reference: None,
-            with: with.to_string(),
-            before: before.map(str::to_string),
-            limit: Some(limit),
+        self.history_page(Thread::Peer(with), before, limit).await
+    }
+
+    /// The whole history with `with`, oldest first, paging backwards by 100.
+    pub async fn full_history(&mut self, with: &str) -> Result<Vec<Message>, ClientError> {
+        self.full_history_of(Thread::Peer(with)).await
+    }
+
+    /// One `history` request, for a 1:1 conversation or a room.
+    async fn history_page(
+        &mut self,
+        thread: Thread<'_>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), ClientError> {
+        let before = before.map(str::to_string);
+        let frame = match thread {
+            Thread::Peer(with) => ClientFrame::History {
+                reference: None,
+                with: with.to_string(),
+                before,
+                limit: Some(limit),
+            },
+            Thread::Room(room) => ClientFrame::RoomHistory {
+                reference: None,
+                room: room.to_string(),
+                before,
+                limit: Some(limit),
+            },
         };
         match self.request(frame).await? {
             ServerFrame::History { messages, more, .. } => Ok((messages, more)),
@@ -245,12 +319,12 @@ impl Client {
         }
     }
 
-    /// The whole history with `with`, oldest first, paging backwards by 100.
-    pub async fn full_history(&mut self, with: &str) -> Result<Vec<Message>, ClientError> {
+    /// Every page of a history, oldest first, paging backwards by 100.
+    async fn full_history_of(&mut self, thread: Thread<'_>) -> Result<Vec<Message>, ClientError> {
         let mut all: Vec<Message> = Vec::new();
         let mut before: Option<String> = None;
         loop {
-            let (mut page, more) = self.history(with, before.as_deref(), 100).await?;
+            let (mut page, more) = self.history_page(thread, before.as_deref(), 100).await?;
             before = page.first().map(|m| m.id.clone());
             page.append(&mut all);
             all = page;
@@ -322,8 +396,9 @@ impl Client {
     }
 
     /// The next unsolicited frame: queued ones first, then the socket. Duplicate
-    /// `message` events are dropped; `message` (1:1), `read` and `cleared` events
-    /// advance the cursor.
+    /// `message` and `member` events are dropped; `message` (1:1), `read` and
+    /// `cleared` events advance the cursor, room `message` and `member` events their
+    /// room's cursor.
     pub async fn next_event(&mut self) -> Result<ServerFrame, ClientError> {
         loop {
             let frame = match self.pending.pop_front() {
@@ -335,8 +410,27 @@ impl Client {
                     if !cursor.is_empty() {
                         advance_cursor(&mut self.cursor, cursor);
                     }
+                    if let Some(room) = &message.room {
+                        self.room_cursors.advance(room, &message.id);
+                    }
                     if !self.seen.insert(&message.conversation, &message.id) {
                         tracing::trace!(message.id = %message.id, "dropped duplicate");
+                        continue;
+                    }
+                }
+                ServerFrame::Member {
+                    room,
+                    event,
+                    user,
+                    id,
+                } => {
+                    self.room_cursors.advance(room, id);
+                    if *event == MemberChange::Left && user.id == self.welcome.user.id {
+                        // Left on another tab: the room is no longer ours to recover.
+                        self.room_cursors.remove(room);
+                    }
+                    if !self.seen.insert(&room_conversation(room), id) {
+                        tracing::trace!(room.id = %room, event.id = %id, "dropped duplicate");
                         continue;
                     }
                 }
@@ -409,6 +503,15 @@ impl Client {
     pub async fn close(self) {
         self.conn.close().await;
     }
+}
+
+/// What a `history` request reads: a 1:1 conversation (by peer) or a room.
+#[derive(Debug, Clone, Copy)]
+enum Thread<'a> {
+    /// The conversation with this user.
+    Peer(&'a str),
+    /// This room.
+    Room(&'a str),
 }
 
 /// Waits for `welcome`; an `error` becomes `Refused`, with the close code if the
@@ -488,6 +591,7 @@ mod tests {
             },
             unread: vec![],
             cursor: cursor.map(str::to_string),
+            rooms: RoomsRecovered::new(),
         }
     }
 

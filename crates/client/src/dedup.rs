@@ -1,6 +1,8 @@
 //! De-duplication of delivered messages. Delivery is at-least-once (a recovery replay
 //! may overlap live delivery, a retried send may be delivered again), so the client
-//! drops a `message` whose conversation + id it has seen recently.
+//! drops a `message` whose conversation + id it has seen recently. A room's `member`
+//! events share its message ids' sequence, so they are kept under the room's
+//! conversation (`room:<id>`) too.
 //!
 //! Memory is bounded: each conversation remembers its last `per_conversation` ids and
 //! at most `max_conversations` conversations are tracked (the least recently used is
