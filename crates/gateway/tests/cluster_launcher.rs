@@ -19,13 +19,25 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster")
 }
 
+/// The gateway binary as the script is given it: a link named otherwise than
+/// `chat-gateway` (as a copy of another build would be), so `down` must find the
+/// nodes by the path it started them with.
+fn gateway_bin(run_dir: &Path) -> PathBuf {
+    let link = run_dir.join("gw-under-test");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_chat-gateway"), &link)
+            .expect("link the gateway binary");
+    }
+    link
+}
+
 fn cluster(args: &[&str], run_dir: &Path) -> Output {
     Command::new("bash")
         .arg(script())
         .args(args)
         .arg("--run-dir")
         .arg(run_dir)
-        .env("CHAT_GATEWAY_BIN", env!("CARGO_BIN_EXE_chat-gateway"))
+        .env("CHAT_GATEWAY_BIN", gateway_bin(run_dir))
         .output()
         .expect("run scripts/cluster")
 }
