@@ -3,7 +3,9 @@
 //! ```text
 //! chat-cli --url ws://127.0.0.1:8080/ws --username alice
 //! /to <user id>   choose the peer      /history   show the last 20 messages
-//! /quit           leave                anything else is sent to the peer
+//! /join <room>    join a room and talk there (created on first join)
+//! /leave          leave the room       /quit      leave the program
+//! anything else is sent to the peer or the room
 //! ```
 //!
 //! It prints the session and cursor on exit, so `--session S --last-seen C` resumes.
@@ -11,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chat_client::{Client, ClientError, Credential, Message, ServerFrame};
+use chat_client::{Client, ClientError, Credential, MemberChange, Message, ServerFrame};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -55,9 +57,11 @@ async fn main() -> anyhow::Result<()> {
     for u in &w.unread {
         println!("  {} unread from {} ({})", u.count, u.peer.name, u.peer.id);
     }
-    println!("commands: /to <user id>, /history, /quit; other lines are sent");
+    println!(
+        "commands: /to <user id>, /join <room>, /leave, /history, /quit; other lines are sent"
+    );
 
-    let mut peer: Option<String> = None;
+    let mut peer: Option<Target> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
@@ -91,10 +95,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where lines go: a user (1:1) or a room.
+#[derive(Clone, Debug)]
+enum Target {
+    Peer(String),
+    Room(String),
+}
+
 /// Runs one input line; `Ok(false)` means quit.
 async fn handle_line(
     client: &mut Client,
-    peer: &mut Option<String>,
+    target: &mut Option<Target>,
     line: &str,
 ) -> Result<bool, ClientError> {
     if line.is_empty() {
@@ -104,16 +115,39 @@ async fn handle_line(
         return Ok(false);
     }
     if let Some(id) = line.strip_prefix("/to ") {
-        *peer = Some(id.trim().to_string());
+        *target = Some(Target::Peer(id.trim().to_string()));
         println!("talking to {}", id.trim());
         return Ok(true);
     }
-    let Some(to) = peer.clone() else {
-        println!("! choose a peer first: /to <user id>");
+    if let Some(room) = line.strip_prefix("/join ") {
+        let info = client.join(room.trim(), None).await?;
+        println!(
+            "joined room {} ({}), {} members",
+            info.id, info.name, info.member_count
+        );
+        *target = Some(Target::Room(info.id));
+        return Ok(true);
+    }
+    let Some(to) = target.clone() else {
+        println!("! choose a peer or a room first: /to <user id>, /join <room>");
         return Ok(true);
     };
+    if line == "/leave" {
+        match &to {
+            Target::Room(room) => {
+                client.leave(room).await?;
+                println!("left room {room}");
+                *target = None;
+            }
+            Target::Peer(_) => println!("! /leave is for rooms"),
+        }
+        return Ok(true);
+    }
     if line == "/history" {
-        let (messages, more) = client.history(&to, None, 20).await?;
+        let (messages, more) = match &to {
+            Target::Peer(peer) => client.history(peer, None, 20).await?,
+            Target::Room(room) => client.room_history(room, None, 20).await?,
+        };
         if more {
             println!("  …");
         }
@@ -122,7 +156,10 @@ async fn handle_line(
         }
         return Ok(true);
     }
-    let message = client.send(&to, line).await?;
+    let message = match &to {
+        Target::Peer(peer) => client.send(peer, line).await?,
+        Target::Room(room) => client.room_send(room, line).await?,
+    };
     // Shown once: the `message` event for our own send is dropped as a duplicate.
     client.mark_seen(&message);
     print_message(client.user_id(), &message);
@@ -141,12 +178,25 @@ fn print_event(me: &str, frame: &ServerFrame) {
         }
         ServerFrame::Read { by, up_to, .. } if by != me => println!("  ({by} read up to {up_to})"),
         ServerFrame::Error { code, message, .. } => println!("! {code}: {message}"),
+        ServerFrame::Member {
+            room, event, user, ..
+        } => {
+            let what = match event {
+                MemberChange::Joined => "joined",
+                MemberChange::Left => "left",
+            };
+            println!("  ({} {what} room {room})", user.name);
+        }
         _ => {}
     }
 }
 
 fn print_message(me: &str, m: &Message) {
     let who = if m.from == me { "me" } else { m.from.as_str() };
+    let to = match &m.room {
+        Some(room) => format!("room {room}"),
+        None => m.to.clone(),
+    };
     // Bodies are plain text: print them as is, never interpreted.
-    println!("[{}] {who} → {}: {}", m.sent_at, m.to, m.body);
+    println!("[{}] {who} → {to}: {}", m.sent_at, m.body);
 }
