@@ -418,8 +418,9 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
     let elapsed = start.elapsed().as_secs_f64();
     // The CPU and command windows end here, before the members sign out (sign-out is
     // work per member, not per room message).
-    let acked_so_far: u64 = room_acked.iter().map(Counters::get).sum();
-    let (uses, context) = cpu.finish(acked_so_far);
+    // Every per-message figure of the window divides by the messages acked in it.
+    let acked_in_window: u64 = room_acked.iter().map(Counters::get).sum();
+    let (uses, context) = cpu.finish(acked_in_window);
     let redis_after = RedisSnapshot::take(&g.redis_addrs);
     let redis_cpu_window = probe::redis_cpu_total(&g.redis_addrs)
         .zip(redis_cpu_before)
@@ -470,10 +471,10 @@ pub async fn room(g: &Global, a: &RoomArgs) -> Result<Done<RoomResult>> {
             }
         }
     }
-    let cpu = CpuReport::new(uses, &g.redis_pids, context, acked_total);
-    let redis = probe::redis_work(&redis_before, &redis_after, acked_total);
+    let cpu = CpuReport::new(uses, &g.redis_pids, context, acked_in_window);
+    let redis = probe::redis_work(&redis_before, &redis_after, acked_in_window);
     let redis_cpu =
-        redis_cpu_window.map(|(used, secs)| RedisCpu::new(used, secs, idle, acked_total));
+        redis_cpu_window.map(|(used, secs)| RedisCpu::new(used, secs, idle, acked_in_window));
     let (latency, ack, timeline, hist) = {
         let r = recorder
             .lock()
