@@ -5,16 +5,31 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chat_protocol::{Message, StreamId, User};
 
-/// Why an engine call failed.
+/// Why an engine call failed. Each fact a caller acts on is a variant or a field,
+/// set once where the backend's error is mapped (`redis/conn.rs`) and read by type
+/// everywhere else: the gateway's one error map (`errors.rs`) gives each variant its
+/// wire code and message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    /// The backend could not be reached, did not answer in time, or refused to
-    /// write (out of memory, a replica, …). Nothing was stored — except for a send
-    /// whose every attempt went unanswered: its reason then contains
-    /// [`MAYBE_STORED`], and a retry with the same nonce is safe (it returns the
-    /// stored message if there is one).
+    /// The backend could not be reached or did not answer in time. The call may have
+    /// run (a timeout, a connection lost in flight); a send retries it with its nonce
+    /// and, if every attempt is unanswered, fails [`EngineError::MaybeStored`].
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend answered and refused to write for a while (out of memory, a
+    /// replica, …): the call did not run, and the operator's fix makes the same call
+    /// succeed.
+    #[error("backend refused the write ({refusal}): {reason}")]
+    Refused {
+        refusal: WriteRefusal,
+        /// The backend's own words, for the log.
+        reason: String,
+    },
+    /// A send whose attempts went unanswered: the message may have been stored, and
+    /// a retry with the same nonce is safe (it returns the stored message if there is
+    /// one).
+    #[error("backend unavailable, the message may have been stored: {0}")]
+    MaybeStored(String),
     /// A user the request names does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -23,9 +38,53 @@ pub enum EngineError {
     Internal(String),
 }
 
-/// In the reason of an [`EngineError::Unavailable`] send: the send's attempts went
-/// unanswered (timeouts), so the message may have been stored after all.
-pub const MAYBE_STORED: &str = "the message may have been stored: retry with the same nonce";
+impl EngineError {
+    /// Whether the backend could not serve the call right now (unreachable, refusing
+    /// writes, or a send left uncertain): the client is told `unavailable`.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Unavailable(_) | EngineError::Refused { .. } | EngineError::MaybeStored(_)
+        )
+    }
+
+    /// Whether the call certainly did not run, so nothing it would write was written.
+    pub fn did_not_run(&self) -> bool {
+        matches!(self, EngineError::Refused { .. })
+    }
+}
+
+/// Why a backend that answers refused to write ([`EngineError::Refused`]): Redis's
+/// error codes for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRefusal {
+    /// `OOM`: `maxmemory` reached with a `noeviction` policy.
+    #[error("out of memory")]
+    OutOfMemory,
+    /// `MISCONF`: a failed background save stops writes.
+    #[error("persistence failing")]
+    PersistenceFailing,
+    /// `NOREPLICAS`: fewer good replicas than `min-replicas-to-write`.
+    #[error("not enough replicas")]
+    NotEnoughReplicas,
+    /// `READONLY`: the server is a replica (a failover in progress).
+    #[error("read-only replica")]
+    ReadOnly,
+    /// `NOWRITE`: writes are paused.
+    #[error("writes paused")]
+    WritesPaused,
+}
+
+impl WriteRefusal {
+    /// Every refusal with the Redis error code that announces it.
+    pub const CODES: [(&'static str, WriteRefusal); 5] = [
+        ("OOM", WriteRefusal::OutOfMemory),
+        ("MISCONF", WriteRefusal::PersistenceFailing),
+        ("NOREPLICAS", WriteRefusal::NotEnoughReplicas),
+        ("READONLY", WriteRefusal::ReadOnly),
+        ("NOWRITE", WriteRefusal::WritesPaused),
+    ];
+}
 
 /// A resumed session ([`crate::Accounts::resume_session`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

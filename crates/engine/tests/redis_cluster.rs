@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chat_engine::prelude::*;
 use chat_engine::redis::{keys, RedisConfig, RedisEngine, RedisMode};
-use chat_engine::{EngineError, SendRequest};
+use chat_engine::SendRequest;
 use chat_protocol::StreamId;
 use chat_testkit::{eventually, RedisCluster};
 use common::*;
@@ -318,7 +318,7 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
         async move {
             match engine.send(req(a, b, "after")).await {
                 Ok(out) => Some(out.message),
-                Err(EngineError::Unavailable(_)) => None,
+                Err(e) if e.is_unavailable() => None,
                 Err(e) => panic!("unexpected error: {e}"),
             }
         }

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use chat_engine::prelude::*;
 use chat_engine::redis::{RedisConfig, RedisEngine, RedisMode};
-use chat_engine::EngineError;
 use chat_protocol::StreamId;
 use chat_testkit::{eventually, RedisSentinel};
 use common::*;
@@ -81,7 +80,7 @@ async fn sends_and_live_events_survive_a_primary_failover() {
             );
             match result {
                 Ok(out) => Some(out.message),
-                Err(EngineError::Unavailable(_)) => {
+                Err(e) if e.is_unavailable() => {
                     unavailable.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     None

@@ -36,6 +36,9 @@ pub enum Surface {
 /// The message of `unavailable` when nothing was stored.
 const UNAVAILABLE: &str = "backend unavailable, retry later";
 
+/// Added to [`UNAVAILABLE`] for a send that may have been stored.
+pub const MAYBE_STORED: &str = "the message may have been stored: retry with the same nonce";
+
 /// Maps an engine error to what the client is told, logging and counting it.
 pub fn engine_error(e: EngineError, surface: Surface) -> Refused {
     metrics::counter!(metric::REDIS_ERRORS).increment(1);
@@ -43,12 +46,13 @@ pub fn engine_error(e: EngineError, surface: Surface) -> Refused {
         tracing::warn!(error = %e, "sign-in failed on the backend");
         return refuse(ErrorCode::Unavailable, UNAVAILABLE);
     }
+    // One arm per fact the engine reports.
     match e {
-        EngineError::Unavailable(why) if why.contains(chat_engine::MAYBE_STORED) => refuse(
+        EngineError::MaybeStored(_) => refuse(
             ErrorCode::Unavailable,
-            format!("{UNAVAILABLE}; {}", chat_engine::MAYBE_STORED),
+            format!("{UNAVAILABLE}; {MAYBE_STORED}"),
         ),
-        EngineError::Unavailable(_) => match surface {
+        EngineError::Unavailable(_) | EngineError::Refused { .. } => match surface {
             Surface::Socket => refuse(
                 ErrorCode::Unavailable,
                 format!("{UNAVAILABLE}; nothing was stored"),
@@ -111,16 +115,29 @@ mod tests {
             refuse(ErrorCode::Unavailable, "backend unavailable, retry later")
         );
         // A send whose attempts went unanswered never claims nothing was stored.
-        let maybe = || EngineError::Unavailable(format!("timeout; {}", chat_engine::MAYBE_STORED));
+        let maybe = || EngineError::MaybeStored("timeout".into());
         for refused in [on_socket(maybe()), on_api(maybe())] {
-            assert_eq!(refused.0, ErrorCode::Unavailable);
-            assert!(
-                refused.1.contains(chat_engine::MAYBE_STORED),
-                "{}",
-                refused.1
+            assert_eq!(
+                refused,
+                refuse(
+                    ErrorCode::Unavailable,
+                    "backend unavailable, retry later; the message may have been stored: \
+                     retry with the same nonce"
+                )
             );
-            assert!(!refused.1.contains("nothing was stored"));
         }
+        // A write Redis refused did not run.
+        let oom = EngineError::Refused {
+            refusal: chat_engine::WriteRefusal::OutOfMemory,
+            reason: "OOM command not allowed".into(),
+        };
+        assert_eq!(
+            on_socket(oom),
+            refuse(
+                ErrorCode::Unavailable,
+                "backend unavailable, retry later; nothing was stored"
+            )
+        );
         for surface in [Surface::Socket, Surface::Api] {
             assert_eq!(
                 engine_error(EngineError::NotFound("no such user".into()), surface),

@@ -128,6 +128,10 @@ mod tests {
             EngineError::Unavailable(w) if w == "x"
         ));
         assert!(matches!(
+            EngineError::Refused { refusal: crate::WriteRefusal::OutOfMemory, reason: "z".into() }.clone(),
+            EngineError::Refused { refusal: crate::WriteRefusal::OutOfMemory, reason } if reason == "z"
+        ));
+        assert!(matches!(
             EngineError::Internal("y".into()).clone(),
             EngineError::Internal(w) if w == "y"
         ));

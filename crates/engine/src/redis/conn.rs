@@ -14,7 +14,7 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::prelude::*;
 use fred::types::config::Options;
 
-use crate::EngineError;
+use crate::{EngineError, WriteRefusal};
 
 /// Capacity of fred's broadcast channels (pub/sub messages, reconnect events). The
 /// default, 32, makes a listener lag at the first burst.
@@ -110,11 +110,17 @@ pub(crate) fn options(timeout: Duration, attempts: u32) -> Options {
     }
 }
 
-/// Maps a fred error: anything that means "Redis is not reachable right now" or
-/// "Redis refuses writes right now" ([`is_write_refusal`]) is `Unavailable`,
-/// everything else `Internal`.
+/// Maps a fred error, once, to the facts callers act on: a write Redis refused
+/// ([`write_refusal`]) is `Refused` (it did not run), anything that means "Redis is
+/// not reachable right now" is `Unavailable` (it may have run), everything else
+/// `Internal`. Redis reports errors as text, so this is the one place that reads it.
 pub(crate) fn map_err(e: FredError) -> EngineError {
-    if is_unavailable(&e) || is_write_refusal(&e) {
+    if let Some(refusal) = write_refusal(&e) {
+        EngineError::Refused {
+            refusal,
+            reason: e.to_string(),
+        }
+    } else if is_unavailable(&e) {
         EngineError::Unavailable(e.to_string())
     } else {
         EngineError::Internal(e.to_string())
@@ -124,19 +130,18 @@ pub(crate) fn map_err(e: FredError) -> EngineError {
 /// The error replies with which a healthy Redis refuses writes for a while: out of
 /// memory (`OOM`, with `maxmemory` and a `noeviction` policy), a failed background
 /// save (`MISCONF`), too few replicas (`NOREPLICAS`), a replica (`READONLY`), or a
-/// write pause (`NOWRITE`... on some versions). They are `Unavailable`: nothing was
-/// written, and the operator's fix makes the same call succeed.
-pub(crate) fn is_write_refusal(e: &FredError) -> bool {
+/// write pause (`NOWRITE`... on some versions). The code starts the reply, or follows
+/// the prefix Redis puts before an error raised inside a function.
+fn write_refusal(e: &FredError) -> Option<WriteRefusal> {
     let d = e.details();
-    WRITE_REFUSALS.iter().any(|p| {
-        d.starts_with(p)
-            || d.contains(&format!(" {p} "))
-            || d.contains(&format!("-{p} "))
-            || d.contains(&format!(": {p}"))
+    WriteRefusal::CODES.iter().find_map(|&(code, refusal)| {
+        let found = d.starts_with(code)
+            || d.contains(&format!(" {code} "))
+            || d.contains(&format!("-{code} "))
+            || d.contains(&format!(": {code}"));
+        found.then_some(refusal)
     })
 }
-
-const WRITE_REFUSALS: &[&str] = &["OOM", "MISCONF", "NOREPLICAS", "READONLY", "NOWRITE"];
 
 fn is_unavailable(e: &FredError) -> bool {
     match e.kind() {
@@ -255,16 +260,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_refusals_are_unavailable() {
-        for reply in [
-            "OOM command not allowed when used memory > 'maxmemory'.",
-            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable",
-            "NOREPLICAS Not enough good replicas to write.",
-            "READONLY You can't write against a read only replica.",
+    fn write_refusals_are_typed() {
+        for (reply, expected) in [
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                WriteRefusal::OutOfMemory,
+            ),
+            (
+                "MISCONF Redis is configured to save RDB snapshots, but it's currently unable",
+                WriteRefusal::PersistenceFailing,
+            ),
+            (
+                "NOREPLICAS Not enough good replicas to write.",
+                WriteRefusal::NotEnoughReplicas,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                WriteRefusal::ReadOnly,
+            ),
+            ("NOWRITE writes are paused", WriteRefusal::WritesPaused),
         ] {
             let e = FredError::new(ErrorKind::Unknown, reply);
-            assert!(matches!(map_err(e), EngineError::Unavailable(_)), "{reply}");
+            match map_err(e) {
+                EngineError::Refused { refusal, .. } => assert_eq!(refusal, expected, "{reply}"),
+                other => panic!("{reply}: {other:?}"),
+            }
         }
+        // Raised inside a function: Redis puts its own prefix before the code.
+        let e = FredError::new(
+            ErrorKind::Unknown,
+            "ERR Error running script: @user_function: -OOM command not allowed",
+        );
+        assert!(map_err(e).did_not_run());
+        // A lost connection may have run the call.
+        let e = FredError::new(ErrorKind::IO, "Connection reset by peer");
+        let e = map_err(e);
+        assert!(
+            matches!(e, EngineError::Unavailable(_)) && !e.did_not_run(),
+            "{e:?}"
+        );
         let e = FredError::new(ErrorKind::Unknown, "ERR wrong number of arguments");
         assert!(matches!(map_err(e), EngineError::Internal(_)));
         let e = FredError::new(ErrorKind::Unknown, "ERR no such key BOOM");

@@ -18,6 +18,42 @@
 //! themselves (`chat:{u:<id>}:ch`, `chat:{u:<id>}:pres`,
 //! `chat:user:<id>`) for users they discover (conversation partners, a dead node's
 //! users): the `lua_builds_the_same_keys` test keeps those in step with this file.
+//!
+//! # The key table
+//!
+//! `<a>`,`<b>` are the two user ids, sorted; braces are hash tags; every key starts
+//! with `chat:`. Numeric options 0 mean "unlimited". This table is the one list
+//! (`docs/architecture.md` links here); the Lua files' headers name what they touch.
+//!
+//! | key | type and what it holds | written by |
+//! | --- | --- | --- |
+//! | `chat:{c:<a>:<b>}:msgs` | stream, the history; entry id = message `id`; one field `m` = `<seq> <sender> <sent_at> <body>`; `MAXLEN ~ history_max_len`, `MINID ~` for `history_max_age_secs` | `send.lua` |
+//! | `chat:{c:<a>:<b>}:meta` | hash: `s` (message count = last seq), `last` (last id), `lm` (last message JSON), `r:<user>` (read marker, a seq) and `ru:<user>` (its id), `nw:<ttl>`/`np:<ttl>` (newest nonce window and the one before) | `send.lua`, `receipts.lua` |
+//! | `chat:{c:<a>:<b>}:n:<ttl>:<window>` | hash of one nonce window (`window` = Redis time / `ttl`): field `<` or `>` (sender is the first or second id) + nonce → message id; `EXPIREAT` two windows after its start, so a nonce lives ≥ `ttl` and < 2 `ttl`. Nonces arrive namespaced: `c:` client (24 h), `p:` API (24 h), `a:` gateway-made (60 s) | `send.lua` (`nonce_place`) |
+//! | `chat:{u:<id>}:inbox` | stream, the user's events in accepted order; entry id = cursor; one field `m` = `<d><other> <message id> <sent_at> <body>`, `r` = `<d><other> <id read up to>` or `c` = `><other> <up_to>` (a clear) (`<d>`: `>` the owner sent/read, `<` the other did; rebuilt in `inbox.rs`); `MAXLEN ~ inbox_max_len`; expires 63/64 to all of `inbox_ttl_secs` after the last append | `inbox.lua` |
+//! | `chat:{u:<id>}:clr` | hash: peer → the newest message of that conversation a clear deleted (only forward); reads of the inbox skip those messages; expires with the inbox (`inbox_ttl_secs`) | `send.lua` (`chat_inbox_clear`) |
+//! | `chat:{u:<id>}:head` | string, the inbox's newest id (`SET … GET KEEPTTL` returns the previous id for the payload); expires after `inbox_ttl_secs / 64`; remaking it refreshes the inbox's expiry | `inbox.lua` |
+//! | `chat:{u:<id>}:convs` | sorted set: peer → ms of the last message; the conversation list and the partners told about presence; at most `convs_max` (oldest dropped) | `inbox.lua` |
+//! | `chat:{u:<id>}:rooms` | set: the rooms the user is a member of | `redis/rooms.rs` |
+//! | `chat:{u:<id>}:pres` | hash: node → open connections there; online while not empty | `presence.lua` |
+//! | `chat:{u:<id>}:ch` | sharded channel: inbox events, ephemeral frames, `! disconnect`, `@ <room> …` (a `member` event about the user) | `inbox.lua`, `presence.lua`, `live.rs`, `cluster.rs`, `redis/rooms.rs` |
+//! | `chat:user:<id>` | hash: `name`, `idx` (its `chat:names` member), `seen` (RFC 3339, last went offline), `guest` (`1` for a guest, whose hash expires after `guest_ttl_secs` without a sign-in) | `accounts.rs`, `presence.lua`, `cluster.rs` |
+//! | `chat:names` | sorted set, scores 0: `<lower-cased name>\0<id>` | `accounts.rs` |
+//! | `chat:guests` | sorted set: guests' `chat:names` members → ms their user hash expires; swept to drop expired guests from the directory | `accounts.rs` |
+//! | `chat:sess:<token>` | string: the user id, then ` <JSON array>` when the sign-in's token had a `rooms` claim (kept for every resume); `EX auth.session_ttl_secs`, slid by `GETEX` on resume | `accounts.rs` |
+//! | `chat:usess:<id>` | set: the user's sessions (revoke all); expiry pushed with each; pruned of expired sessions at each new session | `accounts.rs` |
+//! | `chat:node:<node>:users` | set: users with a connection on the node | `presence.lua`, `cluster.rs` |
+//! | `chat:node:<node>:alive` | string, the heartbeat: `SET … EX 15` | `chat_heartbeat`, `cluster.rs` |
+//! | `chat:node:<node>:ready` | string, the readiness probe: `SET … EX 60` by every `/readyz` (a Redis refusing writes is not ready) | `redis/mod.rs` |
+//! | `chat:node:<node>:reaping` | the reaper's claim, `SET NX EX 30`, deleted when done | `redis/presence.rs` |
+//! | `chat:nodes` | sorted set: node → ms of its last heartbeat, until reaped | `chat_heartbeat`, `cluster.rs`, `redis/presence.rs` |
+//! | `chat:presence` | plain pub/sub channel every node subscribes to | `presence.lua`, `cluster.rs` |
+//! | `chat:{r:<room>}:meta` | hash: `name`, `s` (messages sent), `e` (newest event id), `lm` (last message frame), `lt` (id of the last message, or of the event that created the room), `r:<user>` (a member's read marker, a seq) | `rooms.lua` |
+//! | `chat:{r:<room>}:members` | sorted set, scores 0: member ids (`ZRANGEBYLEX` pages by id) | `rooms.lua` |
+//! | `chat:{r:<room>}:names` | hash: member → display name at join | `rooms.lua` |
+//! | `chat:{r:<room>}:ev` | stream, the room's messages and `member` events; fields `p` (previous event id), `j`/`t` (frame before/after its id), `k` (`m`, `j`, `l`), `s` (seq, messages), `u` (member, member events); `MAXLEN ~ history_max_len`, `MINID ~` for `history_max_age_secs` | `rooms.lua` |
+//! | `chat:{r:<room>}:ch` | sharded channel: `"<id> <prev> <flag> <frame>"` (flag `-` message, `+<user>` joined, `~<user>` left) | `rooms.lua` |
+//! | `chat:{r:<room>}:n:<from>:<nonce>` | string: a room message's id, `EX` the nonce TTL (nonce namespaced as for 1:1 sends) | `rooms.lua` (`chat_room_send`) |
 
 /// Prefix of every key, so the engine can share a Redis with other applications.
 const PREFIX: &str = "chat:";

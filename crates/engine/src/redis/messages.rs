@@ -7,8 +7,8 @@
 //! subscribed on this node, their own event is published only for their connections
 //! on other nodes, and handed to the sink here, before `send` returns. A send with a
 //! nonce that fails `Unavailable` (a timeout, a partial Cluster write) is sent again
-//! with it a bounded number of times, so it ends as the stored message or as an
-//! `Unavailable` that says whether it may have been stored ([`crate::MAYBE_STORED`]).
+//! with it a bounded number of times, so it ends as the stored message or as
+//! [`EngineError::MaybeStored`].
 //!
 //! A clear (`chat_conv_clear`, then `chat_inbox_clear` for each participant) deletes
 //! the conversation, records the newest message it held in each participant's `clr`
@@ -26,7 +26,7 @@ use fred::types::{ClusterHash, CustomCommand};
 use super::conn::{all_ok, entries, map_err, text};
 use super::shape::Sent;
 use super::{functions, inbox, keys, Core, RedisEngine};
-use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest, MAYBE_STORED};
+use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest};
 
 impl Core {
     /// Whether entries were ever trimmed from (or deleted in) the stream `key`:
@@ -97,16 +97,14 @@ impl Messages for RedisEngine {
             // After an unanswered attempt the sender's own event is published like the
             // peer's (nothing handed to this node's sink can be trusted to be first).
             match self.shape.send(request.clone(), local && !uncertain).await {
-                Err(EngineError::Unavailable(why))
-                    if attempt < retries && !definitely_not_run(&why) =>
-                {
+                Err(e) if attempt < retries && may_have_run(&e) => {
                     uncertain = true;
                     attempt += 1;
-                    tracing::warn!(attempt, error = %why, "send failed; retrying with its nonce");
+                    tracing::warn!(attempt, error = %e, "send failed; retrying with its nonce");
                     tokio::time::sleep(SEND_RETRY_BACKOFF * attempt).await;
                 }
-                Err(EngineError::Unavailable(why)) if uncertain || !definitely_not_run(&why) => {
-                    break Err(EngineError::Unavailable(format!("{why}; {MAYBE_STORED}")));
+                Err(e) if e.is_unavailable() && (uncertain || may_have_run(&e)) => {
+                    break Err(EngineError::MaybeStored(e.to_string()));
                 }
                 other => break other,
             }
@@ -288,13 +286,12 @@ impl Messages for RedisEngine {
 pub(super) const SEND_RETRIES: u32 = 3;
 pub(super) const SEND_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Whether an `Unavailable` reason proves the call never ran: Redis refused it (out
-/// of memory, …). Anything else (a timeout, a connection lost, even fred failing fast
-/// while disconnected, which reads like a connection lost in flight) may have run.
-pub(super) fn definitely_not_run(why: &str) -> bool {
-    ["OOM ", "MISCONF ", "NOREPLICAS ", "READONLY ", "NOWRITE "]
-        .iter()
-        .any(|p| why.contains(p))
+/// Whether a failed send may have run, so it is worth sending again with its nonce:
+/// the backend was unreachable or silent (a timeout, a connection lost, even fred
+/// failing fast while disconnected, which reads like a connection lost in flight).
+/// A write Redis refused did not run; any other error is final.
+pub(super) fn may_have_run(e: &EngineError) -> bool {
+    matches!(e, EngineError::Unavailable(_))
 }
 
 /// The `prev` of the first event a read returns when the entry before it is gone

@@ -27,7 +27,7 @@ use super::{functions, keys, messages, payload, RedisEngine};
 use crate::events::now_ms;
 use crate::{
     sort_by_activity, EngineError, JoinOutcome, RoomEvent, RoomLimits, RoomSendRequest, RoomState,
-    RoomSummary, Rooms, SendOutcome, MAYBE_STORED,
+    RoomSummary, Rooms, SendOutcome,
 };
 
 const JOIN: &str = "chat_room_join";
@@ -432,18 +432,14 @@ impl Rooms for RedisEngine {
         let reply = loop {
             match self.core.fcall(SEND, &keys, &args, &self.core.opts).await {
                 Ok(reply) => break reply,
-                Err(EngineError::Unavailable(why))
-                    if attempt < messages::SEND_RETRIES && !messages::definitely_not_run(&why) =>
-                {
+                Err(e) if attempt < messages::SEND_RETRIES && messages::may_have_run(&e) => {
                     uncertain = true;
                     attempt += 1;
-                    tracing::warn!(attempt, error = %why, "room send failed; retrying with its nonce");
+                    tracing::warn!(attempt, error = %e, "room send failed; retrying with its nonce");
                     tokio::time::sleep(messages::SEND_RETRY_BACKOFF * attempt).await;
                 }
-                Err(EngineError::Unavailable(why))
-                    if uncertain || !messages::definitely_not_run(&why) =>
-                {
-                    return Err(EngineError::Unavailable(format!("{why}; {MAYBE_STORED}")));
+                Err(e) if e.is_unavailable() && (uncertain || messages::may_have_run(&e)) => {
+                    return Err(EngineError::MaybeStored(e.to_string()));
                 }
                 Err(e) => return Err(e),
             }
