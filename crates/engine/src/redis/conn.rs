@@ -176,6 +176,12 @@ pub(crate) fn is_function_missing(e: &FredError) -> bool {
     e.details().contains("Function not found")
 }
 
+/// Whether a `FUNCTION LOAD` was refused because another library already registers
+/// one of its function names.
+pub(crate) fn is_function_name_taken(e: &FredError) -> bool {
+    e.details().contains("already exists")
+}
+
 /// A bulk string reply as text.
 pub(crate) fn text(v: Value) -> Option<String> {
     match v {

@@ -76,7 +76,7 @@ pub(crate) async fn load<C: FunctionInterface + Sync>(client: &C) -> Result<(), 
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if e.details().contains("already exists") => {
+        Err(e) if super::conn::is_function_name_taken(&e) => {
             let _ = client.function_delete_cluster(OLD_LIBRARY).await;
             let _: Value = client
                 .function_load_cluster(true, LIBRARY)
