@@ -2,79 +2,25 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_engine::prelude::*;
 use chat_engine::redis::{RedisConfig, RedisEngine};
-use chat_engine::{EngineError, EventSink, InboxEvent, LiveEvent, Retention, SendRequest};
+use chat_engine::testing::RecordingSink;
+use chat_engine::{EngineError, InboxEvent, Retention, SendRequest};
 use chat_protocol::StreamId;
 use chat_testkit::{eventually, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Records every delivery and counts resyncs.
-#[derive(Default)]
-struct TestSink {
-    events: Mutex<Vec<(String, LiveEvent)>>,
-    resyncs: AtomicUsize,
-}
-
-impl EventSink for TestSink {
-    fn deliver(&self, user_id: &str, event: LiveEvent) {
-        self.events
-            .lock()
-            .unwrap()
-            .push((user_id.to_string(), event));
-    }
-
-    fn resync(&self) {
-        self.resyncs.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn presence(&self, _user_id: &str, _frame: bytes::Bytes) {}
-}
-
-impl TestSink {
-    fn inbox(&self, user: &str) -> Vec<Arc<InboxEvent>> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(u, e)| match e {
-                LiveEvent::Inbox(ev) if u == user => Some(ev.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn ephemeral(&self, user: &str) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(u, e)| match e {
-                LiveEvent::Ephemeral(b) if u == user => {
-                    Some(String::from_utf8_lossy(b).into_owned())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn resyncs(&self) -> usize {
-        self.resyncs.load(Ordering::SeqCst)
-    }
-}
 
 async fn engine_with(
     server: &RedisServer,
     retention: Retention,
     subscribers: usize,
     timeout_ms: u64,
-) -> (Arc<RedisEngine>, Arc<TestSink>) {
-    let sink = Arc::new(TestSink::default());
+) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: server.url(),
         retention,
@@ -88,7 +34,7 @@ async fn engine_with(
     (engine, sink)
 }
 
-async fn engine(server: &RedisServer) -> (Arc<RedisEngine>, Arc<TestSink>) {
+async fn engine(server: &RedisServer) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
     engine_with(server, Retention::default(), 1, 3000).await
 }
 
@@ -106,7 +52,7 @@ fn req(from: &str, to: &str, body: &str, nonce: Option<&str>) -> SendRequest {
 
 /// Publishes an ephemeral marker to `user` and waits until it arrives: everything
 /// published before it on the same subscriber connection has been delivered.
-async fn barrier(engine: &RedisEngine, sink: &TestSink, user: &str, tag: &str) {
+async fn barrier(engine: &RedisEngine, sink: &RecordingSink, user: &str, tag: &str) {
     let marker = format!("{{\"type\":\"barrier\",\"tag\":\"{tag}\"}}");
     engine.publish_ephemeral(user, &marker).await.unwrap();
     eventually("barrier delivered", WAIT, || {
@@ -774,7 +720,7 @@ async fn sender_event_is_delivered_here_and_published_only_for_connections_elsew
 
     // Not subscribed here: published as usual, so another node subscribed to alice
     // gets it even though alice's presence is only on node-1.
-    let other_sink = Arc::new(TestSink::default());
+    let other_sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: server.url(),
         node_id: "node-2".into(),
