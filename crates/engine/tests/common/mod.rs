@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test file uses a different subset
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+pub mod single;
+
 use std::sync::Arc;
 use std::time::Duration;
 
