@@ -10,10 +10,10 @@
 //! This file holds the state and [`Node`]; each engine trait is implemented in the
 //! file of its concern: [`accounts`] (users, sessions), [`messages`] (sends, history,
 //! inboxes), [`live`] (each node's sink and subscriptions, ephemeral frames,
-//! disconnects), [`receipts`]
-//! (read markers, conversation lists), [`presence`] (connection counts),
-//! [`directory`] (name search) and [`rooms`] (group conversations). [`faults`] lets a
-//! test (feature `testing`) make named operations fail.
+//! disconnects), [`receipts`] (read markers, conversation lists), [`presence`]
+//! (connection counts), [`directory`] (name search) and [`rooms`] (group
+//! conversations). [`faults`] lets a test (feature `testing`) make named operations
+//! fail.
 
 mod accounts;
 mod directory;
@@ -93,9 +93,10 @@ struct Inbox {
     cleared: HashMap<String, StreamId>,
 }
 
-/// A single-node engine keeping everything in this process.
+/// An engine keeping everything in this process: one node, or (tests) one of several
+/// handles on a shared state, each a node of its own.
 pub struct MemoryEngine {
-    /// Shared by the handles of [`MemoryEngine::sibling`]; a lone engine's own.
+    /// Shared by the handles of `MemoryEngine::sibling`; a lone engine's own.
     state: Arc<Mutex<State>>,
     /// This node's entry in `State::nodes`: its sink and subscriptions.
     key: u64,
