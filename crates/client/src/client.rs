@@ -8,9 +8,10 @@
 //! replayed by the server after [`Client::resume`]. It never moves backwards.
 //!
 //! Rooms (protocol 1.1) have cursors of their own, one per room ([`RoomCursors`]),
-//! kept by the same rule and sent as `hello.rooms`; the room requests are in
-//! `client/rooms.rs`.
+//! kept by the same rule and sent as `hello.rooms`. The 1:1 requests are in
+//! `client/requests.rs`, the room requests in `client/rooms.rs`.
 
+mod requests;
 mod rooms;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,8 +19,7 @@ use std::time::Duration;
 
 use chat_protocol::rooms::{MemberChange, RoomsRecovered};
 use chat_protocol::{
-    room_conversation, ClientFrame, ConversationItem, Limits, Message, ServerFrame, StreamId,
-    Unread, User, UserInfo,
+    room_conversation, ClientFrame, Limits, Message, ServerFrame, StreamId, Unread, User,
 };
 
 use crate::raw::{Connection, RawFrame};
@@ -249,123 +249,6 @@ impl Client {
         self.seen.insert(&message.conversation, &message.id);
     }
 
-    /// Sends a message with a random nonce and waits for its `ack`.
-    pub async fn send(&mut self, to: &str, body: &str) -> Result<Message, ClientError> {
-        let nonce = uuid::Uuid::new_v4().to_string();
-        self.send_with_nonce(to, body, &nonce).await
-    }
-
-    /// Sends a message with this nonce (a retry of an earlier send reuses it) and
-    /// waits for its `ack`.
-    pub async fn send_with_nonce(
-        &mut self,
-        to: &str,
-        body: &str,
-        nonce: &str,
-    ) -> Result<Message, ClientError> {
-        let frame = ClientFrame::Send {
-            reference: None,
-            to: to.to_string(),
-            body: body.to_string(),
-            nonce: Some(nonce.to_string()),
-        };
-        match self.request(frame).await? {
-            ServerFrame::Ack { message, .. } => Ok(message),
-            other => Err(ClientError::Unexpected(Box::new(other))),
-        }
-    }
-
-    /// A page of history with `with`: up to `limit` messages older than `before`,
-    /// ascending, and whether older ones exist.
-    pub async fn history(
-        &mut self,
-        with: &str,
-        before: Option<&str>,
-        limit: u32,
-    ) -> Result<(Vec<Message>, bool), ClientError> {
-        self.history_page(Thread::Peer(with), before, limit).await
-    }
-
-    /// The whole history with `with`, oldest first, paging backwards by 100.
-    pub async fn full_history(&mut self, with: &str) -> Result<Vec<Message>, ClientError> {
-        self.full_history_of(Thread::Peer(with)).await
-    }
-
-    /// One `history` request, for a 1:1 conversation or a room.
-    async fn history_page(
-        &mut self,
-        thread: Thread<'_>,
-        before: Option<&str>,
-        limit: u32,
-    ) -> Result<(Vec<Message>, bool), ClientError> {
-        let before = before.map(str::to_string);
-        let frame = match thread {
-            Thread::Peer(with) => ClientFrame::History {
-                reference: None,
-                with: with.to_string(),
-                before,
-                limit: Some(limit),
-            },
-            Thread::Room(room) => ClientFrame::RoomHistory {
-                reference: None,
-                room: room.to_string(),
-                before,
-                limit: Some(limit),
-            },
-        };
-        match self.request(frame).await? {
-            ServerFrame::History { messages, more, .. } => Ok((messages, more)),
-            other => Err(ClientError::Unexpected(Box::new(other))),
-        }
-    }
-
-    /// Every page of a history, oldest first, paging backwards by 100.
-    async fn full_history_of(&mut self, thread: Thread<'_>) -> Result<Vec<Message>, ClientError> {
-        let mut all: Vec<Message> = Vec::new();
-        let mut before: Option<String> = None;
-        loop {
-            let (mut page, more) = self.history_page(thread, before.as_deref(), 100).await?;
-            before = page.first().map(|m| m.id.clone());
-            page.append(&mut all);
-            all = page;
-            if !more || before.is_none() {
-                return Ok(all);
-            }
-        }
-    }
-
-    /// The user's conversations, newest activity first.
-    pub async fn conversations(&mut self) -> Result<Vec<ConversationItem>, ClientError> {
-        match self
-            .request(ClientFrame::Conversations { reference: None })
-            .await?
-        {
-            ServerFrame::Conversations { items, .. } => Ok(items),
-            other => Err(ClientError::Unexpected(Box::new(other))),
-        }
-    }
-
-    /// Directory lookup by name prefix.
-    pub async fn users(&mut self, query: &str, limit: u32) -> Result<Vec<UserInfo>, ClientError> {
-        let frame = ClientFrame::Users {
-            reference: None,
-            query: query.to_string(),
-            limit: Some(limit),
-        };
-        match self.request(frame).await? {
-            ServerFrame::Users { items, .. } => Ok(items),
-            other => Err(ClientError::Unexpected(Box::new(other))),
-        }
-    }
-
-    /// `ping` → `pong`: proves the connection is open and the server reads it.
-    pub async fn ping(&mut self) -> Result<(), ClientError> {
-        match self.request(ClientFrame::Ping { reference: None }).await? {
-            ServerFrame::Pong { .. } => Ok(()),
-            other => Err(ClientError::Unexpected(Box::new(other))),
-        }
-    }
-
     /// Sends a request with a fresh `ref` and returns the reply carrying that `ref`.
     /// An `error` reply is [`ClientError::Server`]. Other frames that arrive meanwhile
     /// are queued for [`Client::next_event`].
@@ -503,15 +386,6 @@ impl Client {
     pub async fn close(self) {
         self.conn.close().await;
     }
-}
-
-/// What a `history` request reads: a 1:1 conversation (by peer) or a room.
-#[derive(Debug, Clone, Copy)]
-enum Thread<'a> {
-    /// The conversation with this user.
-    Peer(&'a str),
-    /// This room.
-    Room(&'a str),
 }
 
 /// Waits for `welcome`; an `error` becomes `Refused`, with the close code if the

@@ -16,11 +16,16 @@
 //! subscribed to to an [`EventSink`] (the gateway's router) as ready-to-send bytes. It
 //! knows the id of the node it runs on (given at construction), and hands the sender's
 //! own event of a send to the sink itself, before `send` returns.
+//!
+//! The feature `testing` (for `[dev-dependencies]` only) adds [`memory`] fault
+//! injection, memory nodes sharing one state, and a recording sink (`testing`).
 
 pub mod events;
 pub mod memory;
 pub mod redis;
 pub mod rooms;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 pub use rooms::*;

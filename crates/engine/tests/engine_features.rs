@@ -18,16 +18,16 @@ use chat_engine::Retention;
 use chat_testkit::{eventually, RedisServer};
 use common::*;
 
-fn memory() -> (Arc<dyn Engine>, Arc<Rec>) {
-    let sink = Arc::new(Rec::default());
+fn memory() -> (Arc<dyn Engine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     (
         MemoryEngine::new("node", Retention::default(), sink.clone()),
         sink,
     )
 }
 
-async fn redis(server: &RedisServer) -> (Arc<RedisEngine>, Arc<Rec>) {
-    let sink = Arc::new(Rec::default());
+async fn redis(server: &RedisServer) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: server.url(),
         subscribers: 2,
@@ -75,7 +75,7 @@ both_engines!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growth_is_bounded_in_memory() {
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let engine = MemoryEngine::new("node", bounded_retention(), sink.clone());
     growth_is_bounded(engine, sink).await;
 }
@@ -83,7 +83,7 @@ async fn growth_is_bounded_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growth_is_bounded_on_redis() {
     let server = RedisServer::start();
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: server.url(),
         retention: bounded_retention(),
@@ -98,7 +98,7 @@ async fn growth_is_bounded_on_redis() {
 /// with rooms in `rooms.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_messages_age_out_in_memory() {
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let retention = Retention {
         history_max_age_secs: 1,
         ..Retention::default()
@@ -127,7 +127,7 @@ fn short_guests() -> Retention {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_expire_in_memory() {
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let engine = MemoryEngine::new("node", short_guests(), sink.clone());
     guests_expire_after_inactivity(engine, sink).await;
 }
@@ -135,7 +135,7 @@ async fn guests_expire_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_expire_on_redis_and_leave_no_directory_entry() {
     let server = RedisServer::start();
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: server.url(),
         retention: short_guests(),

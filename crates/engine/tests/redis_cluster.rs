@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +19,8 @@ use chat_protocol::StreamId;
 use chat_testkit::{eventually, RedisCluster};
 use common::*;
 
-async fn engine(cluster: &RedisCluster) -> (Arc<RedisEngine>, Arc<Rec>) {
-    let sink = Arc::new(Rec::default());
+async fn engine(cluster: &RedisCluster) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: cluster.url(),
         subscribers: 2,
@@ -125,7 +124,7 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
         assert_eq!(json(&events[0])["message"]["id"], m1.id.as_str());
         // Live, with the same id and prev as stored.
         let want = String::from_utf8_lossy(&events[0].json).into_owned();
-        until("live message", || sink.inbox(user).contains(&want)).await;
+        until("live message", || sink.inbox_json(user).contains(&want)).await;
     }
 
     // A nonce retry returns the original and stores nothing new (the inbox appends
@@ -280,8 +279,8 @@ async fn send_across_three_nodes_nonce_paging_and_recovery() {
     // Every inbox event reached the subscribed users live, once. Those b sent are
     // handed to the sink by the engine itself when `send` returns, so they may come
     // ahead of a published one still in flight (the gateway orders by `prev`).
-    until("all live", || sink.inbox(b).len() >= 151).await;
-    let mut live = sink.inbox(b);
+    until("all live", || sink.inbox_json(b).len() >= 151).await;
+    let mut live = sink.inbox_json(b);
     let mut stored: Vec<String> = events
         .iter()
         .map(|e| String::from_utf8_lossy(&e.json).into_owned())
@@ -299,11 +298,11 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
     let (a, b) = (a.as_str(), b.as_str());
     engine.subscribe(b).await.unwrap();
     send(engine.as_ref(), a, b, "before").await;
-    until("live before", || sink.inbox(b).len() == 1).await;
+    until("live before", || sink.inbox_json(b).len() == 1).await;
 
     // b's node restarts empty: no data, no functions, no subscriptions.
     let k = cluster.node_of(&keys::inbox(b));
-    let resyncs = sink.resyncs.load(Ordering::SeqCst);
+    let resyncs = sink.resyncs();
     cluster.nodes[k].restart();
     assert!(!cluster.nodes[k]
         .command(&["FUNCTION", "LIST"])
@@ -330,10 +329,7 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
         .contains("chat_inbox_append"));
     // The subscriber re-subscribed on the restarted node and asked for a resync (a
     // message published before the re-subscription is the resync's to catch up).
-    until("resync after the reconnect", || {
-        sink.resyncs.load(Ordering::SeqCst) > resyncs
-    })
-    .await;
+    until("resync after the reconnect", || sink.resyncs() > resyncs).await;
     // Every subscriber connection resyncs after its own re-subscription: wait until
     // the restarted node holds b's channel again, then a new message arrives live.
     let channel = keys::channel(b);
@@ -344,7 +340,7 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
     .await;
     let later = send(engine.as_ref(), a, b, "later").await;
     until("live after the restart", || {
-        sink.inbox(b)
+        sink.inbox_json(b)
             .iter()
             .any(|j| j.contains(&format!(r#""id":"{}""#, later.id)))
     })
@@ -368,7 +364,7 @@ async fn restarted_primary_gets_the_library_and_subscriptions_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_send_is_completed_not_left_half_written() {
     let cluster = RedisCluster::start(3);
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: cluster.url(),
         subscribers: 1,
@@ -411,7 +407,7 @@ async fn a_partial_send_is_completed_not_left_half_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growth_is_bounded_on_a_cluster() {
     let cluster = RedisCluster::start(3);
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: cluster.url(),
         retention: bounded_retention(),
@@ -426,7 +422,7 @@ async fn growth_is_bounded_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_expire_on_a_cluster() {
     let cluster = RedisCluster::start(3);
-    let sink = Arc::new(Rec::default());
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: cluster.url(),
         retention: chat_engine::Retention {

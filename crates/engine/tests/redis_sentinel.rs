@@ -19,8 +19,8 @@ use common::*;
 
 const TIMEOUT_MS: u64 = 1000;
 
-async fn engine(setup: &RedisSentinel) -> (Arc<RedisEngine>, Arc<Rec>) {
-    let sink = Arc::new(Rec::default());
+async fn engine(setup: &RedisSentinel) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url: setup.url(),
         subscribers: 2,
@@ -38,14 +38,14 @@ async fn sends_and_live_events_survive_a_primary_failover() {
     let (engine, sink) = engine(&setup).await;
     engine.subscribe("sam").await.unwrap();
     let first = send(engine.as_ref(), "tom", "sam", "before").await;
-    until("live before", || sink.inbox("sam").len() == 1).await;
+    until("live before", || sink.inbox_json("sam").len() == 1).await;
     // One round trip per send, as on a single Redis.
     let primary = setup.primary();
     let calls = |s: &chat_testkit::RedisServer| s.command_calls("fcall");
     let before = calls(primary);
     send(engine.as_ref(), "tom", "sam", "one call").await;
     assert_eq!(calls(primary) - before, 1);
-    until("live second", || sink.inbox("sam").len() == 2).await;
+    until("live second", || sink.inbox_json("sam").len() == 2).await;
 
     // The library reached the replica with the data; make sure the replica has it all.
     assert!(primary
@@ -62,7 +62,7 @@ async fn sends_and_live_events_survive_a_primary_failover() {
         .unwrap()
         .contains("chat_send"));
 
-    let resyncs = sink.resyncs.load(Ordering::SeqCst);
+    let resyncs = sink.resyncs();
     let old = setup.kill_primary();
     let started = Instant::now();
     let unavailable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -112,10 +112,7 @@ async fn sends_and_live_events_survive_a_primary_failover() {
     // The subscriber followed the primary, re-subscribed and asked for a resync (a
     // message published before its re-subscription is the resync's to catch up);
     // once the new primary holds sam's channel, new messages arrive live.
-    until("resync after the failover", || {
-        sink.resyncs.load(Ordering::SeqCst) > resyncs
-    })
-    .await;
+    until("resync after the failover", || sink.resyncs() > resyncs).await;
     let new_primary = setup.servers.iter().find(|s| s.port == new).unwrap();
     eventually("sam re-subscribed on the new primary", WAIT, || {
         let subs = new_primary.command(&["PUBSUB", "SHARDNUMSUB", "chat:{u:sam}:ch"]);
@@ -124,7 +121,7 @@ async fn sends_and_live_events_survive_a_primary_failover() {
     .await;
     let later = send(engine.as_ref(), "tom", "sam", "later").await;
     until("live after the failover", || {
-        sink.inbox("sam")
+        sink.inbox_json("sam")
             .iter()
             .any(|j| j.contains(&format!(r#""id":"{}""#, later.id)))
     })
@@ -137,7 +134,7 @@ async fn sends_and_live_events_survive_a_primary_failover() {
         .unwrap();
     assert_eq!(read.up_to, later.id);
     until("live read receipt", || {
-        sink.inbox("sam")
+        sink.inbox_json("sam")
             .iter()
             .any(|j| j.contains("\"type\":\"read\""))
     })

@@ -4,16 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_engine::memory::MemoryEngine;
 use chat_engine::prelude::*;
 use chat_engine::redis::{RedisConfig, RedisEngine};
-use chat_engine::{
-    EventSink, JoinOutcome, LiveEvent, Retention, RoomEvent, RoomLimits, RoomSendRequest,
-};
+use chat_engine::testing::RecordingSink;
+use chat_engine::{JoinOutcome, Retention, RoomEvent, RoomLimits, RoomSendRequest};
 use chat_protocol::{StreamId, User};
 use chat_testkit::{eventually, RedisCluster, RedisServer};
 
@@ -23,40 +21,6 @@ const LIMITS: RoomLimits = RoomLimits {
     rooms_per_user: 100,
     members_per_room: 1000,
 };
-
-/// Records room events (per room) and `member` notices (per user).
-#[derive(Default)]
-struct Rec {
-    rooms: Mutex<Vec<Arc<RoomEvent>>>,
-    notices: Mutex<Vec<(String, Arc<RoomEvent>)>>,
-}
-
-impl EventSink for Rec {
-    fn deliver(&self, user_id: &str, event: LiveEvent) {
-        if let LiveEvent::Room(e) = event {
-            self.notices.lock().unwrap().push((user_id.to_string(), e));
-        }
-    }
-    fn resync(&self) {}
-    fn presence(&self, _: &str, _: Bytes) {}
-    fn deliver_room(&self, event: Arc<RoomEvent>) {
-        self.rooms.lock().unwrap().push(event);
-    }
-}
-
-impl Rec {
-    fn room(&self, room: &str) -> Vec<Arc<RoomEvent>> {
-        let all = self.rooms.lock().unwrap();
-        all.iter().filter(|e| e.room == room).cloned().collect()
-    }
-    fn notices(&self, user: &str) -> Vec<Arc<RoomEvent>> {
-        let all = self.notices.lock().unwrap();
-        all.iter()
-            .filter(|(u, _)| u == user)
-            .map(|(_, e)| e.clone())
-            .collect()
-    }
-}
 
 fn user(id: &str) -> User {
     User {
@@ -98,7 +62,7 @@ fn assert_chain(events: &[RoomEvent], from: StreamId) {
 }
 
 /// Joins, leaves, membership, the roster and the `member` events.
-async fn membership(engine: Arc<dyn Engine>, sink: Arc<Rec>, p: &str) {
+async fn membership(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>, p: &str) {
     let room = format!("{p}-lobby");
     let (a, b, c) = (format!("{p}a"), format!("{p}b"), format!("{p}c"));
     engine.subscribe(&b).await.unwrap();
@@ -201,7 +165,7 @@ async fn membership(engine: Arc<dyn Engine>, sink: Arc<Rec>, p: &str) {
 
 /// Messages: members only, nonces, history past member events, unread and the
 /// rooms list.
-async fn messages(engine: Arc<dyn Engine>, sink: Arc<Rec>, p: &str) {
+async fn messages(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>, p: &str) {
     let (room, other) = (format!("{p}-team"), format!("{p}-other"));
     let (a, b, outsider) = (format!("{p}a"), format!("{p}b"), format!("{p}x"));
     engine.subscribe_room(&room).await.unwrap();
@@ -306,7 +270,7 @@ async fn messages(engine: Arc<dyn Engine>, sink: Arc<Rec>, p: &str) {
 }
 
 /// Recovery reads: events after an id, chained from it.
-async fn recovery_reads(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
+async fn recovery_reads(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>, p: &str) {
     let room = format!("{p}-rec");
     let a = format!("{p}a");
     join(engine.as_ref(), &room, &a).await;
@@ -348,7 +312,7 @@ const OLD: usize = 250;
 /// room's stream at the next append, from the oldest end, and history and recovery
 /// keep the same ones. Redis trims `MINID ~` (whole stream nodes only), so more old
 /// messages are sent than a few nodes hold and the checks allow some to stay.
-async fn age_retention(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
+async fn age_retention(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>, p: &str) {
     let room = format!("{p}-aged");
     let a = format!("{p}a");
     let e = engine.as_ref();
@@ -424,7 +388,7 @@ fn max_age(max_len: u64) -> Retention {
 }
 
 /// The caps: members per room and rooms per user.
-async fn caps(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
+async fn caps(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>, p: &str) {
     let limits = RoomLimits {
         rooms_per_user: 2,
         members_per_room: 2,
@@ -496,17 +460,17 @@ async fn caps(engine: Arc<dyn Engine>, _sink: Arc<Rec>, p: &str) {
     assert!(engine.user_rooms(&late.id).await.unwrap().is_empty());
 }
 
-fn memory(retention: Retention) -> (Arc<dyn Engine>, Arc<Rec>) {
-    let sink = Arc::new(Rec::default());
+fn memory(retention: Retention) -> (Arc<dyn Engine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     (MemoryEngine::new("node", retention, sink.clone()), sink)
 }
 
-async fn redis(url: String) -> (Arc<RedisEngine>, Arc<Rec>) {
+async fn redis(url: String) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
     redis_with(url, Retention::default()).await
 }
 
-async fn redis_with(url: String, retention: Retention) -> (Arc<RedisEngine>, Arc<Rec>) {
-    let sink = Arc::new(Rec::default());
+async fn redis_with(url: String, retention: Retention) -> (Arc<RedisEngine>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
     let config = RedisConfig {
         url,
         retention,

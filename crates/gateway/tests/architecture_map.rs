@@ -52,10 +52,7 @@ fn every_registered_lua_function_is_on_the_map() {
     // The library registers a good number of functions; finding none means the
     // parsing above broke, not that the map is complete.
     assert!(functions.len() >= 15, "found only {functions:?}");
-    let missing: Vec<_> = functions
-        .iter()
-        .filter(|f| !names(&map, f))
-        .collect();
+    let missing: Vec<_> = functions.iter().filter(|f| !names(&map, f)).collect();
     assert!(
         missing.is_empty(),
         "docs/architecture.md does not name these Redis functions: {missing:?}"

@@ -8,7 +8,8 @@
 use chat_protocol::rooms::{RoomInfo, RoomItem};
 use chat_protocol::{ClientFrame, Message, ServerFrame, UserInfo};
 
-use super::{Client, Thread};
+use super::requests::Thread;
+use super::Client;
 use crate::ClientError;
 
 impl Client {

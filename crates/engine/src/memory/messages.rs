@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chat_protocol::{dm_conversation, Event, Message, StreamId};
 
+use super::faults::Op;
 use super::{MemoryEngine, State};
 use crate::events::now_ms;
 use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendRequest};
@@ -21,6 +22,7 @@ use crate::{EngineError, InboxEvent, LiveEvent, Messages, SendOutcome, SendReque
 #[async_trait]
 impl Messages for MemoryEngine {
     async fn send(&self, req: SendRequest) -> Result<SendOutcome, EngineError> {
+        self.faults.check(Op::Send)?;
         let conversation = dm_conversation(&req.from, &req.to);
         let mut st = self.lock();
         st.prune();
@@ -83,7 +85,7 @@ impl Messages for MemoryEngine {
         let json = Bytes::from(Event::Message { message: &message }.to_json());
         for user in [&message.from, &message.to] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
-            if st.subscribed.contains(user.as_str()) {
+            if st.nodes.has_user(user) {
                 let live = match &req.trace {
                     Some(trace) => Arc::new(InboxEvent {
                         trace: Some(trace.clone()),
@@ -91,7 +93,7 @@ impl Messages for MemoryEngine {
                     }),
                     None => event,
                 };
-                self.sink.deliver(user, LiveEvent::Inbox(live));
+                st.nodes.deliver(user, LiveEvent::Inbox(live));
             }
         }
         Ok(SendOutcome {
@@ -160,14 +162,13 @@ impl Messages for MemoryEngine {
                 .or_insert(up_to);
             *marker = (*marker).max(up_to);
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
-            if st.subscribed.contains(user) {
-                self.sink.deliver(user, LiveEvent::Inbox(event));
-            }
+            st.nodes.deliver(user, LiveEvent::Inbox(event));
         }
         Ok(Some(up_to))
     }
 
     async fn inbox_head(&self, user_id: &str) -> Result<StreamId, EngineError> {
+        self.faults.check(Op::InboxHead)?;
         Ok(self
             .lock()
             .inboxes
@@ -182,6 +183,7 @@ impl Messages for MemoryEngine {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<InboxEvent>, EngineError> {
+        self.faults.check(Op::ReadInbox)?;
         let st = self.lock();
         let Some(inbox) = st.inboxes.get(user_id) else {
             return Ok(Vec::new());

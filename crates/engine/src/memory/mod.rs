@@ -1,18 +1,23 @@
-//! The in-memory engine: a single node with no Redis (`cargo run` on a laptop).
+//! The in-memory engine: a single node with no Redis (`cargo run` on a laptop), or
+//! in tests several nodes sharing one state (`MemoryEngine::sibling`, feature
+//! `testing`).
 //!
 //! It keeps the same promises as the Redis engine — per-user inboxes with a `prev`
 //! chain, idempotent sends, sliding sessions, retention — inside one mutex, so the
 //! protocol tests can run against both. It never does I/O and never blocks: live
-//! events go to the sink while the state lock is held, which keeps them in order.
+//! events go to the sinks while the state lock is held, which keeps them in order.
 //!
 //! This file holds the state and [`Node`]; each engine trait is implemented in the
 //! file of its concern: [`accounts`] (users, sessions), [`messages`] (sends, history,
-//! inboxes), [`live`] (subscriptions, ephemeral frames, disconnects), [`receipts`]
-//! (read markers, conversation lists), [`presence`] (connection counts),
-//! [`directory`] (name search) and [`rooms`] (group conversations).
+//! inboxes), [`live`] (each node's sink and subscriptions, ephemeral frames,
+//! disconnects), [`receipts`] (read markers, conversation lists), [`presence`]
+//! (connection counts), [`directory`] (name search) and [`rooms`] (group
+//! conversations). [`faults`] lets a test (feature `testing`) make named operations
+//! fail.
 
 mod accounts;
 mod directory;
+mod faults;
 mod live;
 mod messages;
 mod presence;
@@ -29,6 +34,11 @@ use chat_protocol::{Message, StreamId};
 
 use crate::events::now_ms;
 use crate::{EventSink, InboxEvent, Node, Retention};
+
+#[cfg(not(feature = "testing"))]
+use faults::Faults;
+#[cfg(feature = "testing")]
+pub use faults::{Faults, Op};
 
 /// Everything a single node stores.
 #[derive(Default)]
@@ -55,8 +65,9 @@ struct State {
     /// (conversation, from, nonce) → (message, expiry).
     nonces: HashMap<(String, String, String), (Message, Instant)>,
     inboxes: HashMap<String, Inbox>,
-    subscribed: HashSet<String>,
-    /// Rooms, memberships and the rooms subscribed here (`rooms.rs`).
+    /// The nodes on this state, each with its sink and subscriptions (`live.rs`).
+    nodes: live::Nodes,
+    /// Rooms and memberships (`rooms.rs`).
     rooms: rooms::RoomsState,
     /// Last id handed out: ids are `<ms>-<seq>` and strictly increase, like Redis's.
     clock: StreamId,
@@ -82,12 +93,17 @@ struct Inbox {
     cleared: HashMap<String, StreamId>,
 }
 
-/// A single-node engine keeping everything in this process.
+/// An engine keeping everything in this process: one node, or (tests) one of several
+/// handles on a shared state, each a node of its own.
 pub struct MemoryEngine {
-    state: Mutex<State>,
-    sink: Arc<dyn EventSink>,
+    /// Shared by the handles of `MemoryEngine::sibling`; a lone engine's own.
+    state: Arc<Mutex<State>>,
+    /// This node's entry in `State::nodes`: its sink and subscriptions.
+    key: u64,
     retention: Retention,
     node_id: String,
+    /// What a test made fail (nothing without the feature `testing`).
+    faults: Faults,
 }
 
 impl MemoryEngine {
@@ -97,18 +113,67 @@ impl MemoryEngine {
         retention: Retention,
         sink: Arc<dyn EventSink>,
     ) -> Arc<MemoryEngine> {
+        MemoryEngine::on_state(Arc::default(), node_id.into(), retention, sink)
+    }
+
+    fn on_state(
+        state: Arc<Mutex<State>>,
+        node_id: String,
+        retention: Retention,
+        sink: Arc<dyn EventSink>,
+    ) -> Arc<MemoryEngine> {
+        let key = state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .nodes
+            .add(sink);
         Arc::new(MemoryEngine {
-            state: Mutex::new(State::default()),
-            sink,
+            state,
+            key,
             retention,
-            node_id: node_id.into(),
+            node_id,
+            faults: Faults::default(),
         })
+    }
+
+    /// Another node on this engine's state (same data and retention), with its own
+    /// id, sink and subscriptions: an event goes to the sink of every node subscribed
+    /// to its user or room, as Redis pub/sub routes it, so cross-node delivery runs in
+    /// one process. Dropping a handle drops its node's subscriptions. Presence counts
+    /// are the cluster's, but per-node cleanup (`drop_presence`, reaping) is not
+    /// modelled.
+    #[cfg(feature = "testing")]
+    pub fn sibling(
+        &self,
+        node_id: impl Into<String>,
+        sink: Arc<dyn EventSink>,
+    ) -> Arc<MemoryEngine> {
+        MemoryEngine::on_state(
+            self.state.clone(),
+            node_id.into(),
+            self.retention.clone(),
+            sink,
+        )
+    }
+
+    /// This node's faults: what a test makes fail (see [`Faults`]).
+    #[cfg(feature = "testing")]
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave half-written state that matters
         // more than staying up: recover the guard.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for MemoryEngine {
+    fn drop(&mut self) {
+        // Dropped after the lock is released: a sink may hold another handle.
+        let node = self.lock().nodes.remove(self.key);
+        drop(node);
     }
 }
 

@@ -49,7 +49,7 @@ impl MemoryEngine {
     }
 
     /// Sends a presence frame to the most recent partners (at most
-    /// `retention.presence_fanout_max`) that are subscribed, and to the sink's
+    /// `retention.presence_fanout_max`) that are subscribed, and to every node's
     /// watchers.
     fn announce(&self, st: &State, user: &str, frame: String) {
         let frame = Bytes::from(frame);
@@ -61,12 +61,10 @@ impl MemoryEngine {
                 recent.truncate(max as usize);
             }
             for (peer, _) in recent {
-                if st.subscribed.contains(peer) {
-                    self.sink.deliver(peer, LiveEvent::Ephemeral(frame.clone()));
-                }
+                st.nodes.deliver(peer, LiveEvent::Ephemeral(frame.clone()));
             }
         }
-        self.sink.presence(user, frame);
+        st.nodes.presence(user, &frame);
     }
 }
 

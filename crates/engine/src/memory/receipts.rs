@@ -86,9 +86,7 @@ impl Receipts for MemoryEngine {
         );
         for user in [reader, peer] {
             let event = st.append_inbox(user, json.clone(), self.retention.inbox_max_len);
-            if st.subscribed.contains(user) {
-                self.sink.deliver(user, LiveEvent::Inbox(event));
-            }
+            st.nodes.deliver(user, LiveEvent::Inbox(event));
         }
         Ok(Some(ReadOutcome {
             conversation,

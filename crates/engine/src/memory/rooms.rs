@@ -1,11 +1,11 @@
 //! The memory engine's rooms ([`Rooms`]): the same rules as the Redis engine — a
 //! stream of events per room with a `prev` chain, membership as a set per room and a
 //! set of rooms per user, unread = message count − the member's marker — inside the
-//! engine's one lock. Live events go to the sink while the lock is held (in order):
-//! once for the room ([`EventSink::deliver_room`]) when it is subscribed, and a
-//! `member` event also to the user it is about ([`LiveEvent::Room`]).
+//! engine's one lock. Live events go to the sinks while the lock is held (in order):
+//! once for the room ([`EventSink::deliver_room`]) to each node subscribed to it, and
+//! a `member` event also to the user it is about ([`LiveEvent::Room`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use chat_protocol::rooms::{MemberChange, MemberEvent};
 use chat_protocol::{room_conversation, Event, Message, StreamId, User};
 
+use super::faults::Op;
 use super::messages::SendNonce;
 use super::{MemoryEngine, State};
 use crate::events::now_ms;
@@ -27,8 +28,6 @@ pub(super) struct RoomsState {
     rooms: HashMap<String, Room>,
     /// User → rooms they are a member of.
     of_user: HashMap<String, BTreeSet<String>>,
-    /// Rooms whose events go to the sink.
-    subscribed: HashSet<String>,
 }
 
 struct Room {
@@ -88,8 +87,9 @@ impl Room {
 }
 
 impl MemoryEngine {
-    /// Appends an event to the room and hands it to the sink: to the room when it is
-    /// subscribed here, and a membership change also to the user it is about.
+    /// Appends an event to the room and hands it to the sinks: of every node
+    /// subscribed to the room, and for a membership change also of every node
+    /// subscribed to the user it is about.
     fn append_room_event(
         &self,
         st: &mut State,
@@ -115,13 +115,9 @@ impl MemoryEngine {
         room.events.push_back(event.clone());
         room.trim(max_len, min_ms);
         if let Some((user, _)) = &event.change {
-            if st.subscribed.contains(user) {
-                self.sink.deliver(user, LiveEvent::Room(event.clone()));
-            }
+            st.nodes.deliver(user, LiveEvent::Room(event.clone()));
         }
-        if st.rooms.subscribed.contains(room_id) {
-            self.sink.deliver_room(event);
-        }
+        st.nodes.deliver_room(&event);
         id
     }
 }
@@ -293,6 +289,7 @@ impl Rooms for MemoryEngine {
     }
 
     async fn room_send(&self, req: RoomSendRequest) -> Result<Option<SendOutcome>, EngineError> {
+        self.faults.check(Op::RoomSend)?;
         let conversation = room_conversation(&req.room);
         let mut st = self.lock();
         st.prune();
@@ -406,6 +403,7 @@ impl Rooms for MemoryEngine {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<RoomEvent>, EngineError> {
+        self.faults.check(Op::ReadRoom)?;
         let st = self.lock();
         let Some(room) = st.rooms.rooms.get(room_id) else {
             return Ok(Vec::new());
@@ -421,6 +419,7 @@ impl Rooms for MemoryEngine {
     }
 
     async fn room_head(&self, room_id: &str) -> Result<StreamId, EngineError> {
+        self.faults.check(Op::RoomHead)?;
         Ok(self
             .lock()
             .rooms
@@ -430,12 +429,17 @@ impl Rooms for MemoryEngine {
     }
 
     async fn subscribe_room(&self, room_id: &str) -> Result<(), EngineError> {
-        self.lock().rooms.subscribed.insert(room_id.to_string());
+        self.faults.check(Op::SubscribeRoom)?;
+        self.with_node(|_, rooms| {
+            rooms.insert(room_id.to_string());
+        });
         Ok(())
     }
 
     async fn unsubscribe_room(&self, room_id: &str) -> Result<(), EngineError> {
-        self.lock().rooms.subscribed.remove(room_id);
+        self.with_node(|_, rooms| {
+            rooms.remove(room_id);
+        });
         Ok(())
     }
 }

@@ -5,94 +5,18 @@
 #![allow(dead_code)] // each test file uses a different subset
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+pub mod single;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_engine::prelude::*;
-use chat_engine::{EventSink, InboxEvent, LiveEvent, SendRequest};
+pub use chat_engine::testing::RecordingSink;
+use chat_engine::{InboxEvent, SendRequest};
 use chat_protocol::{Message, StreamId};
 use chat_testkit::eventually;
 
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Records every delivery and every presence call.
-#[derive(Default)]
-pub struct Rec {
-    pub events: Mutex<Vec<(String, LiveEvent)>>,
-    pub presence: Mutex<Vec<(String, String)>>,
-    pub resyncs: AtomicUsize,
-}
-
-impl EventSink for Rec {
-    fn deliver(&self, user_id: &str, event: LiveEvent) {
-        self.events
-            .lock()
-            .unwrap()
-            .push((user_id.to_string(), event));
-    }
-
-    fn resync(&self) {
-        self.resyncs.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn presence(&self, user_id: &str, frame: Bytes) {
-        self.presence.lock().unwrap().push((
-            user_id.to_string(),
-            String::from_utf8_lossy(&frame).into_owned(),
-        ));
-    }
-}
-
-impl Rec {
-    pub fn inbox(&self, user: &str) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(u, e)| match e {
-                LiveEvent::Inbox(ev) if u == user => {
-                    Some(String::from_utf8_lossy(&ev.json).into_owned())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    pub fn ephemeral(&self, user: &str) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(u, e)| match e {
-                LiveEvent::Ephemeral(b) if u == user => {
-                    Some(String::from_utf8_lossy(b).into_owned())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    pub fn disconnects(&self, user: &str) -> usize {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(u, e)| u == user && matches!(e, LiveEvent::Disconnect))
-            .count()
-    }
-
-    pub fn presence_of(&self, user: &str) -> Vec<String> {
-        self.presence
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(u, _)| u == user)
-            .map(|(_, f)| f.clone())
-            .collect()
-    }
-}
 
 pub fn req(from: &str, to: &str, body: &str) -> SendRequest {
     SendRequest {
@@ -149,13 +73,13 @@ pub async fn until<F: Fn() -> bool>(what: &str, check: F) {
 
 /// Publishes a marker to `user` and waits for it: everything published to that user
 /// before it has been delivered.
-pub async fn barrier(engine: &dyn Engine, sink: &Rec, user: &str, tag: &str) {
+pub async fn barrier(engine: &dyn Engine, sink: &RecordingSink, user: &str, tag: &str) {
     let marker = format!("{{\"type\":\"barrier\",\"tag\":\"{tag}\"}}");
     engine.publish_ephemeral(user, &marker).await.unwrap();
     until("barrier", || sink.ephemeral(user).contains(&marker)).await;
 }
 
-pub async fn unread_and_read_receipts(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+pub async fn unread_and_read_receipts(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     e.upsert_user("ann", "Ann").await.unwrap();
     e.upsert_user("ben", "Ben").await.unwrap();
@@ -197,7 +121,7 @@ pub async fn unread_and_read_receipts(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
         );
         // Delivered live too.
         until("read event live", || {
-            sink.inbox(user)
+            sink.inbox_json(user)
                 .iter()
                 .any(|j| j.contains("\"type\":\"read\""))
         })
@@ -239,7 +163,10 @@ pub async fn unread_and_read_receipts(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
     assert_eq!(unread(e, "ben", "ann").await, 0);
 }
 
-pub async fn concurrent_sends_and_reads_stay_exact(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+pub async fn concurrent_sends_and_reads_stay_exact(
+    engine: Arc<dyn Engine>,
+    _sink: Arc<RecordingSink>,
+) {
     let mut tasks = Vec::new();
     for (me, peer) in [("cat", "dan"), ("dan", "cat")] {
         let engine = engine.clone();
@@ -282,7 +209,7 @@ pub async fn concurrent_sends_and_reads_stay_exact(engine: Arc<dyn Engine>, _sin
     }
 }
 
-pub async fn conversation_list(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+pub async fn conversation_list(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     for (id, name) in [("eve", "Eve"), ("fay", "Fay"), ("gus", "Gus")] {
         e.upsert_user(id, name).await.unwrap();
@@ -340,7 +267,7 @@ pub async fn conversation_list(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
     assert_eq!(unread(e, "fay", "eve").await, 0);
 }
 
-pub async fn presence_transitions(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+pub async fn presence_transitions(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     e.upsert_user("hal", "Hal").await.unwrap();
     e.upsert_user("ivy", "Ivy").await.unwrap();
@@ -370,7 +297,7 @@ pub async fn presence_transitions(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
     let info = &e.presence(&who).await.unwrap()[0];
     assert!(info.online);
     assert_eq!(info.last_seen_at, None);
-    let presence_frames = |s: &Rec| {
+    let presence_frames = |s: &RecordingSink| {
         s.ephemeral("ivy")
             .into_iter()
             .filter(|f| f.contains("presence"))
@@ -420,7 +347,7 @@ pub async fn presence_transitions(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
     assert!(presence[3].contains("\"online\":false") && presence[4] == online);
 }
 
-pub async fn directory_search(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+pub async fn directory_search(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     for (id, name) in [
         ("d-a", "Alice Smith"),
@@ -454,7 +381,7 @@ pub async fn directory_search(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
     assert_eq!(ids(e.search_users("ALV", 10).await.unwrap()), [guest.id]);
 }
 
-pub async fn disconnect_reaches_the_sink(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+pub async fn disconnect_reaches_the_sink(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     e.subscribe("jay").await.unwrap();
     e.disconnect_user("jay").await.unwrap();
@@ -468,7 +395,7 @@ pub async fn disconnect_reaches_the_sink(engine: Arc<dyn Engine>, sink: Arc<Rec>
 /// A clear tells both participants (a stored `cleared` event, live and in the inbox),
 /// and no read of the inbox returns the cleared messages again, from any cursor,
 /// while the `prev` chain still proves every read contiguous.
-pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     let (kim, lou, max) = ("clr-kim", "clr-lou", "clr-max");
     e.subscribe(kim).await.unwrap();
@@ -490,7 +417,7 @@ pub async fn clear_hides_messages_from_recovery(engine: Arc<dyn Engine>, sink: A
     });
     for user in [kim, lou] {
         until("cleared delivered live", || {
-            sink.inbox(user)
+            sink.inbox_json(user)
                 .iter()
                 .any(|j| serde_json::from_str::<serde_json::Value>(j).unwrap() == cleared)
         })
@@ -566,7 +493,7 @@ pub fn bounded_retention() -> chat_engine::Retention {
 /// With [`bounded_retention`]: a user's conversation list keeps the 3 most recent
 /// conversations, and a presence transition reaches only the 2 most recent partners,
 /// however many partners there were.
-pub async fn growth_is_bounded(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
+pub async fn growth_is_bounded(engine: Arc<dyn Engine>, sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     let user = "gb-user";
     let peers: Vec<String> = (1..=5).map(|i| format!("gb-p{i}")).collect();
@@ -615,7 +542,7 @@ pub async fn growth_is_bounded(engine: Arc<dyn Engine>, sink: Arc<Rec>) {
 
 /// With `retention.guest_ttl_secs` = 1: a guest who does not sign in for a second is
 /// gone (record, directory entry, sessions); each sign-in pushes that back.
-pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     let kept = e.create_guest("Keptguest").await.unwrap();
     let gone = e.create_guest("Goneguest").await.unwrap();
@@ -651,7 +578,7 @@ pub async fn guests_expire_after_inactivity(engine: Arc<dyn Engine>, _sink: Arc<
 
 /// A session keeps the JWT `rooms` claim it was created with, on every resume: absent
 /// (any room), empty (no room) and a list stay distinct; revoking drops them all.
-pub async fn sessions_keep_the_rooms_claim(engine: Arc<dyn Engine>, _sink: Arc<Rec>) {
+pub async fn sessions_keep_the_rooms_claim(engine: Arc<dyn Engine>, _sink: Arc<RecordingSink>) {
     let e = engine.as_ref();
     let user = "claim-user.1@x";
     e.upsert_user(user, "Claimed").await.unwrap();

@@ -457,13 +457,13 @@ mod tests {
     /// (resume) having written nothing after the last contiguous event.
     #[tokio::test(start_paused = true)]
     async fn a_gap_that_cannot_be_read_closes_for_a_resume_instead_of_skipping_it() {
-        let (state, flaky) = test_socket::flaky_state(Settings::default());
+        let (state, faults) = test_socket::faulty_state(Settings::default());
         let inbox = bob_inbox(&state, MAX_HELD + 4).await;
         let (tx, mut peer, task) = run_conn(&state, StreamId::ZERO);
 
         tx.send(live(&inbox[0])).await.unwrap();
         assert_eq!(read_cursors(&mut peer, 1).await, vec![inbox[0].id]);
-        flaky.fail(true);
+        faults.fail(chat_engine::memory::Op::ReadInbox);
         // Event 2 never arrives live and cannot be read: 3.. are held, then one more.
         for event in &inbox[2..MAX_HELD + 3] {
             tx.send(live(event)).await.unwrap();

@@ -602,7 +602,7 @@ mod tests {
     /// log the failure and write the event, losing the gap for good).
     #[tokio::test(start_paused = true)]
     async fn a_room_gap_that_cannot_be_read_closes_for_a_resume() {
-        let (state, flaky) = test_socket::flaky_state(Settings::default());
+        let (state, faults) = test_socket::faulty_state(Settings::default());
         let user = chat_protocol::User {
             id: "bob".into(),
             name: "bob".into(),
@@ -617,7 +617,7 @@ mod tests {
         let first = peer.next().await.expect("the first event is written");
         assert!(text_of(&first).contains(r#""n":2"#), "{first:?}");
         // Event 3 is missing and cannot be read.
-        flaky.fail(true);
+        faults.fail(chat_engine::memory::Op::ReadRoom);
         tx.send(event(4, 3)).await.unwrap();
         let stop = tokio::time::timeout(std::time::Duration::from_secs(60), task)
             .await
