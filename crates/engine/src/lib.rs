@@ -18,6 +18,7 @@
 //! own event of a send to the sink itself, before `send` returns.
 
 pub mod events;
+mod ids;
 pub mod memory;
 pub mod redis;
 pub mod rooms;
