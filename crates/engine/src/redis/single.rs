@@ -1,12 +1,12 @@
 //! Single Redis (and Sentinel): every write of [`Shape`] is one atomic `FCALL`
 //! combining the slots it touches (`chat_send`, `chat_read`, `chat_conn_open`,
 //! `chat_conn_close`, `chat_conn_drop`, `chat_heartbeat`, `chat_reap_batch`); sends are
-//! batched into `chat_send` calls by [`super::batch`].
+//! batched into `chat_send` calls by [`super::batch`], which makes those calls itself.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_protocol::{dm_conversation, Event, StreamId};
+use chat_protocol::{dm_conversation, StreamId};
 
 use super::batch::Batcher;
 use super::conn::number;
@@ -14,7 +14,7 @@ use super::payload::{ReapTemplate, Transition};
 use super::shape::{Sent, Shape, REAP_BATCH};
 use super::{functions, keys, Core};
 use crate::events::now_rfc3339;
-use crate::{EngineError, InboxEvent, ReadOutcome, SendOutcome, SendRequest};
+use crate::{EngineError, ReadOutcome, SendRequest};
 
 /// The single-Redis writes.
 pub(crate) struct Single {
@@ -30,53 +30,6 @@ impl Single {
             batcher: Batcher::start(Arc::downgrade(core)),
         }
     }
-}
-
-/// One `chat_send` call storing and delivering `requests` in order (see
-/// [`super::batch`]); each request with whether its sender is subscribed on this node.
-/// `now_ms`: this node's clock, for the history age limit.
-pub(crate) async fn send_batch(
-    core: &Core,
-    requests: &[(&SendRequest, bool)],
-    now_ms: u64,
-) -> Result<Vec<Sent>, EngineError> {
-    let (keys, args) = functions::send_call(
-        requests.iter().copied(),
-        &core.node_id,
-        &core.retention,
-        now_ms,
-    );
-    // With nonces a retried call is harmless; without one, never write it twice.
-    let opts = if requests.iter().all(|(r, _)| r.nonce.is_some()) {
-        &core.opts
-    } else {
-        &core.once
-    };
-    let reply = core.fcall(functions::SEND, &keys, &args, opts).await?;
-    let replies = functions::parse_send_reply(reply, requests)?;
-    Ok(requests
-        .iter()
-        .zip(replies)
-        .map(|((_, local), reply)| {
-            let functions::SendReply {
-                duplicate,
-                message,
-                sender_entry,
-            } = reply;
-            let own = sender_entry
-                .filter(|_| *local && !duplicate)
-                .map(|(id, prev)| InboxEvent {
-                    id,
-                    prev,
-                    json: bytes::Bytes::from(Event::Message { message: &message }.to_json()),
-                    trace: None,
-                });
-            Sent {
-                outcome: SendOutcome { message, duplicate },
-                own,
-            }
-        })
-        .collect())
 }
 
 /// Keys and arguments of `chat_conn_close` and `chat_conn_drop`: the offline payloads
