@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use chat_protocol::Event;
 
+use super::functions::send;
 use super::shape::Sent;
-use super::{functions, Core};
+use super::Core;
 use crate::events::now_ms;
 use crate::{EngineError, InboxEvent, SendOutcome, SendRequest};
 
@@ -126,7 +127,7 @@ async fn send_batch(
     requests: &[(&SendRequest, bool)],
     now_ms: u64,
 ) -> Result<Vec<Sent>, EngineError> {
-    let (keys, args) = functions::send_call(
+    let (keys, args) = send::send_call(
         requests.iter().copied(),
         &core.node_id,
         &core.retention,
@@ -138,13 +139,13 @@ async fn send_batch(
     } else {
         &core.once
     };
-    let reply = core.fcall(functions::SEND, &keys, &args, opts).await?;
-    let replies = functions::parse_send_reply(reply, requests)?;
+    let reply = core.fcall(send::SEND, &keys, &args, opts).await?;
+    let replies = send::parse_send_reply(reply, requests)?;
     Ok(requests
         .iter()
         .zip(replies)
         .map(|((_, local), reply)| {
-            let functions::SendReply {
+            let send::SendReply {
                 duplicate,
                 message,
                 sender_entry,
@@ -167,7 +168,6 @@ async fn send_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::super::functions;
     use super::*;
 
     #[test]
@@ -183,5 +183,5 @@ mod tests {
     }
 
     // Every key and argument of a full batch, well under Redis's and Lua's limits.
-    const _: () = assert!(MAX_BATCH * (functions::SEND_KEYS + functions::SEND_ARGS) < 8000);
+    const _: () = assert!(MAX_BATCH * (send::SEND_KEYS + send::SEND_ARGS) < 8000);
 }
