@@ -153,4 +153,6 @@ fn count(names: &str) -> usize {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
