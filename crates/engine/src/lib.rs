@@ -21,6 +21,7 @@
 //! injection, memory nodes sharing one state, and a recording sink (`testing`).
 
 pub mod events;
+mod ids;
 pub mod memory;
 pub mod redis;
 pub mod rooms;

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chat_protocol::User;
 
-use super::{new_guest_id, new_session_token, MemoryEngine, State};
+use super::{MemoryEngine, State};
+use crate::ids::{new_guest_id, new_session_token};
 use crate::{Accounts, EngineError, Session};
 
 /// A session this node issued.

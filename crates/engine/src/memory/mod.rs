@@ -248,18 +248,3 @@ impl Node for MemoryEngine {
         &self.node_id
     }
 }
-
-/// A fresh guest id: `g-` and 20 hex digits.
-pub fn new_guest_id() -> String {
-    let hex = uuid::Uuid::new_v4().simple().to_string();
-    format!("g-{}", &hex[..20])
-}
-
-/// A fresh session secret: 256 random bits, hex (URL-safe).
-pub fn new_session_token() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}

@@ -12,7 +12,7 @@ use fred::types::{ClusterHash, CustomCommand, Expiration};
 
 use super::conn::{all_ok, map_err, text};
 use super::{keys, ttl, RedisEngine};
-use crate::memory::{new_guest_id, new_session_token};
+use crate::ids::{new_guest_id, new_session_token};
 use crate::{Accounts, EngineError, Session};
 
 /// Expired guests' directory entries removed per sweep (one sweep per new guest and

@@ -9,16 +9,19 @@
 //! argument and reply conversions, and the socket reads and writes of Redis (its
 //! replies and the pub/sub deliveries to each subscribed node) are paid once per batch
 //! instead of once per message. The sends of one batch run in queue order, atomically,
-//! inside the function.
+//! inside the function. [`send_batch`] is that call.
 
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use chat_protocol::Event;
+
+use super::functions::send;
 use super::shape::Sent;
-use super::{single, Core};
+use super::Core;
 use crate::events::now_ms;
-use crate::{EngineError, SendRequest};
+use crate::{EngineError, InboxEvent, SendOutcome, SendRequest};
 
 /// The most sends one call carries.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -96,7 +99,7 @@ async fn run(engine: Weak<Core>, mut rx: mpsc::Receiver<Pending>) {
         tokio::spawn(async move {
             let requests: Vec<(&SendRequest, bool)> =
                 batch.iter().map(|p| (&p.request, p.local)).collect();
-            let outcomes = single::send_batch(&engine, &requests, now_ms()).await;
+            let outcomes = send_batch(&engine, &requests, now_ms()).await;
             drop(requests);
             drop(engine);
             drop(slot);
@@ -116,9 +119,55 @@ async fn run(engine: Weak<Core>, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
+/// One `chat_send` call storing and delivering `requests` in order; each request with
+/// whether its sender is subscribed on this node.
+/// `now_ms`: this node's clock, for the history age limit.
+async fn send_batch(
+    core: &Core,
+    requests: &[(&SendRequest, bool)],
+    now_ms: u64,
+) -> Result<Vec<Sent>, EngineError> {
+    let (keys, args) = send::send_call(
+        requests.iter().copied(),
+        &core.node_id,
+        &core.retention,
+        now_ms,
+    );
+    // With nonces a retried call is harmless; without one, never write it twice.
+    let opts = if requests.iter().all(|(r, _)| r.nonce.is_some()) {
+        &core.opts
+    } else {
+        &core.once
+    };
+    let reply = core.fcall(send::SEND, &keys, &args, opts).await?;
+    let replies = send::parse_send_reply(reply, requests)?;
+    Ok(requests
+        .iter()
+        .zip(replies)
+        .map(|((_, local), reply)| {
+            let send::SendReply {
+                duplicate,
+                message,
+                sender_entry,
+            } = reply;
+            let own = sender_entry
+                .filter(|_| *local && !duplicate)
+                .map(|(id, prev)| InboxEvent {
+                    id,
+                    prev,
+                    json: bytes::Bytes::from(Event::Message { message: &message }.to_json()),
+                    trace: None,
+                });
+            Sent {
+                outcome: SendOutcome { message, duplicate },
+                own,
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::functions;
     use super::*;
 
     #[test]
@@ -138,5 +187,5 @@ mod tests {
     }
 
     // Every key and argument of a full batch, well under Redis's and Lua's limits.
-    const _: () = assert!(MAX_BATCH * (functions::SEND_KEYS + functions::SEND_ARGS) < 8000);
+    const _: () = assert!(MAX_BATCH * (send::SEND_KEYS + send::SEND_ARGS) < 8000);
 }

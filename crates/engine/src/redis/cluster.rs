@@ -20,7 +20,8 @@ use fred::types::config::Options;
 use fred::types::Expiration;
 
 use super::conn::{all_ok, map_err, number, strings, text};
-use super::functions::{self, InboxAppend, Stored};
+use super::functions;
+use super::functions::send::{InboxAppend, Stored};
 use super::payload::Transition;
 use super::shape::{Sent, Shape, REAP_BATCH};
 use super::{keys, Core};
@@ -61,7 +62,7 @@ impl Cluster {
         };
         let reply = self
             .core
-            .fcall(functions::INBOX_APPEND, &keys, &args, opts)
+            .fcall(functions::send::INBOX_APPEND, &keys, &args, opts)
             .await?;
         // {id, prev, appended}
         let entry = match reply {
@@ -132,7 +133,7 @@ impl Cluster {
     /// gone. Returns the partners to tell when that took the user offline.
     async fn pres_drop(&self, user: &str, node: &str) -> Result<Option<Vec<String>>, EngineError> {
         let reply = self
-            .pres_call(functions::PRES_DROP, user, node, &self.core.opts)
+            .pres_call(functions::presence::PRES_DROP, user, node, &self.core.opts)
             .await?;
         // {offline, partners}
         Ok(match reply {
@@ -148,21 +149,21 @@ impl Cluster {
 impl Shape for Cluster {
     async fn send(&self, request: SendRequest, local: bool) -> Result<Sent, EngineError> {
         let core = &self.core;
-        let (keys, args) = functions::conv_append_call(&request, &core.retention, now_ms());
+        let (keys, args) = functions::send::conv_append_call(&request, &core.retention, now_ms());
         let opts = if request.nonce.is_some() {
             &core.opts
         } else {
             &core.once
         };
         let reply = core
-            .fcall(functions::CONV_APPEND, &keys, &args, opts)
+            .fcall(functions::send::CONV_APPEND, &keys, &args, opts)
             .await?;
-        let functions::SendReply {
+        let functions::send::SendReply {
             duplicate, message, ..
-        } = functions::parse_conv_append_reply(reply, &request)?;
+        } = functions::send::parse_conv_append_reply(reply, &request)?;
         let event = Event::Message { message: &message }.to_json();
         let window = if duplicate {
-            functions::RETRY_DEDUPE_WINDOW
+            functions::send::RETRY_DEDUPE_WINDOW
         } else {
             0
         };
@@ -223,9 +224,14 @@ impl Shape for Cluster {
         let args = vec![reader.to_string(), up_to.to_string()];
         let reply = self
             .core
-            .fcall(functions::READ_MARKER, &keys, &args, &self.core.opts)
+            .fcall(
+                functions::receipts::READ_MARKER,
+                &keys,
+                &args,
+                &self.core.opts,
+            )
             .await?;
-        let Some(id) = functions::parse_read_reply(reply)? else {
+        let Some(id) = functions::receipts::parse_read_reply(reply)? else {
             return Ok(None); // nothing moved
         };
         let event = Event::Read {
@@ -257,7 +263,7 @@ impl Shape for Cluster {
 
     async fn connection_opened(&self, user: &str, node: &str) -> Result<u64, EngineError> {
         let reply = self
-            .pres_call(functions::PRES_OPEN, user, node, &self.core.once)
+            .pres_call(functions::presence::PRES_OPEN, user, node, &self.core.once)
             .await?;
         let (n, partners) = match reply {
             Value::Array(mut parts) if parts.len() == 2 => {
@@ -287,7 +293,7 @@ impl Shape for Cluster {
 
     async fn connection_closed(&self, user: &str, node: &str) -> Result<(), EngineError> {
         let reply = self
-            .pres_call(functions::PRES_CLOSE, user, node, &self.core.once)
+            .pres_call(functions::presence::PRES_CLOSE, user, node, &self.core.once)
             .await?;
         let (left, offline, partners) = match reply {
             Value::Array(mut parts) if parts.len() == 3 => {

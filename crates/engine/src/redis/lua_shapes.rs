@@ -14,8 +14,9 @@ use fred::clients::{Client, SubscriberClient};
 use fred::prelude::*;
 use tokio::sync::broadcast::Receiver;
 
-use super::functions::{self, InboxAppend, Stored};
-use super::payload::{self, ReapTemplate, Transition};
+use super::functions::send::{self, InboxAppend, Stored};
+use super::functions::{self, presence, receipts};
+use super::payload::{self, Transition};
 use super::{conn, keys};
 use crate::events::now_rfc3339;
 use crate::{LiveEvent, Retention, SendRequest};
@@ -106,14 +107,14 @@ fn request(body: &str, trace: Option<&str>) -> SendRequest {
 async fn send(s: &mut Setup, body: &str, trace: Option<&str>, local: bool) -> Message {
     let req = request(body, trace);
     let requests = [(&req, local)];
-    let (keys, args) = functions::send_call(
+    let (keys, args) = send::send_call(
         requests.iter().copied(),
         "node-1",
         &Retention::default(),
         crate::events::now_ms(),
     );
-    let reply = s.fcall(functions::SEND, keys, args).await;
-    let mut replies = functions::parse_send_reply(reply, &requests).unwrap();
+    let reply = s.fcall(send::SEND, keys, args).await;
+    let mut replies = send::parse_send_reply(reply, &requests).unwrap();
     replies.remove(0).message
 }
 
@@ -173,7 +174,7 @@ async fn chat_inbox_append_publishes_the_event_it_was_given() {
         node: None,
     }
     .call(&Retention::default());
-    s.fcall(functions::INBOX_APPEND, keys, args).await;
+    s.fcall(send::INBOX_APPEND, keys, args).await;
     let carol = s.next_on(&keys::channel("carol")).await;
     let (_, prev) = inbox_payload(&carol, &event, Some("00-abc-def-01"));
     assert_eq!(prev, StreamId::ZERO);
@@ -186,9 +187,9 @@ async fn chat_read_writes_the_protocol_read_event() {
     s.next().await;
     s.next().await;
     let up_to = StreamId::parse(&message.id).unwrap();
-    let (keys, args) = functions::read_call("bob", "alice", up_to, &Retention::default());
-    let reply = s.fcall(functions::READ, keys, args).await;
-    let id = functions::parse_read_reply(reply).unwrap().unwrap();
+    let (keys, args) = receipts::read_call("bob", "alice", up_to, &Retention::default());
+    let reply = s.fcall(receipts::READ, keys, args).await;
+    let id = receipts::parse_read_reply(reply).unwrap().unwrap();
     assert_eq!(id, message.id);
     let event = Event::Read {
         conversation: "dm:alice:bob",
@@ -212,38 +213,16 @@ async fn presence_functions_publish_the_protocol_presence_frames() {
 
     // chat_conn_open and chat_conn_close publish the payloads they are given.
     let online = Transition::new("alice", true, None);
-    let keys = vec![
-        keys::presence("alice"),
-        keys::node_users("n1"),
-        keys::convs("alice"),
-    ];
-    let args = vec![
-        "alice".to_string(),
-        "n1".to_string(),
-        channel.to_string(),
-        online.partner.clone(),
-        online.global.clone(),
-    ];
-    s.fcall(functions::CONN_OPEN, keys, args).await;
+    let (keys, args) = presence::conn_open_call("alice", "n1", 0);
+    s.fcall(presence::CONN_OPEN, keys, args).await;
     assert_eq!(s.next_on(&keys::channel("bob")).await, online.partner);
     assert_eq!(s.next_on(channel).await, online.global);
 
     // chat_reap_batch splices each user into the template: the same bytes as the
     // transition built here.
     let now = now_rfc3339();
-    let template = ReapTemplate::offline(&now);
-    let args = vec![
-        "n1".to_string(),
-        channel.to_string(),
-        now.clone(),
-        "10".to_string(),
-        template.before,
-        template.between,
-        template.after,
-    ];
-    let left = s
-        .fcall(functions::REAP_BATCH, vec![keys::node_users("n1")], args)
-        .await;
+    let (keys, args) = presence::reap_batch_call("n1", &now, 10, 0);
+    let left = s.fcall(presence::REAP_BATCH, keys, args).await;
     assert_eq!(left.as_u64(), Some(0));
     let offline = Transition::new("alice", false, Some(&now));
     assert_eq!(s.next_on(&keys::channel("bob")).await, offline.partner);

@@ -157,7 +157,7 @@ impl Messages for RedisEngine {
         // The conversation's keys share its hash tag: one slot-local call.
         let keys = vec![keys::conv_msgs(a, b), keys::conv_meta(a, b)];
         let reply = core
-            .fcall(functions::CONV_CLEAR, &keys, &[], &core.opts)
+            .fcall(functions::send::CONV_CLEAR, &keys, &[], &core.opts)
             .await?;
         let Some(up_to) = text(reply).and_then(|t| StreamId::parse(&t)) else {
             return Ok(None);
@@ -186,7 +186,7 @@ impl Messages for RedisEngine {
                 core.retention.inbox_ttl_secs.to_string(),
             ];
             async move {
-                core.fcall(functions::INBOX_CLEAR, &keys, &args, &core.opts)
+                core.fcall(functions::send::INBOX_CLEAR, &keys, &args, &core.opts)
                     .await
             }
         };

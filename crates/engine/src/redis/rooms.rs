@@ -1,14 +1,16 @@
 //! Rooms on Redis ([`Rooms`]), the same on one Redis, Sentinel and a cluster.
 //!
 //! Every room key shares the room's hash tag ([`keys::room_meta`] and the rest), so
-//! each room write is one slot-local `FCALL` (`scripts/rooms.lua`): a message is
-//! appended once to the room's event stream and `SPUBLISH`ed once on the room's
-//! channel, whatever the number of members (`room_commands_do_not_grow_with_members`
-//! in the tests counts them). The user's half of a join or leave — the set of the
-//! user's rooms and the `member` event on the user's own channel, so every node with
-//! the user's connections follows — is a plain command or two in the user's slot.
-//! The rooms-per-user cap is read before the join (a user racing two joins past it
-//! may end one over); the members-per-room cap is checked atomically in Lua.
+//! each room write is one slot-local `FCALL` (`scripts/rooms.lua`, called through
+//! [`room_calls`]): a message is appended once to the room's event stream and
+//! `SPUBLISH`ed once on the room's channel, whatever the number of members
+//! (`room_commands_do_not_grow_with_members` in the tests counts them). The user's half
+//! of a join or leave — the set of the user's rooms and the `member` event on the
+//! user's own channel, so every node with the user's connections follows — is in the
+//! user's slot: a join first lists the room in the user's set with
+//! `chat_rooms_reserve`, atomically against the rooms-per-user cap (two joins at once
+//! cannot both pass it), and takes it out again if the room was full or the join
+//! failed; the members-per-room cap is checked atomically by the join itself.
 //!
 //! The event stream is trimmed on each append like a conversation's history:
 //! `history_max_len` events and `history_max_age_secs` (a `MINID` from this node's
@@ -23,34 +25,19 @@ use fred::prelude::*;
 use serde::Deserialize;
 
 use super::conn::{all_ok, entries, map_err, number, text, Entry};
-use super::{functions, keys, messages, payload, RedisEngine};
+use super::functions::rooms::{self as room_calls, MemberCall, RoomSend, RoomSent, SEND};
+use super::{keys, messages, payload, RedisEngine};
 use crate::events::now_ms;
 use crate::{
     sort_by_activity, EngineError, JoinOutcome, RoomEvent, RoomLimits, RoomSendRequest, RoomState,
     RoomSummary, Rooms, SendOutcome,
 };
 
-const JOIN: &str = "chat_room_join";
-const LEAVE: &str = "chat_room_leave";
-const SEND: &str = "chat_room_send";
-const READ: &str = "chat_room_read";
-const RESERVE: &str = "chat_rooms_reserve";
-
 /// Entries read per `XREVRANGE` while paging history past `member` events.
 const HISTORY_SCAN: usize = 200;
 
 fn bad(what: &str) -> EngineError {
     EngineError::Internal(format!("unexpected room reply from redis: {what}"))
-}
-
-fn room_keys(room: &str) -> Vec<String> {
-    vec![
-        keys::room_meta(room),
-        keys::room_members(room),
-        keys::room_names(room),
-        keys::room_events(room),
-        keys::room_channel(room),
-    ]
 }
 
 /// A stored room event with its full frame.
@@ -91,35 +78,7 @@ fn message_of(frame: &[u8]) -> Option<Message> {
         .map(|f| f.message)
 }
 
-/// `[code, id, prev]` of a join or leave.
-fn outcome(v: Value) -> Result<(i64, Option<(StreamId, StreamId)>), EngineError> {
-    let Value::Array(items) = v else {
-        return Err(bad("join/leave"));
-    };
-    let code = items
-        .first()
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| bad("code"))?;
-    let ids = match (items.get(1), items.get(2)) {
-        (Some(id), Some(prev)) => {
-            let parse = |v: &Value| v.as_str().and_then(|s| StreamId::parse(&s));
-            Some((
-                parse(id).ok_or_else(|| bad("id"))?,
-                parse(prev).ok_or_else(|| bad("prev"))?,
-            ))
-        }
-        _ => None,
-    };
-    Ok((code, ids))
-}
-
 impl RedisEngine {
-    /// What the room's stream keeps (`room_keep` in `rooms.lua`): events by count and
-    /// by age, the age from this node's clock, as a conversation's history.
-    fn keep_args(&self) -> [String; 3] {
-        functions::history_args(&self.core.retention, now_ms())
-    }
-
     /// Tells every node with the user's connections about their membership change.
     async fn notify_member(&self, event: &RoomEvent, user: &str) -> Result<(), EngineError> {
         let _: i64 = self
@@ -133,25 +92,37 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// A join (`join`: the name of the room should the join create it, and the
+    /// members cap) or a leave; with the `member` event it appended, if it did.
     async fn member_event(
         &self,
-        function: &'static str,
         room: &str,
         user: &User,
         change: MemberChange,
-        extra: Vec<String>,
+        join: Option<(&str, u64)>,
     ) -> Result<(i64, Option<RoomEvent>), EngineError> {
         let event = MemberEvent::new(room, change, user);
         let (head, tail) = event.split_at_id();
-        // Both functions start with: user, head, tail, then what the stream keeps.
-        let mut args = vec![user.id.clone(), head, tail];
-        args.extend(self.keep_args());
-        args.extend(extra);
-        let (code, ids) = outcome(
-            self.core
-                .fcall(function, &room_keys(room), &args, &self.core.opts)
-                .await?,
-        )?;
+        let call = MemberCall {
+            room,
+            user: &user.id,
+            head,
+            tail,
+            retention: &self.core.retention,
+            now_ms: now_ms(),
+        };
+        let (function, (keys, args)) = match join {
+            Some((name, max_members)) => (
+                room_calls::JOIN,
+                call.join_call(&user.name, name, max_members),
+            ),
+            None => (room_calls::LEAVE, call.leave_call()),
+        };
+        let reply = self
+            .core
+            .fcall(function, &keys, &args, &self.core.opts)
+            .await?;
+        let (code, ids) = room_calls::parse_member_reply(reply)?;
         let event = ids.map(|(id, prev)| RoomEvent {
             room: room.to_string(),
             id,
@@ -207,27 +178,18 @@ impl Rooms for RedisEngine {
     ) -> Result<JoinOutcome, EngineError> {
         // The room goes into the user's set first, atomically against the cap; a join
         // that then does not happen takes it out again.
-        let reserved = self
+        let (keys, args) = room_calls::reserve_call(&user.id, room, limits.rooms_per_user);
+        let reply = self
             .core
-            .fcall(
-                RESERVE,
-                &[keys::user_rooms(&user.id)],
-                &[room.to_string(), limits.rooms_per_user.to_string()],
-                &self.core.opts,
-            )
-            .await?
-            .as_i64()
-            .ok_or_else(|| bad("reserve"))?;
+            .fcall(room_calls::RESERVE, &keys, &args, &self.core.opts)
+            .await?;
+        let reserved = room_calls::parse_reserve_reply(reply)?;
         if reserved < 0 {
             return Ok(JoinOutcome::TooManyRooms);
         }
-        let args = vec![
-            user.name.clone(),
-            name.unwrap_or(room).to_string(),
-            limits.members_per_room.to_string(),
-        ];
+        let join = (name.unwrap_or(room), limits.members_per_room);
         let joined = self
-            .member_event(JOIN, room, user, MemberChange::Joined, args)
+            .member_event(room, user, MemberChange::Joined, Some(join))
             .await;
         let full = matches!(joined, Ok((code, _)) if code < 0);
         if reserved == 1 && (full || joined.is_err()) {
@@ -255,7 +217,7 @@ impl Rooms for RedisEngine {
 
     async fn leave_room(&self, room: &str, user: &User) -> Result<bool, EngineError> {
         let (code, event) = self
-            .member_event(LEAVE, room, user, MemberChange::Left, Vec::new())
+            .member_event(room, user, MemberChange::Left, None)
             .await?;
         let _: i64 = self
             .core
@@ -410,20 +372,15 @@ impl Rooms for RedisEngine {
         let nonce = req
             .nonce
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let keys = vec![
-            keys::room_meta(&req.room),
-            keys::room_members(&req.room),
-            keys::room_events(&req.room),
-            keys::room_channel(&req.room),
-            keys::room_nonce(&req.room, &req.from, &nonce),
-        ];
-        let mut args = vec![
-            req.from.clone(),
+        let (keys, args) = RoomSend {
+            room: &req.room,
+            from: &req.from,
+            nonce: &nonce,
+            nonce_ttl_secs: req.nonce_ttl_secs,
             head,
             tail,
-            req.nonce_ttl_secs.max(1).to_string(),
-        ];
-        args.extend(self.keep_args());
+        }
+        .call(&self.core.retention, now_ms());
         // As for a 1:1 send: a call that failed `Unavailable` may have run (a
         // timeout), so it is sent again with the same nonce a bounded number of times;
         // the answer is the stored message or an `Unavailable` saying it may be stored.
@@ -444,20 +401,12 @@ impl Rooms for RedisEngine {
                 Err(e) => return Err(e),
             }
         };
-        let Value::Array(items) = reply else {
-            return Err(bad("send"));
-        };
-        let code = items
-            .first()
-            .and_then(|v| v.as_i64())
-            .ok_or_else(|| bad("send code"))?;
-        let id = items.get(1).and_then(|v| v.as_str()).map(|s| s.to_string());
-        match (code, id) {
-            (1, Some(id)) => Ok(Some(SendOutcome {
+        match room_calls::parse_send_reply(reply)? {
+            RoomSent::Stored(id) => Ok(Some(SendOutcome {
                 message: Message { id, ..blank },
                 duplicate: false,
             })),
-            (2, Some(id)) => {
+            RoomSent::Duplicate(id) => {
                 let found: Value = self
                     .core
                     .cmd()
@@ -475,7 +424,7 @@ impl Rooms for RedisEngine {
                     duplicate: true,
                 }))
             }
-            _ => Ok(None),
+            RoomSent::NotMember => Ok(None),
         }
     }
 
@@ -535,21 +484,12 @@ impl Rooms for RedisEngine {
         user: &str,
         up_to: StreamId,
     ) -> Result<Option<String>, EngineError> {
-        let keys = vec![
-            keys::room_meta(room),
-            keys::room_members(room),
-            keys::room_events(room),
-        ];
+        let (keys, args) = room_calls::read_call(room, user, up_to);
         let reply = self
             .core
-            .fcall(
-                READ,
-                &keys,
-                &[user.to_string(), up_to.to_string()],
-                &self.core.opts,
-            )
+            .fcall(room_calls::READ, &keys, &args, &self.core.opts)
             .await?;
-        Ok(text(reply).filter(|s| !s.is_empty()))
+        Ok(room_calls::parse_read_reply(reply))
     }
 
     async fn read_room(

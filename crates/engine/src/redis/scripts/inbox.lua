@@ -1,45 +1,28 @@
 --[[
-The chat library (loaded as one Redis Functions library named chat: redis/functions.rs
-concatenates inbox.lua, send.lua, receipts.lua and presence.lua, in that order).
+inbox.lua: the first part of the chat library, which registers nothing. The library is
+one Redis Functions library named chat: redis/functions/mod.rs loads inbox.lua,
+send.lua, receipts.lua, presence.lua and rooms.lua, in that order, and each other file
+has its Rust module beside it (redis/functions/<file>.rs) holding its functions' names,
+keys, arguments and reply parsing. This file holds what they share: inbox appends and
+their live publish.
 
-Key layout (see crates/engine/src/redis/keys.rs):
-  chat:{c:<a>:<b>}:msgs              conversation stream (one field m: the message's
-                                     sequence number, sender, sent_at, body; see
-                                     conv_entry)
-  chat:{c:<a>:<b>}:meta              hash: s = message count, last = last id,
-                                     lm = last message JSON, r:<user> = read marker
-                                     (sequence number), ru:<user> = its message id
-  chat:{c:<a>:<b>}:n:<ttl>:<window>  nonces of one window of ttl seconds (a hash,
-                                     see nonce_place)
-  chat:{u:<id>}:inbox                inbox stream (one field m or r: the event
-                                     without what the owner implies; see
-                                     message_entry)
-  chat:{u:<id>}:head                 the inbox's newest id (expires with the inbox)
-  chat:{u:<id>}:clr                  hash: peer id -> newest message of the conversation
-                                     a clear deleted (reads skip those; expires with
-                                     the inbox; see chat_inbox_clear)
-  chat:{u:<id>}:convs                sorted set: peer id -> last message ms (at most
-                                     convs_max: the oldest are dropped)
-  chat:{u:<id>}:ch                   sharded pub/sub channel
-  chat:{u:<id>}:pres                 presence hash: node -> open connections
-  chat:user:<id>                     user hash; seen = when the user went offline
-  chat:node:<node>:users             set: users with connections on the node
-  chat:node:<node>:alive             heartbeat, SET EX ttl
-  chat:nodes                         sorted set: node -> last heartbeat ms
+Every registered function opens by naming its KEYS and ARGV as locals, the same names
+in the same order as its Rust module lists them (functions/tests.rs checks both
+sides); nothing else reads KEYS or ARGV. Every numeric argument 0 means "unlimited".
+Every function replies with a fixed number of values.
 
-On a single Redis, chat_send does whole sends, a batch of them, in one call. On Redis
-Cluster the conversation and the two inboxes live in different slots: chat_conv_append,
-then chat_inbox_append for each participant (concurrently); likewise chat_read is
-chat_read_marker then two chat_inbox_append. Every cluster-mode function touches the
-keys of one slot only. Every numeric argument 0 means "unlimited".
+Keys: crates/engine/src/redis/keys.rs names and describes each (a few are built here
+from user ids, for users a function discovers; keys.rs's lua_builds_the_same_keys test
+keeps both in step). On a single Redis, chat_send does whole sends, a batch of them in
+one call, and chat_read a whole read receipt. On Redis Cluster the conversation and the
+two inboxes live in different slots: chat_conv_append, then chat_inbox_append for each
+participant (concurrently); likewise chat_read_marker then two chat_inbox_append. Every
+cluster-mode function touches the keys of one slot only.
 
 The node builds every JSON text it can (the events come from the protocol crate);
 where only this library knows an id (a new message's, an inbox entry's, a read
 marker's, a dead node's users) it splices the id between bytes the node passed, and
 the engine's lua_shapes tests compare what it wrote with the protocol crate's bytes.
-Every function replies with a fixed number of values.
-
-This file: inbox appends and their live publish.
 ]]
 
 -- Whether the user of presence hash `pres` has connections on a node other than
@@ -92,44 +75,46 @@ local function move_head(inbox, head, id, o)
   return '0-0'
 end
 
--- Appends an event to a user's inbox, indexes the conversation and publishes it live.
--- inbox, head, convs, ch: the user's keys (convs nil: not a message, leave the index
--- alone); event: the event JSON, published live; kind, entry: the stored form (see
--- message_entry, read_entry); peer: the other participant; score: message ms;
--- o: inbox_opts.
--- trace: a W3C traceparent carried only in the live payload ('' = none).
--- publish false: no live publish (the calling node delivers to the user's
--- connections itself, and the user has none elsewhere).
--- The live payload (redis/payload.rs: '<id> <prev> [t=<trace> ]<event>') carries the
--- entry's id and the previous one, so a node sees a gap; the stream itself needs no
--- link (its entries are in order: the node reading it knows each entry's
--- predecessor).
+-- An event reaches a user's inbox in up to three steps, each named for what it does
+-- (a function appending a message does all three, in this order):
+--   local id, prev = inbox_add(inbox, head, kind, entry, o)
+--   index_conversation(convs, peer, score, o)         (messages only)
+--   publish_entry(ch, id, prev, trace, event)         (unless the caller delivers it)
+
+-- Appends an entry of `kind` to a user's inbox (`entry`: its stored form, see
+-- message_entry and read_entry) and moves the inbox's head. o: inbox_opts.
 -- Returns the new entry id and the previous one ('0-0' for the first).
-local function inbox_append(inbox, head, convs, ch, event, kind, entry, peer, score, o,
-                            trace, publish)
+local function inbox_add(inbox, head, kind, entry, o)
   local id
   if o.max_len ~= '0' and o.max_len ~= '' then
     id = redis.call('XADD', inbox, 'MAXLEN', '~', o.max_len, '*', kind, entry)
   else
     id = redis.call('XADD', inbox, '*', kind, entry)
   end
-  local prev = move_head(inbox, head, id, o)
-  if convs then
-    -- A new peer may take the index over its bound: the oldest conversations go.
-    if redis.call('ZADD', convs, score, peer) == 1 and o.convs_max > 0
-        and redis.call('ZCARD', convs) > o.convs_max then
-      redis.call('ZREMRANGEBYRANK', convs, 0, -(o.convs_max + 1))
-    end
+  return id, move_head(inbox, head, id, o)
+end
+
+-- Puts the conversation with `peer` first in a user's conversation index `convs`, at
+-- `score` (the message's ms). A new peer may take the index over its bound
+-- (o.convs_max): the oldest conversations go.
+local function index_conversation(convs, peer, score, o)
+  if redis.call('ZADD', convs, score, peer) == 1 and o.convs_max > 0
+      and redis.call('ZCARD', convs) > o.convs_max then
+    redis.call('ZREMRANGEBYRANK', convs, 0, -(o.convs_max + 1))
   end
-  if not publish then
-    return id, prev
-  end
+end
+
+-- Publishes inbox entry `id` (after `prev`) live on the user's channel `ch`: the
+-- payload (redis/payload.rs: '<id> <prev> [t=<trace> ]<event>') carries the entry's id
+-- and the previous one, so a node sees a gap; the stream itself needs no link (its
+-- entries are in order: the node reading it knows each entry's predecessor). trace: a
+-- W3C traceparent carried only in the live payload ('' = none); event: the event JSON.
+local function publish_entry(ch, id, prev, trace, event)
   if trace ~= '' then
     redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' t=' .. trace .. ' ' .. event)
   else
     redis.call('SPUBLISH', ch, id .. ' ' .. prev .. ' ' .. event)
   end
-  return id, prev
 end
 
 -- An inbox entry is one field holding the event without what the inbox's owner

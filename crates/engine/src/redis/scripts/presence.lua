@@ -8,7 +8,7 @@ the presence payload), within the same atomic call, so two nodes can never both
 announce (or both miss) a transition. The node passes both payloads ready-made
 (redis/payload.rs); only chat_reap_batch, whose users it learns here, splices each
 user id between bytes the node passed. Keys of partners and of a dead node's users
-are built here from their ids. ]]
+are built here from their ids. Rust side: redis/functions/presence.rs. ]]
 
 -- The partners told of a transition: the `limit` most recent ones of the index
 -- `convs` (limit '0' or missing: all), so a transition's work is bounded whatever
@@ -49,80 +49,88 @@ local function maybe_offline(pres, convs, user_hash, now, partner, channel, glob
 end
 
 --[[ chat_conn_open: a connection of the user opened on a node.
-KEYS: 1 pres(user), 2 node users set, 3 convs(user)
-ARGV: 1 user id, 2 node, 3 global presence channel, 4 the online partner payload,
-      5 the online global payload, 6 partners told at most (0 = all)
 Returns the user's open connections across the cluster, after this one. ]]
 redis.register_function('chat_conn_open', function(keys, args)
-  redis.call('HINCRBY', keys[1], args[2], 1)
-  redis.call('SADD', keys[2], args[1])
-  local n = total(keys[1])
+  local pres, node_users, convs = keys[1], keys[2], keys[3] -- node_users: the node's set
+  local user, node = args[1], args[2]
+  local channel = args[3] -- the global presence channel
+  local online_partner, online_global = args[4], args[5] -- the online payloads
+  local fanout = args[6] -- partners told at most (0 = all)
+  redis.call('HINCRBY', pres, node, 1)
+  redis.call('SADD', node_users, user)
+  local n = total(pres)
   if n == 1 then
-    announce(keys[3], args[4], args[3], args[5], args[6])
+    announce(convs, online_partner, channel, online_global, fanout)
   end
   return n
 end)
 
 --[[ chat_conn_close: a connection of the user closed on a node.
-KEYS: 1 pres(user), 2 node users set, 3 convs(user), 4 user hash
-ARGV: 1 user id, 2 node, 3 global presence channel, 4 now (RFC 3339), 5 the offline
-      partner payload, 6 the offline global payload, 7 partners told at most (0 = all)
 A close without a matching open (the node was reaped meanwhile) changes nothing.
 Returns the user's open connections across the cluster, after this one. ]]
 redis.register_function('chat_conn_close', function(keys, args)
-  local n = redis.call('HINCRBY', keys[1], args[2], -1)
+  local pres, node_users, convs, user_hash = keys[1], keys[2], keys[3], keys[4]
+  local user, node = args[1], args[2]
+  local channel = args[3] -- the global presence channel
+  local now = args[4] -- RFC 3339: the user's seen, should they go offline
+  local offline_partner, offline_global = args[5], args[6] -- the offline payloads
+  local fanout = args[7] -- partners told at most (0 = all)
+  local n = redis.call('HINCRBY', pres, node, -1)
   if n <= 0 then
-    redis.call('HDEL', keys[1], args[2])
-    redis.call('SREM', keys[2], args[1])
+    redis.call('HDEL', pres, node)
+    redis.call('SREM', node_users, user)
   end
   if n == 0 then
-    maybe_offline(keys[1], keys[3], keys[4], args[4], args[5], args[3], args[6], args[7])
+    maybe_offline(pres, convs, user_hash, now, offline_partner, channel, offline_global, fanout)
   end
-  return total(keys[1])
+  return total(pres)
 end)
 
 --[[ chat_conn_drop: the node has no connection of the user any more, whatever its
-count says (a chat_conn_close was lost while Redis was unreachable).
-KEYS and ARGV: as chat_conn_close.
+count says (a chat_conn_close was lost while Redis was unreachable). Keys and
+arguments as chat_conn_close's.
 Drops the node's field; goes offline (announced) if it was the last. Idempotent.
 Returns the user's open connections across the cluster. ]]
 redis.register_function('chat_conn_drop', function(keys, args)
-  redis.call('SREM', keys[2], args[1])
-  if redis.call('HDEL', keys[1], args[2]) == 1 then
-    maybe_offline(keys[1], keys[3], keys[4], args[4], args[5], args[3], args[6], args[7])
+  local pres, node_users, convs, user_hash = keys[1], keys[2], keys[3], keys[4]
+  local user, node, channel, now = args[1], args[2], args[3], args[4]
+  local offline_partner, offline_global, fanout = args[5], args[6], args[7]
+  redis.call('SREM', node_users, user)
+  if redis.call('HDEL', pres, node) == 1 then
+    maybe_offline(pres, convs, user_hash, now, offline_partner, channel, offline_global, fanout)
   end
-  return total(keys[1])
+  return total(pres)
 end)
 
---[[ chat_heartbeat: the node is alive for ttl more seconds.
-KEYS: 1 node alive key, 2 chat:nodes
-ARGV: 1 node, 2 ttl seconds, 3 now (ms) ]]
+--[[ chat_heartbeat: the node is alive for ttl_secs more seconds. ]]
 redis.register_function('chat_heartbeat', function(keys, args)
-  redis.call('SET', keys[1], args[3], 'EX', args[2])
-  redis.call('ZADD', keys[2], args[3], args[1])
+  local alive, nodes = keys[1], keys[2] -- the node's alive key, chat:nodes
+  local node, ttl_secs, now_ms = args[1], args[2], args[3]
+  redis.call('SET', alive, now_ms, 'EX', ttl_secs)
+  redis.call('ZADD', nodes, now_ms, node)
   return 1
 end)
 
 --[[ chat_reap_batch: closes a dead node's connections of up to `batch` users.
-KEYS: 1 node users set
-ARGV: 1 node, 2 global presence channel, 3 now (RFC 3339), 4 batch size, 5 the
-      partner payload's bytes before the user id, 6 the global payload's bytes
-      between the user id and the frame's user id, 7 the bytes after the frame's
-      user id (see redis/payload.rs, ReapTemplate), 8 partners told at most (0 = all)
-Each user popped from the set loses the node's field of its pres hash, and goes
+Each user popped from the node's set loses the node's field of its pres hash, and goes
 offline (announced) when that was the last. Returns how many users are left. ]]
 redis.register_function('chat_reap_batch', function(keys, args)
-  local node, channel, now = args[1], args[2], args[3]
+  local node_users = keys[1] -- the dead node's set of users
+  local node, channel, now, batch = args[1], args[2], args[3], args[4]
+  -- The offline payloads around each user id (redis/payload.rs, ReapTemplate): the
+  -- partner payload is before .. user .. after, the global one
+  -- user .. between .. user .. after.
   local before, between, after = args[5], args[6], args[7]
-  local users = redis.call('SPOP', keys[1], tonumber(args[4]) or 100)
+  local fanout = args[8] -- partners told at most (0 = all)
+  local users = redis.call('SPOP', node_users, tonumber(batch) or 100)
   for _, user in ipairs(users) do
     local pres = 'chat:{u:' .. user .. '}:pres'
     if redis.call('HDEL', pres, node) == 1 then
       maybe_offline(pres, 'chat:{u:' .. user .. '}:convs', 'chat:user:' .. user, now,
-        before .. user .. after, channel, user .. between .. user .. after, args[8])
+        before .. user .. after, channel, user .. between .. user .. after, fanout)
     end
   end
-  return redis.call('SCARD', keys[1])
+  return redis.call('SCARD', node_users)
 end)
 
 --[[ Cluster mode. On Redis Cluster a user's presence hash and conversation index share
@@ -132,41 +140,45 @@ atomically as above) and return the partners to tell; the engine then updates th
 node's set and the user hash and publishes (SPUBLISH to each partner's channel,
 PUBLISH on the global channel) itself. ]]
 
---[[ chat_pres_open: KEYS 1 pres(user), 2 convs(user); ARGV 1 node, 2 partners returned
-at most (the most recent; 0 = all).
+--[[ chat_pres_open: a connection of the user opened on a node.
 Returns {open connections after this one, partners (only when it went online)}. ]]
 redis.register_function('chat_pres_open', function(keys, args)
-  redis.call('HINCRBY', keys[1], args[1], 1)
-  local n = total(keys[1])
+  local pres, convs = keys[1], keys[2]
+  local node, fanout = args[1], args[2] -- fanout: partners returned at most (0 = all)
+  redis.call('HINCRBY', pres, node, 1)
+  local n = total(pres)
   if n == 1 then
-    return {n, partners(keys[2], args[2])}
+    return {n, partners(convs, fanout)}
   end
   return {n, {}}
 end)
 
---[[ chat_pres_close: KEYS 1 pres(user), 2 convs(user); ARGV 1 node, 2 as chat_pres_open.
+--[[ chat_pres_close: a connection of the user closed on a node.
 Returns {left (1 when the node has no connection of the user any more), offline (1
 when the user went offline), partners (only when offline)}. A close without a
 matching open changes nothing. ]]
 redis.register_function('chat_pres_close', function(keys, args)
-  local n = redis.call('HINCRBY', keys[1], args[1], -1)
+  local pres, convs = keys[1], keys[2]
+  local node, fanout = args[1], args[2] -- as chat_pres_open's
+  local n = redis.call('HINCRBY', pres, node, -1)
   local left = 0
   if n <= 0 then
-    redis.call('HDEL', keys[1], args[1])
+    redis.call('HDEL', pres, node)
     left = 1
   end
-  if n == 0 and redis.call('HLEN', keys[1]) == 0 then
-    return {left, 1, partners(keys[2], args[2])}
+  if n == 0 and redis.call('HLEN', pres) == 0 then
+    return {left, 1, partners(convs, fanout)}
   end
   return {left, 0, {}}
 end)
 
 --[[ chat_pres_drop: a dead node's connections of one user are gone.
-KEYS 1 pres(user), 2 convs(user); ARGV 1 node, 2 as chat_pres_open.
 Returns {offline (1 when the user went offline), partners (only when offline)}. ]]
 redis.register_function('chat_pres_drop', function(keys, args)
-  if redis.call('HDEL', keys[1], args[1]) == 1 and redis.call('HLEN', keys[1]) == 0 then
-    return {1, partners(keys[2], args[2])}
+  local pres, convs = keys[1], keys[2]
+  local node, fanout = args[1], args[2] -- as chat_pres_open's
+  if redis.call('HDEL', pres, node) == 1 and redis.call('HLEN', pres) == 0 then
+    return {1, partners(convs, fanout)}
   end
   return {0, {}}
 end)

@@ -1,5 +1,6 @@
---[[ send.lua: storing messages (chat_send on a single Redis; chat_conv_append and
-chat_inbox_append on a cluster). ]]
+--[[ send.lua: storing 1:1 messages (chat_send on a single Redis; chat_conv_append and
+chat_inbox_append on a cluster) and clearing conversations (chat_conv_clear, then
+chat_inbox_clear for each participant). Rust side: redis/functions/send.rs. ]]
 
 -- A new message's JSON: the node serialized the message with an empty id and passes
 -- what follows the id (`tail`); stream ids need no escaping.
@@ -127,37 +128,18 @@ local function min_id(max_age, now_ms)
   return string.format('%d', now - age * 1000)
 end
 
--- The history options every send shares, from ARGV starting at `first`:
--- history_max_len, history_max_age_secs, now_ms; and Redis's clock for the nonces.
-local function conv_opts(args, first)
+-- The history options every send shares: history_max_len, history_max_age_secs,
+-- now_ms (the node's clock, for the age limit); and Redis's clock for the nonces.
+local function conv_opts(max_len, max_age, now_ms)
   return {
-    max_len = args[first], trim = args[first] ~= '0' and args[first] ~= '',
-    min_id = min_id(args[first + 1], args[first + 2]), now = now_secs(),
+    max_len = max_len, trim = max_len ~= '0' and max_len ~= '',
+    min_id = min_id(max_age, now_ms), now = now_secs(),
   }
 end
 
--- One message's arguments from ARGV starting at `first`: conversation, from, to, body,
--- sent_at, nonce ('' = none), nonce_ttl, tail (the message JSON after its id).
-local function conv_args(args, first)
-  return {
-    conversation = args[first], from = args[first + 1], to = args[first + 2],
-    body = args[first + 3], sent_at = args[first + 4], nonce = args[first + 5],
-    nonce_ttl = args[first + 6], tail = args[first + 7],
-  }
-end
-
---[[ chat_send: a batch of 1:1 sends on a single Redis (every key in one slot set), in
-order, in one atomic call. The node batches the sends that arrive while its previous
-call is in flight.
-KEYS: 11 per message, the message's keys starting at 11 * (i - 1) + 1:
-      1 msgs, 2 meta, 3 inbox(from), 4 head(from), 5 convs(from), 6 ch(from),
-      7 pres(from), 8 inbox(to), 9 head(to), 10 convs(to), 11 ch(to)
-ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms (the node's clock, for the
-      age limit), 4 inbox_max_len, 5 inbox_ttl_secs, 6 convs_max (conversations kept
-      per user index, oldest dropped; 0 = unlimited), then 10 per message starting at
-      10 * (i - 1) + 7: conversation, from, to, body, sent_at, nonce ('' = none),
-      nonce_ttl, tail (the message JSON after its id), traceparent ('' = none),
-      sending node ('' = none)
+--[[ chat_send: a batch of 1:1 sends on a single Redis (every key in one call, whatever
+its slot), in order, in one atomic call. The node batches the sends that arrive while
+its previous call is in flight.
 With a sending node, the sender's own live event is published only if the sender
 has connections on another node: the sending node delivers it to its own.
 Returns 4 values per message: 0, the new message's id, the sender's new inbox entry
@@ -165,26 +147,45 @@ id and the one before it; or for a duplicate (nothing written or published) 1, t
 stored message's id, its conversation entry ('' if trimmed), ''. The node builds a new
 message's JSON from its id and the tail it passed. ]]
 redis.register_function('chat_send', function(keys, args)
-  local o = conv_opts(args, 1)
-  local io = inbox_opts(args[4], args[5], args[6])
+  local history_max_len, history_max_age_secs, now_ms = args[1], args[2], args[3]
+  local inbox_max_len, inbox_ttl_secs = args[4], args[5]
+  local convs_max = args[6] -- conversations kept per user index, the oldest dropped
+  local o = conv_opts(history_max_len, history_max_age_secs, now_ms)
+  local io = inbox_opts(inbox_max_len, inbox_ttl_secs, convs_max)
   local out = {}
-  local n = (#args - 6) / 10
-  for i = 0, n - 1 do
-    local k, j = 11 * i, 10 * i + 7
-    local a = conv_args(args, j)
-    local trace, node = args[j + 8], args[j + 9]
-    local dup, mid, msg = conv_append(keys[k + 1], keys[k + 2], a, o)
-    local r = 4 * i
+  -- Then per message 11 keys (from k + 1) and 10 arguments (from j + 1).
+  for m = 0, (#args - 6) / 10 - 1 do
+    local k, j = 11 * m, 6 + 10 * m
+    local msgs, meta = keys[k + 1], keys[k + 2]
+    local from_inbox, from_head, from_convs = keys[k + 3], keys[k + 4], keys[k + 5]
+    local from_ch, from_pres = keys[k + 6], keys[k + 7]
+    local to_inbox, to_head, to_convs, to_ch = keys[k + 8], keys[k + 9], keys[k + 10], keys[k + 11]
+    local conversation, from, to = args[j + 1], args[j + 2], args[j + 3]
+    local body, sent_at = args[j + 4], args[j + 5]
+    local nonce, nonce_ttl = args[j + 6], args[j + 7] -- nonce '' = none
+    local tail = args[j + 8] -- the message JSON after its id
+    local trace, node = args[j + 9], args[j + 10] -- traceparent, sending node ('' = none)
+    local a = {conversation = conversation, from = from, to = to, body = body,
+      sent_at = sent_at, nonce = nonce, nonce_ttl = nonce_ttl, tail = tail}
+    local dup, mid, msg = conv_append(msgs, meta, a, o)
+    local r = 4 * m
     if dup == 1 then
       out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 1, mid, msg, ''
     else
       local event = message_event(msg)
       local score = string.match(mid, '^(%d+)')
-      local publish = elsewhere(keys[k + 7], node)
-      local id, prev = inbox_append(keys[k + 3], keys[k + 4], keys[k + 5], keys[k + 6], event,
-        'm', message_entry(mid, a.to, '>', a.body, a.sent_at), a.to, score, io, trace, publish)
-      inbox_append(keys[k + 8], keys[k + 9], keys[k + 10], keys[k + 11], event,
-        'm', message_entry(mid, a.from, '<', a.body, a.sent_at), a.from, score, io, trace, true)
+      -- The sender's copy, published unless the sending node delivers it alone.
+      local publish = elsewhere(from_pres, node)
+      local id, prev = inbox_add(from_inbox, from_head, 'm',
+        message_entry(mid, to, '>', body, sent_at), io)
+      index_conversation(from_convs, to, score, io)
+      if publish then
+        publish_entry(from_ch, id, prev, trace, event)
+      end
+      local to_id, to_prev = inbox_add(to_inbox, to_head, 'm',
+        message_entry(mid, from, '<', body, sent_at), io)
+      index_conversation(to_convs, from, score, io)
+      publish_entry(to_ch, to_id, to_prev, trace, event)
       out[r + 1], out[r + 2], out[r + 3], out[r + 4] = 0, mid, id, prev
     end
   end
@@ -192,53 +193,62 @@ redis.register_function('chat_send', function(keys, args)
 end)
 
 --[[ chat_conv_append: the conversation half of a send (cluster mode).
-KEYS: 1 msgs, 2 meta
-ARGV: 1 history_max_len, 2 history_max_age_secs, 3 now_ms, 4 conversation, 5 from,
-      6 to, 7 body, 8 sent_at, 9 nonce ('' = none), 10 nonce_ttl, 11 tail
 Returns {dup, message id, stored conversation entry ('' for a new message, or a
 duplicate whose entry was trimmed)}. ]]
 redis.register_function('chat_conv_append', function(keys, args)
-  local dup, mid, msg = conv_append(keys[1], keys[2], conv_args(args, 4), conv_opts(args, 1))
+  local msgs, meta = keys[1], keys[2]
+  local history_max_len, history_max_age_secs, now_ms = args[1], args[2], args[3]
+  local conversation, from, to, body = args[4], args[5], args[6], args[7]
+  local sent_at, nonce, nonce_ttl, tail = args[8], args[9], args[10], args[11]
+  local a = {conversation = conversation, from = from, to = to, body = body,
+    sent_at = sent_at, nonce = nonce, nonce_ttl = nonce_ttl, tail = tail}
+  local o = conv_opts(history_max_len, history_max_age_secs, now_ms)
+  local dup, mid, msg = conv_append(msgs, meta, a, o)
   if dup == 0 then
     return {0, mid, ''}
   end
   return {1, mid, msg}
 end)
 
---[[ chat_inbox_append: one inbox append with its live publish (cluster mode).
-KEYS: 1 inbox, 2 head, 3 convs, 4 ch, 5 pres (all of one user)
-ARGV: 1 event JSON (published), 2 kind ('m' a message: the conversation index is
-      updated; 'r' a read receipt), 3 message id or the id read up to, 4 the other
-      participant, 5 direction ('>' the user sent / read, '<' the other one did),
-      6 body, 7 sent_at (messages; '' otherwise), 8 score (message ms),
-      9 inbox_max_len, 10 inbox_ttl_secs, 11 window, 12 traceparent ('' = none),
-      13 calling node that delivers to the user's connections itself ('' = none:
-      publish; otherwise publish only if the user has connections elsewhere),
-      14 convs_max (as chat_send's)
+--[[ chat_inbox_append: one inbox append with its live publish (cluster mode): a
+message's (kind 'm': the conversation index is updated) or a read receipt's (kind 'r').
 A message is not appended again when one of the inbox's newest `window` entries
 already holds it (a retried send; window 0: a first attempt, not searched).
 Returns {id, prev, appended (0 or 1)}. ]]
 redis.register_function('chat_inbox_append', function(keys, args)
-  local kind, ref, other, dir = args[2], args[3], args[4], args[5]
-  local convs = keys[3]
+  local inbox, head, convs, ch, pres = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local event, kind = args[1], args[2] -- the event JSON (published); 'm' or 'r'
+  local ref = args[3] -- the message id, or the id read up to
+  local other, dir = args[4], args[5] -- '>' the user sent / read, '<' the other one did
+  local body, sent_at, score = args[6], args[7], args[8] -- messages only; score: its ms
+  local inbox_max_len, inbox_ttl_secs, window = args[9], args[10], args[11]
+  local trace = args[12] -- '' = none
+  local node = args[13] -- the calling node, which delivers to the user's connections
+  local convs_max = args[14] -- as chat_send's
   local entry
   if kind == 'm' then
-    local window = tonumber(args[11]) or 0
-    if window > 0 then
-      local id, prev = inbox_find(keys[1], ref, window)
+    local search = tonumber(window) or 0
+    if search > 0 then
+      local id, prev = inbox_find(inbox, ref, search)
       if id then
         return {id, prev, 0}
       end
     end
-    entry = message_entry(ref, other, dir, args[6], args[7])
+    entry = message_entry(ref, other, dir, body, sent_at)
   else
     kind = 'r'
-    convs = nil
     entry = read_entry(ref, other, dir)
   end
-  local publish = elsewhere(keys[5], args[13])
-  local id, prev = inbox_append(keys[1], keys[2], convs, keys[4], args[1], kind, entry, other,
-    args[8], inbox_opts(args[9], args[10], args[14]), args[12], publish)
+  -- With a calling node, published only if the user has connections elsewhere.
+  local publish = elsewhere(pres, node)
+  local o = inbox_opts(inbox_max_len, inbox_ttl_secs, convs_max)
+  local id, prev = inbox_add(inbox, head, kind, entry, o)
+  if kind == 'm' then
+    index_conversation(convs, other, score, o)
+  end
+  if publish then
+    publish_entry(ch, id, prev, trace, event)
+  end
   return {id, prev, 1}
 end)
 
@@ -262,38 +272,39 @@ local function id_older(a, b)
 end
 
 --[[ chat_conv_clear: deletes a conversation's history (its stream and meta hash).
-KEYS: 1 msgs, 2 meta
 Returns the id of the newest message it held ('' when it held none); the node then
 tells both participants (chat_inbox_clear). ]]
 redis.register_function('chat_conv_clear', function(keys, args)
-  local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
-  local up_to = redis.call('HGET', keys[2], 'last') or ''
+  local msgs, meta = keys[1], keys[2]
+  local newest = redis.call('XREVRANGE', msgs, '+', '-', 'COUNT', 1)
+  local up_to = redis.call('HGET', meta, 'last') or ''
   if #newest > 0 and id_older(up_to, newest[1][1]) then
     up_to = newest[1][1]
   end
-  redis.call('DEL', keys[1], keys[2])
+  redis.call('DEL', msgs, meta)
   return up_to
 end)
 
 --[[ chat_inbox_clear: one participant of a cleared conversation is told.
-KEYS: 1 inbox, 2 head, 3 ch, 4 clr (all of one user)
-ARGV: 1 the cleared event JSON (published), 2 the other participant, 3 up_to (the
-      newest message the clear deleted), 4 inbox_max_len, 5 inbox_ttl_secs
 Records up_to in clr (field: the other participant; only forward; the hash expires
 with the inbox), so reads skip the conversation's messages up to it, then appends the
 cleared entry (c = '><other> <up_to>') and publishes the event.
 Returns {id, prev}. ]]
 redis.register_function('chat_inbox_clear', function(keys, args)
-  local other, up_to = args[2], args[3]
-  local marker = redis.call('HGET', keys[4], other) or ''
+  local inbox, head, ch, clr = keys[1], keys[2], keys[3], keys[4] -- all of one user
+  local event = args[1] -- the cleared event JSON (published)
+  local other, up_to = args[2], args[3] -- up_to: the newest message the clear deleted
+  local inbox_max_len, inbox_ttl_secs = args[4], args[5]
+  local marker = redis.call('HGET', clr, other) or ''
   if id_older(marker, up_to) then
-    redis.call('HSET', keys[4], other, up_to)
+    redis.call('HSET', clr, other, up_to)
   end
-  local ttl = tonumber(args[5]) or 0
+  local ttl = tonumber(inbox_ttl_secs) or 0
   if ttl > 0 then
-    redis.call('EXPIRE', keys[4], args[5])
+    redis.call('EXPIRE', clr, inbox_ttl_secs)
   end
-  local id, prev = inbox_append(keys[1], keys[2], nil, keys[3], args[1], 'c',
-    '>' .. other .. ' ' .. up_to, other, nil, inbox_opts(args[4], args[5]), '', true)
+  local id, prev = inbox_add(inbox, head, 'c', '>' .. other .. ' ' .. up_to,
+    inbox_opts(inbox_max_len, inbox_ttl_secs))
+  publish_entry(ch, id, prev, '', event)
   return {id, prev}
 end)
