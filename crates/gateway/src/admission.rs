@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 
 use crate::config::LimitSettings;
-use crate::limiter::{lock, TokenBucket};
+use crate::limiter::TokenBucket;
+use crate::sync::lock;
 
 /// Why an upgrade was refused: the metric's `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,7 @@ mod room_router;
 pub mod router;
 mod send_policy;
 pub mod state;
+mod sync;
 mod telemetry;
 mod web;
 

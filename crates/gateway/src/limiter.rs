@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::LimitSettings;
+use crate::sync::lock;
 
 /// Allows `rate` tokens per second on average and bursts of `burst`.
 #[derive(Debug)]
@@ -206,10 +207,6 @@ impl Budgets {
         users.insert(user.to_string(), b.clone());
         b
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

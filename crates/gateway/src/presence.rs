@@ -20,6 +20,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::router::ConnHandle;
 use crate::state::AppState;
+use crate::sync::lock;
 
 /// How often a node proves it is alive, and how long the proof lasts: a node that
 /// died is noticed by the others within `HEARTBEAT_TTL + HEARTBEAT_EVERY` (< 30 s).
@@ -211,10 +212,6 @@ impl Drop for Gate<'_> {
             gates.remove(&self.user);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

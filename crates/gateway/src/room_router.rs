@@ -13,11 +13,12 @@
 //! Like the rest of the router it never awaits while holding a lock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use chat_engine::{Engine, EngineError, RoomEvent};
 
 use crate::router::{Out, Router};
+use crate::sync::lock;
 
 /// What a connection's outbox carries for a room.
 #[derive(Debug)]
@@ -46,10 +47,6 @@ struct Members {
     by_room: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Local user → rooms.
     by_user: HashMap<Arc<str>, HashSet<Arc<str>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Router {

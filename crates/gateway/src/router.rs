@@ -9,13 +9,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chat_engine::{Engine, EngineError, EventSink, LiveEvent};
 use chat_protocol::{close, StreamId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::sync::lock;
 
 /// An inbox event as it travels to local connections: the frame is built once per
 /// node and shared.
@@ -110,10 +112,6 @@ pub struct Router {
     next_conn: AtomicU64,
     /// Room memberships of local users and the room subscriptions (`room_router.rs`).
     pub(crate) rooms: crate::room_router::RoomTable,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Router {

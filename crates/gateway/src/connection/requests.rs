@@ -105,7 +105,7 @@ impl<S: Socket> Conn<S> {
         (code, message): Refused,
     ) -> Result<(), Stop> {
         let abuse = code == ErrorCode::RateLimited
-            && crate::limiter::lock(&self.budget).refusals() >= ABUSE_REFUSALS;
+            && crate::sync::lock(&self.budget).refusals() >= ABUSE_REFUSALS;
         let written = self
             .write_frame(&ServerFrame::error(reference, code, message))
             .await;
@@ -118,7 +118,7 @@ impl<S: Socket> Conn<S> {
     /// Takes `cost` from the user's budget of `kind`, or refuses (`rate_limited`,
     /// counted by kind).
     pub(super) fn take(&self, kind: Kind, cost: u32) -> Result<(), Refused> {
-        if crate::limiter::lock(&self.budget).try_take(kind, cost) {
+        if crate::sync::lock(&self.budget).try_take(kind, cost) {
             return Ok(());
         }
         metrics::counter!(crate::metric::RATE_LIMITED, "kind" => kind.as_str()).increment(1);
@@ -220,14 +220,14 @@ impl<S: Socket> Conn<S> {
     /// (extra ones are dropped silently).
     async fn typing(&mut self, to: String) -> Result<Option<ServerFrame>, Refused> {
         self.peer(&to, "to")?;
-        if !crate::limiter::lock(&self.budget).typing_due(&to) {
+        if !crate::sync::lock(&self.budget).typing_due(&to) {
             return Ok(None);
         }
         if !self.state.user_exists(&to).await.map_err(on_socket)? {
             return Err(refuse(ErrorCode::NotFound, "no such user"));
         }
         {
-            let mut budget = crate::limiter::lock(&self.budget);
+            let mut budget = crate::sync::lock(&self.budget);
             if !budget.typing_due(&to) {
                 return Ok(None); // another connection of the user passed one on
             }
