@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::config::LimitSettings;
 use crate::limiter::TokenBucket;
+use crate::limits::LimitSettings;
 use crate::sync::lock;
 
 /// Why an upgrade was refused: the metric's `reason` label.

@@ -27,6 +27,7 @@ mod connection;
 mod errors;
 mod http;
 mod limiter;
+mod limits;
 mod metric;
 mod presence;
 mod room_router;

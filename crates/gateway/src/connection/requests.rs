@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::{Conn, Socket, Stop};
 use crate::errors::{on_socket, refuse, Refused};
-use crate::limiter::Kind;
+use crate::limits::Kind;
 use crate::send_policy::{self, Origin};
 
 /// Refusals in a row after which a sender is closed with 4008.

@@ -434,7 +434,7 @@ impl<S: Socket> Conn<S> {
         )?;
         // Room messages share the sender's send budget (taken once the message is
         // checked, as for a 1:1 send).
-        self.take(crate::limiter::Kind::Send, 1)?;
+        self.take(crate::limits::Kind::Send, 1)?;
         let (nonce, nonce_ttl_secs) = send_policy::stored_nonce(Origin::Socket, nonce);
         let outcome = self
             .state
