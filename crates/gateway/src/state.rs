@@ -14,7 +14,7 @@ use crate::admission::{Admission, Proxies};
 use crate::auth::JwtVerifier;
 use crate::config::Settings;
 use crate::limiter::Budgets;
-use crate::presence::Presence;
+use crate::presence::local::Presence;
 use crate::router::Router;
 use crate::sync::lock;
 
