@@ -30,7 +30,6 @@ mod limiter;
 mod limits;
 mod metric;
 mod presence;
-mod room_router;
 pub mod router;
 mod send_policy;
 pub mod state;

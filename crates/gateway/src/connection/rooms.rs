@@ -24,7 +24,7 @@ use chat_protocol::{
 use super::{Conn, Socket, Stop};
 use crate::api_rooms::check_room_message;
 use crate::errors::{on_socket, refuse, Refused};
-use crate::room_router::RoomOut;
+use crate::router::RoomOut;
 use crate::send_policy::{self, Origin};
 use crate::state::AppState;
 
@@ -577,8 +577,8 @@ mod tests {
 
     use super::super::{test_socket, Stop};
     use crate::config::Settings;
-    use crate::room_router::RoomOut;
     use crate::router::Out;
+    use crate::router::RoomOut;
 
     fn text_of(m: &axum::extract::ws::Message) -> String {
         match m {

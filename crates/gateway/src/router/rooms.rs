@@ -17,21 +17,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use chat_engine::{Engine, EngineError, RoomEvent};
 
-use crate::router::{Out, Router};
+use super::{Out, RoomOut, Router};
 use crate::sync::lock;
-
-/// What a connection's outbox carries for a room.
-#[derive(Debug)]
-pub enum RoomOut {
-    /// A room event (message or `member`), in the room's id order.
-    Event(RoomEvent),
-    /// The room may have had events this node did not see: read them.
-    CatchUp(String),
-}
 
 /// Local room membership and subscriptions.
 #[derive(Default)]
-pub struct RoomTable {
+pub(super) struct RoomTable {
     members: Mutex<Members>,
     /// Room → gate serializing its (un)subscribe; the flag says subscribed.
     gates: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<bool>>>>,
