@@ -13,10 +13,10 @@ use chat_engine::{EngineError, SendRequest};
 use chat_protocol::api as wire;
 use chat_protocol::{valid_user_id, ErrorCode, StreamId, User};
 
-use crate::connection::now_rfc3339;
 use crate::errors::{self, Refused};
 use crate::send_policy::{self, Origin, Violation};
 use crate::state::Shared;
+use chat_engine::events::now_rfc3339;
 
 /// The API routes, with the key check in front of them.
 pub fn routes(state: Shared) -> Router<Shared> {
@@ -63,15 +63,8 @@ pub(crate) fn bad(message: impl Into<String>) -> ApiError {
 /// A history request's `before` (empty: the newest page) and `limit` (1–100, default
 /// 50), for conversations and rooms alike.
 pub(crate) fn page_query(q: &wire::HistoryQuery) -> Result<(Option<StreamId>, usize), ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(bad("limit must be 1-100"));
-    }
-    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(StreamId::parse(s).ok_or_else(|| bad("before is not a message id"))?),
-        None => None,
-    };
-    Ok((before, limit as usize))
+    let before = q.before.as_deref().filter(|s| !s.is_empty());
+    Ok(crate::history::page(before, q.limit)?)
 }
 
 async fn require_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -150,7 +143,8 @@ async fn history(
     check_id(&a, "user_a")?;
     check_id(&b, "user_b")?;
     let (before, limit) = page_query(&q)?;
-    let (messages, more) = crate::connection::history_page(&state, &a, &b, before, limit).await?;
+    let (messages, more) =
+        crate::history::conversation_page(state.engine.as_ref(), &a, &b, before, limit).await?;
     Ok(Json(wire::HistoryPage { messages, more }).into_response())
 }
 

@@ -9,13 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use chat_engine::events::now_rfc3339;
 use chat_engine::{JoinOutcome, RoomLimits, RoomSendRequest, RoomState};
 use chat_protocol::api as wire;
-use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, User, MAX_NONCE};
+use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, User};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{bad, page_query, ApiError};
-use crate::connection::now_rfc3339;
 use crate::errors::{refuse, Refused};
 use crate::send_policy::{self, Origin};
 use crate::state::Shared;
@@ -32,40 +32,6 @@ pub(crate) fn add(router: Router<Shared>) -> Router<Shared> {
             "/api/v1/rooms/{room}/members/{user}",
             put(add_member).delete(remove_member),
         )
-}
-
-/// Everything checked about a room message before the rate limit and the engine:
-/// the room id, the body (not blank, at most `max_body` characters), the nonce.
-pub(crate) fn check_room_message(
-    room: &str,
-    body: &str,
-    nonce: Option<&str>,
-    max_body: usize,
-) -> Result<(), Refused> {
-    if !valid_room_id(room) {
-        return Err(refuse(
-            ErrorCode::BadRequest,
-            "room must be 1-64 characters of a-z, 0-9, _ and -",
-        ));
-    }
-    if body.trim().is_empty() {
-        return Err(refuse(ErrorCode::BadRequest, "body is empty"));
-    }
-    if body.chars().count() > max_body {
-        return Err(refuse(
-            ErrorCode::TooLarge,
-            format!("body is longer than {max_body} characters"),
-        ));
-    }
-    if nonce.is_some_and(|n| {
-        n.is_empty() || n.chars().count() > MAX_NONCE || n.contains(char::is_whitespace)
-    }) {
-        return Err(refuse(
-            ErrorCode::BadRequest,
-            format!("nonce must be 1-{MAX_NONCE} characters without spaces"),
-        ));
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/rooms/{room}/messages`.
@@ -142,12 +108,13 @@ async fn post_message(
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     check_user(&req.from)?;
-    check_room_message(
+    send_policy::check_room_message(
         &room,
         &req.body,
         req.nonce.as_deref(),
         state.settings.server.max_body,
-    )?;
+    )
+    .map_err(Refused::from)?;
     let (nonce, ttl) = send_policy::stored_nonce(Origin::Api, req.nonce);
     let outcome = state
         .engine

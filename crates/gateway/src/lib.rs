@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 mod connection;
 mod errors;
+mod history;
 mod http;
 mod limiter;
 mod limits;

@@ -37,7 +37,6 @@ use crate::limiter::SharedBudget;
 use crate::presence;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
-pub(crate) use requests::{history_page, now_rfc3339};
 
 /// Why a connection stops.
 #[derive(Debug)]

@@ -17,13 +17,12 @@ use chat_protocol::rooms::{
     RoomInfo, RoomItem, RoomRecovery, RoomRef, RoomsRecovered, MAX_ROOM_NAME, MEMBERS_PAGE,
 };
 use chat_protocol::{
-    room_conversation, valid_room_id, ClientFrame, ErrorCode, ServerFrame, StreamId, Unread, User,
-    UserInfo,
+    room_conversation, ClientFrame, ErrorCode, ServerFrame, StreamId, Unread, User, UserInfo,
 };
 
 use super::{Conn, Socket, Stop};
-use crate::api_rooms::check_room_message;
 use crate::errors::{on_socket, refuse, Refused};
+use crate::history;
 use crate::router::RoomOut;
 use crate::send_policy::{self, Origin};
 use crate::state::AppState;
@@ -53,14 +52,7 @@ pub(crate) struct ConnRooms {
 }
 
 fn check_room(room: &str) -> Result<(), Refused> {
-    if valid_room_id(room) {
-        Ok(())
-    } else {
-        Err(refuse(
-            ErrorCode::BadRequest,
-            "room must be 1-64 characters of a-z, 0-9, _ and -",
-        ))
-    }
+    send_policy::check_room(room).map_err(Refused::from)
 }
 
 fn not_member() -> Refused {
@@ -269,21 +261,12 @@ impl<S: Socket> Conn<S> {
                 limit,
             } => {
                 check_room(&room)?;
-                let limit = limit.unwrap_or(50);
-                if !(1..=100).contains(&limit) {
-                    return Err(refuse(ErrorCode::BadRequest, "limit must be 1-100"));
-                }
-                let before = match before {
-                    Some(b) => Some(StreamId::parse(&b).ok_or_else(|| {
-                        refuse(ErrorCode::BadRequest, "before is not a message id")
-                    })?),
-                    None => None,
-                };
+                let (before, limit) = history::page(before.as_deref(), limit)?;
                 self.require_member(&room).await?;
                 let (messages, more) = self
                     .state
                     .engine
-                    .room_history(&room, before, limit as usize)
+                    .room_history(&room, before, limit)
                     .await
                     .map_err(on_socket)?;
                 Ok(Some(ServerFrame::History {
@@ -426,7 +409,7 @@ impl<S: Socket> Conn<S> {
         body: String,
         nonce: Option<String>,
     ) -> Result<Option<ServerFrame>, Refused> {
-        check_room_message(
+        send_policy::check_room_message(
             &room,
             &body,
             nonce.as_deref(),
@@ -445,7 +428,7 @@ impl<S: Socket> Conn<S> {
                 body,
                 nonce: Some(nonce),
                 nonce_ttl_secs,
-                sent_at: super::now_rfc3339(),
+                sent_at: chat_engine::events::now_rfc3339(),
             })
             .await
             .map_err(on_socket)?
