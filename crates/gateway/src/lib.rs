@@ -20,7 +20,6 @@
 
 mod admission;
 mod api;
-mod api_rooms;
 pub mod auth;
 pub mod config;
 mod connection;
