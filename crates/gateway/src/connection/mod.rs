@@ -21,6 +21,7 @@ mod rooms;
 mod social;
 #[cfg(test)]
 mod test_socket;
+mod welcome;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -351,6 +352,17 @@ fn close_reason(code: Option<u16>) -> &'static str {
 
 /// Close code for a text frame that is not valid UTF-8 (RFC 6455: invalid payload).
 pub(crate) const INVALID_DATA: u16 = 1007;
+
+/// Close code when a gap cannot be filled (1013, try again later): the client
+/// reconnects with its cursor and the recovery replay delivers what it missed.
+pub(crate) const TRY_AGAIN: u16 = 1013;
+
+/// A read the connection cannot go on without failed (recovery, room registration):
+/// close 1011 and let the client sign in again, here or on another node.
+fn unavailable(e: chat_engine::EngineError) -> Stop {
+    tracing::warn!(error = %e, "recovery read failed");
+    Stop::Close(close::INTERNAL, "backend unavailable")
+}
 
 /// Maps a read error to a close: oversized frames get 1009, a text frame that is not
 /// valid UTF-8 1007 (tungstenite refuses it while reading: `Error::Utf8`).
