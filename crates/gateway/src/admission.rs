@@ -122,6 +122,7 @@ impl Admission {
     }
 
     /// Sockets on this node that have not completed `hello`.
+    #[cfg(test)]
     pub fn before_hello(&self) -> usize {
         self.before_hello.load(Ordering::Acquire)
     }
@@ -137,6 +138,7 @@ pub struct Admitted {
 
 impl Admitted {
     /// A ticket that holds no place (unit tests drive connections without an upgrade).
+    #[cfg(test)]
     pub fn untracked() -> Admitted {
         Admitted {
             admission: None,
