@@ -2,8 +2,9 @@
 //! subscription (once for the first connection, dropped with the last), the watchers
 //! of presence, and the fan-out to a user's connections.
 //!
-//! Never awaits while holding a lock: fan-out is `try_send` into each connection's
-//! outbox.
+//! Never awaits while holding a `std` mutex: fan-out is `try_send` into each
+//! connection's outbox. Only a user's own async gate is held across their
+//! (un)subscribe, so that concurrent sign-ins and sign-outs settle on the right state.
 
 use std::sync::{Arc, Mutex};
 
