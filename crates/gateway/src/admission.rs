@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::config::LimitSettings;
-use crate::limiter::{lock, TokenBucket};
+use crate::limiter::TokenBucket;
+use crate::limits::LimitSettings;
+use crate::sync::lock;
 
 /// Why an upgrade was refused: the metric's `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,7 @@ impl Admission {
     }
 
     /// Sockets on this node that have not completed `hello`.
+    #[cfg(test)]
     pub fn before_hello(&self) -> usize {
         self.before_hello.load(Ordering::Acquire)
     }
@@ -136,6 +138,7 @@ pub struct Admitted {
 
 impl Admitted {
     /// A ticket that holds no place (unit tests drive connections without an upgrade).
+    #[cfg(test)]
     pub fn untracked() -> Admitted {
         Admitted {
             admission: None,

@@ -4,6 +4,12 @@
 
 use serde::Deserialize;
 
+use crate::admission::Proxies;
+use crate::limits::Kind;
+
+/// The `[limits]` section (its own module: the limiter and the admission read it).
+pub use crate::limits::LimitSettings;
+
 /// Shortest `auth.jwt_secret` a node starts with, in bytes (protocol 1.1).
 pub const MIN_JWT_SECRET: usize = 32;
 /// Shortest `api.key` a node starts with, in characters (protocol 1.1).
@@ -185,82 +191,6 @@ pub struct ApiSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Each request kind has a budget per user, shared by the user's connections on
-    /// a node (a node enforces its own share): `<kind>_per_second` sustained,
-    /// `<kind>_burst` at once. Over it: `rate_limited`, nothing done.
-    pub send_per_second: u32,
-    pub send_burst: u32,
-    pub typing_per_second: u32,
-    pub typing_burst: u32,
-    pub history_per_second: u32,
-    pub history_burst: u32,
-    /// `conversations` reads every conversation's presence: a small budget.
-    pub conversations_per_second: u32,
-    pub conversations_burst: u32,
-    /// `users` (directory look-ups with presence).
-    pub users_per_second: u32,
-    pub users_burst: u32,
-    /// `watch` costs one token per watched id.
-    pub watch_ids_per_second: u32,
-    pub watch_ids_burst: u32,
-    pub read_per_second: u32,
-    pub read_burst: u32,
-    /// `join`, `leave`, `members` and `rooms` requests.
-    pub rooms_per_second: u32,
-    pub rooms_burst: u32,
-    pub ping_per_second: u32,
-    pub ping_burst: u32,
-    pub max_connections_per_user: usize,
-    /// Sockets open at once from one client address (429 at the upgrade).
-    pub max_connections_per_ip: usize,
-    /// Sockets on a node that have not completed `hello` (503 at the upgrade).
-    pub max_sockets_before_hello: usize,
-    /// Sign-ins (WebSocket upgrades) per client address: sustained rate and burst
-    /// (429 at the upgrade).
-    pub sign_ins_per_ip_per_second: u32,
-    pub sign_ins_per_ip_burst: u32,
-    // Rooms (protocol 1.1): caps checked by every join, each refusal a `forbidden`.
-    /// Rooms one user may be a member of.
-    pub max_rooms_per_user: u64,
-    /// Members one room may have.
-    pub max_room_members: u64,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            send_per_second: 10,
-            send_burst: 20,
-            typing_per_second: 5,
-            typing_burst: 10,
-            history_per_second: 10,
-            history_burst: 30,
-            conversations_per_second: 2,
-            conversations_burst: 20,
-            users_per_second: 5,
-            users_burst: 20,
-            watch_ids_per_second: 100,
-            watch_ids_burst: 400,
-            read_per_second: 20,
-            read_burst: 50,
-            rooms_per_second: 10,
-            rooms_burst: 30,
-            ping_per_second: 5,
-            ping_burst: 20,
-            max_connections_per_user: 20,
-            max_connections_per_ip: 500,
-            max_sockets_before_hello: 1000,
-            sign_ins_per_ip_per_second: 20,
-            sign_ins_per_ip_burst: 200,
-            max_rooms_per_user: 500,
-            max_room_members: 10_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` (development) or `json` (production).
     pub format: String,
@@ -338,11 +268,11 @@ impl Settings {
         if self.redis.subscribers == 0 {
             return bad("redis.subscribers", "must be at least 1");
         }
-        for kind in crate::limiter::Kind::ALL {
+        for kind in Kind::ALL {
             let (rate, burst) = kind.budget(&self.limits);
             if rate == 0 || burst == 0 {
                 let name = match kind {
-                    crate::limiter::Kind::Watch => "watch_ids".to_string(),
+                    Kind::Watch => "watch_ids".to_string(),
                     other => other.as_str().to_string(),
                 };
                 return bad(
@@ -369,7 +299,7 @@ impl Settings {
                 "rates and bursts must be > 0",
             );
         }
-        if let Err(entry) = crate::admission::Proxies::parse(&self.server.trusted_proxies) {
+        if let Err(entry) = Proxies::parse(&self.server.trusted_proxies) {
             return bad(
                 "server.trusted_proxies",
                 &format!("{entry:?} is not an IP address or network (like 10.0.0.0/8)"),

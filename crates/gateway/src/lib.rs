@@ -3,36 +3,44 @@
 //! in their own process with [`start`].
 //!
 //! Wiring only: settings → engine (Redis or in-memory) → router → HTTP routes
-//! ([`app`]), and the shutdown order: signal → `/readyz` fails → grace → stop
+//! (`app`), and the shutdown order: signal → `/readyz` fails → grace → stop
 //! accepting and close every socket with 1001 → wait for connection tasks (bounded)
 //! → return.
 //!
-//! Module map: `config` (settings), `auth` (JWT), `router` (user → local
-//! connections, the engine's event sink; `room_router` its room side), `connection`
-//! (one socket's life, generic over the socket), `http` (routes), `api` (the server
-//! HTTP API; `api_rooms` its room calls), `send_policy` (the checks, nonce namespaces
-//! and TTLs of a send, socket and API alike), `errors` (engine error → wire code /
-//! HTTP status, logged once), `presence` (counting a node's connections in the
-//! cluster's presence, repairs, heartbeat, reaping), `metric` (every metric's name and
-//! help, registered at start), `limiter` (request budgets per user), `admission` (caps
-//! at the upgrade), `state` (what they share), `telemetry` (logs and traces), `web`
-//! (the embedded web client).
+//! Module map: `config` (settings; `limits` its `[limits]` section and the request
+//! kinds), `auth` (JWT), `router` (users and rooms → local connections, the engine's
+//! event sink), `connection` (one socket's life, generic over the socket), `http`
+//! (routes), `api` (the server HTTP API, its calls grouped by what they act on),
+//! `send_policy` (the checks, nonce namespaces and TTLs of a send, 1:1 and rooms,
+//! socket and API alike), `history` (a history page's parameters and read, socket and
+//! API alike), `errors` (engine error → wire code / HTTP status, logged once),
+//! `presence` (counting a node's connections in the cluster's presence, repairs,
+//! heartbeat, reaping), `metric` (every metric's name and help, registered at start),
+//! `limiter` (request budgets per user), `admission` (caps at the upgrade), `state`
+//! (what they share), `sync` (the one mutex-lock helper), `telemetry` (logs and
+//! traces), `web` (the embedded web client).
+//!
+//! Imports never go round in a circle: a module does not import from one that
+//! imports it, directly or through others. The one way back is a parent's own files:
+//! the files of `connection/` implement its `Conn`, those of `router/` its `Router`.
+//! Shared rules sit below both users (`send_policy`, `history`), never in one of them.
 
 mod admission;
 mod api;
-mod api_rooms;
 pub mod auth;
 pub mod config;
 mod connection;
 mod errors;
+mod history;
 mod http;
 mod limiter;
+mod limits;
 mod metric;
 mod presence;
-mod room_router;
-pub mod router;
+mod router;
 mod send_policy;
-pub mod state;
+mod state;
+mod sync;
 mod telemetry;
 mod web;
 
@@ -56,7 +64,7 @@ use crate::state::AppState;
 /// Every route of a node on `state`: the WebSocket upgrade, health and readiness,
 /// metrics, the server API and the web client. The state's engine must deliver its
 /// live events to the state's router (the engine's sink).
-pub fn app(state: Arc<AppState>) -> axum::Router {
+fn app(state: Arc<AppState>) -> axum::Router {
     http::routes(state)
 }
 

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::LimitSettings;
+use crate::limits::{Kind, LimitSettings};
+use crate::sync::lock;
 
 /// Allows `rate` tokens per second on average and bursts of `burst`.
 #[derive(Debug)]
@@ -44,72 +45,6 @@ impl TokenBucket {
         } else {
             false
         }
-    }
-}
-
-/// The kinds of request with a budget of their own. `watch` costs one token per
-/// watched id (each id is a presence read and a subscription), every other request
-/// one token; `conversations` (a presence read per conversation) has a small budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Send,
-    Typing,
-    History,
-    Conversations,
-    Users,
-    Watch,
-    Read,
-    Ping,
-    /// `join`, `leave`, `members` and `rooms` (room messages, histories and reads
-    /// draw on `send`, `history` and `read`).
-    Rooms,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 9] = [
-        Kind::Send,
-        Kind::Typing,
-        Kind::History,
-        Kind::Conversations,
-        Kind::Users,
-        Kind::Watch,
-        Kind::Read,
-        Kind::Ping,
-        Kind::Rooms,
-    ];
-
-    /// The `kind` label of the rate-limit metric.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Send => "send",
-            Kind::Typing => "typing",
-            Kind::History => "history",
-            Kind::Conversations => "conversations",
-            Kind::Users => "users",
-            Kind::Watch => "watch",
-            Kind::Read => "read",
-            Kind::Ping => "ping",
-            Kind::Rooms => "rooms",
-        }
-    }
-
-    /// (tokens per second, burst) of this kind in the settings.
-    pub fn budget(self, l: &LimitSettings) -> (u32, u32) {
-        match self {
-            Kind::Send => (l.send_per_second, l.send_burst),
-            Kind::Typing => (l.typing_per_second, l.typing_burst),
-            Kind::History => (l.history_per_second, l.history_burst),
-            Kind::Conversations => (l.conversations_per_second, l.conversations_burst),
-            Kind::Users => (l.users_per_second, l.users_burst),
-            Kind::Watch => (l.watch_ids_per_second, l.watch_ids_burst),
-            Kind::Read => (l.read_per_second, l.read_burst),
-            Kind::Ping => (l.ping_per_second, l.ping_burst),
-            Kind::Rooms => (l.rooms_per_second, l.rooms_burst),
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -206,10 +141,6 @@ impl Budgets {
         users.insert(user.to_string(), b.clone());
         b
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ pub fn register() {
                 metrics::counter!(name, "reason" => reason.as_str()).increment(0);
             }
         } else if name == RATE_LIMITED {
-            for kind in crate::limiter::Kind::ALL {
+            for kind in crate::limits::Kind::ALL {
                 metrics::counter!(name, "kind" => kind.as_str()).increment(0);
             }
         } else {

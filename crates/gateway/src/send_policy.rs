@@ -1,11 +1,13 @@
-//! The send policy, one for the socket's `send` and the API's `POST /api/v1/messages`:
-//! what a send must look like (peer id, body, nonce shape) and under which namespace
-//! and for how long its nonce is remembered.
+//! The send policy, one for the socket and the API, 1:1 and rooms alike (`send` and
+//! `POST /api/v1/messages`; a room `send` and `POST /api/v1/rooms/{room}/messages`):
+//! what a send must look like (peer or room id, body, nonce shape) and under which
+//! namespace and for how long its nonce is remembered.
 //!
-//! What differs between the two paths is only who the sender is (the signed-in user,
-//! or `from`, which must exist) and the budget (per user, socket only: `limiter.rs`).
+//! What differs between the paths is only who the sender is (the signed-in user, or
+//! `from`, which must exist), the budget (per user, socket only: `limiter.rs`) and,
+//! for a room, membership (the engine's to check: nothing is stored for a non-member).
 
-use chat_protocol::{valid_user_id, ErrorCode, MAX_NONCE};
+use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, MAX_NONCE};
 
 use crate::errors::{refuse, Refused};
 
@@ -27,6 +29,8 @@ pub enum Violation {
     SelfPeer {
         field: &'static str,
     },
+    /// The room id is not 1-64 characters of a-z, 0-9, `_` and `-`.
+    InvalidRoom,
     EmptyBody,
     BodyTooLong {
         max: usize,
@@ -48,6 +52,9 @@ impl std::fmt::Display for Violation {
         match self {
             Violation::InvalidId { field } => write!(f, "{field} is not a valid user id"),
             Violation::SelfPeer { field } => write!(f, "{field} cannot be yourself"),
+            Violation::InvalidRoom => {
+                f.write_str("room must be 1-64 characters of a-z, 0-9, _ and -")
+            }
             Violation::EmptyBody => f.write_str("body is empty"),
             Violation::BodyTooLong { max } => write!(f, "body is longer than {max} characters"),
             Violation::BadNonce => {
@@ -84,6 +91,33 @@ pub fn check_send(
     max_body: usize,
 ) -> Result<(), Violation> {
     check_peer(sender, to, "to")?;
+    check_body_and_nonce(body, nonce, max_body)
+}
+
+/// A room named by a request: a valid room id (whether it exists and who is a member
+/// is the engine's to say).
+pub fn check_room(room: &str) -> Result<(), Violation> {
+    if valid_room_id(room) {
+        Ok(())
+    } else {
+        Err(Violation::InvalidRoom)
+    }
+}
+
+/// Everything checked about a room message before the rate limit and the engine: the
+/// room id, then the body and the nonce as for a 1:1 send.
+pub fn check_room_message(
+    room: &str,
+    body: &str,
+    nonce: Option<&str>,
+    max_body: usize,
+) -> Result<(), Violation> {
+    check_room(room)?;
+    check_body_and_nonce(body, nonce, max_body)
+}
+
+/// The body (not blank, at most `max_body` characters) and the nonce's shape.
+fn check_body_and_nonce(body: &str, nonce: Option<&str>, max_body: usize) -> Result<(), Violation> {
     if body.trim().is_empty() {
         return Err(Violation::EmptyBody);
     }
@@ -162,6 +196,38 @@ mod tests {
                 "{nonce:?}"
             );
         }
+    }
+
+    #[test]
+    fn room_messages_are_checked_in_order() {
+        let check =
+            |room: &str, body: &str, nonce: Option<&str>| check_room_message(room, body, nonce, 5);
+        assert_eq!(check("lobby", "hello", None), Ok(()));
+        assert_eq!(
+            check("a-b_9", "ééééé", Some(&"n".repeat(MAX_NONCE))),
+            Ok(())
+        );
+        for room in ["", "Lobby", "a b", &"r".repeat(65)] {
+            assert_eq!(
+                check(room, "", Some("")),
+                Err(Violation::InvalidRoom),
+                "{room:?}"
+            );
+        }
+        assert_eq!(check("lobby", " \n", None), Err(Violation::EmptyBody));
+        assert_eq!(
+            check("lobby", "éééééé", Some("")),
+            Err(Violation::BodyTooLong { max: 5 })
+        );
+        assert_eq!(check("lobby", "hi", Some("a b")), Err(Violation::BadNonce));
+        let r: Refused = Violation::InvalidRoom.into();
+        assert_eq!(
+            r,
+            refuse(
+                ErrorCode::BadRequest,
+                "room must be 1-64 characters of a-z, 0-9, _ and -"
+            )
+        );
     }
 
     #[test]

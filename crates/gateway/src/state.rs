@@ -14,8 +14,9 @@ use crate::admission::{Admission, Proxies};
 use crate::auth::JwtVerifier;
 use crate::config::Settings;
 use crate::limiter::Budgets;
-use crate::presence::Presence;
+use crate::presence::local::Presence;
 use crate::router::Router;
+use crate::sync::lock;
 
 /// Largest number of user ids remembered as known before the cache is cleared.
 const KNOWN_USERS_CAP: usize = 100_000;
@@ -124,10 +125,6 @@ impl AppState {
     fn lock_known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         lock(&self.known_users)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Shared handle to the node state.

@@ -21,6 +21,7 @@ mod rooms;
 mod social;
 #[cfg(test)]
 mod test_socket;
+mod welcome;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +38,6 @@ use crate::limiter::SharedBudget;
 use crate::presence;
 use crate::router::{Closer, ConnHandle, Out};
 use crate::state::Shared;
-pub(crate) use requests::{history_page, now_rfc3339};
 
 /// Why a connection stops.
 #[derive(Debug)]
@@ -353,20 +353,33 @@ fn close_reason(code: Option<u16>) -> &'static str {
 /// Close code for a text frame that is not valid UTF-8 (RFC 6455: invalid payload).
 pub(crate) const INVALID_DATA: u16 = 1007;
 
-/// Maps a read error to a close: oversized frames get 1009, a text frame that is not
-/// valid UTF-8 1007 (tungstenite refuses it while reading: `Error::Utf8`).
+/// Close code when a gap cannot be filled (1013, try again later): the client
+/// reconnects with its cursor and the recovery replay delivers what it missed.
+pub(crate) const TRY_AGAIN: u16 = 1013;
+
+/// A read the connection cannot go on without failed (recovery, room registration):
+/// close 1011 and let the client sign in again, here or on another node.
+fn unavailable(e: chat_engine::EngineError) -> Stop {
+    tracing::warn!(error = %e, "recovery read failed");
+    Stop::Close(close::INTERNAL, "backend unavailable")
+}
+
+/// Maps a read error to a close: a frame or message over `server.max_frame` (and a
+/// control frame over 125 bytes) gets 1009, a text frame that is not valid UTF-8 1007
+/// (tungstenite refuses both while reading); any other error means the socket is gone.
+///
+/// The cause is read by type: axum wraps the `tungstenite::Error` of its WebSocket
+/// as is. Should axum ever wrap another tungstenite than ours, nothing would match
+/// here, and `tests/invalid_utf8.rs` and `tests/limits.rs` would say so.
 fn read_error_stop(e: &axum::Error) -> Stop {
-    let text = e.to_string();
-    if text.contains("UTF-8") {
-        Stop::Close(INVALID_DATA, "text frame is not valid UTF-8")
-    } else if text.contains("too long")
-        || text.contains("too big")
-        || text.contains("Space limit")
-        || text.contains("Capacity")
-    {
-        Stop::Close(close::TOO_BIG, "frame too big")
-    } else {
-        Stop::Gone
+    use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
+    let cause = std::error::Error::source(e).and_then(|c| c.downcast_ref::<Error>());
+    match cause {
+        Some(Error::Utf8(_)) => Stop::Close(INVALID_DATA, "text frame is not valid UTF-8"),
+        Some(Error::Capacity(_) | Error::Protocol(ProtocolError::ControlFrameTooBig)) => {
+            Stop::Close(close::TOO_BIG, "frame too big")
+        }
+        _ => Stop::Gone,
     }
 }
 
@@ -437,6 +450,42 @@ mod tests {
 
     use super::test_socket;
     use crate::config::Settings;
+
+    /// Read errors are told apart by their type, never by their text: oversized
+    /// frames close 1009, invalid UTF-8 1007, anything else ends the connection.
+    #[test]
+    fn read_errors_are_classified_by_type() {
+        use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+
+        let stop = |e: Error| super::read_error_stop(&axum::Error::new(e));
+        let too_long = CapacityError::MessageTooLong {
+            size: 70_000,
+            max_size: 65_536,
+        };
+        assert!(matches!(
+            stop(Error::Utf8("invalid utf-8 sequence".into())),
+            super::Stop::Close(super::INVALID_DATA, _)
+        ));
+        for e in [
+            Error::Capacity(too_long),
+            Error::Protocol(ProtocolError::ControlFrameTooBig),
+        ] {
+            assert!(
+                matches!(stop(e), super::Stop::Close(close::TOO_BIG, _)),
+                "1009 expected"
+            );
+        }
+        for e in [
+            Error::ConnectionClosed,
+            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            Error::Io(std::io::Error::other("Capacity: UTF-8 frame too long")),
+        ] {
+            assert!(matches!(stop(e), super::Stop::Gone));
+        }
+        // Not tungstenite's (the in-memory socket's errors): gone, whatever the text.
+        let other = axum::Error::new("text frame is not valid UTF-8: too long");
+        assert!(matches!(super::read_error_stop(&other), super::Stop::Gone));
+    }
 
     /// A whole connection on the in-memory socket: sign-in, `welcome`, then a binary
     /// frame closes it with 1003 and its registration is released.

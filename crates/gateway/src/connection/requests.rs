@@ -3,16 +3,18 @@
 //! Every refusal is an `error` frame carrying the request's `ref`; nothing here
 //! closes the connection except persistent rate-limit abuse (4008).
 
+use chat_engine::events::now_rfc3339;
 use chat_engine::SendRequest;
 use chat_protocol::{
-    close, dm_conversation, parse_client_frame, ClientFrame, ErrorCode, ServerFrame, StreamId,
+    close, dm_conversation, parse_client_frame, ClientFrame, ErrorCode, ServerFrame,
 };
 
 use tracing::Instrument;
 
 use super::{Conn, Socket, Stop};
 use crate::errors::{on_socket, refuse, Refused};
-use crate::limiter::Kind;
+use crate::history;
+use crate::limits::Kind;
 use crate::send_policy::{self, Origin};
 
 /// Refusals in a row after which a sender is closed with 4008.
@@ -105,7 +107,7 @@ impl<S: Socket> Conn<S> {
         (code, message): Refused,
     ) -> Result<(), Stop> {
         let abuse = code == ErrorCode::RateLimited
-            && crate::limiter::lock(&self.budget).refusals() >= ABUSE_REFUSALS;
+            && crate::sync::lock(&self.budget).refusals() >= ABUSE_REFUSALS;
         let written = self
             .write_frame(&ServerFrame::error(reference, code, message))
             .await;
@@ -118,7 +120,7 @@ impl<S: Socket> Conn<S> {
     /// Takes `cost` from the user's budget of `kind`, or refuses (`rate_limited`,
     /// counted by kind).
     pub(super) fn take(&self, kind: Kind, cost: u32) -> Result<(), Refused> {
-        if crate::limiter::lock(&self.budget).try_take(kind, cost) {
+        if crate::sync::lock(&self.budget).try_take(kind, cost) {
             return Ok(());
         }
         metrics::counter!(crate::metric::RATE_LIMITED, "kind" => kind.as_str()).increment(1);
@@ -191,21 +193,12 @@ impl<S: Socket> Conn<S> {
         limit: Option<u32>,
     ) -> Result<Option<ServerFrame>, Refused> {
         self.peer(&with, "with")?;
-        let limit = limit.unwrap_or(50);
-        if !(1..=100).contains(&limit) {
-            return Err(refuse(ErrorCode::BadRequest, "limit must be 1-100"));
-        }
-        let before = match before {
-            Some(b) => Some(
-                StreamId::parse(&b)
-                    .ok_or_else(|| refuse(ErrorCode::BadRequest, "before is not a message id"))?,
-            ),
-            None => None,
-        };
+        let (before, limit) = history::page(before.as_deref(), limit)?;
         // The conversation is derived from the signed-in user and the peer: no
         // request can name a conversation the user is not part of.
+        let engine = self.state.engine.as_ref();
         let (messages, more) =
-            history_page(&self.state, &self.user.id, &with, before, limit as usize)
+            history::conversation_page(engine, &self.user.id, &with, before, limit)
                 .await
                 .map_err(on_socket)?;
         Ok(Some(ServerFrame::History {
@@ -220,14 +213,14 @@ impl<S: Socket> Conn<S> {
     /// (extra ones are dropped silently).
     async fn typing(&mut self, to: String) -> Result<Option<ServerFrame>, Refused> {
         self.peer(&to, "to")?;
-        if !crate::limiter::lock(&self.budget).typing_due(&to) {
+        if !crate::sync::lock(&self.budget).typing_due(&to) {
             return Ok(None);
         }
         if !self.state.user_exists(&to).await.map_err(on_socket)? {
             return Err(refuse(ErrorCode::NotFound, "no such user"));
         }
         {
-            let mut budget = crate::limiter::lock(&self.budget);
+            let mut budget = crate::sync::lock(&self.budget);
             if !budget.typing_due(&to) {
                 return Ok(None); // another connection of the user passed one on
             }
@@ -270,30 +263,4 @@ fn request_kind(frame: &ClientFrame) -> (Option<Kind>, u32) {
         | ClientFrame::Members { .. }
         | ClientFrame::Rooms { .. } => (Some(Kind::Rooms), 1),
     }
-}
-
-/// A page of history, for the socket and the API: a `before` below every id (`0`,
-/// `0-0`) is an empty page without asking the engine (protocol 1.1: out-of-range
-/// cursors are never `internal`; Redis refuses an exclusive range ending before 0-0).
-pub(crate) async fn history_page(
-    state: &crate::state::AppState,
-    a: &str,
-    b: &str,
-    before: Option<StreamId>,
-    limit: usize,
-) -> Result<(Vec<chat_protocol::Message>, bool), chat_engine::EngineError> {
-    if before == Some(StreamId::ZERO) {
-        return Ok((Vec::new(), false));
-    }
-    state.engine.history(a, b, before, limit).await
-}
-
-/// The current time as RFC 3339 UTC with milliseconds.
-pub(crate) fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    now.format(&fmt)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

@@ -13,24 +13,16 @@
 //! Like the rest of the router it never awaits while holding a lock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use chat_engine::{Engine, EngineError, RoomEvent};
 
-use crate::router::{Out, Router};
-
-/// What a connection's outbox carries for a room.
-#[derive(Debug)]
-pub enum RoomOut {
-    /// A room event (message or `member`), in the room's id order.
-    Event(RoomEvent),
-    /// The room may have had events this node did not see: read them.
-    CatchUp(String),
-}
+use super::{Out, RoomOut, Router};
+use crate::sync::lock;
 
 /// Local room membership and subscriptions.
 #[derive(Default)]
-pub struct RoomTable {
+pub(super) struct RoomTable {
     members: Mutex<Members>,
     /// Room → gate serializing its (un)subscribe; the flag says subscribed.
     gates: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<bool>>>>,
@@ -46,10 +38,6 @@ struct Members {
     by_room: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Local user → rooms.
     by_user: HashMap<Arc<str>, HashSet<Arc<str>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Router {

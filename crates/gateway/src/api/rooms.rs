@@ -2,75 +2,28 @@
 //! rest of `/api/v1`: post a message as a member, add and remove members (without
 //! the JWT restriction; members are told exactly as for a client's join or leave),
 //! a room's history, and a room's lookup. The engine calls are the socket's, so a
-//! message posted here is stored, published and counted the same way.
+//! message posted here is stored, published and counted the same way, and checked
+//! by the same rules (`send_policy`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
+use chat_engine::events::now_rfc3339;
 use chat_engine::{JoinOutcome, RoomLimits, RoomSendRequest, RoomState};
 use chat_protocol::api as wire;
-use chat_protocol::{valid_room_id, valid_user_id, ErrorCode, Message, User, MAX_NONCE};
+use chat_protocol::{ErrorCode, Message, User};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{bad, page_query, ApiError};
-use crate::connection::now_rfc3339;
-use crate::errors::{refuse, Refused};
+use super::errors::{bad, not_found, ApiError};
+use super::params::{check_id, check_room, page_query};
+use crate::errors::Refused;
 use crate::send_policy::{self, Origin};
 use crate::state::Shared;
 
-/// The room routes, added to the API's router in front of its key check.
-pub(crate) fn add(router: Router<Shared>) -> Router<Shared> {
-    router
-        .route("/api/v1/rooms/{room}", get(lookup))
-        .route(
-            "/api/v1/rooms/{room}/messages",
-            post(post_message).get(history),
-        )
-        .route(
-            "/api/v1/rooms/{room}/members/{user}",
-            put(add_member).delete(remove_member),
-        )
-}
-
-/// Everything checked about a room message before the rate limit and the engine:
-/// the room id, the body (not blank, at most `max_body` characters), the nonce.
-pub(crate) fn check_room_message(
-    room: &str,
-    body: &str,
-    nonce: Option<&str>,
-    max_body: usize,
-) -> Result<(), Refused> {
-    if !valid_room_id(room) {
-        return Err(refuse(
-            ErrorCode::BadRequest,
-            "room must be 1-64 characters of a-z, 0-9, _ and -",
-        ));
-    }
-    if body.trim().is_empty() {
-        return Err(refuse(ErrorCode::BadRequest, "body is empty"));
-    }
-    if body.chars().count() > max_body {
-        return Err(refuse(
-            ErrorCode::TooLarge,
-            format!("body is longer than {max_body} characters"),
-        ));
-    }
-    if nonce.is_some_and(|n| {
-        n.is_empty() || n.chars().count() > MAX_NONCE || n.contains(char::is_whitespace)
-    }) {
-        return Err(refuse(
-            ErrorCode::BadRequest,
-            format!("nonce must be 1-{MAX_NONCE} characters without spaces"),
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /api/v1/rooms/{room}/messages`.
 #[derive(Debug, Deserialize)]
-struct PostMessage {
+pub(super) struct PostMessage {
     from: String,
     body: String,
     #[serde(default)]
@@ -102,27 +55,7 @@ struct HistoryPage {
     more: bool,
 }
 
-fn check_room(room: &str) -> Result<(), ApiError> {
-    if valid_room_id(room) {
-        Ok(())
-    } else {
-        Err(bad("room must be 1-64 characters of a-z, 0-9, _ and -"))
-    }
-}
-
-fn check_user(user: &str) -> Result<(), ApiError> {
-    if valid_user_id(user) {
-        Ok(())
-    } else {
-        Err(bad("user is not a valid user id"))
-    }
-}
-
-fn not_found(what: &str) -> ApiError {
-    ApiError::from(refuse(ErrorCode::NotFound, what.to_string()))
-}
-
-async fn lookup(
+pub(super) async fn lookup(
     State(state): State<Shared>,
     Path(room): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -135,19 +68,21 @@ async fn lookup(
     Ok(Json(RoomBody::from(room)).into_response())
 }
 
-async fn post_message(
+pub(super) async fn post_message(
     State(state): State<Shared>,
     Path(room): Path<String>,
     body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
-    check_user(&req.from)?;
-    check_room_message(
+    // Its message says "user", as this call's always has.
+    check_id(&req.from, "user")?;
+    send_policy::check_room_message(
         &room,
         &req.body,
         req.nonce.as_deref(),
         state.settings.server.max_body,
-    )?;
+    )
+    .map_err(Refused::from)?;
     let (nonce, ttl) = send_policy::stored_nonce(Origin::Api, req.nonce);
     let outcome = state
         .engine
@@ -160,17 +95,12 @@ async fn post_message(
             sent_at: now_rfc3339(),
         })
         .await?
-        .ok_or_else(|| {
-            ApiError::from(refuse(
-                ErrorCode::Forbidden,
-                "from is not a member of this room",
-            ))
-        })?;
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "from is not a member of this room"))?;
     metrics::counter!(crate::metric::MESSAGES_RECEIVED).increment(1);
     Ok((StatusCode::CREATED, Json(outcome.message)).into_response())
 }
 
-async fn history(
+pub(super) async fn history(
     State(state): State<Shared>,
     Path(room): Path<String>,
     Query(q): Query<wire::HistoryQuery>,
@@ -190,7 +120,7 @@ async fn history(
 /// missing room does nothing).
 async fn member_request(state: &Shared, room: &str, user: &str) -> Result<User, ApiError> {
     check_room(room)?;
-    check_user(user)?;
+    check_id(user, "user")?;
     state
         .engine
         .get_user(user)
@@ -198,7 +128,7 @@ async fn member_request(state: &Shared, room: &str, user: &str) -> Result<User, 
         .ok_or_else(|| not_found("no such user"))
 }
 
-async fn add_member(
+pub(super) async fn add_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -218,21 +148,21 @@ async fn add_member(
         .await?;
     match outcome {
         JoinOutcome::Joined { room, .. } => Ok(Json(RoomBody::from(*room)).into_response()),
-        JoinOutcome::RoomFull => Err(ApiError::from(refuse(
+        JoinOutcome::RoomFull => Err(ApiError::new(
             ErrorCode::Forbidden,
             format!("room is full: at most {} members", limits.max_room_members),
-        ))),
-        JoinOutcome::TooManyRooms => Err(ApiError::from(refuse(
+        )),
+        JoinOutcome::TooManyRooms => Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
                 "too many rooms: at most {} per user",
                 limits.max_rooms_per_user
             ),
-        ))),
+        )),
     }
 }
 
-async fn remove_member(
+pub(super) async fn remove_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {

@@ -6,16 +6,25 @@
 //! awaits while holding a lock: fan-out is `try_send` into each connection's bounded
 //! outbox, and a full outbox closes that connection (slow consumer, 4010) rather than
 //! slowing anyone else.
+//!
+//! This module holds what travels (the outbox items, a connection's handle) and the
+//! engine's sink; `users.rs` the users' side (connections, subscriptions, watchers),
+//! `rooms.rs` the rooms' side (memberships, room subscriptions, room fan-out).
+
+mod rooms;
+mod users;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chat_engine::{Engine, EngineError, EventSink, LiveEvent};
+use chat_engine::{EventSink, LiveEvent, RoomEvent};
 use chat_protocol::{close, StreamId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::sync::lock;
 
 /// An inbox event as it travels to local connections: the frame is built once per
 /// node and shared.
@@ -36,8 +45,17 @@ pub enum Out {
     Frame(Arc<Bytes>),
     /// Live delivery may have missed events: read the inbox after the last cursor.
     CatchUp,
-    /// A room event, or a room catch-up (`room_router.rs`).
-    Room(Arc<crate::room_router::RoomOut>),
+    /// A room event, or a room catch-up (`rooms.rs`).
+    Room(Arc<RoomOut>),
+}
+
+/// What a connection's outbox carries for a room.
+#[derive(Debug)]
+pub enum RoomOut {
+    /// A room event (message or `member`), in the room's id order.
+    Event(RoomEvent),
+    /// The room may have had events this node did not see: read them.
+    CatchUp(String),
 }
 
 /// Asks a connection to close with a code, from any task.
@@ -93,27 +111,16 @@ impl ConnHandle {
     }
 }
 
-/// One user's connections on this node.
-#[derive(Default)]
-struct Slot {
-    conns: Mutex<Vec<ConnHandle>>,
-    /// Serializes subscribe/unsubscribe for this user; true while subscribed.
-    subscribed: tokio::sync::Mutex<bool>,
-}
-
-/// The node's map of users to local connections.
+/// The node's map of users and rooms to local connections.
 #[derive(Default)]
 pub struct Router {
-    users: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    /// User → their local connections and channel subscription (`users.rs`).
+    users: Mutex<HashMap<Arc<str>, Arc<users::Slot>>>,
     /// Watched user → local connections that `watch` them (presence events).
     watchers: Mutex<HashMap<Arc<str>, Vec<ConnHandle>>>,
     next_conn: AtomicU64,
-    /// Room memberships of local users and the room subscriptions (`room_router.rs`).
-    pub(crate) rooms: crate::room_router::RoomTable,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// Room memberships of local users and the room subscriptions (`rooms.rs`).
+    rooms: rooms::RoomTable,
 }
 
 impl Router {
@@ -124,115 +131,6 @@ impl Router {
     /// A fresh connection id (for logs and removal).
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Registers a connection and makes sure the user's channel is subscribed.
-    /// Returns once live events for the user reach `conn`'s outbox.
-    pub async fn attach(
-        &self,
-        engine: &dyn Engine,
-        user: &str,
-        conn: ConnHandle,
-    ) -> Result<(), EngineError> {
-        let slot = {
-            let mut users = lock(&self.users);
-            let slot = users.entry(Arc::from(user)).or_default().clone();
-            lock(&slot.conns).push(conn.clone());
-            slot
-        };
-        let mut subscribed = slot.subscribed.lock().await;
-        if !*subscribed {
-            if let Err(e) = engine.subscribe(user).await {
-                drop(subscribed);
-                self.detach(engine, user, conn.id).await;
-                return Err(e);
-            }
-            *subscribed = true;
-            metrics::gauge!(crate::metric::PUBSUB_SUBSCRIPTIONS).increment(1.0);
-        }
-        Ok(())
-    }
-
-    /// Removes a connection; unsubscribes the user when it was their last one here.
-    pub async fn detach(&self, engine: &dyn Engine, user: &str, conn_id: u64) {
-        let slot = {
-            let users = lock(&self.users);
-            let Some(slot) = users.get(user).cloned() else {
-                return;
-            };
-            lock(&slot.conns).retain(|c| c.id != conn_id);
-            slot
-        };
-        let mut subscribed = slot.subscribed.lock().await;
-        if lock(&slot.conns).is_empty() {
-            self.forget_rooms(engine, user).await;
-            if *subscribed {
-                if let Err(e) = engine.unsubscribe(user).await {
-                    tracing::warn!(user.id = user, error = %e, "unsubscribe failed");
-                }
-                *subscribed = false;
-                metrics::gauge!(crate::metric::PUBSUB_SUBSCRIPTIONS).decrement(1.0);
-            }
-            let mut users = lock(&self.users);
-            if lock(&slot.conns).is_empty()
-                && users.get(user).is_some_and(|s| Arc::ptr_eq(s, &slot))
-            {
-                users.remove(user);
-            }
-        }
-    }
-
-    /// Whether `user` has a connection on this node (registered and not yet removed).
-    pub fn has_connections(&self, user: &str) -> bool {
-        lock(&self.users)
-            .get(user)
-            .is_some_and(|slot| !lock(&slot.conns).is_empty())
-    }
-
-    /// Closes every local connection of `user` with `code`.
-    pub fn close_user(&self, user: &str, code: u16) {
-        let slot = lock(&self.users).get(user).cloned();
-        if let Some(slot) = slot {
-            for conn in lock(&slot.conns).iter() {
-                conn.closer.close(code);
-            }
-        }
-    }
-
-    /// Replaces a connection's watch list: it stops watching `old`, starts `new`.
-    pub fn set_watch(&self, conn: &ConnHandle, old: &[String], new: &[String]) {
-        let mut watchers = lock(&self.watchers);
-        for user in old {
-            if let Some(list) = watchers.get_mut(user.as_str()) {
-                list.retain(|c| c.id != conn.id);
-                if list.is_empty() {
-                    watchers.remove(user.as_str());
-                }
-            }
-        }
-        for user in new {
-            let list = watchers.entry(Arc::from(user.as_str())).or_default();
-            if !list.iter().any(|c| c.id == conn.id) {
-                list.push(conn.clone());
-            }
-        }
-    }
-
-    /// Every local connection, for shutdown.
-    pub fn all_connections(&self) -> Vec<ConnHandle> {
-        lock(&self.users)
-            .values()
-            .flat_map(|slot| lock(&slot.conns).clone())
-            .collect()
-    }
-
-    pub(crate) fn fan_out(&self, user: &str, make: impl Fn() -> Out) {
-        let slot = lock(&self.users).get(user).cloned();
-        if let Some(slot) = slot {
-            for conn in lock(&slot.conns).iter() {
-                conn.push(make());
-            }
-        }
     }
 }
 
@@ -263,7 +161,7 @@ impl EventSink for Router {
         }
     }
 
-    fn deliver_room(&self, event: Arc<chat_engine::RoomEvent>) {
+    fn deliver_room(&self, event: Arc<RoomEvent>) {
         self.route_room_event(event);
     }
 
