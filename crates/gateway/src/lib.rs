@@ -7,7 +7,8 @@
 //! accepting and close every socket with 1001 → wait for connection tasks (bounded)
 //! → return.
 //!
-//! Module map: `config` (settings), `auth` (JWT), `router` (user → local
+//! Module map: `config` (settings), `auth` (JWT; `auth/keyset` the identity
+//! provider's keys), `outbound` (the one HTTP client for calls out), `router` (user → local
 //! connections, the engine's event sink; `room_router` its room side), `connection`
 //! (one socket's life, generic over the socket), `http` (routes), `api` (the server
 //! HTTP API; `api_rooms` its room calls), `send_policy` (the checks, nonce namespaces
@@ -28,6 +29,7 @@ mod errors;
 mod http;
 mod limiter;
 mod metric;
+mod outbound;
 mod presence;
 mod room_router;
 pub mod router;
@@ -131,6 +133,10 @@ async fn run(
     let engine = connect_engine(&settings, router.clone()).await;
     let state = Arc::new(AppState::new(settings, engine, router, metrics));
     presence::reset_node(&state).await;
+    state
+        .jwt
+        .start(&state.settings.auth, &state.tracker, state.shutdown.clone())
+        .await;
 
     let listener = match listener {
         Some(listener) => listener,

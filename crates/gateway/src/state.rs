@@ -28,6 +28,9 @@ pub struct AppState {
     /// This node's name, shown in `welcome.node`.
     pub node_id: String,
     pub jwt: JwtVerifier,
+    /// The node's one pooled outbound HTTP client (`outbound.rs`): the provider's key
+    /// set, and the host's hooks.
+    pub outbound: reqwest::Client,
     /// The limits announced in `welcome.limits`, built once.
     pub limits: Limits,
     /// Allowed `Origin`s for `/ws` (empty = same origin, `*` = any).
@@ -71,9 +74,11 @@ impl AppState {
         };
         // Checked when the settings were loaded.
         let proxies = Proxies::parse(&settings.server.trusted_proxies).unwrap_or_default();
+        let outbound = crate::outbound::client();
         AppState {
             node_id: settings.node_id(),
-            jwt: JwtVerifier::new(&settings.auth.jwt_secret),
+            jwt: JwtVerifier::new(&settings.auth, outbound.clone()),
+            outbound,
             origins: settings.allowed_origins(),
             limits,
             settings,

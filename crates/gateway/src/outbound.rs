@@ -1,0 +1,38 @@
+//! Calls this node makes to other services over HTTP: today the identity provider's
+//! key set (`auth/keyset.rs`); the host app's hooks and webhooks are to use the same
+//! client.
+//!
+//! One pooled client per node, built once when the node starts: every call shares its
+//! connections and has a deadline (a connect timeout and a whole-request timeout), so
+//! a provider that stops answering holds no task for long. It must never be built per
+//! call, and nothing sent through it may carry a user's token.
+
+use std::time::Duration;
+
+/// How long opening a connection (TCP and TLS) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a whole request may take, from sending to the last byte of the body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept per host: a node talks to a handful of hosts.
+const IDLE_PER_HOST: usize = 4;
+
+/// The node's outbound HTTP client (cheap to clone: clones share the pool).
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider: ring's is installed for the
+    // process once. A second install (another node in the same process) changes
+    // nothing and is not an error. rustls deprecates ring's provider for lacking
+    // post-quantum key exchange; aws-lc-rs, which has it, needs a large C build.
+    // What goes out here (a public key set, hook calls) is short-lived.
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let _ = provider.install_default();
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .pool_max_idle_per_host(IDLE_PER_HOST)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("chat-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        // Only a broken TLS set-up fails here, the same on every start.
+        .expect("the outbound HTTP client builds (TLS provider installed)")
+}
