@@ -134,7 +134,9 @@ impl JwtVerifier {
             return;
         };
         keys.refresh().await;
-        tracing::info!(keys = keys.len(), "identity provider key set loaded");
+        if keys.len() > 0 {
+            tracing::info!(keys = keys.len(), "identity provider key set loaded");
+        }
         let every = Duration::from_secs(auth.jwks_refresh_secs);
         tracker.spawn(keyset::refresh_until(keys.clone(), every, stop));
     }
@@ -313,9 +315,15 @@ mod tests {
             strict.verify(&token).await.is_ok(),
             "aud array contains chat"
         );
+        assert!(strict.verify(&bare).await.is_err(), "aud and iss required");
+        let audience_only = AuthSettings {
+            jwt_audience: "chat".into(),
+            ..settings(SECRET)
+        };
         assert_eq!(
-            strict.verify(&bare).await.unwrap_err(),
-            TokenError::Audience
+            verifier(&audience_only).verify(&bare).await.unwrap_err(),
+            TokenError::Audience,
+            "aud required once configured"
         );
         auth.jwt_audience = "billing".into();
         assert_eq!(

@@ -111,7 +111,14 @@ impl KeySet {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
                 metrics::gauge!(metric::JWKS_KEYS).set(held as f64);
                 metrics::counter!(metric::JWKS_FETCHES, "outcome" => "ok").increment(1);
-                tracing::debug!(keys = held, "key set fetched");
+                if held == 0 {
+                    tracing::warn!(
+                        url = %self.url,
+                        "the identity provider's key set has no usable key (RSA or EC P-256 with a kid)"
+                    );
+                } else {
+                    tracing::debug!(keys = held, "key set fetched");
+                }
             }
             Err(why) => {
                 metrics::counter!(metric::JWKS_FETCHES, "outcome" => "error").increment(1);
@@ -322,6 +329,21 @@ mod tests {
             Lookup::WrongAlgorithm
         ));
         assert!(matches!(set.lookup("x", Algorithm::ES256), Lookup::Unknown));
+    }
+
+    #[tokio::test]
+    async fn the_refresh_task_ends_on_shutdown() {
+        let set = Arc::new(KeySet::new(
+            "http://127.0.0.1:9/".into(),
+            crate::outbound::client(),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(refresh_until(set, Duration::from_secs(300), stop.clone()));
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the refresh task ends once cancelled")
+            .expect("the refresh task does not panic");
     }
 
     #[test]
