@@ -45,6 +45,10 @@ pub struct Claims {
     /// = any room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// The issuer, as the token has it (a string per RFC 7519; jsonwebtoken also
+    /// takes an array, which `auth.jwt_issuer` refuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<serde_json::Value>,
 }
 
 /// Whether a user with this `rooms` claim may join `room` (`None`: no claim).
@@ -108,6 +112,8 @@ pub struct JwtVerifier {
     hs256: Validation,
     rs256: Validation,
     es256: Validation,
+    /// `auth.jwt_issuer`; empty = not checked.
+    issuer: String,
 }
 
 impl JwtVerifier {
@@ -122,6 +128,7 @@ impl JwtVerifier {
             hs256: validation(Algorithm::HS256, auth),
             rs256: validation(Algorithm::RS256, auth),
             es256: validation(Algorithm::ES256, auth),
+            issuer: auth.jwt_issuer.clone(),
         }
     }
 
@@ -169,6 +176,12 @@ impl JwtVerifier {
             }
             _ => return Err(TokenError::Algorithm),
         };
+        // "iss must equal it": one string, not a list that contains it.
+        if !self.issuer.is_empty()
+            && data.claims.iss.as_ref().and_then(|i| i.as_str()) != Some(&self.issuer)
+        {
+            return Err(TokenError::Issuer);
+        }
         Ok(data.claims)
     }
 }
@@ -236,6 +249,7 @@ pub fn issue_token(secret: &str, user: &str, name: &str, ttl_secs: u64) -> anyho
         exp: now + ttl_secs,
         iat: Some(now),
         rooms: None,
+        iss: None,
     };
     Ok(encode(
         &Header::new(Algorithm::HS256),
@@ -338,6 +352,14 @@ mod tests {
         );
         auth.jwt_audience = String::new();
         auth.jwt_issuer = "https://idp/".into();
+        let listed = hs256(serde_json::json!({
+            "sub": "u1", "exp": now() + 60, "iss": ["https://idp/", "https://other/"],
+        }));
+        assert_eq!(
+            verifier(&auth).verify(&listed).await.unwrap_err(),
+            TokenError::Issuer,
+            "iss must equal, not list, the issuer"
+        );
         assert_eq!(
             verifier(&auth).verify(&bare).await.unwrap_err(),
             TokenError::Issuer,

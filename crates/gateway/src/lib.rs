@@ -8,8 +8,8 @@
 //! → return.
 //!
 //! Module map: `config` (settings), `auth` (JWT; `auth/keyset` the identity
-//! provider's keys), `outbound` (the one HTTP client for calls out), `router` (user → local
-//! connections, the engine's event sink; `room_router` its room side), `connection`
+//! provider's keys), `outbound` (the one HTTP client for calls out), `router` (user
+//! → local connections, the engine's event sink; `room_router` its room side), `connection`
 //! (one socket's life, generic over the socket), `http` (routes), `api` (the server
 //! HTTP API; `api_rooms` its room calls), `send_policy` (the checks, nonce namespaces
 //! and TTLs of a send, socket and API alike), `errors` (engine error → wire code /

@@ -180,8 +180,8 @@ async fn authenticate(
         ));
     }
     if let Some(token) = token {
-        let claims =
-            (state.jwt.verify(&token).await).map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+        let verified = state.jwt.verify(&token).await;
+        let claims = verified.map_err(|e| Refusal::Unauthorized(e.to_string()))?;
         if !valid_user_id(&claims.sub) {
             return Err(Refusal::Unauthorized(format!(
                 "token sub must be {}",
