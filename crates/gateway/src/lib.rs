@@ -68,6 +68,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
 pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     // Fix the node id once: logs, traces and `welcome.node` all use it.
     settings.server.node_id = settings.node_id();
+    // Before the OTLP exporter builds its HTTP client.
+    outbound::install_tls_provider();
     let _telemetry = telemetry::init(&settings, &settings.server.node_id)?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
     run(settings, metrics, None, shutdown_signal()).await

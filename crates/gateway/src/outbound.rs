@@ -16,16 +16,21 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per host: a node talks to a handful of hosts.
 const IDLE_PER_HOST: usize = 4;
 
-/// The node's outbound HTTP client (cheap to clone: clones share the pool).
-pub fn client() -> reqwest::Client {
-    // reqwest is built without a default TLS provider: ring's is installed for the
-    // process once. A second install (another node in the same process) changes
-    // nothing and is not an error. rustls deprecates ring's provider for lacking
-    // post-quantum key exchange; aws-lc-rs, which has it, needs a large C build.
-    // What goes out here (a public key set, hook calls) is short-lived.
+/// Installs the process's TLS provider (ring's). reqwest is built without a default
+/// one, and every reqwest client in the process needs it, the OTLP exporter's
+/// included: call this before any is built. A second call changes nothing.
+pub fn install_tls_provider() {
+    // rustls deprecates ring's provider for lacking post-quantum key exchange;
+    // aws-lc-rs, which has it, needs a large C build. What goes out (a public key
+    // set, hook calls, traces to a local collector) is short-lived.
     #[allow(deprecated)]
     let provider = rustls::crypto::ring::default_provider();
     let _ = provider.install_default();
+}
+
+/// The node's outbound HTTP client (cheap to clone: clones share the pool).
+pub fn client() -> reqwest::Client {
+    install_tls_provider();
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
