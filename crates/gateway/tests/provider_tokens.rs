@@ -241,6 +241,29 @@ async fn provider_tokens_sign_in(engine: Engine) {
     assert_eq!(got.id, sent.id);
     let history = es.full_history("auth0|64f1a2b3").await.expect("history");
     assert_eq!(history.len(), 1);
+    // And through the server API, `|` percent-encoded in paths.
+    let (status, body) = api(
+        cluster.addr(0),
+        "POST",
+        "/api/v1/messages",
+        Some(API_KEY),
+        Some(serde_json::json!({
+            "from": "google-oauth2|1234", "to": "auth0|64f1a2b3", "body": "via the API",
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "API send between provider ids: {body}");
+    expect_from(&mut rs, "google-oauth2|1234", "the API message").await;
+    let (status, body) = api(
+        cluster.addr(0),
+        "GET",
+        "/api/v1/conversations/auth0%7C64f1a2b3/google-oauth2%7C1234/messages",
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"].as_array().map(Vec::len), Some(2), "{body}");
 
     let hs = jwt("hs-user", "HS User", 3600, Algorithm::HS256, JWT_SECRET);
     sign_in(&url, hs, "HS256 beside a key set").await;
