@@ -165,8 +165,19 @@ impl RetentionSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HS256 secret for `hello.token`; empty = tokens refused.
+    /// HS256 secret for `hello.token`; empty = HS256 tokens refused.
     pub jwt_secret: String,
+    /// `http(s)://` URL of the identity provider's JSON Web Key Set: RS256 and ES256
+    /// tokens are verified with its key of the token's `kid`; empty = none.
+    pub jwks_url: String,
+    /// How often the key set is fetched again, in seconds (and at once, at most once
+    /// a second, for a token naming an unknown `kid`).
+    pub jwks_refresh_secs: u64,
+    /// When set, a token's `aud` (string or array) must contain it; empty = `aud` not
+    /// checked.
+    pub jwt_audience: String,
+    /// When set, a token's `iss` must equal it; empty = `iss` not checked.
+    pub jwt_issuer: String,
     /// Whether `hello.username` may create guests; unset = on without Redis only.
     pub guests: Option<bool>,
     pub session_ttl_secs: u64,
@@ -176,6 +187,10 @@ impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             jwt_secret: String::new(),
+            jwks_url: String::new(),
+            jwks_refresh_secs: 300,
+            jwt_audience: String::new(),
+            jwt_issuer: String::new(),
             guests: None,
             session_ttl_secs: 7 * 24 * 3600,
         }
@@ -316,6 +331,19 @@ impl Settings {
                 ),
             );
         }
+        let jwks = &self.auth.jwks_url;
+        if !jwks.is_empty() && !valid_http_url(jwks) {
+            return bad(
+                "auth.jwks_url",
+                "must be an http:// or https:// URL of a JSON Web Key Set",
+            );
+        }
+        if self.auth.jwks_refresh_secs == 0 || self.auth.jwks_refresh_secs > 86_400 {
+            return bad(
+                "auth.jwks_refresh_secs",
+                "must be between 1 and 86400 seconds",
+            );
+        }
         if !self.api.key.is_empty() && self.api.key.chars().count() < MIN_API_KEY {
             return bad(
                 "api.key",
@@ -385,5 +413,57 @@ impl Settings {
             .map(|s| s.trim().trim_end_matches('/').to_string())
             .filter(|s| !s.is_empty())
             .collect()
+    }
+}
+
+/// Whether `url` is `http://` or `https://` followed by a host.
+fn valid_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && !url.contains(char::is_whitespace)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(f: impl FnOnce(&mut AuthSettings)) -> Result<(), String> {
+        let mut settings = Settings::default();
+        f(&mut settings.auth);
+        settings.validate()
+    }
+
+    #[test]
+    fn key_set_settings_are_checked() {
+        assert!(with_auth(|_| {}).is_ok());
+        assert!(
+            with_auth(|a| a.jwks_url = "https://idp.example/.well-known/jwks.json".into()).is_ok()
+        );
+        assert!(with_auth(|a| a.jwks_url = "http://127.0.0.1:8081/jwks".into()).is_ok());
+        for bad in [
+            "idp.example/jwks",
+            "ftp://idp/jwks",
+            "https://",
+            "https:// x/",
+        ] {
+            let err = with_auth(|a| a.jwks_url = bad.into()).unwrap_err();
+            assert!(err.contains("auth.jwks_url"), "{bad}: {err}");
+        }
+        let err = with_auth(|a| a.jwks_refresh_secs = 0).unwrap_err();
+        assert!(err.contains("auth.jwks_refresh_secs"), "{err}");
+        // An HS256 secret and a key set together.
+        assert!(with_auth(|a| {
+            a.jwt_secret = "x".repeat(MIN_JWT_SECRET);
+            a.jwks_url = "https://idp.example/jwks".into();
+            a.jwt_audience = "chat".into();
+            a.jwt_issuer = "https://idp.example/".into();
+        })
+        .is_ok());
     }
 }

@@ -8,8 +8,9 @@
 //! → return.
 //!
 //! Module map: `config` (settings; `limits` its `[limits]` section and the request
-//! kinds), `auth` (JWT), `router` (users and rooms → local connections, the engine's
-//! event sink), `connection` (one socket's life, generic over the socket), `http`
+//! kinds), `auth` (JWT; `auth/keyset` the identity provider's keys), `outbound`
+//! (the one HTTP client for calls out), `router` (users and rooms → local
+//! connections, the engine's event sink), `connection` (one socket's life, generic over the socket), `http`
 //! (routes), `api` (the server HTTP API, its calls grouped by what they act on),
 //! `send_policy` (the checks, nonce namespaces and TTLs of a send, 1:1 and rooms,
 //! socket and API alike), `history` (a history page's parameters and read, socket and
@@ -36,6 +37,7 @@ mod http;
 mod limiter;
 mod limits;
 mod metric;
+mod outbound;
 mod presence;
 mod router;
 mod send_policy;
@@ -74,6 +76,8 @@ fn app(state: Arc<AppState>) -> axum::Router {
 pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     // Fix the node id once: logs, traces and `welcome.node` all use it.
     settings.server.node_id = settings.node_id();
+    // Before the OTLP exporter builds its HTTP client.
+    outbound::install_tls_provider();
     let _telemetry = telemetry::init(&settings, &settings.server.node_id)?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
     run(settings, metrics, None, shutdown_signal()).await
@@ -139,6 +143,10 @@ async fn run(
     let engine = connect_engine(&settings, router.clone()).await;
     let state = Arc::new(AppState::new(settings, engine, router, metrics));
     presence::reset_node(&state).await;
+    state
+        .jwt
+        .start(&state.settings.auth, &state.tracker, state.shutdown.clone())
+        .await;
 
     let listener = match listener {
         Some(listener) => listener,

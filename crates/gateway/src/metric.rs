@@ -39,6 +39,13 @@ pub const ADMISSION_REFUSALS: &str = "chat_admission_refusals_total";
 pub const ORIGIN_REFUSALS: &str = "chat_origin_refusals_total";
 /// Engine calls that failed (counter).
 pub const REDIS_ERRORS: &str = "chat_redis_errors_total";
+/// Fetches of the identity provider's key set, by `outcome` (`ok`, `error`) (counter).
+pub const JWKS_FETCHES: &str = "chat_jwks_fetches_total";
+/// The `outcome` label values of [`JWKS_FETCHES`].
+pub const JWKS_FETCH_OUTCOMES: [&str; 2] = ["ok", "error"];
+/// Keys of the identity provider's key set this node holds (gauge); 0 while a
+/// configured set has not been fetched.
+pub const JWKS_KEYS: &str = "chat_jwks_keys";
 /// Seconds from a `send` frame's arrival to its `ack` (histogram).
 pub const SEND_ACK_SECONDS: &str = "chat_send_ack_seconds";
 /// Seconds an engine call took, by `op` (histogram).
@@ -47,7 +54,7 @@ pub const REDIS_COMMAND_SECONDS: &str = "chat_redis_command_seconds";
 pub const REDIS_COMMAND_OPS: [&str; 1] = ["send"];
 
 /// The counters: name and help text.
-pub const COUNTERS: [(&str, &str); 14] = [
+pub const COUNTERS: [(&str, &str); 15] = [
     (HELLOS, "hello frames received"),
     (
         SIGN_INS,
@@ -95,14 +102,22 @@ pub const COUNTERS: [(&str, &str); 14] = [
         GAP_CLOSES,
         "Connections closed 1013 because a gap in their live events could not be filled",
     ),
+    (
+        JWKS_FETCHES,
+        "Fetches of the identity provider's key set (auth.jwks_url), by outcome (ok, error)",
+    ),
 ];
 
 /// The gauges: name and help text.
-pub const GAUGES: [(&str, &str); 2] = [
+pub const GAUGES: [(&str, &str); 3] = [
     (CONNECTIONS_OPEN, "Open WebSocket connections on this node"),
     (
         PUBSUB_SUBSCRIPTIONS,
         "Users with a pub/sub subscription from this node",
+    ),
+    (
+        JWKS_KEYS,
+        "Keys of the identity provider's key set held by this node (0: none fetched)",
     ),
 ];
 
@@ -127,6 +142,10 @@ pub fn register() {
         } else if name == ADMISSION_REFUSALS {
             for reason in crate::admission::Refusal::ALL {
                 metrics::counter!(name, "reason" => reason.as_str()).increment(0);
+            }
+        } else if name == JWKS_FETCHES {
+            for outcome in JWKS_FETCH_OUTCOMES {
+                metrics::counter!(name, "outcome" => outcome).increment(0);
             }
         } else if name == RATE_LIMITED {
             for kind in crate::limits::Kind::ALL {

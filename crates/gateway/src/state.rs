@@ -72,9 +72,12 @@ impl AppState {
         };
         // Checked when the settings were loaded.
         let proxies = Proxies::parse(&settings.server.trusted_proxies).unwrap_or_default();
+        // The node's one pooled outbound HTTP client (`outbound.rs`), built once here
+        // and handed (cloned: the clones share the pool) to whatever calls out.
+        let outbound = crate::outbound::client();
         AppState {
             node_id: settings.node_id(),
-            jwt: JwtVerifier::new(&settings.auth.jwt_secret),
+            jwt: JwtVerifier::new(&settings.auth, outbound),
             origins: settings.allowed_origins(),
             limits,
             settings,

@@ -5,18 +5,23 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// Longest user id accepted (from a JWT `sub`, the API, or generated for guests).
-pub const MAX_USER_ID: usize = 64;
+pub const MAX_USER_ID: usize = 128;
 
-/// A user id is 1–64 characters of ASCII letters, digits, `.`, `_`, `-`, `@`.
+/// The user-id rule in words, for error messages.
+pub const USER_ID_RULE: &str = "1-128 characters of letters, digits, . _ @ - |";
+
+/// A user id is 1–128 characters of ASCII letters, digits, `.`, `_`, `@`, `-`, `|`
+/// (protocol 1.2 added `|` and the length, for identity providers' subjects such as
+/// `auth0|64f1…`).
 ///
-/// The set excludes `:` and braces so ids can be joined into conversation ids and
-/// Redis hash tags without escaping.
+/// The set excludes `:`, braces and spaces so ids can be joined into conversation ids,
+/// Redis hash tags and space-separated stored records without escaping.
 pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_USER_ID
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'|'))
 }
 
 /// Trims a guest username and checks it: 1–32 characters of letters, digits, space,
@@ -124,10 +129,17 @@ mod tests {
     #[test]
     fn user_ids() {
         assert!(valid_user_id("alice-1@x.org"));
+        assert!(valid_user_id("auth0|64f1c2d3e4"));
+        assert!(valid_user_id("google-oauth2|1234"));
+        assert!(valid_user_id(&"a".repeat(128)));
         assert!(!valid_user_id(""));
         assert!(!valid_user_id("a:b"));
         assert!(!valid_user_id("a}b"));
-        assert!(!valid_user_id(&"a".repeat(65)));
+        assert!(!valid_user_id("a{b"));
+        assert!(!valid_user_id("a b"));
+        assert!(!valid_user_id("a\\b"));
+        assert!(!valid_user_id("zoë"));
+        assert!(!valid_user_id(&"a".repeat(129)));
     }
 
     #[test]

@@ -15,5 +15,7 @@ pub mod rooms;
 pub use codes::{close, ErrorCode};
 pub use events::Event;
 pub use frames::*;
-pub use ids::{dm_conversation, normalize_username, valid_user_id, StreamId};
+pub use ids::{
+    dm_conversation, normalize_username, valid_user_id, StreamId, MAX_USER_ID, USER_ID_RULE,
+};
 pub use rooms::{room_conversation, valid_room_id};

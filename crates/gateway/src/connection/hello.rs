@@ -180,11 +180,13 @@ async fn authenticate(
         ));
     }
     if let Some(token) = token {
-        let claims = state.jwt.verify(&token).map_err(Refusal::Unauthorized)?;
+        let verified = state.jwt.verify(&token).await;
+        let claims = verified.map_err(|e| Refusal::Unauthorized(e.to_string()))?;
         if !valid_user_id(&claims.sub) {
-            return Err(Refusal::Unauthorized(
-                "token sub must be 1-64 characters of letters, digits, . _ - @".into(),
-            ));
+            return Err(Refusal::Unauthorized(format!(
+                "token sub must be {}",
+                chat_protocol::USER_ID_RULE
+            )));
         }
         let name = claims
             .name

@@ -34,7 +34,7 @@ import { closeRoom, renderRooms } from './rooms.js';
  */
 
 const TYPING_SHOWN_MS = 5000;
-const USER_ID = /^[A-Za-z0-9._@-]{1,64}$/;
+const USER_ID = /^[A-Za-z0-9._@|-]{1,128}$/;
 
 const nodes = (new URLSearchParams(location.search).get('nodes') ?? '')
   .split(',')
@@ -127,7 +127,7 @@ async function runSearch() {
   else if (found.length === 0) note = 'Nobody found.';
   // A pasted id is offered only once the server confirms the user exists (the
   // directory found it, or a one-message history with it does not answer not_found).
-  if (!found.some((u) => u.id === query) && USER_ID.test(query) && /[0-9@._-]/.test(query) && query !== state.me?.id) {
+  if (!found.some((u) => u.id === query) && USER_ID.test(query) && /[0-9@._|-]/.test(query) && query !== state.me?.id) {
     const known = state.convs.get(query);
     const exists = known ? true : await userExists(query);
     if (seq !== searchSeq) return;
