@@ -77,6 +77,10 @@ pub struct ServerSettings {
     /// `X-Forwarded-For` / `X-Real-IP` name the client (for the per-address limits);
     /// empty = the peer's address is the client's.
     pub trusted_proxies: String,
+    /// Comma-separated WebSocket URLs (`wss://chat-2.example/ws`) the bundled web client
+    /// may connect to besides its own origin: its `?nodes=` accepts only these, and the
+    /// page's CSP `connect-src` lists exactly them. Empty = the page's own node only.
+    pub client_nodes: String,
 }
 
 impl Default for ServerSettings {
@@ -95,6 +99,7 @@ impl Default for ServerSettings {
             drain_spread_secs: 3,
             worker_threads: 0,
             trusted_proxies: String::new(),
+            client_nodes: String::new(),
         }
     }
 }
@@ -320,6 +325,16 @@ impl Settings {
                 &format!("{entry:?} is not an IP address or network (like 10.0.0.0/8)"),
             );
         }
+        if let Some(entry) = self
+            .client_nodes()
+            .into_iter()
+            .find(|url| !valid_ws_url(url))
+        {
+            return bad(
+                "server.client_nodes",
+                &format!("{entry:?} is not a ws:// or wss:// URL (like wss://chat.example/ws)"),
+            );
+        }
         if self.limits.max_connections_per_user == 0 {
             return bad("limits.max_connections_per_user", "must be at least 1");
         }
@@ -414,6 +429,31 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .collect()
     }
+
+    /// The WebSocket URLs the web client may use besides its own origin.
+    pub fn client_nodes(&self) -> Vec<String> {
+        self.server
+            .client_nodes
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// Whether `url` is `ws://` or `wss://` followed by a host, with nothing that could end
+/// a CSP source expression or an HTML attribute (the URL is written into both).
+fn valid_ws_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty()
+            && !host.contains('@')
+            && !url
+                .contains(|c: char| c.is_whitespace() || c.is_control() || "'\";,<>&`".contains(c))
+    })
 }
 
 /// Whether `url` is `http://` or `https://` followed by a host.
@@ -465,5 +505,34 @@ mod tests {
             a.jwt_issuer = "https://idp.example/".into();
         })
         .is_ok());
+    }
+
+    #[test]
+    fn client_nodes_must_be_websocket_urls() {
+        let with_nodes = |nodes: &str| {
+            let mut settings = Settings::default();
+            settings.server.client_nodes = nodes.into();
+            settings.validate()
+        };
+        assert!(with_nodes("").is_ok());
+        assert!(with_nodes("wss://chat-2.example/ws, ws://127.0.0.1:8081/ws").is_ok());
+        for bad in [
+            "https://chat.example/ws",
+            "chat.example/ws",
+            "wss://",
+            "wss://a.example/ws; script-src *",
+            "wss://a.example/'unsafe-inline'",
+            "wss://a.example/\"><script>",
+            "wss://user@a.example/ws",
+        ] {
+            let err = with_nodes(bad).unwrap_err();
+            assert!(err.contains("server.client_nodes"), "{bad}: {err}");
+        }
+        let mut settings = Settings::default();
+        settings.server.client_nodes = " wss://a.example/ws ,,wss://b.example/ws".into();
+        assert_eq!(
+            settings.client_nodes(),
+            ["wss://a.example/ws", "wss://b.example/ws"]
+        );
     }
 }

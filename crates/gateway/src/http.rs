@@ -20,7 +20,7 @@ pub fn routes(state: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::routes())
+        .merge(crate::web::routes(&state.settings.client_nodes()))
         .merge(crate::api::routes(state.clone()))
         .with_state(state)
 }

@@ -12,8 +12,11 @@
  * - `/#token=<JWT>` signs in with a host application's token; the fragment is removed
  *   from the address bar at once.
  * - `?nodes=ws://a:8080/ws,ws://b:8080/ws` lists the nodes to use, tried in turn on
- *   every reconnect (default: this page's own node, `/ws`). The nodes must allow this
- *   page's origin (`CHAT_SERVER__ALLOWED_ORIGINS`).
+ *   every reconnect (default: this page's own node, `/ws`). Only URLs on this page's
+ *   own origin or in the node's `server.client_nodes` are taken (the others are
+ *   ignored, and the page says so): the stored session goes in `hello`, so a link must
+ *   not choose where it is sent. The nodes must allow this page's origin
+ *   (`CHAT_SERVER__ALLOWED_ORIGINS`).
  *
  * Request types the server may not implement yet (`conversations`, `users`, `read`,
  * `watch`) degrade: the conversation list is kept in localStorage and peers are
@@ -34,12 +37,44 @@ import { closeRoom, renderRooms } from './rooms.js';
  */
 
 const TYPING_SHOWN_MS = 5000;
+const SUSPENDED = 'This account is suspended. Contact the site if you think this is a mistake.';
 const USER_ID = /^[A-Za-z0-9._@|-]{1,128}$/;
 
-const nodes = (new URLSearchParams(location.search).get('nodes') ?? '')
-  .split(',')
-  .map((s) => s.trim())
-  .filter((s) => /^wss?:\/\//.test(s));
+/** A WebSocket URL in its normal form, or null. @param {string} s */
+function wsUrl(s) {
+  try {
+    const url = new URL(s);
+    return url.protocol === 'ws:' || url.protocol === 'wss:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The `?nodes=` URLs this page may use: its own origin (as ws: or wss:) and the nodes
+ * the server lists in index.html's `chat-client-nodes` meta (the same list as the CSP's
+ * `connect-src`, so the browser would refuse any other anyway).
+ */
+function allowedNodes() {
+  const own = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/`;
+  const meta = document.querySelector('meta[name="chat-client-nodes"]')?.getAttribute('content') ?? '';
+  const configured = new Set(meta.split(/\s+/).map(wsUrl).filter(Boolean));
+  const asked = (new URLSearchParams(location.search).get('nodes') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  /** @type {string[]} */
+  const ok = [];
+  let refused = 0;
+  for (const url of asked.map(wsUrl)) {
+    if (url && (url.startsWith(own) || configured.has(url))) ok.push(url);
+    else refused++;
+  }
+  return { ok, refused };
+}
+
+const { ok: nodes, refused: refusedNodes } = allowedNodes();
+if (refusedNodes) {
+  document.body.dataset.refusedNodes = String(refusedNodes);
+  toast(`Ignored ${refusedNodes} chat server address${refusedNodes > 1 ? 'es' : ''} from the link: not one of this site's servers.`);
+}
 
 // ---- user actions -----------------------------------------------------------------
 
@@ -228,6 +263,7 @@ async function signIn(credential) {
     await chat.connect(nodes.length ? nodes : [defaultUrl()], credential);
   } catch (e) {
     const message = e instanceof ChatError ? e.message : String(e);
+    if (e instanceof ChatError && e.code === 'forbidden') return showSignIn(SUSPENDED);
     showSignIn(credential && 'username' in credential ? signInText(e) : `Please sign in again (${message}).`);
   }
 }
@@ -235,6 +271,7 @@ async function signIn(credential) {
 chat.on('state', renderState);
 chat.on('state', (/** @type {any} */ s) => {
   if (s.state === 'signed-out' && state.me) showSignIn('You were signed out. Please sign in again.');
+  if (s.state === 'suspended') showSignIn(SUSPENDED);
 });
 chat.on('welcome', ({ welcome, first }) => {
   state.maxBody = welcome.limits?.max_body ?? state.maxBody;
@@ -318,9 +355,15 @@ $('signin-form').addEventListener('submit', (/** @type {Event} */ ev) => {
   $('signin-error').textContent = '';
   void signIn({ username });
 });
-$('signout').addEventListener('click', () => {
-  chat.signOut();
-  showSignIn();
+$('signout').addEventListener('click', async () => {
+  // The server ends the session first (`logout`), then local storage is forgotten.
+  $('signout').disabled = true;
+  try {
+    await chat.logout();
+  } finally {
+    $('signout').disabled = false;
+  }
+  showSignIn('You signed out.');
 });
 $('me-id').addEventListener('click', async () => {
   try {

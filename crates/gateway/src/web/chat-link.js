@@ -7,9 +7,12 @@
  *
  * What rides on the link (sends waiting for their ack, de-duplication, read, typing and
  * watch) belongs to ChatConnection, which the link reaches only through the hooks at
- * the end of the class. Part of chat-protocol.js; import that instead.
+ * the end of the class; its events and stored session are in chat-store.js. Close 4001
+ * signs out (or, with `getToken`, signs in again with a fresh token), 4003 and a
+ * `logout` end it for good. Part of chat-protocol.js; import that instead.
  */
 
+import { ChatStore } from './chat-store.js';
 import { ChatError, defaultUrl, isFeatureRefusal, tokenSubject } from './chat-wire.js';
 
 /** @typedef {import('./chat-protocol.js').User} User */
@@ -19,12 +22,13 @@ import { ChatError, defaultUrl, isFeatureRefusal, tokenSubject } from './chat-wi
 
 /** Close codes with a meaning for the client (the rest simply reconnect). */
 const CLOSE_UNAUTHORIZED = 4001;
+const CLOSE_BANNED = 4003;
 
 /**
  * The connection life of a {@link ChatConnection}: events, the stored session, sockets,
  * hello and welcome, backoff, pings and requests by `ref`. Not used on its own.
  */
-export class ChatLink {
+export class ChatLink extends ChatStore {
   /**
    * @param {object} [options]
    * @param {string} [options.storageKey] where the session and cursor are kept
@@ -36,12 +40,14 @@ export class ChatLink {
    * @param {number} [options.backoffBaseMs] first retry delay before jitter, default 1 000
    * @param {number} [options.backoffMaxMs] longest retry delay, default 30 000
    * @param {number} [options.pingEveryMs] application ping while idle, default 25 000
+   * @param {() => Promise<string|null|undefined>} [options.getToken] the host page's
+   *   fresh token: on close 4001 of a sign-in that was not a guest's, the link asks for
+   *   one and signs in with it (once per refusal; nothing or a throw ends in `signed-out`)
    * @param {typeof WebSocket} [options.WebSocket] for tests
    */
   constructor(options = {}) {
+    super(options);
     this.options = {
-      storageKey: options.storageKey ?? `chat-session@${globalThis.location ? location.origin : 'default'}`,
-      storage: options.storage === undefined ? globalThis.localStorage ?? null : options.storage,
       client: options.client ?? 'chat-web/1',
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
@@ -49,16 +55,19 @@ export class ChatLink {
       backoffMaxMs: options.backoffMaxMs ?? 30_000,
       pingEveryMs: options.pingEveryMs ?? 25_000,
       WebSocket: options.WebSocket ?? globalThis.WebSocket,
+      getToken: options.getToken ?? null,
     };
-    /** @type {Map<string, Set<Function>>} */
-    this.listeners = new Map();
+    /** How this `connect()` signed in: `username`, `token` or `session` (a stored one). */
+    this.signedInWith = 'session';
+    /** A fresh token was asked for since the last welcome: a second 4001 ends it. */
+    this.tokenRefreshed = false;
+    /** Set by {@link logout}: whatever closes the socket now, it is not reopened. */
+    this.loggingOut = false;
     /** @type {string[]} node URLs, tried in turn */
     this.urls = [];
     this.urlIndex = 0;
     /** @type {WebSocket|null} */
     this.ws = null;
-    /** @type {StateEvent} */
-    this.status = { state: 'idle' };
     /** @type {User|null} the signed-in user */
     this.user = null;
     /** @type {Welcome|null} the latest welcome */
@@ -84,88 +93,6 @@ export class ChatLink {
     if (globalThis.addEventListener) globalThis.addEventListener('online', this.onBrowserOnline);
   }
 
-  // ---- events ---------------------------------------------------------------------
-
-  /**
-   * Subscribes to an event; returns the function that unsubscribes.
-   * @param {string} type
-   * @param {(detail: any) => void} fn
-   */
-  on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type)?.add(fn);
-    return () => this.off(type, fn);
-  }
-
-  /** @param {string} type @param {Function} fn */
-  off(type, fn) {
-    this.listeners.get(type)?.delete(fn);
-  }
-
-  /** @param {string} type @param {any} detail */
-  emit(type, detail) {
-    for (const fn of [...(this.listeners.get(type) ?? [])]) {
-      try {
-        fn(detail);
-      } catch (e) {
-        console.error(`chat: ${type} listener failed`, e);
-      }
-    }
-  }
-
-  /** @param {StateEvent} status */
-  setState(status) {
-    this.status = status;
-    this.emit('state', status);
-  }
-
-  // ---- stored session ---------------------------------------------------------------
-
-  /** @returns {{session?: string, user?: User, cursor?: string, rooms?: Record<string, string>}} */
-  stored() {
-    try {
-      const raw = this.options.storage?.getItem(this.options.storageKey);
-      return raw ? JSON.parse(raw) : {};
-    } catch {
-      return {};
-    }
-  }
-
-  /** @param {{session?: string, user?: User, cursor?: string, rooms?: Record<string, string>}} patch */
-  store(patch) {
-    if (!this.options.storage) return;
-    const next = { ...this.stored(), ...patch };
-    try {
-      this.options.storage.setItem(this.options.storageKey, JSON.stringify(next));
-    } catch {
-      // Storage full or disabled: resuming will simply start a new session.
-    }
-  }
-
-  /** Forgets the stored session and cursor. */
-  forget() {
-    try {
-      this.options.storage?.removeItem(this.options.storageKey);
-    } catch {
-      // Nothing stored to forget.
-    }
-  }
-
-  /** Whether a session is stored, so `connect(url)` can sign in without a credential. */
-  hasStoredSession() {
-    return Boolean(this.stored().session);
-  }
-
-  /** The stored user, if any (known before the first `welcome`). */
-  storedUser() {
-    return this.stored().user ?? null;
-  }
-
-  /** The last event cursor kept, if any. */
-  get cursor() {
-    return this.stored().cursor ?? null;
-  }
-
   // ---- connection life ------------------------------------------------------------
 
   /**
@@ -182,6 +109,9 @@ export class ChatLink {
     this.urlIndex = 0;
     this.user = null;
     this.credential = credential ?? null;
+    this.signedInWith = credential ? Object.keys(credential)[0] : 'session';
+    this.tokenRefreshed = false;
+    this.loggingOut = false;
     if (credential && !('session' in credential)) {
       const known = this.stored();
       // A new identity: the stored session and cursor belong to someone else, unless
@@ -218,6 +148,23 @@ export class ChatLink {
     this.forget();
     this.user = null;
     this.welcome = null;
+  }
+
+  /**
+   * Ends this session on the server (`logout`), then forgets it; nothing reconnects.
+   * An `error` reply, a close or no answer within `timeoutMs` still forget it here.
+   * @param {number} [timeoutMs]
+   */
+  async logout(timeoutMs = 3000) {
+    this.loggingOut = true;
+    if (this.status.state === 'online') {
+      try {
+        await this.request({ type: 'logout' }, { timeoutMs });
+      } catch {
+        // Refused (a server before 1.2), closed or unanswered: forget it locally anyway.
+      }
+    }
+    this.signOut();
   }
 
   /** Skips the remaining backoff and tries again at once. */
@@ -309,17 +256,13 @@ export class ChatLink {
     this.teardown();
     this.failRequests(new ChatError('disconnected', 'connection lost'));
     this.holdSends();
-    if (code === CLOSE_UNAUTHORIZED) {
-      this.forget();
-      this.user = null;
-      const error = new ChatError('unauthorized', reason || 'signed out');
-      this.failSends(error);
-      if (this.connecting) {
-        const { reject } = this.connecting;
-        this.connecting = null;
-        reject(error);
-      }
-      this.setState({ state: 'signed-out', reason: reason || 'unauthorized' });
+    const refused = code === CLOSE_UNAUTHORIZED;
+    if (refused && this.options.getToken && this.signedInWith !== 'username' && !this.tokenRefreshed) {
+      void this.refreshToken(reason);
+      return;
+    }
+    if (refused || code === CLOSE_BANNED || this.loggingOut) {
+      this.stop(code, reason);
       return;
     }
     this.urlIndex = (this.urlIndex + 1) % Math.max(1, this.urls.length);
@@ -333,6 +276,50 @@ export class ChatLink {
     this.attempt = Math.min(this.attempt + 1, 16);
     this.setState({ state: 'reconnecting', retryInMs: delay, retryAt: Date.now() + delay, attempt: this.attempt, reason });
     this.timers.retry = setTimeout(() => this.open(), delay);
+  }
+
+  /**
+   * Close 4001 of a token sign-in: asks the host page for a fresh token and signs in
+   * with it; the refused session is forgotten, the cursor kept (the same user returns).
+   * @param {string} reason
+   */
+  async refreshToken(reason) {
+    this.tokenRefreshed = true;
+    this.store({ session: undefined });
+    const generation = this.generation;
+    this.setState({ state: 'connecting', url: this.urls[this.urlIndex % this.urls.length], attempt: this.attempt, reason });
+    let token = null;
+    try {
+      token = await this.options.getToken?.();
+    } catch {
+      token = null;
+    }
+    if (generation !== this.generation) return;
+    if (!token) return this.stop(CLOSE_UNAUTHORIZED, reason);
+    this.credential = { token };
+    this.open();
+  }
+
+  /**
+   * Nothing reconnects: the credential was refused (4001: the session is forgotten),
+   * the user is banned (4003: `suspended`; a ban revokes nothing, so the session is
+   * kept for when it ends) or logged out.
+   * @param {number} code @param {string} reason
+   */
+  stop(code, reason) {
+    const banned = code === CLOSE_BANNED && !this.loggingOut;
+    if (!banned) {
+      this.forget();
+      this.user = null;
+    }
+    const error = new ChatError(banned ? 'forbidden' : 'unauthorized', reason || (banned ? 'suspended' : 'signed out'));
+    this.failSends(error);
+    if (this.connecting) {
+      const { reject } = this.connecting;
+      this.connecting = null;
+      reject(error);
+    }
+    this.setState({ state: banned ? 'suspended' : 'signed-out', reason: reason || (banned ? 'banned' : this.loggingOut ? 'logged out' : 'unauthorized') });
   }
 
   schedulePing() {
@@ -405,6 +392,7 @@ export class ChatLink {
     this.welcome = welcome;
     this.attempt = 0;
     this.credential = null;
+    this.tokenRefreshed = false;
     this.setState({ state: 'online', node: welcome.node, url: this.urls[this.urlIndex % this.urls.length] });
     this.schedulePing();
     const first = this.firstWelcome;

@@ -12,7 +12,10 @@
  * - drops duplicate `message` events (by conversation + id): delivery is at-least-once;
  * - keeps unacknowledged sends and resends them with their original `nonce` after a
  *   reconnect, so a message is stored once even if the ack was lost;
- * - on close 4001 forgets the session and reports state `signed-out`;
+ * - on close 4001 forgets the session and reports state `signed-out`, unless the host
+ *   page gave `options.getToken`: then a token sign-in asks it for a fresh token and
+ *   signs in again; on close 4003 (banned) reports `suspended` and does not reconnect;
+ * - `logout()` ends the session on the server (protocol 1.2), then forgets it;
  * - on `welcome.recovered === false` emits `resync`: reload conversations and history.
  * - rooms (protocol 1.1): `join`, `leave`, `members`, `rooms`, room sends, history and
  *   read; keeps each room's last seen event id in storage next to the 1:1 cursor, sends
@@ -21,11 +24,11 @@
  *
  * It never touches the DOM and never interprets message bodies.
  *
- * Three files, one module: this one is the entry point and holds what rides on the
+ * Four files, one module: this one is the entry point and holds what rides on the
  * connection (sends, de-duplication, history, read, typing, watch); chat-link.js holds
- * the connection life under it (sockets, sign-in, backoff, requests by `ref`) and
- * chat-wire.js the small values (errors, id order, nonces). A host application copies
- * all three and imports this one.
+ * the connection life under it (sockets, sign-in, backoff, requests by `ref`),
+ * chat-store.js its events and stored session, and chat-wire.js the small values
+ * (errors, id order, nonces). A host application copies all four and imports this one.
  *
  * @example
  *   import { ChatConnection } from '/chat-protocol.js';
@@ -61,8 +64,10 @@
  * - `online`: signed in;
  * - `reconnecting`: waiting `retryInMs` before the next attempt (`retryAt` is a timestamp);
  * - `offline`: the browser reports no network; the next attempt starts when it returns;
- * - `signed-out`: the credential was refused (close 4001): the stored session is gone.
- * @typedef {{state: 'idle'|'connecting'|'online'|'reconnecting'|'offline'|'signed-out',
+ * - `signed-out`: the credential was refused (close 4001) or the user logged out: the
+ *   stored session is gone;
+ * - `suspended`: the user is banned (close 4003); nothing reconnects.
+ * @typedef {{state: 'idle'|'connecting'|'online'|'reconnecting'|'offline'|'signed-out'|'suspended',
  *   retryInMs?: number, retryAt?: number, attempt?: number, url?: string, node?: string,
  *   reason?: string}} StateEvent
  */

@@ -4,7 +4,7 @@
 // headless Chromium, pages that record their errors, and steps that stop at the first
 // failure.
 //
-// Environment: CHAT_GATEWAY_BIN (default <repo>/target/debug/chat-gateway),
+// Environment: CHAT_GATEWAY_BIN (default <CARGO_TARGET_DIR or <repo>/target>/debug/chat-gateway),
 // CHAT_ARTIFACTS (screenshots; default <repo>/artifacts/browser),
 // CHROMIUM (default /usr/bin/chromium).
 
@@ -22,7 +22,7 @@ import { chromium } from 'playwright-core';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../../../..');
 /** The gateway binary the nodes run (and the e2e test mints tokens with). */
-export const BIN = process.env.CHAT_GATEWAY_BIN ?? path.join(repo, 'target', 'debug', 'chat-gateway');
+export const BIN = process.env.CHAT_GATEWAY_BIN ?? path.join(process.env.CARGO_TARGET_DIR ? path.resolve(repo, process.env.CARGO_TARGET_DIR) : path.join(repo, 'target'), 'debug', 'chat-gateway');
 /** Where screenshots go. */
 export const ARTIFACTS = process.env.CHAT_ARTIFACTS ?? path.join(repo, 'artifacts', 'browser');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -221,8 +221,17 @@ export class BrowserRun {
     before(async () => {
       mkdirSync(ARTIFACTS, { recursive: true });
       const redis = await this.cluster.redis();
-      const env = { CHAT_REDIS__URL: redis, CHAT_API__KEY: apiKey, CHAT_AUTH__JWT_SECRET: jwtSecret };
-      [this.node1, this.node2] = await Promise.all([this.cluster.gateway(BIN, 'gw-1', env), this.cluster.gateway(BIN, 'gw-2', env)]);
+      // Each node's page may name the other in `?nodes=` only because both are listed
+      // in `server.client_nodes`: the ports are chosen first so the list can be given.
+      const ports = [await freePort(), await freePort()];
+      const env = {
+        CHAT_REDIS__URL: redis,
+        CHAT_API__KEY: apiKey,
+        CHAT_AUTH__JWT_SECRET: jwtSecret,
+        CHAT_SERVER__CLIENT_NODES: ports.map((p) => `ws://127.0.0.1:${p}/ws`).join(','),
+      };
+      const listen = (/** @type {number} */ p) => ({ ...env, CHAT_SERVER__LISTEN: `127.0.0.1:${p}` });
+      [this.node1, this.node2] = await Promise.all([this.cluster.gateway(BIN, 'gw-1', listen(ports[0])), this.cluster.gateway(BIN, 'gw-2', listen(ports[1]))]);
       this.browser = await chromium.launch({
         executablePath: CHROMIUM,
         headless: true,

@@ -238,3 +238,101 @@ test('rooms: join, room sends, per-room cursors in hello.rooms, room-resync', as
   assert.equal(JSON.parse(storage.getItem('k')).rooms.lobby, undefined, 'a left room is not recovered');
   chat.close();
 });
+
+// ---- sessions that end (protocol 1.2) -------------------------------------------------
+
+async function signedIn(options = {}, credential = { token: 'tok-1' }) {
+  sockets = [];
+  const storage = new MemoryStorage();
+  const chat = new ChatConnection({ storage, storageKey: 'k', WebSocket: /** @type {any} */ (FakeSocket), backoffBaseMs: 5, backoffMaxMs: 20, requestTimeoutMs: 200, ...options });
+  const connected = chat.connect('ws://a/ws', credential);
+  await tick();
+  sockets[0].push(welcome());
+  await connected;
+  const states = [];
+  chat.on('state', (s) => states.push(s.state));
+  return { chat, storage, states };
+}
+
+test('close 4001 of a token sign-in asks getToken and signs in again with the fresh token', async () => {
+  let asked = 0;
+  const { chat, storage, states } = await signedIn({ getToken: async () => `tok-${++asked + 1}` });
+  sockets[0].push({ type: 'message', message: msg('6-0'), cursor: '6-1' });
+  sockets[0].drop(4001, 'token expired');
+  await tick(30);
+  assert.equal(asked, 1);
+  assert.equal(sockets.length, 2, 'reconnected');
+  assert.deepEqual(sockets[1].sent[0], { type: 'hello', client: 'chat-web/1', token: 'tok-2', last_seen: '6-1' }, 'the fresh token, not the refused session; the cursor kept');
+  sockets[1].push(welcome({ session: 's2', resumed: false, recovered: true }));
+  assert.equal(chat.status.state, 'online');
+  assert.equal(JSON.parse(storage.getItem('k')).session, 's2');
+  assert.ok(!states.includes('signed-out'));
+
+  // The fresh token refused too: no loop, signed out.
+  sockets[1].drop(4001);
+  await tick(30);
+  assert.equal(asked, 2, 'asked again after a welcome');
+  sockets[2].drop(4001, 'revoked');
+  await tick(30);
+  assert.equal(asked, 2, 'not asked twice for one refusal');
+  assert.equal(sockets.length, 3);
+  assert.equal(chat.status.state, 'signed-out');
+  assert.equal(storage.getItem('k'), null);
+});
+
+test('close 4001 without a fresh token, or of a guest sign-in, signs out', async () => {
+  const { chat, states } = await signedIn({ getToken: async () => null });
+  sockets[0].drop(4001);
+  await tick(30);
+  assert.equal(sockets.length, 1, 'no reconnect');
+  assert.equal(chat.status.state, 'signed-out');
+  assert.equal(states.at(-1), 'signed-out');
+
+  let asked = 0;
+  const guest = await signedIn({ getToken: async () => { asked++; return 'tok'; } }, { username: 'A' });
+  sockets[0].drop(4001);
+  await tick(30);
+  assert.equal(asked, 0, 'a guest has no token to refresh');
+  assert.equal(guest.chat.status.state, 'signed-out');
+});
+
+test('close 4003 (banned) reports suspended and does not reconnect', async () => {
+  const { chat, storage, states } = await signedIn({ getToken: async () => 'tok-2' });
+  const sending = chat.send('u-b', 'hi');
+  sockets[0].push({ type: 'error', code: 'forbidden', message: 'banned' });
+  sockets[0].drop(4003, 'banned');
+  await assert.rejects(sending, { code: 'forbidden' });
+  await tick(40);
+  assert.equal(sockets.length, 1, 'no reconnect');
+  assert.deepEqual(states, ['suspended']);
+  assert.equal(JSON.parse(storage.getItem('k')).session, 's1', 'a ban revokes nothing: the session is kept for when it ends');
+});
+
+test('logout sends the frame, then forgets the session and never reconnects', async () => {
+  const { chat, storage } = await signedIn();
+  const out = chat.logout();
+  const frame = sockets[0].last('logout');
+  assert.ok(frame?.ref, 'logout frame with a ref');
+  assert.ok(storage.getItem('k'), 'storage kept until the server answered');
+  sockets[0].push({ type: 'logged_out', ref: frame.ref });
+  sockets[0].drop(1000);
+  await out;
+  await tick(40);
+  assert.equal(sockets.length, 1, 'no reconnect');
+  assert.equal(storage.getItem('k'), null);
+  assert.notEqual(chat.status.state, 'online');
+
+  // A server before 1.2 refuses the frame, another closes at once: both still sign out.
+  const refused = await signedIn();
+  const out2 = refused.chat.logout();
+  sockets[0].push({ type: 'error', ref: sockets[0].last('logout').ref, code: 'bad_request', message: 'unknown type' });
+  await out2;
+  assert.equal(refused.storage.getItem('k'), null);
+  const closed = await signedIn();
+  const out3 = closed.chat.logout();
+  sockets[0].drop(1000);
+  await out3;
+  await tick(40);
+  assert.equal(sockets.length, 1, 'no reconnect after a close during logout');
+  assert.equal(closed.storage.getItem('k'), null);
+});
