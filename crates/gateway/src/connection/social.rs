@@ -62,7 +62,7 @@ impl<S: Socket> Conn<S> {
             .search_users(query, limit as usize)
             .await
             .map_err(on_socket)?;
-        let items = with_presence(&self.state, users).await?;
+        let items = with_presence(&self.state, users).await.map_err(on_socket)?;
         Ok(Some(ServerFrame::Users { reference, items }))
     }
 
@@ -143,9 +143,13 @@ async fn conversation_items(
         .collect())
 }
 
-async fn with_presence(state: &AppState, users: Vec<User>) -> Result<Vec<UserInfo>, Refused> {
+/// Users with their online flags (the directory, room members).
+pub(super) async fn with_presence(
+    state: &AppState,
+    users: Vec<User>,
+) -> Result<Vec<UserInfo>, chat_engine::EngineError> {
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-    let presence = state.engine.presence(&ids).await.map_err(on_socket)?;
+    let presence = state.engine.presence(&ids).await?;
     Ok(users
         .into_iter()
         .zip(presence)

@@ -6,15 +6,12 @@
 use chat_engine::events::now_rfc3339;
 use chat_engine::{JoinOutcome, RoomLimits, RoomSendRequest};
 use chat_protocol::rooms::{RoomInfo, RoomItem, MAX_ROOM_NAME, MEMBERS_PAGE};
-use chat_protocol::{
-    room_conversation, ClientFrame, ErrorCode, ServerFrame, StreamId, User, UserInfo,
-};
+use chat_protocol::{room_conversation, ClientFrame, ErrorCode, ServerFrame, StreamId};
 
 use crate::connection::{Conn, Socket};
 use crate::errors::{on_socket, refuse, Refused};
 use crate::history;
 use crate::send_policy::{self, Origin};
-use crate::state::AppState;
 
 fn check_room(room: &str) -> Result<(), Refused> {
     send_policy::check_room(room).map_err(Refused::from)
@@ -22,24 +19,6 @@ fn check_room(room: &str) -> Result<(), Refused> {
 
 fn not_member() -> Refused {
     refuse(ErrorCode::Forbidden, "not a member of this room")
-}
-
-/// Members with their online flags.
-async fn with_presence(
-    state: &AppState,
-    users: Vec<User>,
-) -> Result<Vec<UserInfo>, chat_engine::EngineError> {
-    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-    let presence = state.engine.presence(&ids).await?;
-    Ok(users
-        .into_iter()
-        .zip(presence)
-        .map(|(u, p)| UserInfo {
-            id: u.id,
-            name: u.name,
-            online: p.online,
-        })
-        .collect())
 }
 
 impl<S: Socket> Conn<S> {
@@ -83,7 +62,9 @@ impl<S: Socket> Conn<S> {
                     .room_members(&room, after.as_deref(), MEMBERS_PAGE)
                     .await
                     .map_err(on_socket)?;
-                let items = with_presence(&self.state, users).await.map_err(on_socket)?;
+                let items = super::super::social::with_presence(&self.state, users)
+                    .await
+                    .map_err(on_socket)?;
                 Ok(Some(ServerFrame::Members {
                     reference,
                     room,
@@ -230,7 +211,9 @@ impl<S: Socket> Conn<S> {
                     .room_members(&room, None, MEMBERS_PAGE)
                     .await
                     .map_err(on_socket)?;
-                let members = with_presence(&self.state, users).await.map_err(on_socket)?;
+                let members = super::super::social::with_presence(&self.state, users)
+                    .await
+                    .map_err(on_socket)?;
                 return Ok(Some(ServerFrame::Joined {
                     reference,
                     room: RoomInfo {
