@@ -263,7 +263,7 @@ async function signIn(credential) {
     await chat.connect(nodes.length ? nodes : [defaultUrl()], credential);
   } catch (e) {
     const message = e instanceof ChatError ? e.message : String(e);
-    if (e instanceof ChatError && e.code === 'forbidden') return showSignIn(SUSPENDED);
+    if (e instanceof ChatError && chat.status.state === 'suspended') return showSignIn(SUSPENDED);
     showSignIn(credential && 'username' in credential ? signInText(e) : `Please sign in again (${message}).`);
   }
 }
