@@ -159,6 +159,16 @@ impl Accounts for MemoryEngine {
         }))
     }
 
+    async fn revoke_session(&self, session: &str) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        if let Some(stored) = st.sessions.remove(session) {
+            if let Some(set) = st.user_sessions.get_mut(&stored.user) {
+                set.remove(session);
+            }
+        }
+        Ok(())
+    }
+
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
         let mut st = self.lock();
         if let Some(set) = st.user_sessions.remove(user_id) {

@@ -309,6 +309,27 @@ impl Accounts for RedisEngine {
         }))
     }
 
+    async fn revoke_session(&self, session: &str) -> Result<(), EngineError> {
+        // GETDEL: the key is gone whatever its value, and the value names the set to
+        // drop it from (another slot on Redis Cluster: a second command).
+        let getdel = CustomCommand::new_static("GETDEL", ClusterHash::FirstKey, false);
+        let value: Value = self
+            .core
+            .cmd()
+            .custom(getdel, vec![keys::session(session)])
+            .await
+            .map_err(map_err)?;
+        if let Some((uid, _)) = text(value).as_deref().and_then(parse_session_value) {
+            let _: i64 = self
+                .core
+                .cmd()
+                .srem(keys::user_sessions(uid), session)
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
         let set = keys::user_sessions(user_id);
         let tokens: Vec<String> = self.core.cmd().smembers(&set).await.map_err(map_err)?;

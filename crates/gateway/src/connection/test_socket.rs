@@ -137,6 +137,7 @@ pub(crate) fn conn(
         budget: state.budgets.of(&user.id, &state.settings.limits),
         state: state.clone(),
         user,
+        session: String::new(),
         sink,
         stream,
         rx,
