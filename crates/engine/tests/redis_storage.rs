@@ -176,8 +176,9 @@ async fn sessions_create_resume_slide_and_revoke() {
 }
 
 /// A session key holding a bare user id (written before sessions kept the `rooms`
-/// claim) still resumes, with no claim; a value whose claim part is unreadable is
-/// an unknown session, never one without a restriction.
+/// claim or their creation time) still resumes, with no claim, and is marked as
+/// created at that resume (so the max age counts from there); a value whose claim
+/// part is unreadable is an unknown session, never one without a restriction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_written_before_the_rooms_claim_still_resume() {
     let server = RedisServer::start();
@@ -195,13 +196,13 @@ async fn sessions_written_before_the_rooms_claim_still_resume() {
     assert_eq!(session.user.id, "old-timer");
     assert_eq!(session.user.name, "Old");
     assert_eq!(session.rooms, None, "an old session has no claim");
-    // The resume slid its expiry and left the value as it was.
+    // The resume slid its expiry and marked the value with its creation time.
     let ttl = server.command(&["TTL", &key]).unwrap();
     assert!(ttl.starts_with(":6") || ttl.starts_with(":5"), "ttl {ttl}");
-    assert_eq!(
-        server.command(&["GET", &key]).as_deref(),
-        Some("$9\r\nold-timer\r\n")
-    );
+    let marked = server.command(&["GET", &key]).unwrap();
+    assert!(marked.contains("\r\n#1"), "{marked}");
+    assert!(marked.ends_with(" old-timer\r\n"), "{marked}");
+    assert!(engine.resume_session(&old, 60).await.unwrap().is_some());
     // What a new session with a claim stores, byte for byte.
     let claimed = engine
         .create_session("old-timer", Some(&["lobby".to_string()]), 60)

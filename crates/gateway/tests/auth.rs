@@ -88,6 +88,37 @@ async fn session_expires(engine: Engine) {
 
 both_engines!(session_expires);
 
+/// `auth.session_max_age_secs` (protocol 1.2): a session used a moment ago is still
+/// refused once older than the max age, whatever its sliding expiry (7 days here).
+async fn session_max_age(engine: Engine) {
+    let cluster = Cluster::single(engine, &[("CHAT_AUTH__SESSION_MAX_AGE_SECS", "2")]);
+    let url = cluster.url(0);
+    let created = Instant::now();
+    let alice = guest(&url, "alice").await;
+    let session = alice.session().to_string();
+    alice.close().await;
+    let wait_until = |ms: u64| async move {
+        eventually("the clock", Duration::from_secs(10), || async {
+            (created.elapsed() > Duration::from_millis(ms)).then_some(())
+        })
+        .await;
+    };
+    wait_until(1000).await;
+    let used = Client::connect(&url, Credential::Session(session.clone()), None)
+        .await
+        .expect("a 1 s old session resumes");
+    used.close().await;
+    wait_until(2600).await;
+    assert_refused(
+        &url,
+        Credential::Session(session),
+        "session past its max age",
+    )
+    .await;
+}
+
+both_engines!(session_max_age);
+
 /// JWTs: a valid HS256 token signs the `sub` in; forged, expired, unsigned and
 /// other-algorithm tokens are refused.
 async fn jwt_tokens(engine: Engine) {

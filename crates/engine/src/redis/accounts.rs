@@ -1,14 +1,14 @@
 //! Users and sessions on Redis ([`Accounts`]).
 //!
 //! A user is the hash `chat:user:<id>` (`name`, `idx`: its directory member, `seen`);
-//! a session is `chat:sess:<token>` holding the user id and the sign-in's `rooms` claim
-//! ([`session_value`]) with a sliding expiry, and `chat:usess:<id>` the set of a user's
+//! a session is `chat:sess:<token>` holding its creation time ([`CREATED_MARK`]), the
+//! user id and the sign-in's `rooms` claim ([`session_value`]) with a sliding expiry, and `chat:usess:<id>` the set of a user's
 //! sessions, for revoking them all.
 
 use async_trait::async_trait;
 use chat_protocol::User;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, Expiration};
+use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 
 use super::conn::{all_ok, map_err, text};
 use super::{keys, ttl, RedisEngine};
@@ -39,6 +39,18 @@ fn session_value(user_id: &str, rooms: Option<&[String]>) -> Result<String, Engi
             Ok(format!("{user_id} {claim}"))
         }
     }
+}
+
+/// Starts a stored session value whose creation time (ms since the epoch) comes
+/// next: `#1765000000000 alice ["lobby"]`. A user id never starts with `#`, so a value
+/// without it is one written before sessions kept their creation time.
+const CREATED_MARK: char = '#';
+
+/// The creation time and the rest ([`session_value`]) of a stored session value;
+/// `None` for a value without [`CREATED_MARK`] (or an unreadable time).
+fn split_created(stored: &str) -> Option<(u64, &str)> {
+    let (created, rest) = stored.strip_prefix(CREATED_MARK)?.split_once(' ')?;
+    Some((created.parse().ok()?, rest))
 }
 
 /// Reads a [`session_value`]: the user id and the claim. `None` when the value is not
@@ -229,7 +241,11 @@ impl Accounts for RedisEngine {
         rooms: Option<&[String]>,
         ttl_secs: u64,
     ) -> Result<String, EngineError> {
-        let value = session_value(user_id, rooms)?;
+        let value = format!(
+            "{CREATED_MARK}{} {}",
+            crate::events::now_ms(),
+            session_value(user_id, rooms)?
+        );
         let token = new_session_token();
         let _: () = self
             .core
@@ -282,6 +298,44 @@ impl Accounts for RedisEngine {
         let Some(value) = text(value) else {
             return Ok(None);
         };
+        let now = crate::events::now_ms();
+        let (created, value) = match split_created(&value) {
+            Some((created, rest)) => (created, rest.to_string()),
+            None => {
+                // A value written before sessions kept their creation time: treated
+                // as created now (and marked so, keeping its expiry), not as
+                // expired, so an upgrade signs nobody out; the mark makes the max
+                // age count from here, so such a session cannot live on forever by
+                // being used. A rare extra `SET` per old session, once.
+                let _: Value = self
+                    .core
+                    .cmd()
+                    .set(
+                        keys::session(session),
+                        format!("{CREATED_MARK}{now} {value}"),
+                        Some(Expiration::KEEPTTL),
+                        Some(SetOptions::XX),
+                        false,
+                    )
+                    .await
+                    .map_err(map_err)?;
+                (now, value)
+            }
+        };
+        let max_age_ms = self
+            .core
+            .retention
+            .session_max_age_secs
+            .saturating_mul(1000);
+        if max_age_ms > 0 && now.saturating_sub(created) >= max_age_ms {
+            let _: i64 = self
+                .core
+                .cmd()
+                .del(keys::session(session))
+                .await
+                .map_err(map_err)?;
+            return Ok(None);
+        }
         let Some((uid, rooms)) = parse_session_value(&value) else {
             // Fail closed: an unreadable claim must not turn into "any room".
             tracing::warn!("session value unreadable: the session is treated as unknown");
@@ -365,5 +419,8 @@ mod tests {
         assert_eq!(parse_session_value("alice [1]"), None);
         assert!(session_value("al ice", None).is_err());
         assert!(session_value("", None).is_err());
+        assert_eq!(split_created("#17 alice []"), Some((17, "alice []")));
+        assert_eq!(split_created("alice []"), None);
+        assert_eq!(split_created("#x alice"), None);
     }
 }

@@ -40,7 +40,7 @@
 //! | `chat:user:<id>` | hash: `name`, `idx` (its `chat:names` member), `seen` (RFC 3339, last went offline), `guest` (`1` for a guest, whose hash expires after `guest_ttl_secs` without a sign-in) | `accounts.rs`, `presence.lua`, `cluster.rs` |
 //! | `chat:names` | sorted set, scores 0: `<lower-cased name>\0<id>` | `accounts.rs` |
 //! | `chat:guests` | sorted set: guests' `chat:names` members → ms their user hash expires; swept to drop expired guests from the directory | `accounts.rs` |
-//! | `chat:sess:<token>` | string: the user id, then ` <JSON array>` when the sign-in's token had a `rooms` claim (kept for every resume); `EX auth.session_ttl_secs`, slid by `GETEX` on resume | `accounts.rs` |
+//! | `chat:sess:<token>` | string: `#<created ms> ` (no resume once `auth.session_max_age_secs` old; a value without it, from before, is marked at its next resume), the user id, then ` <JSON array>` when the sign-in's token had a `rooms` claim (kept for every resume); `EX auth.session_ttl_secs`, slid by `GETEX` on resume | `accounts.rs` |
 //! | `chat:usess:<id>` | set: the user's sessions (revoke all); expiry pushed with each; pruned of expired sessions at each new session | `accounts.rs` |
 //! | `chat:node:<node>:users` | set: users with a connection on the node | `presence.lua`, `cluster.rs` |
 //! | `chat:node:<node>:alive` | string, the heartbeat: `SET … EX 15` | `chat_heartbeat`, `cluster.rs` |
