@@ -88,6 +88,10 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Revokes every session of the user.
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError>;
+
+    /// Revokes this one session (a `logout`), on every node: a later resume of it is
+    /// refused. The user's other sessions live on. An unknown session is no error.
+    async fn revoke_session(&self, session: &str) -> Result<(), EngineError>;
 }
 
 /// Messages: sending, history and the per-user inboxes.

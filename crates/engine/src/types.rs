@@ -244,6 +244,9 @@ pub struct Retention {
     /// A guest (user record, directory entry) expires after this many seconds
     /// without a sign-in.
     pub guest_ttl_secs: u64,
+    /// A session cannot be resumed once this many seconds old, however recently it
+    /// was used (its sliding expiry aside); 0: no limit.
+    pub session_max_age_secs: u64,
 }
 
 impl Default for Retention {
@@ -256,6 +259,7 @@ impl Default for Retention {
             convs_max: 1_000,
             presence_fanout_max: 200,
             guest_ttl_secs: 30 * 24 * 3600,
+            session_max_age_secs: 30 * 24 * 3600,
         }
     }
 }

@@ -71,6 +71,7 @@ both_engines!(
     disconnect_reaches_the_sink,
     clear_hides_messages_from_recovery,
     sessions_keep_the_rooms_claim,
+    revoking_one_session_keeps_the_others,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

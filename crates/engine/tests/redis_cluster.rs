@@ -72,6 +72,7 @@ async fn shared_behaviour_checks_on_a_cluster() {
     clear_hides_messages_from_recovery(e.clone(), sink.clone()).await;
     // Sessions: the session keys and the user's set live in different slots.
     sessions_keep_the_rooms_claim(e.clone(), sink.clone()).await;
+    revoking_one_session_keeps_the_others(e.clone(), sink.clone()).await;
     let token = e.create_session("ann", None, 60).await.unwrap();
     assert_eq!(
         e.resume_session(&token, 60).await.unwrap().unwrap().user.id,

@@ -175,45 +175,117 @@ async fn sessions_create_resume_slide_and_revoke() {
     engine.revoke_sessions("nobody").await.unwrap();
 }
 
-/// A session key holding a bare user id (written before sessions kept the `rooms`
-/// claim) still resumes, with no claim; a value whose claim part is unreadable is
-/// an unknown session, never one without a restriction.
+/// The key a session is stored under: `chat:sess:` and the SHA-256 of its secret.
+fn hashed_key(session: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(session.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("chat:sess:{hex}")
+}
+
+/// A session key holding a bare user id under the raw secret (written before
+/// sessions kept the `rooms` claim, their creation time, and before secrets were
+/// hashed) still resumes, with no claim; it moves under its hash, marked as created
+/// at that resume (so the max age counts from there), and the raw key is gone. A
+/// value whose claim part is unreadable is an unknown session, never one without a
+/// restriction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_written_before_the_rooms_claim_still_resume() {
     let server = RedisServer::start();
     let (engine, _sink) = engine(&server).await;
     engine.upsert_user("old-timer", "Old").await.unwrap();
     let old = "0123456789abcdef".repeat(4);
-    let key = format!("chat:sess:{old}");
+    let raw_key = format!("chat:sess:{old}");
     assert_eq!(
         server
-            .command(&["SET", &key, "old-timer", "EX", "60"])
+            .command(&["SET", &raw_key, "old-timer", "EX", "60"])
             .as_deref(),
         Some("+OK\r\n")
     );
+    server.command(&["SADD", "chat:usess:old-timer", &old]);
     let session = engine.resume_session(&old, 60).await.unwrap().unwrap();
     assert_eq!(session.user.id, "old-timer");
     assert_eq!(session.user.name, "Old");
     assert_eq!(session.rooms, None, "an old session has no claim");
-    // The resume slid its expiry and left the value as it was.
+    assert_eq!(
+        server.command(&["EXISTS", &raw_key]).as_deref(),
+        Some(":0\r\n")
+    );
+    let key = hashed_key(&old);
     let ttl = server.command(&["TTL", &key]).unwrap();
     assert!(ttl.starts_with(":6") || ttl.starts_with(":5"), "ttl {ttl}");
-    assert_eq!(
-        server.command(&["GET", &key]).as_deref(),
-        Some("$9\r\nold-timer\r\n")
-    );
-    // What a new session with a claim stores, byte for byte.
+    let marked = server.command(&["GET", &key]).unwrap();
+    assert!(marked.contains("\r\n#1"), "{marked}");
+    assert!(marked.ends_with(" old-timer\r\n"), "{marked}");
+    let members = server
+        .command(&["SMEMBERS", "chat:usess:old-timer"])
+        .unwrap();
+    assert!(!members.contains(&old), "{members}");
+    assert!(engine.resume_session(&old, 60).await.unwrap().is_some());
+    // What a new session with a claim stores, byte for byte after its creation time.
     let claimed = engine
         .create_session("old-timer", Some(&["lobby".to_string()]), 60)
         .await
         .unwrap();
-    let value = server
-        .command(&["GET", &format!("chat:sess:{claimed}")])
-        .unwrap();
-    assert!(value.ends_with("old-timer [\"lobby\"]\r\n"), "{value}");
+    let value = server.command(&["GET", &hashed_key(&claimed)]).unwrap();
+    assert!(value.ends_with(" old-timer [\"lobby\"]\r\n"), "{value}");
     // A corrupt claim part fails closed.
-    server.command(&["SET", &key, "old-timer [lobby", "EX", "60"]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    server.command(&[
+        "SET",
+        &key,
+        &format!("#{now_ms} old-timer [lobby"),
+        "EX",
+        "60",
+    ]);
     assert!(engine.resume_session(&old, 60).await.unwrap().is_none());
+}
+
+/// Redis holds no session secret: after sign-ins, resumes and a revoke, no key name
+/// and no value (strings, sets, hashes) contains a token a client holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_no_session_secret() {
+    let server = RedisServer::start();
+    let (engine, _sink) = engine(&server).await;
+    engine.upsert_user("keeper", "K").await.unwrap();
+    let lobby = ["lobby".to_string()];
+    let mut tokens = Vec::new();
+    for rooms in [None, Some(&lobby[..]), None] {
+        tokens.push(engine.create_session("keeper", rooms, 60).await.unwrap());
+    }
+    for token in &tokens {
+        assert!(engine.resume_session(token, 60).await.unwrap().is_some());
+    }
+    engine.revoke_session(&tokens[2]).await.unwrap();
+    let names = server.command(&["KEYS", "*"]).unwrap();
+    let mut dump = names.clone();
+    for key in names.split("\r\n").filter(|l| l.starts_with("chat:")) {
+        let kind = server.command(&["TYPE", key]).unwrap();
+        let value = match kind.trim() {
+            "+string" => server.command(&["GET", key]),
+            "+set" => server.command(&["SMEMBERS", key]),
+            "+hash" => server.command(&["HGETALL", key]),
+            "+zset" => server.command(&["ZRANGE", key, "0", "-1", "WITHSCORES"]),
+            other => panic!("unexpected type {other} of {key}"),
+        };
+        dump.push_str(&value.unwrap_or_default());
+    }
+    assert!(
+        dump.contains("chat:sess:"),
+        "the sessions are there: {dump}"
+    );
+    for token in &tokens {
+        assert!(
+            !dump.contains(token.as_str()),
+            "{token} stored in Redis: {dump}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

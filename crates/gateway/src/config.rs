@@ -153,6 +153,17 @@ impl Default for RetentionSettings {
     }
 }
 
+impl Settings {
+    /// What the engine keeps and for how long: `retention.*` and the session limits
+    /// of `auth.*`.
+    pub fn engine_retention(&self) -> chat_engine::Retention {
+        chat_engine::Retention {
+            session_max_age_secs: self.auth.session_max_age_secs,
+            ..self.retention.to_engine()
+        }
+    }
+}
+
 impl RetentionSettings {
     pub fn to_engine(&self) -> chat_engine::Retention {
         chat_engine::Retention {
@@ -163,6 +174,7 @@ impl RetentionSettings {
             convs_max: self.convs_max,
             presence_fanout_max: self.presence_fanout_max,
             guest_ttl_secs: self.guest_ttl_secs,
+            ..chat_engine::Retention::default()
         }
     }
 }
@@ -186,6 +198,8 @@ pub struct AuthSettings {
     /// Whether `hello.username` may create guests; unset = on without Redis only.
     pub guests: Option<bool>,
     pub session_ttl_secs: u64,
+    /// A session cannot be resumed once this old, however recently used (1.2).
+    pub session_max_age_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -198,6 +212,7 @@ impl Default for AuthSettings {
             jwt_issuer: String::new(),
             guests: None,
             session_ttl_secs: 7 * 24 * 3600,
+            session_max_age_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -372,6 +387,9 @@ impl Settings {
         }
         if self.auth.session_ttl_secs == 0 {
             return bad("auth.session_ttl_secs", "must be > 0");
+        }
+        if self.auth.session_max_age_secs == 0 {
+            return bad("auth.session_max_age_secs", "must be > 0");
         }
         let otlp = &self.telemetry.otlp_endpoint;
         if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {

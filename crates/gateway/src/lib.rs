@@ -205,7 +205,7 @@ async fn run(
 /// in-memory engine.
 async fn connect_engine(settings: &Settings, router: Arc<Router>) -> Arc<dyn Engine> {
     let sink: Arc<dyn EventSink> = router;
-    let retention = settings.retention.to_engine();
+    let retention = settings.engine_retention();
     if settings.redis.url.is_empty() {
         tracing::info!("no redis.url: single node with the in-memory engine");
         return MemoryEngine::new(settings.server.node_id.clone(), retention, sink);

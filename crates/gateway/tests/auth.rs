@@ -88,6 +88,37 @@ async fn session_expires(engine: Engine) {
 
 both_engines!(session_expires);
 
+/// `auth.session_max_age_secs` (protocol 1.2): a session used a moment ago is still
+/// refused once older than the max age, whatever its sliding expiry (7 days here).
+async fn session_max_age(engine: Engine) {
+    let cluster = Cluster::single(engine, &[("CHAT_AUTH__SESSION_MAX_AGE_SECS", "2")]);
+    let url = cluster.url(0);
+    let created = Instant::now();
+    let alice = guest(&url, "alice").await;
+    let session = alice.session().to_string();
+    alice.close().await;
+    let wait_until = |ms: u64| async move {
+        eventually("the clock", Duration::from_secs(10), || async {
+            (created.elapsed() > Duration::from_millis(ms)).then_some(())
+        })
+        .await;
+    };
+    wait_until(1000).await;
+    let used = Client::connect(&url, Credential::Session(session.clone()), None)
+        .await
+        .expect("a 1 s old session resumes");
+    used.close().await;
+    wait_until(2600).await;
+    assert_refused(
+        &url,
+        Credential::Session(session),
+        "session past its max age",
+    )
+    .await;
+}
+
+both_engines!(session_max_age);
+
 /// JWTs: a valid HS256 token signs the `sub` in; forged, expired, unsigned and
 /// other-algorithm tokens are refused.
 async fn jwt_tokens(engine: Engine) {
@@ -271,3 +302,57 @@ async fn token_subcommand_output_is_accepted() {
     assert_eq!(c.user_id(), "u1");
     assert_eq!(c.welcome().user.name, "U");
 }
+
+/// `logout` (protocol 1.2): answered `logged_out` with its ref, then close 1000; the
+/// session is refused afterwards on the other node too (`unauthorized`, 4001), while
+/// the same user's other session still resumes.
+async fn logout_ends_one_session_everywhere(engine: Engine) {
+    let cluster = Cluster::start(engine, if engine == Engine::Redis { 2 } else { 1 }, &[]);
+    let (url_a, url_b) = (cluster.url(0), cluster.url(cluster.other(1)));
+    let sub = format!("out-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let token = jwt(&sub, "Out", 3600, Algorithm::HS256, JWT_SECRET);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let c = Client::connect(&url_a, Credential::Token(token.clone()), None)
+            .await
+            .expect("token sign-in");
+        sessions.push(c.welcome().session.clone());
+        c.close().await;
+    }
+    let (ended, kept) = (sessions[0].clone(), sessions[1].clone());
+
+    let mut conn = raw(&url_a).await;
+    conn.send_text(&format!(r#"{{"type":"hello","session":"{ended}"}}"#))
+        .await
+        .expect("hello");
+    match conn.next_frame_timeout(WAIT).await {
+        Ok(Some(ServerFrame::Welcome { .. })) => {}
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    conn.send_text(r#"{"type":"logout","ref":"bye"}"#)
+        .await
+        .expect("logout");
+    let reply = loop {
+        match conn.next_frame_timeout(WAIT).await {
+            Ok(Some(ServerFrame::LoggedOut { reference })) => break reference,
+            Ok(Some(_)) => continue, // presence and the like before it
+            other => panic!("expected logged_out, got {other:?}"),
+        }
+    };
+    assert_eq!(reply.as_deref(), Some("bye"));
+    assert_eq!(conn.wait_closed(WAIT).await, Ok(Some(close::NORMAL)));
+
+    assert_refused(
+        &url_b,
+        Credential::Session(ended.clone()),
+        "logged-out session",
+    )
+    .await;
+    assert_refused(&url_a, Credential::Session(ended), "logged-out session").await;
+    let again = Client::connect(&url_b, Credential::Session(kept), None)
+        .await
+        .expect("the user's other session lives on");
+    assert_eq!(again.user_id(), sub);
+}
+
+both_engines!(logout_ends_one_session_everywhere);

@@ -553,6 +553,38 @@ async fn rooms_claim_survives_a_resumed_session(engine: Engine) {
 
 both_engines!(rooms_claim_survives_a_resumed_session);
 
+/// Room `send` and `history` check the sign-in's `rooms` claim too, not only `join`:
+/// a user who joined a room under a token without the claim, then resumes a session
+/// of a token limited to another room, may neither write (nothing stored) nor read it.
+async fn rooms_claim_limits_send_and_history(engine: Engine) {
+    let cluster = Cluster::single(engine, &[]);
+    let url = cluster.url(0);
+    let sub = unique_name("limited").to_lowercase();
+    let lobby = unique_room("lobby");
+    let other = unique_room("other");
+
+    let mut wide = Tab::hello(&url, json!({"type":"hello","token": token(&sub, None)})).await;
+    let ok = wide.req(json!({"type":"join","room": other})).await;
+    assert_eq!(ok["type"], "joined", "{ok}");
+    let signed = Tab::hello(
+        &url,
+        json!({"type":"hello","token": token(&sub, Some(json!([lobby])))}),
+    )
+    .await;
+    let mut narrow = signed.another(&url, None).await;
+    assert_eq!(narrow.welcome["resumed"], true, "{}", narrow.welcome);
+    let no = narrow
+        .req(json!({"type":"send","room": other,"body":"outside the claim"}))
+        .await;
+    assert!(is_error(&no, "forbidden"), "{no}");
+    let no = narrow.req(json!({"type":"history","room": other})).await;
+    assert!(is_error(&no, "forbidden"), "{no}");
+    let page = wide.req(json!({"type":"history","room": other})).await;
+    assert_eq!(page["messages"], json!([]), "nothing stored: {page}");
+}
+
+both_engines!(rooms_claim_limits_send_and_history);
+
 /// The server API's room calls; members are told as for a client's join/leave.
 async fn room_api(engine: Engine) {
     let cluster = Cluster::single(engine, &[]);

@@ -40,6 +40,8 @@ impl std::fmt::Display for ErrorCode {
 
 /// WebSocket close codes used by the gateway.
 pub mod close {
+    /// Normal closure: after `logout` (protocol 1.2); the client does not reconnect.
+    pub const NORMAL: u16 = 1000;
     /// Going away: the node is shutting down; reconnect elsewhere.
     pub const GOING_AWAY: u16 = 1001;
     /// A binary frame was received.

@@ -105,6 +105,12 @@ pub enum ClientFrame {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
+    /// Ends this connection's session on every node (protocol 1.2): answered with
+    /// `logged_out`, then the connection is closed with 1000.
+    Logout {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
     Send {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
@@ -210,6 +216,7 @@ impl ClientFrame {
         match self {
             ClientFrame::Hello { reference, .. }
             | ClientFrame::Ping { reference }
+            | ClientFrame::Logout { reference }
             | ClientFrame::Send { reference, .. }
             | ClientFrame::History { reference, .. }
             | ClientFrame::Conversations { reference }
@@ -232,6 +239,7 @@ impl ClientFrame {
         match self {
             ClientFrame::Hello { reference, .. }
             | ClientFrame::Ping { reference }
+            | ClientFrame::Logout { reference }
             | ClientFrame::Send { reference, .. }
             | ClientFrame::History { reference, .. }
             | ClientFrame::Conversations { reference }
@@ -413,6 +421,11 @@ pub enum ServerFrame {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
+    /// The answer to `logout`: the session is revoked; the server closes with 1000.
+    LoggedOut {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
     Error {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
@@ -476,6 +489,7 @@ impl ServerFrame {
             | ServerFrame::Conversations { reference, .. }
             | ServerFrame::Users { reference, .. }
             | ServerFrame::Pong { reference }
+            | ServerFrame::LoggedOut { reference }
             | ServerFrame::Error { reference, .. }
             | ServerFrame::Joined { reference, .. }
             | ServerFrame::Left { reference, .. }

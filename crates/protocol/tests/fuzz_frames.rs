@@ -244,6 +244,7 @@ fn kind(f: &ClientFrame) -> &'static str {
         ClientFrame::RoomSend { .. } => "room send",
         ClientFrame::RoomHistory { .. } => "room history",
         ClientFrame::RoomRead { .. } => "room read",
+        ClientFrame::Logout { .. } => "logout",
     }
 }
 

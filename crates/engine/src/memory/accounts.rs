@@ -17,6 +17,8 @@ pub(super) struct StoredSession {
     pub(super) expires: Instant,
     /// The JWT `rooms` claim it was created with, returned on every resume.
     pub(super) rooms: Option<Vec<String>>,
+    /// When it was created: no resume once `session_max_age_secs` old.
+    pub(super) created: Instant,
 }
 
 impl State {
@@ -125,6 +127,7 @@ impl Accounts for MemoryEngine {
                 user: user_id.to_string(),
                 expires: Instant::now() + Duration::from_secs(ttl_secs),
                 rooms: rooms.map(<[String]>::to_vec),
+                created: Instant::now(),
             },
         );
         st.user_sessions
@@ -141,8 +144,11 @@ impl Accounts for MemoryEngine {
     ) -> Result<Option<Session>, EngineError> {
         let mut st = self.lock();
         let now = Instant::now();
+        let max_age = self.retention.session_max_age_secs;
+        let too_old =
+            |s: &StoredSession| max_age > 0 && now >= s.created + Duration::from_secs(max_age);
         let (uid, rooms) = match st.sessions.get_mut(session) {
-            Some(stored) if stored.expires > now => {
+            Some(stored) if stored.expires > now && !too_old(stored) => {
                 stored.expires = now + Duration::from_secs(ttl_secs);
                 (stored.user.clone(), stored.rooms.clone())
             }
@@ -157,6 +163,16 @@ impl Accounts for MemoryEngine {
             },
             rooms,
         }))
+    }
+
+    async fn revoke_session(&self, session: &str) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        if let Some(stored) = st.sessions.remove(session) {
+            if let Some(set) = st.user_sessions.get_mut(&stored.user) {
+                set.remove(session);
+            }
+        }
+        Ok(())
     }
 
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {

@@ -1,14 +1,14 @@
 //! Users and sessions on Redis ([`Accounts`]).
 //!
 //! A user is the hash `chat:user:<id>` (`name`, `idx`: its directory member, `seen`);
-//! a session is `chat:sess:<token>` holding the user id and the sign-in's `rooms` claim
-//! ([`session_value`]) with a sliding expiry, and `chat:usess:<id>` the set of a user's
+//! a session is `chat:sess:<hash>` ([`secret_hash`]: never the secret itself) holding its creation time ([`CREATED_MARK`]), the
+//! user id and the sign-in's `rooms` claim ([`session_value`]) with a sliding expiry, and `chat:usess:<id>` the set of a user's
 //! sessions, for revoking them all.
 
 use async_trait::async_trait;
 use chat_protocol::User;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, Expiration};
+use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 
 use super::conn::{all_ok, map_err, text};
 use super::{keys, ttl, RedisEngine};
@@ -39,6 +39,33 @@ fn session_value(user_id: &str, rooms: Option<&[String]>) -> Result<String, Engi
             Ok(format!("{user_id} {claim}"))
         }
     }
+}
+
+/// The name a session is stored under (its key and its member of the user's set):
+/// the SHA-256 of its secret, in hex. Only the client holds the secret, so a Redis
+/// reader or a backup cannot resume anyone's session; the secret has 244 random
+/// bits, so a plain hash (no salt, no slow hash) is enough.
+fn secret_hash(session: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(session.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Starts a stored session value whose creation time (ms since the epoch) comes
+/// next: `#1765000000000 alice ["lobby"]`. A user id never starts with `#`, so a value
+/// without it is one written before sessions kept their creation time.
+const CREATED_MARK: char = '#';
+
+/// The creation time and the rest ([`session_value`]) of a stored session value;
+/// `None` for a value without [`CREATED_MARK`] (or an unreadable time).
+fn split_created(stored: &str) -> Option<(u64, &str)> {
+    let (created, rest) = stored.strip_prefix(CREATED_MARK)?.split_once(' ')?;
+    Some((created.parse().ok()?, rest))
 }
 
 /// Reads a [`session_value`]: the user id and the claim. `None` when the value is not
@@ -229,13 +256,18 @@ impl Accounts for RedisEngine {
         rooms: Option<&[String]>,
         ttl_secs: u64,
     ) -> Result<String, EngineError> {
-        let value = session_value(user_id, rooms)?;
+        let value = format!(
+            "{CREATED_MARK}{} {}",
+            crate::events::now_ms(),
+            session_value(user_id, rooms)?
+        );
         let token = new_session_token();
+        let hash = secret_hash(&token);
         let _: () = self
             .core
             .cmd()
             .set(
-                keys::session(&token),
+                keys::session(&hash),
                 value,
                 Some(Expiration::EX(ttl(ttl_secs))),
                 None,
@@ -248,7 +280,7 @@ impl Accounts for RedisEngine {
         let _: i64 = self
             .core
             .cmd()
-            .sadd(&set, token.as_str())
+            .sadd(&set, hash.as_str())
             .await
             .map_err(map_err)?;
         let _: i64 = self
@@ -265,23 +297,78 @@ impl Accounts for RedisEngine {
         session: &str,
         ttl_secs: u64,
     ) -> Result<Option<Session>, EngineError> {
+        let hash = secret_hash(session);
+        let key = keys::session(&hash);
         let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
         let value: Value = self
             .core
             .cmd()
             .custom(
                 getex,
-                vec![
-                    keys::session(session),
-                    "EX".into(),
-                    ttl(ttl_secs).to_string(),
-                ],
+                vec![key.clone(), "EX".into(), ttl(ttl_secs).to_string()],
             )
             .await
             .map_err(map_err)?;
-        let Some(value) = text(value) else {
-            return Ok(None);
+        let (value, legacy) = match text(value) {
+            Some(value) => (value, false),
+            None => {
+                // A session stored before secrets were hashed lives under its raw
+                // secret: taken out of there (`GETDEL`, so the readable copy is gone)
+                // and stored under its hash below. An unknown session costs one more
+                // command for it.
+                let getdel = CustomCommand::new_static("GETDEL", ClusterHash::FirstKey, false);
+                let old: Value = self
+                    .core
+                    .cmd()
+                    .custom(getdel, vec![keys::session(session)])
+                    .await
+                    .map_err(map_err)?;
+                match text(old) {
+                    Some(value) => (value, true),
+                    None => return Ok(None),
+                }
+            }
         };
+        let now = crate::events::now_ms();
+        let (created, value, marked) = match split_created(&value) {
+            Some((created, rest)) => (created, rest.to_string(), true),
+            // A value written before sessions kept their creation time: treated as
+            // created now (and marked so), not as expired, so an upgrade signs nobody
+            // out; the mark makes the max age count from here, so such a session
+            // cannot live on forever by being used.
+            None => (now, value, false),
+        };
+        if legacy || !marked {
+            // Once per old session. Under its hash it gets the expiry the resume
+            // gives; an old value already under its hash keeps its own (`XX`: a
+            // session revoked meanwhile is not brought back).
+            let (expiry, only_if) = if legacy {
+                (Expiration::EX(ttl(ttl_secs)), None)
+            } else {
+                (Expiration::KEEPTTL, Some(SetOptions::XX))
+            };
+            let _: Value = self
+                .core
+                .cmd()
+                .set(
+                    &key,
+                    format!("{CREATED_MARK}{created} {value}"),
+                    Some(expiry),
+                    only_if,
+                    false,
+                )
+                .await
+                .map_err(map_err)?;
+        }
+        let max_age_ms = self
+            .core
+            .retention
+            .session_max_age_secs
+            .saturating_mul(1000);
+        if max_age_ms > 0 && now.saturating_sub(created) >= max_age_ms {
+            let _: i64 = self.core.cmd().del(&key).await.map_err(map_err)?;
+            return Ok(None);
+        }
         let Some((uid, rooms)) = parse_session_value(&value) else {
             // Fail closed: an unreadable claim must not turn into "any room".
             tracing::warn!("session value unreadable: the session is treated as unknown");
@@ -295,6 +382,13 @@ impl Accounts for RedisEngine {
             cmd.expire::<i64, _>(&set, ttl(ttl_secs), None)
         );
         let user = user.map_err(map_err)?;
+        if legacy {
+            // The user's set names the session by its hash from now on.
+            let pipeline = self.core.pool.next_connected().pipeline();
+            let _: () = pipeline.srem(&set, session).await.map_err(map_err)?;
+            let _: () = pipeline.sadd(&set, hash.as_str()).await.map_err(map_err)?;
+            all_ok(pipeline.try_all::<Value>().await)?;
+        }
         let Some(name) = user.first().cloned().flatten() else {
             return Ok(None);
         };
@@ -307,6 +401,32 @@ impl Accounts for RedisEngine {
             user: User { id: uid, name },
             rooms,
         }))
+    }
+
+    async fn revoke_session(&self, session: &str) -> Result<(), EngineError> {
+        let hash = secret_hash(session);
+        // GETDEL: the key is gone whatever its value, and the value names the set to
+        // drop it from (another slot on Redis Cluster: a second command).
+        let getdel = CustomCommand::new_static("GETDEL", ClusterHash::FirstKey, false);
+        let value: Value = self
+            .core
+            .cmd()
+            .custom(getdel, vec![keys::session(&hash)])
+            .await
+            .map_err(map_err)?;
+        let value = text(value);
+        let rest = value
+            .as_deref()
+            .map(|v| split_created(v).map_or(v, |(_, rest)| rest));
+        if let Some((uid, _)) = rest.and_then(parse_session_value) {
+            let _: i64 = self
+                .core
+                .cmd()
+                .srem(keys::user_sessions(uid), hash.as_str())
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
     }
 
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
@@ -344,5 +464,8 @@ mod tests {
         assert_eq!(parse_session_value("alice [1]"), None);
         assert!(session_value("al ice", None).is_err());
         assert!(session_value("", None).is_err());
+        assert_eq!(split_created("#17 alice []"), Some((17, "alice []")));
+        assert_eq!(split_created("alice []"), None);
+        assert_eq!(split_created("#x alice"), None);
     }
 }

@@ -40,8 +40,8 @@
 //! | `chat:user:<id>` | hash: `name`, `idx` (its `chat:names` member), `seen` (RFC 3339, last went offline), `guest` (`1` for a guest, whose hash expires after `guest_ttl_secs` without a sign-in) | `accounts.rs`, `presence.lua`, `cluster.rs` |
 //! | `chat:names` | sorted set, scores 0: `<lower-cased name>\0<id>` | `accounts.rs` |
 //! | `chat:guests` | sorted set: guests' `chat:names` members → ms their user hash expires; swept to drop expired guests from the directory | `accounts.rs` |
-//! | `chat:sess:<token>` | string: the user id, then ` <JSON array>` when the sign-in's token had a `rooms` claim (kept for every resume); `EX auth.session_ttl_secs`, slid by `GETEX` on resume | `accounts.rs` |
-//! | `chat:usess:<id>` | set: the user's sessions (revoke all); expiry pushed with each; pruned of expired sessions at each new session | `accounts.rs` |
+//! | `chat:sess:<hash>` | `<hash>`: the hex SHA-256 of the session secret, never the secret itself (a Redis reader or a backup cannot resume a session; one stored under its raw secret by an earlier version is moved under its hash at its next resume); string: `#<created ms> ` (no resume once `auth.session_max_age_secs` old; a value without it, from before, is marked at its next resume), the user id, then ` <JSON array>` when the sign-in's token had a `rooms` claim (kept for every resume); `EX auth.session_ttl_secs`, slid by `GETEX` on resume | `accounts.rs` |
+//! | `chat:usess:<id>` | set: the user's sessions by `<hash>` (revoke all); expiry pushed with each; pruned of expired sessions at each new session | `accounts.rs` |
 //! | `chat:node:<node>:users` | set: users with a connection on the node | `presence.lua`, `cluster.rs` |
 //! | `chat:node:<node>:alive` | string, the heartbeat: `SET … EX 15` | `chat_heartbeat`, `cluster.rs` |
 //! | `chat:node:<node>:ready` | string, the readiness probe: `SET … EX 60` by every `/readyz` (a Redis refusing writes is not ready) | `redis/mod.rs` |
@@ -176,10 +176,11 @@ pub const NODES: &str = "chat:nodes";
 /// `"<user id> <presence frame>"`.
 pub const PRESENCE_CHANNEL: &str = "chat:presence";
 
-/// A session: string holding the user id and the sign-in's `rooms` claim
-/// (`accounts.rs`), with a sliding expiry.
-pub fn session(session: &str) -> String {
-    format!("{PREFIX}sess:{session}")
+/// A session, named by the hash of its secret (`accounts.rs`; an earlier version's
+/// raw secret only to move it): string holding its creation time, the user id and
+/// the sign-in's `rooms` claim, with a sliding expiry.
+pub fn session(name: &str) -> String {
+    format!("{PREFIX}sess:{name}")
 }
 
 /// The set of a user's sessions, for revoking them all.

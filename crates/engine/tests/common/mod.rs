@@ -604,3 +604,24 @@ pub async fn sessions_keep_the_rooms_claim(engine: Arc<dyn Engine>, _sink: Arc<R
         assert!(e.resume_session(session, 60).await.unwrap().is_none());
     }
 }
+
+/// `revoke_session` (a `logout`) ends that one session; the user's others live on,
+/// and revoking it again, or an unknown session, is no error.
+pub async fn revoking_one_session_keeps_the_others(
+    engine: Arc<dyn Engine>,
+    _sink: Arc<RecordingSink>,
+) {
+    let e = engine.as_ref();
+    let user = "logout-user";
+    e.upsert_user(user, "Leaving").await.unwrap();
+    let ended = e.create_session(user, None, 60).await.unwrap();
+    let kept = e.create_session(user, None, 60).await.unwrap();
+    e.revoke_session(&ended).await.unwrap();
+    assert!(e.resume_session(&ended, 60).await.unwrap().is_none());
+    assert!(e.resume_session(&kept, 60).await.unwrap().is_some());
+    e.revoke_session(&ended).await.unwrap();
+    e.revoke_session("unknown-session").await.unwrap();
+    // The revoked one left the user's set: revoking them all still ends the other.
+    e.revoke_sessions(user).await.unwrap();
+    assert!(e.resume_session(&kept, 60).await.unwrap().is_none());
+}

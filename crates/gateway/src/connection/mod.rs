@@ -73,6 +73,8 @@ impl<T> Socket for T where
 pub(crate) struct Conn<S: Socket> {
     state: Shared,
     user: User,
+    /// The session this connection signed in with (or was issued): `logout` revokes it.
+    session: String,
     sink: SplitSink<S, WsMessage>,
     stream: SplitStream<S>,
     /// Live events and frames routed to this connection; bounded (`server.outbox`).
@@ -178,6 +180,7 @@ async fn run<S: Socket>(
             budget: state.budgets.of(&signed.user.id, limits),
             state: state.clone(),
             user: signed.user.clone(),
+            session: signed.session.clone(),
             sink,
             stream,
             rx,

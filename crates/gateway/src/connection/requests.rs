@@ -46,6 +46,7 @@ impl<S: Socket> Conn<S> {
         let result = match frame {
             ClientFrame::Hello { .. } => Err(refuse(ErrorCode::BadRequest, "already signed in")),
             ClientFrame::Ping { reference } => Ok(Some(ServerFrame::Pong { reference })),
+            ClientFrame::Logout { reference } => return self.logout(reference).await,
             ClientFrame::Send {
                 reference,
                 to,
@@ -97,6 +98,24 @@ impl<S: Socket> Conn<S> {
             Ok(None) => Ok(()),
             Err(refused) => self.refuse_request(reference, refused).await,
         }
+    }
+
+    /// `logout`: revokes this connection's session everywhere (the engine's key, so
+    /// every node refuses it from now on), answers `logged_out` and closes with 1000.
+    /// A backend failure is an `error` and the connection stays: the client may retry.
+    async fn logout(&mut self, reference: Option<String>) -> Result<(), Stop> {
+        let engine = self.state.engine.clone();
+        if let Err(refused) = engine
+            .revoke_session(&self.session)
+            .await
+            .map_err(on_socket)
+        {
+            return self.refuse_request(reference, refused).await;
+        }
+        tracing::info!("logged out");
+        self.write_frame(&ServerFrame::LoggedOut { reference })
+            .await?;
+        Err(Stop::Close(close::NORMAL, "logged out"))
     }
 
     /// Answers a refused request with its `error`; persistent rate-limit abuse (many
@@ -243,7 +262,8 @@ impl<S: Socket> Conn<S> {
 /// rest one; `hello` (refused once signed in) none.
 fn request_kind(frame: &ClientFrame) -> (Option<Kind>, u32) {
     match frame {
-        ClientFrame::Hello { .. } => (None, 0),
+        // A logout ends the connection: at most one per connection, no budget.
+        ClientFrame::Hello { .. } | ClientFrame::Logout { .. } => (None, 0),
         ClientFrame::Ping { .. } => (Some(Kind::Ping), 1),
         ClientFrame::Send { .. } => (Some(Kind::Send), 1),
         ClientFrame::History { .. } => (Some(Kind::History), 1),

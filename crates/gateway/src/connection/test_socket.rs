@@ -137,6 +137,7 @@ pub(crate) fn conn(
         budget: state.budgets.of(&user.id, &state.settings.limits),
         state: state.clone(),
         user,
+        session: String::new(),
         sink,
         stream,
         rx,
@@ -162,7 +163,7 @@ pub(crate) fn faulty_state(
     let sink: Arc<dyn chat_engine::EventSink> = router.clone();
     let engine = chat_engine::memory::MemoryEngine::new(
         settings.server.node_id.clone(),
-        settings.retention.to_engine(),
+        settings.engine_retention(),
         sink,
     );
     let faults = engine.faults();

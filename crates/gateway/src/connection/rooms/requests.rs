@@ -104,6 +104,7 @@ impl<S: Socket> Conn<S> {
             } => {
                 check_room(&room)?;
                 let (before, limit) = history::page(before.as_deref(), limit)?;
+                self.require_claim(&room)?;
                 self.require_member(&room).await?;
                 let (messages, more) = self
                     .state
@@ -144,6 +145,20 @@ impl<S: Socket> Conn<S> {
                 Ok(None)
             }
             _ => Err(refuse(ErrorCode::BadRequest, "not a room request")),
+        }
+    }
+
+    /// The sign-in's `rooms` claim (the token's, or the one a resumed session was
+    /// created with) covers `room`: a member who joined under a wider token, or before
+    /// the claim was narrowed, still may not read or write outside it.
+    fn require_claim(&self, room: &str) -> Result<(), Refused> {
+        if crate::auth::claim_allows_room(self.rooms.claim.as_deref(), room) {
+            Ok(())
+        } else {
+            Err(refuse(
+                ErrorCode::Forbidden,
+                "your token does not allow this room",
+            ))
         }
     }
 
@@ -259,6 +274,7 @@ impl<S: Socket> Conn<S> {
             nonce.as_deref(),
             self.state.settings.server.max_body,
         )?;
+        self.require_claim(&room)?;
         // Room messages share the sender's send budget (taken once the message is
         // checked, as for a 1:1 send).
         self.take(crate::limits::Kind::Send, 1)?;
