@@ -1,5 +1,6 @@
 //! `chat-cli` as a user types into it: two terminal clients on one node (either engine)
-//! join a room, talk, read its history and leave; the sender sees its own message once.
+//! join a room, talk, read its history and leave; the sender sees its own message once;
+//! `/logout` ends the session and the program.
 
 mod common;
 
@@ -123,6 +124,12 @@ fn room_in_the_terminal(engine: Engine) {
         !bob_lines.iter().any(|l| l.contains("after leaving")),
         "{bob_lines:?}"
     );
+
+    let mut carol = Cli::start(&url, "carol");
+    carol.type_line("/logout");
+    carol.expect("logged out (close Some(1000)): this session is over");
+    let status = carol.child.wait().expect("chat-cli exits");
+    assert!(status.success(), "chat-cli exited with {status}");
 }
 
 #[test]

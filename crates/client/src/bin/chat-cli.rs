@@ -5,10 +5,12 @@
 //! /to <user id>   choose the peer      /history   show the last 20 messages
 //! /join <room>    join a room and talk there (created on first join)
 //! /leave          leave the room       /quit      leave the program
+//! /logout         end this session everywhere, then leave
 //! anything else is sent to the peer or the room
 //! ```
 //!
-//! It prints the session and cursor on exit, so `--session S --last-seen C` resumes.
+//! It prints the session and cursor on exit, so `--session S --last-seen C` resumes
+//! (not after `/logout`: that session is over).
 
 use std::time::Duration;
 
@@ -58,15 +60,20 @@ async fn main() -> anyhow::Result<()> {
         println!("  {} unread from {} ({})", u.count, u.peer.name, u.peer.id);
     }
     println!(
-        "commands: /to <user id>, /join <room>, /leave, /history, /quit; other lines are sent"
+        "commands: /to <user id>, /join <room>, /leave, /history, /logout, /quit; other lines are sent"
     );
 
     let mut peer: Option<Target> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut logout = false;
     loop {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { break };
+                if line.trim() == "/logout" {
+                    logout = true;
+                    break;
+                }
                 match handle_line(&mut client, &mut peer, line.trim()).await {
                     Ok(true) => {}
                     Ok(false) => break,
@@ -82,6 +89,18 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             },
+        }
+    }
+    if logout {
+        match client.logout().await {
+            Ok(code) => {
+                println!("logged out (close {code:?}): this session is over");
+                return Ok(());
+            }
+            Err((c, e)) => {
+                println!("! logout failed: {e}");
+                client = c;
+            }
         }
     }
     println!(

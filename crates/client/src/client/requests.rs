@@ -1,5 +1,5 @@
 //! 1:1 requests of [`Client`]: `send` (with a nonce for retries), `history` (and the
-//! paging rooms share), `conversations`, `users` and `ping`. Each sends one request
+//! paging rooms share), `conversations`, `users`, `ping` and `logout`. Each sends one request
 //! frame through [`Client::request`] and reads its reply.
 
 use chat_protocol::{ClientFrame, ConversationItem, Message, ServerFrame, UserInfo};
@@ -8,6 +8,27 @@ use super::Client;
 use crate::ClientError;
 
 impl Client {
+    /// Ends this connection's session on every node (protocol 1.2 `logout`): waits
+    /// for `logged_out`, then for the server's close (1000), which it returns. The
+    /// session cannot be resumed afterwards; the user's other sessions live on. On an
+    /// `error` reply (e.g. `unavailable`) the session is still valid and the client is
+    /// handed back for a retry.
+    pub async fn logout(mut self) -> Result<Option<u16>, (Client, ClientError)> {
+        match self.request(ClientFrame::Logout { reference: None }).await {
+            Ok(ServerFrame::LoggedOut { .. }) => {}
+            Ok(other) => return Err((self, ClientError::Unexpected(Box::new(other)))),
+            Err(e) => return Err((self, e)),
+        }
+        let timeout = self.timeout;
+        match self.conn.wait_closed(timeout).await {
+            Ok(code) => Ok(code),
+            Err(_) => Err((
+                self,
+                ClientError::Timeout("the close after logged_out".into()),
+            )),
+        }
+    }
+
     /// Sends a message with a random nonce and waits for its `ack`.
     pub async fn send(&mut self, to: &str, body: &str) -> Result<Message, ClientError> {
         let nonce = uuid::Uuid::new_v4().to_string();
