@@ -247,6 +247,10 @@ pub struct Retention {
     /// A session cannot be resumed once this many seconds old, however recently it
     /// was used (its sliding expiry aside); 0: no limit.
     pub session_max_age_secs: u64,
+    /// Live sessions kept per user: a new one past it revokes the oldest first, so
+    /// repeated sign-ins neither grow a set without bound nor slow each sign-in;
+    /// 0: no limit.
+    pub max_sessions_per_user: u64,
 }
 
 impl Default for Retention {
@@ -260,6 +264,7 @@ impl Default for Retention {
             presence_fanout_max: 200,
             guest_ttl_secs: 30 * 24 * 3600,
             session_max_age_secs: 30 * 24 * 3600,
+            max_sessions_per_user: 50,
         }
     }
 }

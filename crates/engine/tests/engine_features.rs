@@ -155,29 +155,83 @@ async fn guests_expire_on_redis_and_leave_no_directory_entry() {
     );
 }
 
-/// A user's session set keeps only live sessions: each new session prunes the
-/// expired ones.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_sets_are_pruned_on_redis() {
-    let server = RedisServer::start();
-    let (engine, _sink) = redis(&server).await;
-    engine.upsert_user("sp-user", "S").await.unwrap();
-    for _ in 0..5 {
-        engine.create_session("sp-user", None, 1).await.unwrap();
+fn three_sessions() -> Retention {
+    Retention {
+        max_sessions_per_user: 3,
+        ..Retention::default()
     }
-    let live = engine.create_session("sp-user", None, 60).await.unwrap();
+}
+
+/// `max_sessions_per_user`: a new session past it revokes the oldest first; the
+/// newest ones resume.
+async fn sessions_are_capped_oldest_first(engine: Arc<dyn Engine>) {
+    engine.upsert_user("cap-user", "C").await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(engine.create_session("cap-user", None, 60).await.unwrap());
+        // Creation times a millisecond apart at least, so "oldest" is well defined.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, session) in sessions.iter().enumerate() {
+        let resumed = engine.resume_session(session, 60).await.unwrap();
+        assert_eq!(
+            resumed.is_some(),
+            i >= 2,
+            "session {i} of 5 with a cap of 3"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_capped_in_memory() {
+    let sink = Arc::new(RecordingSink::default());
+    sessions_are_capped_oldest_first(MemoryEngine::new("node", three_sessions(), sink)).await;
+}
+
+/// On Redis the user's sessions by creation time hold at most the cap, and those
+/// past the max age are dropped at the next sign-in: the work of a sign-in is
+/// bounded, whatever the user did before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_capped_on_redis() {
+    let server = RedisServer::start();
+    let sink = Arc::new(RecordingSink::default());
+    let config = RedisConfig {
+        url: server.url(),
+        retention: three_sessions(),
+        ..RedisConfig::default()
+    };
+    let engine = RedisEngine::connect(config, sink.clone()).await.unwrap();
+    sessions_are_capped_oldest_first(engine.clone()).await;
     assert_eq!(
-        server.command(&["SCARD", "chat:usess:sp-user"]).as_deref(),
-        Some(":6\r\n")
+        server
+            .command(&["ZCARD", "chat:usesst:cap-user"])
+            .as_deref(),
+        Some(":3\r\n")
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    engine.create_session("sp-user", None, 60).await.unwrap();
+    // Past the max age: dropped from the list at the next sign-in.
+    let config = RedisConfig {
+        url: server.url(),
+        retention: Retention {
+            session_max_age_secs: 1,
+            ..three_sessions()
+        },
+        ..RedisConfig::default()
+    };
+    let aging = RedisEngine::connect(config, sink).await.unwrap();
+    aging.upsert_user("age-user", "A").await.unwrap();
+    for _ in 0..2 {
+        aging.create_session("age-user", None, 60).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let live = aging.create_session("age-user", None, 60).await.unwrap();
     assert_eq!(
-        server.command(&["SCARD", "chat:usess:sp-user"]).as_deref(),
-        Some(":2\r\n"),
-        "the 5 expired sessions were pruned"
+        server
+            .command(&["ZCARD", "chat:usesst:age-user"])
+            .as_deref(),
+        Some(":1\r\n"),
+        "the two sessions past the max age left the list"
     );
-    assert!(engine.resume_session(&live, 60).await.unwrap().is_some());
+    assert!(aging.resume_session(&live, 60).await.unwrap().is_some());
 }
 
 // ----- Redis only -----

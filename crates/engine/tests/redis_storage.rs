@@ -223,6 +223,11 @@ async fn sessions_written_before_the_rooms_claim_still_resume() {
         .command(&["SMEMBERS", "chat:usess:old-timer"])
         .unwrap();
     assert!(!members.contains(&old), "{members}");
+    // Listed by its hash among the user's sessions by creation time.
+    let listed = server
+        .command(&["ZRANGE", "chat:usesst:old-timer", "0", "-1"])
+        .unwrap();
+    assert!(listed.contains(&key["chat:sess:".len()..]), "{listed}");
     assert!(engine.resume_session(&old, 60).await.unwrap().is_some());
     // What a new session with a claim stores, byte for byte after its creation time.
     let claimed = engine

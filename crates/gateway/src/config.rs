@@ -159,6 +159,7 @@ impl Settings {
     pub fn engine_retention(&self) -> chat_engine::Retention {
         chat_engine::Retention {
             session_max_age_secs: self.auth.session_max_age_secs,
+            max_sessions_per_user: self.auth.max_sessions_per_user,
             ..self.retention.to_engine()
         }
     }
@@ -200,6 +201,8 @@ pub struct AuthSettings {
     pub session_ttl_secs: u64,
     /// A session cannot be resumed once this old, however recently used (1.2).
     pub session_max_age_secs: u64,
+    /// Live sessions per user; a new sign-in past it revokes the oldest (1.2).
+    pub max_sessions_per_user: u64,
 }
 
 impl Default for AuthSettings {
@@ -213,6 +216,7 @@ impl Default for AuthSettings {
             guests: None,
             session_ttl_secs: 7 * 24 * 3600,
             session_max_age_secs: 30 * 24 * 3600,
+            max_sessions_per_user: 50,
         }
     }
 }
@@ -390,6 +394,9 @@ impl Settings {
         }
         if self.auth.session_max_age_secs == 0 {
             return bad("auth.session_max_age_secs", "must be > 0");
+        }
+        if self.auth.max_sessions_per_user == 0 {
+            return bad("auth.max_sessions_per_user", "must be > 0");
         }
         let otlp = &self.telemetry.otlp_endpoint;
         if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {

@@ -61,6 +61,27 @@ impl State {
         }
     }
 
+    /// Revokes the user's oldest sessions beyond `max` (at most `max` + 1 are
+    /// looked at: the set never holds more).
+    fn cap_user_sessions(&mut self, user: &str, max: usize) {
+        let Some(set) = self.user_sessions.get_mut(user) else {
+            return;
+        };
+        if set.len() <= max {
+            return;
+        }
+        let sessions = &mut self.sessions;
+        let mut by_age: Vec<(Instant, String)> = set
+            .iter()
+            .filter_map(|s| Some((sessions.get(s)?.created, s.clone())))
+            .collect();
+        by_age.sort();
+        for (_, old) in by_age.iter().take(set.len() - max) {
+            set.remove(old);
+            sessions.remove(old);
+        }
+    }
+
     /// Drops the user's expired sessions from their set.
     fn prune_user_sessions(&mut self, user: &str) {
         let now = Instant::now();
@@ -134,6 +155,10 @@ impl Accounts for MemoryEngine {
             .entry(user_id.to_string())
             .or_default()
             .insert(session.clone());
+        let max = usize::try_from(self.retention.max_sessions_per_user).unwrap_or(usize::MAX);
+        if max > 0 {
+            st.cap_user_sessions(user_id, max);
+        }
         Ok(session)
     }
 

@@ -10,7 +10,7 @@ use chat_protocol::User;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 
-use super::conn::{all_ok, map_err, text};
+use super::conn::{all_ok, map_err, strings, text};
 use super::{keys, ttl, RedisEngine};
 use crate::ids::{new_guest_id, new_session_token};
 use crate::{Accounts, EngineError, Session};
@@ -148,30 +148,66 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// Drops the user's expired sessions from their set (one `EXISTS` per member).
-    async fn prune_sessions(&self, set: &str) -> Result<(), EngineError> {
-        let tokens: Vec<String> = self.core.cmd().smembers(set).await.map_err(map_err)?;
-        if tokens.len() < 2 {
-            return Ok(());
-        }
+    /// Records a new session in the user's sessions by creation time, drops those past
+    /// the max age, and revokes the oldest beyond `max_sessions_per_user`: one
+    /// pipeline, then one more only when some must go. Bounded work per sign-in,
+    /// whatever the user did before.
+    async fn track_session(
+        &self,
+        user_id: &str,
+        hash: &str,
+        created_ms: u64,
+        ttl_secs: u64,
+    ) -> Result<(), EngineError> {
+        let times = keys::user_session_times(user_id);
+        let retention = &self.core.retention;
+        let max = retention.max_sessions_per_user;
+        let max_age_ms = retention.session_max_age_secs.saturating_mul(1000);
         let pipeline = self.core.pool.next_connected().pipeline();
-        for token in &tokens {
+        let _: () = pipeline
+            .zadd(&times, None, None, false, false, (created_ms as f64, hash))
+            .await
+            .map_err(map_err)?;
+        if max_age_ms > 0 {
+            // Created before this are past the max age: never resumed again.
+            let oldest_alive = created_ms.saturating_sub(max_age_ms) as f64;
             let _: () = pipeline
-                .exists(keys::session(token))
+                .zremrangebyscore(&times, f64::NEG_INFINITY, oldest_alive - 1.0)
                 .await
                 .map_err(map_err)?;
         }
-        let alive = all_ok(pipeline.try_all::<Value>().await)?;
-        let gone: Vec<&String> = tokens
-            .iter()
-            .zip(alive)
-            .filter(|(_, n)| n.as_i64() == Some(0))
-            .map(|(t, _)| t)
-            .collect();
-        if !gone.is_empty() {
-            let gone: Vec<String> = gone.into_iter().cloned().collect();
-            let _: i64 = self.core.cmd().srem(set, gone).await.map_err(map_err)?;
+        let _: () = pipeline
+            .expire(
+                &times,
+                ttl(ttl_secs.max(retention.session_max_age_secs)),
+                None,
+            )
+            .await
+            .map_err(map_err)?;
+        if max > 0 {
+            // Everything but the newest `max`.
+            let beyond = -(i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1));
+            let _: () = pipeline
+                .zrange(&times, 0, beyond, None, false, None, false)
+                .await
+                .map_err(map_err)?;
         }
+        let replies = all_ok(pipeline.try_all::<Value>().await)?;
+        let over: Vec<String> = if max > 0 {
+            replies.into_iter().last().map(strings).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if over.is_empty() {
+            return Ok(());
+        }
+        // One DEL per key: on Redis Cluster the session keys live in different slots.
+        let pipeline = self.core.pool.next_connected().pipeline();
+        for old in &over {
+            let _: () = pipeline.del(keys::session(old)).await.map_err(map_err)?;
+        }
+        let _: () = pipeline.zrem(&times, over).await.map_err(map_err)?;
+        all_ok(pipeline.try_all::<Value>().await)?;
         Ok(())
     }
 
@@ -256,9 +292,9 @@ impl Accounts for RedisEngine {
         rooms: Option<&[String]>,
         ttl_secs: u64,
     ) -> Result<String, EngineError> {
+        let created_ms = crate::events::now_ms();
         let value = format!(
-            "{CREATED_MARK}{} {}",
-            crate::events::now_ms(),
+            "{CREATED_MARK}{created_ms} {}",
             session_value(user_id, rooms)?
         );
         let token = new_session_token();
@@ -275,20 +311,8 @@ impl Accounts for RedisEngine {
             )
             .await
             .map_err(map_err)?;
-        let set = keys::user_sessions(user_id);
-        self.prune_sessions(&set).await?;
-        let _: i64 = self
-            .core
-            .cmd()
-            .sadd(&set, hash.as_str())
-            .await
-            .map_err(map_err)?;
-        let _: i64 = self
-            .core
-            .cmd()
-            .expire(&set, ttl(ttl_secs), None)
-            .await
-            .map_err(map_err)?;
+        self.track_session(user_id, &hash, created_ms, ttl_secs)
+            .await?;
         Ok(token)
     }
 
@@ -375,18 +399,33 @@ impl Accounts for RedisEngine {
             return Ok(None);
         };
         let uid = uid.to_string();
-        let set = keys::user_sessions(&uid);
+        let times = keys::user_session_times(&uid);
         let cmd = self.core.cmd();
+        let keep = ttl(ttl_secs.max(self.core.retention.session_max_age_secs));
         let (user, _) = tokio::join!(
             cmd.hmget::<Vec<Option<String>>, _, _>(keys::user(&uid), vec!["name", "guest"]),
-            cmd.expire::<i64, _>(&set, ttl(ttl_secs), None)
+            cmd.expire::<i64, _>(&times, keep, None)
         );
         let user = user.map_err(map_err)?;
-        if legacy {
-            // The user's set names the session by its hash from now on.
+        if legacy || !marked {
+            // A session of an earlier version: listed among the user's sessions by
+            // creation time from now on (the old plain set forgets it).
             let pipeline = self.core.pool.next_connected().pipeline();
-            let _: () = pipeline.srem(&set, session).await.map_err(map_err)?;
-            let _: () = pipeline.sadd(&set, hash.as_str()).await.map_err(map_err)?;
+            let _: () = pipeline
+                .srem(keys::user_sessions(&uid), vec![session, hash.as_str()])
+                .await
+                .map_err(map_err)?;
+            let _: () = pipeline
+                .zadd(
+                    &times,
+                    None,
+                    None,
+                    false,
+                    false,
+                    (created as f64, hash.as_str()),
+                )
+                .await
+                .map_err(map_err)?;
             all_ok(pipeline.try_all::<Value>().await)?;
         }
         let Some(name) = user.first().cloned().flatten() else {
@@ -419,19 +458,33 @@ impl Accounts for RedisEngine {
             .as_deref()
             .map(|v| split_created(v).map_or(v, |(_, rest)| rest));
         if let Some((uid, _)) = rest.and_then(parse_session_value) {
-            let _: i64 = self
-                .core
-                .cmd()
+            let pipeline = self.core.pool.next_connected().pipeline();
+            let _: () = pipeline
+                .zrem(keys::user_session_times(uid), hash.as_str())
+                .await
+                .map_err(map_err)?;
+            let _: () = pipeline
                 .srem(keys::user_sessions(uid), hash.as_str())
                 .await
                 .map_err(map_err)?;
+            all_ok(pipeline.try_all::<Value>().await)?;
         }
         Ok(())
     }
 
     async fn revoke_sessions(&self, user_id: &str) -> Result<(), EngineError> {
+        // The sessions by creation time, and those an earlier version listed in a plain
+        // set (until it expires).
         let set = keys::user_sessions(user_id);
-        let tokens: Vec<String> = self.core.cmd().smembers(&set).await.map_err(map_err)?;
+        let times = keys::user_session_times(user_id);
+        let mut tokens: Vec<String> = self.core.cmd().smembers(&set).await.map_err(map_err)?;
+        let listed: Vec<String> = self
+            .core
+            .cmd()
+            .zrange(&times, 0, -1, None, false, None, false)
+            .await
+            .map_err(map_err)?;
+        tokens.extend(listed);
         if !tokens.is_empty() {
             // One DEL per key: on Redis Cluster the session keys live in different slots.
             let pipeline = self.core.pool.next().pipeline();
@@ -440,7 +493,11 @@ impl Accounts for RedisEngine {
             }
             let _: Vec<Value> = pipeline.all().await.map_err(map_err)?;
         }
-        let _: i64 = self.core.cmd().del(&set).await.map_err(map_err)?;
+        // Two slots on Redis Cluster: one DEL each.
+        let pipeline = self.core.pool.next_connected().pipeline();
+        let _: () = pipeline.del(set).await.map_err(map_err)?;
+        let _: () = pipeline.del(times).await.map_err(map_err)?;
+        all_ok(pipeline.try_all::<Value>().await)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! (`chat_send`, `chat_read`, `chat_conn_open`/`close`, `chat_heartbeat`,
 //! `chat_reap_batch`) combine slots and are never called on a cluster; there the
 //! untagged keys (`chat:names`, `chat:nodes`, `chat:node:<n>:*`, `chat:user:<id>`,
-//! `chat:sess:*`, `chat:usess:*`) are only touched by plain single-key commands. User
+//! `chat:sess:*`, `chat:usess:*`, `chat:usesst:*`) are only touched by plain single-key commands. User
 //! ids never contain `:` or braces (`chat_protocol::valid_user_id`), so joining them
 //! needs no escaping. Users and sessions are looked up one key at a time and need no
 //! tag.
@@ -41,7 +41,8 @@
 //! | `chat:names` | sorted set, scores 0: `<lower-cased name>\0<id>` | `accounts.rs` |
 //! | `chat:guests` | sorted set: guests' `chat:names` members → ms their user hash expires; swept to drop expired guests from the directory | `accounts.rs` |
 //! | `chat:sess:<hash>` | `<hash>`: the hex SHA-256 of the session secret, never the secret itself (a Redis reader or a backup cannot resume a session; one stored under its raw secret by an earlier version is moved under its hash at its next resume); string: `#<created ms> ` (no resume once `auth.session_max_age_secs` old; a value without it, from before, is marked at its next resume), the user id, then ` <JSON array>` when the sign-in's token had a `rooms` claim (kept for every resume); `EX auth.session_ttl_secs`, slid by `GETEX` on resume | `accounts.rs` |
-//! | `chat:usess:<id>` | set: the user's sessions by `<hash>` (revoke all); expiry pushed with each; pruned of expired sessions at each new session | `accounts.rs` |
+//! | `chat:usesst:<id>` | sorted set: the user's sessions, member `<hash>`, score its creation (ms) (revoke all); at most `auth.max_sessions_per_user` (a new session past it revokes the oldest), those past `auth.session_max_age_secs` dropped at each new session; expiry pushed with each | `accounts.rs` |
+//! | `chat:usess:<id>` | set of earlier versions (the user's sessions by `<hash>`): no longer written; read when revoking all, and a session listed there moves to `usesst` at its next resume; expires on its own | `accounts.rs` |
 //! | `chat:node:<node>:users` | set: users with a connection on the node | `presence.lua`, `cluster.rs` |
 //! | `chat:node:<node>:alive` | string, the heartbeat: `SET … EX 15` | `chat_heartbeat`, `cluster.rs` |
 //! | `chat:node:<node>:ready` | string, the readiness probe: `SET … EX 60` by every `/readyz` (a Redis refusing writes is not ready) | `redis/mod.rs` |
@@ -186,6 +187,15 @@ pub fn session(name: &str) -> String {
 /// The set of a user's sessions, for revoking them all.
 pub fn user_sessions(user: &str) -> String {
     format!("{PREFIX}usess:{user}")
+}
+
+/// The user's live sessions by creation time: a sorted set, member the session's
+/// hash, score its creation (ms). The oldest are revoked first past
+/// `auth.max_sessions_per_user`, and those past `auth.session_max_age_secs` are
+/// dropped at each new session. Replaces [`user_sessions`], the plain set of earlier
+/// versions (still read when revoking all, until it expires).
+pub fn user_session_times(user: &str) -> String {
+    format!("{PREFIX}usesst:{user}")
 }
 
 // Rooms (protocol 1.1): every key of a room shares the tag `{r:<room>}` (one slot,
@@ -336,5 +346,6 @@ mod tests {
         assert_eq!(user("alice"), "chat:user:alice");
         assert_eq!(session("abc"), "chat:sess:abc");
         assert_eq!(user_sessions("alice"), "chat:usess:alice");
+        assert_eq!(user_session_times("alice"), "chat:usesst:alice");
     }
 }
