@@ -48,9 +48,13 @@ impl EngineError {
         )
     }
 
-    /// Whether the call certainly did not run, so nothing it would write was written.
-    pub fn did_not_run(&self) -> bool {
-        matches!(self, EngineError::Refused { .. })
+    /// Whether the call may have run although it failed, so a send is worth sending
+    /// again with its nonce: the backend was unreachable or silent (a timeout, a
+    /// connection lost, even fred failing fast while disconnected, which reads like a
+    /// connection lost in flight). A write Redis refused did not run; any other error
+    /// is final.
+    pub fn may_have_run(&self) -> bool {
+        matches!(self, EngineError::Unavailable(_))
     }
 }
 

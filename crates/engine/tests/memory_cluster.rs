@@ -6,28 +6,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use chat_engine::memory::{MemoryEngine, Op};
 use chat_engine::prelude::*;
 use chat_engine::testing::{memory_cluster, RecordingSink};
-use chat_engine::{EngineError, InboxEvent, Retention, RoomLimits, RoomSendRequest, SendRequest};
+use chat_engine::{EngineError, InboxEvent, Retention, RoomLimits, RoomSendRequest};
 use chat_protocol::{StreamId, User};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn req(from: &str, to: &str, body: &str) -> SendRequest {
-    SendRequest {
-        from: from.into(),
-        to: to.into(),
-        body: body.into(),
-        nonce: None,
-        nonce_ttl_secs: 60,
-        sent_at: "2026-01-01T00:00:00.000Z".into(),
-        trace: None,
-    }
-}
+use common::{req, WAIT};
 
 fn user(id: &str) -> User {
     User {

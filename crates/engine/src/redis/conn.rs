@@ -297,12 +297,12 @@ mod tests {
             ErrorKind::Unknown,
             "ERR Error running script: @user_function: -OOM command not allowed",
         );
-        assert!(map_err(e).did_not_run());
+        assert!(!map_err(e).may_have_run());
         // A lost connection may have run the call.
         let e = FredError::new(ErrorKind::IO, "Connection reset by peer");
         let e = map_err(e);
         assert!(
-            matches!(e, EngineError::Unavailable(_)) && !e.did_not_run(),
+            matches!(e, EngineError::Unavailable(_)) && e.may_have_run(),
             "{e:?}"
         );
         let e = FredError::new(ErrorKind::Unknown, "ERR wrong number of arguments");

@@ -97,13 +97,13 @@ impl Messages for RedisEngine {
             // After an unanswered attempt the sender's own event is published like the
             // peer's (nothing handed to this node's sink can be trusted to be first).
             match self.shape.send(request.clone(), local && !uncertain).await {
-                Err(e) if attempt < retries && may_have_run(&e) => {
+                Err(e) if attempt < retries && e.may_have_run() => {
                     uncertain = true;
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "send failed; retrying with its nonce");
                     tokio::time::sleep(SEND_RETRY_BACKOFF * attempt).await;
                 }
-                Err(e) if e.is_unavailable() && (uncertain || may_have_run(&e)) => {
+                Err(e) if e.is_unavailable() && (uncertain || e.may_have_run()) => {
                     break Err(EngineError::MaybeStored(e.to_string()));
                 }
                 other => break other,
@@ -285,14 +285,6 @@ impl Messages for RedisEngine {
 /// before each (times the attempt number).
 pub(super) const SEND_RETRIES: u32 = 3;
 pub(super) const SEND_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Whether a failed send may have run, so it is worth sending again with its nonce:
-/// the backend was unreachable or silent (a timeout, a connection lost, even fred
-/// failing fast while disconnected, which reads like a connection lost in flight).
-/// A write Redis refused did not run; any other error is final.
-pub(super) fn may_have_run(e: &EngineError) -> bool {
-    matches!(e, EngineError::Unavailable(_))
-}
 
 /// The `prev` of the first event a read returns when the entry before it is gone
 /// (trimmed): it matches no cursor, so it proves no recovery.

@@ -389,13 +389,13 @@ impl Rooms for RedisEngine {
         let reply = loop {
             match self.core.fcall(SEND, &keys, &args, &self.core.opts).await {
                 Ok(reply) => break reply,
-                Err(e) if attempt < messages::SEND_RETRIES && messages::may_have_run(&e) => {
+                Err(e) if attempt < messages::SEND_RETRIES && e.may_have_run() => {
                     uncertain = true;
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "room send failed; retrying with its nonce");
                     tokio::time::sleep(messages::SEND_RETRY_BACKOFF * attempt).await;
                 }
-                Err(e) if e.is_unavailable() && (uncertain || messages::may_have_run(&e)) => {
+                Err(e) if e.is_unavailable() && (uncertain || e.may_have_run()) => {
                     return Err(EngineError::MaybeStored(e.to_string()));
                 }
                 Err(e) => return Err(e),

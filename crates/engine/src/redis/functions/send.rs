@@ -85,15 +85,7 @@ pub(crate) const BATCH_ARGS: usize = 6;
 /// serialized once by the protocol crate with an empty id, so Lua only prepends
 /// `{"id":"<id>"` instead of encoding every field itself.
 pub(crate) fn message_tail(req: &SendRequest) -> String {
-    let message = Message {
-        id: String::new(),
-        conversation: dm_conversation(&req.from, &req.to),
-        from: req.from.clone(),
-        to: req.to.clone(),
-        body: req.body.clone(),
-        sent_at: req.sent_at.clone(),
-        room: None,
-    };
+    let message = message_of(req, String::new());
     let json = serde_json::to_string(&message).expect("a message always serializes");
     const HEAD: &str = r#"{"id":"""#;
     debug_assert!(json.starts_with(HEAD));
@@ -269,21 +261,26 @@ fn bad_reply(what: &str) -> EngineError {
     EngineError::Internal(format!("unexpected chat_send reply: {what}"))
 }
 
+/// The message a send request stores, under `id`.
+fn message_of(req: &SendRequest, id: String) -> Message {
+    Message {
+        id,
+        conversation: dm_conversation(&req.from, &req.to),
+        from: req.from.clone(),
+        to: req.to.clone(),
+        body: req.body.clone(),
+        sent_at: req.sent_at.clone(),
+        room: None,
+    }
+}
+
 /// The message `req` stored (or a retry of it found) with id `id`: from the stored
 /// conversation entry when there is one, else from the request itself (a new
 /// message, or a duplicate whose original retention trimmed: the retry carries the
 /// same body).
 fn stored_message(req: &SendRequest, id: String, entry: &str) -> Result<Message, EngineError> {
     if entry.is_empty() {
-        return Ok(Message {
-            id,
-            conversation: dm_conversation(&req.from, &req.to),
-            from: req.from.clone(),
-            to: req.to.clone(),
-            body: req.body.clone(),
-            sent_at: req.sent_at.clone(),
-            room: None,
-        });
+        return Ok(message_of(req, id));
     }
     let entry = Entry {
         id,
